@@ -1,0 +1,133 @@
+"""Captum attribution methods by name: batched, device-aware, with spec-level errors.
+
+Any ``captum.attr`` class can be named in a spec. Layer methods (``LayerGradCam`` ...) take a
+``layer`` (a dotted module name in the user's network) and their maps are upsampled to the input
+size. ``IntegratedGradients``-style methods get ``internal_batch_size`` = the data batch size
+unless the spec sets one, so their ``n_steps`` expansion never holds more than one batch of
+inputs at a time (captum #245, #538).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .loaders.models import ModelUnderTest
+from .spec.errors import SpecRuntimeError, did_you_mean
+from .spec.schema import AttributionSpec
+
+Location = tuple[str | int, ...]
+
+
+def _tuples(value: Any) -> Any:
+    """YAML lists -> tuples (captum wants tuples for shapes such as sliding_window_shapes)."""
+    if isinstance(value, list):
+        return tuple(_tuples(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    return value
+
+
+def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str, location: Location) -> None:
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in given:
+        if key not in parameters:
+            raise SpecRuntimeError(location + (key,), f"{what} has no parameter {key!r}{did_you_mean(key, parameters)}")
+
+
+def gaussian_blur(images: Tensor, sigma: float = 2.0) -> Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` images (reflect padding), same shape."""
+    radius = max(1, int(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect" if min(images.shape[-2:]) > radius else "replicate")
+    horizontal = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    return F.conv2d(horizontal, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+
+
+def make_baseline(kind: str | float, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """A reference input for ``images`` ``(N, C, H, W)``: zeros, per-image channel mean, blur,
+    uniform noise in [0, 1], or a constant."""
+    if isinstance(kind, float):
+        return torch.full_like(images, kind)
+    if kind == "zeros":
+        return torch.zeros_like(images)
+    if kind == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images).contiguous()
+    if kind == "blur":
+        return gaussian_blur(images)
+    if kind == "uniform":
+        noise = torch.rand(images.shape, generator=generator, device="cpu" if generator is not None else images.device)
+        return noise.to(images.device, images.dtype)
+    raise ValueError(f"unknown baseline {kind!r}")
+
+
+class Attributor:
+    """One configured captum method for a model; call it on batches.
+
+    ``location`` is where the method is declared in the spec (for error messages).
+    """
+
+    def __init__(self, spec: AttributionSpec, model: ModelUnderTest, batch_size: int, location: Location) -> None:
+        import captum.attr
+
+        self.spec = spec
+        self.location = location
+        method_class = getattr(captum.attr, spec.method, None)
+        if not isinstance(method_class, type):
+            raise SpecRuntimeError(location + ("method",), f"captum.attr has no method {spec.method!r}")
+        init = _tuples(spec.init)
+        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))
+        if spec.layer is not None:
+            try:
+                layer = model.network.get_submodule(spec.layer)
+            except AttributeError:
+                names = [name for name, _ in model.network.named_modules() if name]
+                raise SpecRuntimeError(
+                    location + ("layer",), f"the model has no layer {spec.layer!r}{did_you_mean(spec.layer, names)}"
+                ) from None
+            method = method_class(model, layer, **init)
+        else:
+            method = method_class(model, **init)
+        self.params = _tuples(spec.params)
+        _check_kwargs(method.attribute, self.params, f"{spec.method}.attribute()", location + ("params",))
+        accepted = inspect.signature(method.attribute).parameters
+        if "internal_batch_size" in accepted and "internal_batch_size" not in self.params:
+            self.params["internal_batch_size"] = spec.internal_batch_size or batch_size
+        self.takes_baselines = "baselines" in accepted
+        if spec.baseline is not None and not self.takes_baselines:
+            raise SpecRuntimeError(location + ("baseline",), f"{spec.method} takes no baseline; remove baseline")
+        if spec.noise_tunnel is not None:
+            method = captum.attr.NoiseTunnel(method)
+        self.method = method
+
+    def __call__(self, images: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Attributions for ``(N, C, H, W)`` images and ``(N,)`` targets, ``(N, C', H, W)``."""
+        params = dict(self.params)
+        if self.spec.baseline is not None:
+            params["baselines"] = make_baseline(self.spec.baseline, images, generator)
+        if self.spec.noise_tunnel is not None:
+            tunnel = self.spec.noise_tunnel
+            params.update(nt_type=tunnel.nt_type, nt_samples=tunnel.nt_samples, stdevs=tunnel.stdevs)
+            params.pop("internal_batch_size", None)
+        inputs = images.detach().clone().requires_grad_(True)  # captum warns on inputs without grad
+        try:
+            result = self.method.attribute(inputs, target=target, **params)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise SpecRuntimeError(self.location, f"{self.spec.method} failed: {message}") from error
+        if isinstance(result, tuple):
+            result = result[0]
+        result = result.detach()
+        if result.dim() == 4 and result.shape[-2:] != images.shape[-2:]:
+            result = F.interpolate(result, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return result.float()

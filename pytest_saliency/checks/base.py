@@ -1,0 +1,115 @@
+"""What a check evaluation takes and gives back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..engine import SpecEngine
+from ..spec.schema import CheckSpec, Threshold
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured value against its threshold; ``interval`` is a ± half-width when known."""
+
+    name: str
+    value: float
+    threshold: str
+    passed: bool
+    interval: float | None = None
+
+    @classmethod
+    def compare(cls, name: str, value: float, threshold: Threshold, interval: float | None = None) -> Measurement:
+        return cls(name, value, str(threshold), threshold.passes(value), interval)
+
+    def shown(self) -> str:
+        if math.isnan(self.value):
+            return "undefined"
+        return f"{self.value:.4f}" + (f" ± {self.interval:.4f}" if self.interval is not None else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": None if math.isnan(self.value) else self.value,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "interval": self.interval,
+        }
+
+
+@dataclass
+class Outcome:
+    """The result of one check item: measurements, sample counts, lines for a failure message
+    (``details``) and JSON-serialisable data for reports (``extra``)."""
+
+    measurements: list[Measurement]
+    samples: int
+    undefined: int = 0
+    details: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.measurements) and all(m.passed for m in self.measurements)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "samples": self.samples,
+            "undefined": self.undefined,
+            "measurements": [m.to_dict() for m in self.measurements],
+            "details": self.details,
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """One item's question: this check, for this method (if any) and class (if per class)."""
+
+    engine: SpecEngine
+    check: CheckSpec
+    method: str | None
+    class_index: int | None
+
+    @property
+    def selection(self) -> Tensor:
+        """``(N,) bool``: the samples this item looks at (one class, or all)."""
+        labels = self.engine.data.labels
+        if self.class_index is None:
+            return torch.ones_like(labels, dtype=torch.bool)
+        return labels == self.class_index
+
+
+def aggregate(values: Tensor, how: str) -> float:
+    """``mean | median | min | max | pNN`` over the defined (non-NaN) values; NaN if none."""
+    defined = values[~torch.isnan(values)].double()
+    if defined.numel() == 0:
+        return math.nan
+    if how == "mean":
+        return float(defined.mean())
+    if how == "median":
+        return float(defined.quantile(0.5))
+    if how == "min":
+        return float(defined.min())
+    if how == "max":
+        return float(defined.max())
+    return float(defined.quantile(int(how[1:]) / 100))
+
+
+def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """Fixed-width text lines for a few samples (the worst examples in a failure)."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.3f}"
+        return str(value)
+
+    widths = {c: max(len(c), *(len(cell(row[c])) for row in rows)) for c in columns}
+    lines = ["  ".join(c.rjust(widths[c]) for c in columns)]
+    lines += ["  ".join(cell(row[c]).rjust(widths[c]) for c in columns) for row in rows]
+    return lines

@@ -1,0 +1,46 @@
+"""``patterns`` checks: limits on the fraction of samples in each behaviour pattern."""
+
+from __future__ import annotations
+
+from ..metrics.patterns import PATTERNS, behaviour_patterns, pattern_fractions
+from ..spec.schema import PatternsCheck, Threshold
+from .base import CheckRequest, Measurement, Outcome
+from .shared_interest import worst_samples
+
+
+def evaluate(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, PatternsCheck) and request.method is not None
+    engine = request.engine
+    scores = engine.shared_interest(request.method)
+    selection = request.selection
+    indices = selection.nonzero().flatten()
+    chosen = {name: values[selection] for name, values in scores.as_dict().items()}
+    defined = ~(chosen["iou"].isnan() | chosen["gtc"].isnan() | chosen["sc"].isnan())
+    patterns = behaviour_patterns(
+        chosen["iou"], chosen["gtc"], chosen["sc"], engine.correct[indices], low=config.levels.low, high=config.levels.high
+    )
+    fractions = pattern_fractions(patterns[defined])
+    limits = [(name, Threshold("<=", 0.0)) for name in config.forbid]
+    limits += [(name, Threshold("<=", value)) for name, value in config.max_fraction.items() if name not in config.forbid]
+    limits += [(name, Threshold(">=", value)) for name, value in config.min_fraction.items()]
+    measurements = [Measurement.compare(f"fraction {name}", fractions[name], limit) for name, limit in limits]
+    counts = {name: int(total) for name, total in zip(PATTERNS, patterns[defined].sum(dim=0).tolist())}
+    details = [
+        f"pattern counts over {int(defined.sum())} samples with defined scores ({int((~defined).sum())} undefined): "
+        + ", ".join(f"{name} {count}" for name, count in counts.items() if count)
+    ]
+    failing = [m.name.split(" ", 1)[1] for m in measurements if not m.passed and m.threshold.startswith("<")]
+    if failing:
+        column = PATTERNS.index(failing[0])
+        members = patterns[:, column].nonzero().flatten()
+        details.append(f"samples in {failing[0]}:")
+        in_pattern = {name: values[members] for name, values in chosen.items()}
+        details += worst_samples(request, in_pattern, indices[members], "iou", wants_high=True)
+    return Outcome(
+        measurements,
+        samples=len(indices),
+        undefined=int((~defined).sum()),
+        details=details,
+        extra={"pattern_counts": counts, "pattern_fractions": fractions},
+    )

@@ -1,0 +1,68 @@
+"""``shared_interest`` checks: thresholds on aggregates of IoU, GTC and SC."""
+
+from __future__ import annotations
+
+import torch
+
+from ..metrics.patterns import PATTERNS, behaviour_patterns
+from ..spec.schema import SharedInterestCheck
+from .base import CheckRequest, Measurement, Outcome, aggregate, sample_table
+
+WORST_SHOWN = 5
+
+
+def evaluate(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, SharedInterestCheck) and request.method is not None
+    engine = request.engine
+    scores = engine.shared_interest(request.method).as_dict()
+    selection = request.selection
+    indices = selection.nonzero().flatten()
+    chosen = {name: values[selection] for name, values in scores.items()}
+    measurements = [
+        Measurement.compare(f"{metric}.{how}", aggregate(chosen[metric], how), threshold)
+        for metric, thresholds in config.metrics().items()
+        for how, threshold in thresholds.items()
+    ]
+    used = list(config.metrics())
+    undefined = int(torch.stack([chosen[m].isnan() for m in used]).any(dim=0).sum())
+    focus = next((m for m in measurements if not m.passed), measurements[0])
+    metric = focus.name.split(".")[0]
+    wants_high = config.metrics()[metric][focus.name.split(".")[1]].wants_high
+    details = [f"worst samples by {metric} (of {len(indices)}; {undefined} undefined):"]
+    details += worst_samples(request, chosen, indices, metric, wants_high)
+    extra = {
+        "per_sample": {"index": indices.tolist(), **{name: _floats(values) for name, values in chosen.items()}},
+    }
+    return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
+
+
+def worst_samples(
+    request: CheckRequest, chosen: dict[str, torch.Tensor], indices: torch.Tensor, metric: str, wants_high: bool
+) -> list[str]:
+    """Table lines for the samples furthest on the wrong side of ``metric``."""
+    values = chosen[metric].nan_to_num(nan=float("inf") if wants_high else float("-inf"))
+    order = torch.argsort(values, descending=not wants_high, stable=True)[:WORST_SHOWN]
+    engine = request.engine
+    patterns = behaviour_patterns(chosen["iou"], chosen["gtc"], chosen["sc"], engine.correct[indices])
+    classes = engine.spec.data.classes
+    rows = []
+    for position in order.tolist():
+        index = int(indices[position])
+        label, predicted = int(engine.data.labels[index]), int(engine.predictions[index])
+        rows.append(
+            {
+                "sample": index,
+                "label": classes[label] if classes and label < len(classes) else label,
+                "predicted": classes[predicted] if classes and predicted < len(classes) else predicted,
+                "iou": float(chosen["iou"][position]),
+                "gtc": float(chosen["gtc"][position]),
+                "sc": float(chosen["sc"][position]),
+                "patterns": ",".join(n for n, hit in zip(PATTERNS, patterns[position].tolist()) if hit) or "-",
+            }
+        )
+    return sample_table(rows, ["sample", "label", "predicted", "iou", "gtc", "sc", "patterns"])
+
+
+def _floats(values: torch.Tensor) -> list[float | None]:
+    return [None if v != v else round(v, 6) for v in values.tolist()]

@@ -1,0 +1,46 @@
+"""``pytest-saliency``: validate spec files and print the spec language's JSON Schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pytest-saliency", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="check spec files without running any model (for pre-commit)")
+    validate.add_argument("paths", nargs="+", type=Path, help="spec files, or folders to search for *.saliency.yaml")
+    commands.add_parser("schema", help="print the JSON Schema of the spec language")
+    arguments = parser.parse_args(argv)
+    if arguments.command == "schema":
+        from .spec import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    return _validate(arguments.paths)
+
+
+def _validate(paths: Sequence[Path]) -> int:
+    from .spec import SpecError, discover, load_spec
+
+    specs = list(discover(paths))
+    if not specs:
+        print(f"pytest-saliency: no *.saliency.yaml files in {', '.join(map(str, paths))}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in specs:
+        try:
+            load_spec(path)
+        except SpecError as error:
+            failed += 1
+            print(error)
+    print(f"{len(specs) - failed} of {len(specs)} spec files valid", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

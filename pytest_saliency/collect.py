@@ -1,0 +1,189 @@
+"""Collection tree: spec file -> one item per check x attribution method (x class)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .session import SESSION_KEY
+
+if TYPE_CHECKING:
+    from .checks.base import Outcome
+    from .engine import SpecEngine
+    from .spec import CheckSpec, LoadedSpec, SpecProblem
+
+
+class SaliencyWarning(UserWarning):
+    """A check with ``severity: warn`` that did not meet its thresholds."""
+
+
+class CheckFailed(Exception):
+    """A check's measurements did not meet their thresholds."""
+
+
+class SpecInvalid(Exception):
+    """The spec file has errors; no check of it runs."""
+
+
+def shown_path(config: pytest.Config, path: Path) -> str:
+    """``path`` relative to where pytest was invoked, as pytest shows locations."""
+    try:
+        return os.path.relpath(path, config.invocation_params.dir)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+class SpecFile(pytest.File):
+    """A ``*.saliency.yaml`` file. Its engine (model, data, attributions) is built lazily by the
+    first item that runs and kept in a small LRU, so any order of items computes it once."""
+
+    loaded: LoadedSpec
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from .spec import SpecError, load_spec
+
+        try:
+            self.loaded = load_spec(self.path, display=shown_path(self.config, self.path))
+        except SpecError as error:
+            yield SpecErrorItem.from_parent(self, name="spec", problems=error.problems)
+            return
+        spec = self.loaded.spec
+        for index, check in enumerate(spec.checks):
+            for name, method, class_index in _variants(spec.attributions, spec.data.classes, check):
+                item = CheckItem.from_parent(self, name=name, check_index=index, method=method, class_index=class_index)
+                for mark in check.marks:
+                    item.add_marker(mark)
+                yield item
+
+    def engine(self) -> SpecEngine:
+        from .engine import SpecEngine, resolve_device
+
+        session = self.config.stash[SESSION_KEY]
+        device = resolve_device(session.device)
+        key = (str(self.path), self.path.stat().st_mtime_ns, str(device))
+        search_paths = (self.config.rootpath,)
+        return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths))
+
+
+def _variants(attributions: dict[str, Any], classes: list[str] | None, check: CheckSpec) -> Iterator[tuple[str, str | None, int | None]]:
+    """``(item name, method, class index)`` for each item a check expands into."""
+    config = check.config
+    methods: list[str | None] = list(config.methods or attributions) if config.uses_attributions else [None]
+    class_indices: list[int | None] = list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
+    for method in methods:
+        for class_index in class_indices:
+            parts = [part for part in (method, classes[class_index] if class_index is not None and classes else None) if part]
+            yield (f"{check.id}[{'-'.join(parts)}]" if parts else check.id), method, class_index
+
+
+class SpecErrorItem(pytest.Item):
+    """Stands for a spec file with errors: fails with one ``path:line:col: message`` line each."""
+
+    def __init__(self, *, problems: list[SpecProblem], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.problems = problems
+
+    def runtest(self) -> None:
+        raise SpecInvalid()
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return "\n".join(str(problem) for problem in self.problems)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.problems[0].line - 1, "spec error"
+
+    def saliency_result(self) -> dict[str, Any]:
+        return {
+            "spec": self.parent.name if self.parent else str(self.path),
+            "check": "spec",
+            "variant": "",
+            "status": "error",
+            "measurements": [],
+            "message": str(self.problems[0]),
+        }
+
+
+class CheckItem(pytest.Item):
+    """One check for one attribution method (and class)."""
+
+    parent: SpecFile
+
+    def __init__(self, *, check_index: int, method: str | None, class_index: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check_index = check_index
+        self.method = method
+        self.class_index = class_index
+        self.outcome: Outcome | None = None
+
+    @property
+    def check(self) -> CheckSpec:
+        return self.parent.loaded.spec.checks[self.check_index]
+
+    @property
+    def variant(self) -> str:
+        return self.name[len(self.check.id) + 1 : -1] if self.name != self.check.id else ""
+
+    def runtest(self) -> None:
+        from .checks import evaluator
+        from .checks.base import CheckRequest
+
+        engine = self.parent.engine()
+        check = self.check
+        self.outcome = evaluator(check.kind)(CheckRequest(engine, check, self.method, self.class_index))
+        for measurement in self.outcome.measurements:
+            self.user_properties.append((f"saliency.{measurement.name}", measurement.value))
+        if self.outcome.passed:
+            return
+        if check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
+            warnings.warn(SaliencyWarning(self._failure_text()), stacklevel=1)
+            return
+        raise CheckFailed()
+
+    def _location(self) -> str:
+        line, _ = self.parent.loaded.source.value(("checks", self.check_index))
+        return f"{self.parent.loaded.path}:{line}"
+
+    def _failure_text(self) -> str:
+        from .report.text import failure_text
+
+        assert self.outcome is not None
+        what = f" [{self.variant}]" if self.variant else ""
+        severity = " (severity: warn)" if self.check.severity == "warn" else ""
+        return failure_text(self._location(), f"check {self.check.id!r}{what} failed{severity}", self.outcome.to_dict())
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
+        from .spec.errors import SpecRuntimeError
+
+        if isinstance(excinfo.value, CheckFailed):
+            return self._failure_text()
+        if isinstance(excinfo.value, SpecRuntimeError):
+            return str(self.parent.loaded.problem(excinfo.value.location, excinfo.value.message))
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        line, _ = self.parent.loaded.source.value(("checks", self.check_index))
+        return self.path, line - 1, self.name
+
+    def saliency_result(self) -> dict[str, Any]:
+        """The JSON-serialisable result the summary and reports show."""
+        outcome = self.outcome.to_dict() if self.outcome else {"measurements": []}
+        status = "passed" if self.outcome and self.outcome.passed else "failed"
+        if status == "failed" and self.outcome and self.check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
+            status = "warned"
+        return {
+            "spec": self.parent.loaded.name,
+            "spec_path": str(self.parent.loaded.path),
+            "check": self.check.id,
+            "kind": self.check.kind,
+            "variant": self.variant,
+            "method": self.method,
+            "class_index": self.class_index,
+            "severity": self.check.severity,
+            "status": status,
+            **outcome,
+        }

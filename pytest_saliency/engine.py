@@ -1,0 +1,182 @@
+"""The engine behind a spec: model and data loaded once, attributions computed once per method.
+
+Everything is lazy and cached on the engine: the clean forward pass, each method's attributions
+(batched, on the chosen device), saliency maps and regions, Shared Interest scores. Check
+evaluators ask the engine for what they need; the plugin keeps a small LRU of engines so that a
+shuffled test order does not recompute.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .attribution import Attributor
+from .loaders.data import SaliencyData, load_data
+from .loaders.models import ModelUnderTest, load_model
+from .metrics import shared_interest
+from .metrics.saliency import binarize, normalize_maps, reduce_channels
+from .spec.errors import SpecRuntimeError
+from .spec.validate import LoadedSpec
+
+Progress = Callable[[str, int, int], None]
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available (under xdist, worker ``gwN`` takes GPU ``N mod count``),
+    else CPU; any other value is passed to ``torch.device``."""
+    if choice != "auto":
+        device = torch.device(choice)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"--saliency-device {choice}: CUDA is not available on this machine; use cpu or auto")
+        return device
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    return torch.device("cuda", index % torch.cuda.device_count())
+
+
+@dataclass(frozen=True)
+class SharedInterestScores:
+    """Per-sample ``(N,)`` scores; NaN marks an undefined sample (empty region, constant map)."""
+
+    iou: Tensor
+    gtc: Tensor
+    sc: Tensor
+    sc_continuous: Tensor
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return {"iou": self.iou, "gtc": self.gtc, "sc": self.sc, "sc_continuous": self.sc_continuous}
+
+
+class SpecEngine:
+    """Computes what the checks of one spec need, once."""
+
+    def __init__(
+        self,
+        loaded: LoadedSpec,
+        device: torch.device,
+        search_paths: tuple[Path, ...] = (),
+        progress: Progress | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.device = device
+        self.search_paths = (*search_paths, loaded.directory)
+        self.batch_size = self.spec.data.batch_size
+        self.progress = progress
+        self._attributions: dict[str, Tensor] = {}
+        self._shared_interest: dict[str, SharedInterestScores] = {}
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    @cached_property
+    def model(self) -> ModelUnderTest:
+        return load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+
+    @cached_property
+    def data(self) -> SaliencyData:
+        return load_data(self.spec.data, self.loaded.directory, self.search_paths)
+
+    def batches(self, count: int | None = None) -> Iterator[slice]:
+        total = len(self.data) if count is None else count
+        for start in range(0, total, self.batch_size):
+            yield slice(start, min(start + self.batch_size, total))
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """``(N, classes)`` logits of the clean images, on the CPU."""
+        try:
+            with torch.inference_mode():
+                return torch.cat([self.model(self.data.images[part].to(self.device)).float().cpu() for part in self.batches()])
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise SpecRuntimeError(
+                ("model",), f"the model failed on images of shape {tuple(self.data.images.shape[1:])}: {first_line}"
+            ) from None
+
+    @cached_property
+    def predictions(self) -> Tensor:
+        return self.logits.argmax(dim=1)
+
+    @cached_property
+    def correct(self) -> Tensor:
+        """``(N,) bool``: the prediction equals the label."""
+        return self.predictions == self.data.labels
+
+    @cached_property
+    def targets(self) -> Tensor:
+        """``(N,)`` the class each attribution explains (``target: label | predicted``)."""
+        return self.data.labels if self.spec.target == "label" else self.predictions
+
+    # --- attributions and saliency -----------------------------------------------------------
+
+    def attributions(self, method: str) -> Tensor:
+        """``(N, C, H, W)`` attributions of the named method, on the CPU."""
+        if method not in self._attributions:
+            attributor = Attributor(self.spec.attributions[method], self.model, self.batch_size, ("attributions", method))
+            torch.manual_seed(self.spec.seed)
+            generator = torch.Generator().manual_seed(self.spec.seed)
+            parts = []
+            for done, part in enumerate(self.batches(), start=1):
+                images = self.data.images[part].to(self.device)
+                targets = self.targets[part].to(self.device)
+                parts.append(attributor(images, targets, generator).cpu())
+                if self.progress:
+                    self.progress(f"{self.loaded.name}: {method}", done * self.batch_size, len(self.data))
+            self._attributions[method] = torch.cat(parts)
+        return self._attributions[method]
+
+    def saliency_maps(self, method: str) -> Tensor:
+        """``(N, H, W)`` maps after the spec's channel reduction."""
+        return reduce_channels(self.attributions(method), self.spec.saliency.channels)
+
+    def saliency_regions(self, method: str) -> tuple[Tensor, Tensor]:
+        """``((N, H, W) bool regions, (N,) bool defined)``: normalised and binarised maps;
+        ``defined`` is False for constant maps, which have no region."""
+        normalised, defined = normalize_maps(self.saliency_maps(method))
+        regions = binarize(normalised, **self.spec.saliency.binarize.rule())
+        return regions & defined.view(-1, 1, 1), defined
+
+    def shared_interest(self, method: str) -> SharedInterestScores:
+        """Per-sample IoU, GTC, SC (binary and continuous) against the ground-truth masks."""
+        if method not in self._shared_interest:
+            regions, defined = self.saliency_regions(method)
+            masks = self.data.masks
+            undefined = torch.where(defined, 0.0, torch.nan)  # NaN propagates to every score
+            self._shared_interest[method] = SharedInterestScores(
+                iou=shared_interest.iou(regions, masks) + undefined,
+                gtc=shared_interest.ground_truth_coverage(regions, masks) + undefined,
+                sc=shared_interest.saliency_coverage(regions, masks) + undefined,
+                sc_continuous=shared_interest.saliency_coverage(self.saliency_maps(method), masks) + undefined,
+            )
+        return self._shared_interest[method]
+
+
+class EngineCache:
+    """A small LRU of engines keyed by spec path, content and device."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._engines: OrderedDict[tuple[str, int, str], SpecEngine] = OrderedDict()
+
+    def get(self, key: tuple[str, int, str], build: Callable[[], SpecEngine]) -> SpecEngine:
+        if key in self._engines:
+            self._engines.move_to_end(key)
+            return self._engines[key]
+        engine = build()
+        self._engines[key] = engine
+        while len(self._engines) > self.size:
+            self._engines.popitem(last=False)
+        return engine
+
+    def clear(self) -> None:
+        self._engines.clear()

@@ -1,0 +1,1 @@
+"""Load the models and data sets a spec names."""

@@ -1,0 +1,1 @@
+"""Pure tensor implementations of the saliency methods (no pytest inside)."""

@@ -1,0 +1,105 @@
+"""pytest hooks and options of pytest-saliency; nothing else lives here.
+
+This module is imported by every pytest run in an environment where the plugin is installed,
+so it imports nothing heavy: torch, captum and pydantic load when a spec file is collected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .collect import CheckItem, SpecErrorItem, SpecFile
+from .session import SESSION_KEY, SaliencySession
+
+if TYPE_CHECKING:
+    from .engine import SpecEngine
+
+SPEC_SUFFIXES = (".saliency.yaml", ".saliency.yml")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("saliency", "saliency checks (pytest-saliency)")
+    group.addoption(
+        "--saliency-device",
+        default=None,
+        help="device for models and attributions: auto (CUDA when available, else CPU), cpu, cuda, cuda:N. "
+        "Default: the saliency_device ini value, else auto.",
+    )
+    group.addoption(
+        "--saliency-strict",
+        action="store_true",
+        default=False,
+        help="fail checks declared with severity: warn too (for a pre-deployment gate).",
+    )
+    parser.addini("saliency_device", "default for --saliency-device", default="auto")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    session = SaliencySession(
+        device=config.getoption("saliency_device") or config.getini("saliency_device"),
+        strict=config.getoption("saliency_strict"),
+    )
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "saliency-session")
+    config.addinivalue_line("markers", "saliency: a check from a *.saliency.yaml spec file")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | None:
+    if file_path.name.endswith(SPEC_SUFFIXES):
+        return SpecFile.from_parent(parent, path=file_path)  # type: ignore[no-any-return]
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Spec errors first, so a broken spec is reported before any model runs."""
+    for item in items:
+        if isinstance(item, CheckItem | SpecErrorItem):
+            item.add_marker("saliency")
+    items.sort(key=lambda item: not isinstance(item, SpecErrorItem))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call" or not isinstance(item, CheckItem | SpecErrorItem):
+        return
+    result = item.saliency_result()
+    if report.failed and not result["measurements"] and result["status"] != "error":
+        result.update(status="error", message=str(report.longrepr).splitlines()[0] if report.longrepr else "")
+    report.saliency = result  # travels back from xdist workers with the report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return  # the controller prints the one merged summary
+    results = config.stash[SESSION_KEY].results
+    if not results or config.getoption("verbose") < -1:
+        return
+    from .report.terminal import summary_table
+
+    writer = config.get_terminal_writer()
+    terminalreporter.write_sep("=", "saliency summary")
+    terminalreporter.write(summary_table(results, width=writer.fullwidth, markup=writer.hasmarkup))
+
+
+@pytest.fixture
+def saliency_engine(request: pytest.FixtureRequest) -> Callable[[str | Path], SpecEngine]:
+    """Load a spec file and return its engine (model, data, attributions, Shared Interest
+    scores) for tests written in Python: ``engine = saliency_engine("specs/x.saliency.yaml")``."""
+
+    def load(path: str | Path) -> SpecEngine:
+        from .engine import SpecEngine, resolve_device
+        from .spec import load_spec
+
+        spec_path = Path(path)
+        if not spec_path.is_absolute():
+            spec_path = request.config.rootpath / spec_path
+        session = request.config.stash[SESSION_KEY]
+        return SpecEngine(load_spec(spec_path), resolve_device(session.device), (request.config.rootpath,))
+
+    return load

@@ -1,0 +1,1 @@
+"""Rendering results: failure text, terminal summary table."""

@@ -1,0 +1,44 @@
+"""Spec errors: one line each, ``path:line:col: message``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One problem in a spec file, at a 1-based line and column."""
+
+    path: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+class SpecError(Exception):
+    """A spec file that cannot run; ``problems`` lists every problem found, in file order."""
+
+    def __init__(self, problems: Sequence[SpecProblem]) -> None:
+        self.problems = sorted(problems, key=lambda problem: (problem.line, problem.column))
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class SpecRuntimeError(Exception):
+    """A problem found while loading what a spec names (model, weights, data), tied to the key
+    in the spec that named it, so it can be reported as ``path:line:col: message``."""
+
+    def __init__(self, location: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.location = location
+        self.message = message

@@ -1,0 +1,384 @@
+"""The spec language (version 1) as typed, validated models.
+
+Each model forbids unknown keys. Importing this module loads pydantic and nothing heavy: no
+torch, no captum. :func:`json_schema` exports the language for editors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from .errors import did_you_mean
+
+PatternName = Literal[
+    "human_aligned",
+    "sufficient_subset",
+    "sufficient_context",
+    "context_dependent",
+    "confuser",
+    "insufficient_subset",
+    "distractor",
+    "context_confusion",
+]
+
+_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_AGGREGATE = re.compile(r"^(mean|median|min|max|p(?:\d|[1-9]\d))$")
+
+
+class Threshold:
+    """A comparison such as ``">= 0.5"``: an operator and a number."""
+
+    __slots__ = ("operator", "value")
+    _COMPARE = {
+        ">=": lambda a, b: a >= b,
+        ">": lambda a, b: a > b,
+        "<=": lambda a, b: a <= b,
+        "<": lambda a, b: a < b,
+    }
+
+    def __init__(self, operator: str, value: float) -> None:
+        self.operator = operator
+        self.value = value
+
+    @classmethod
+    def parse(cls, text: object) -> Threshold:
+        if isinstance(text, Threshold):
+            return text
+        if isinstance(text, int | float) and not isinstance(text, bool):
+            raise ValueError(f'a threshold is a quoted comparison such as ">= {text}", not a bare number')
+        if not isinstance(text, str):
+            raise ValueError(f'a threshold is a quoted comparison such as ">= 0.5", got {text!r}')
+        match = _THRESHOLD.match(text)
+        if not match:
+            raise ValueError(
+                f"bad threshold {text!r}: write one comparison (>=, >, <=, <) and a number, such as \">= 0.5\""
+            )
+        return cls(match.group(1), float(match.group(2)))
+
+    def passes(self, measured: float) -> bool:
+        """True when ``measured`` satisfies the comparison (NaN never does)."""
+        return bool(self._COMPARE[self.operator](measured, self.value))
+
+    @property
+    def wants_high(self) -> bool:
+        """True for ``>``/``>=``: low measured values are the bad ones."""
+        return self.operator.startswith(">")
+
+    def __str__(self) -> str:
+        return f"{self.operator} {self.value:g}"
+
+    def __repr__(self) -> str:
+        return f"Threshold({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Threshold) and (self.operator, self.value) == (other.operator, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.operator, self.value))
+
+
+ThresholdField = Annotated[
+    Threshold,
+    PlainValidator(Threshold.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": _THRESHOLD.pattern, "examples": [">= 0.5", "< 0.1"]}),
+]
+Aggregate = Annotated[str, Field(pattern=_AGGREGATE.pattern)]
+AggregateThresholds = Annotated[
+    dict[Aggregate, ThresholdField],
+    Field(min_length=1, description="aggregate (mean, median, min, max, pNN) -> threshold"),
+]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _ExactlyOne(_Strict):
+    """A block in which exactly one of ``CHOICES`` must be given."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Any:
+        given = [name for name in self.CHOICES if getattr(self, name) is not None]
+        if len(given) != 1:
+            options = ", ".join(self.CHOICES)
+            found = f"got {', '.join(given)}" if given else "got none"
+            raise ValueError(f"give exactly one of {options} ({found})")
+        return self
+
+
+# --- model and data -------------------------------------------------------------------------
+
+
+class NormalizeSpec(_Strict):
+    """Per-channel ``(x - mean) / std`` applied inside, before the model."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> NormalizeSpec:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}: give one per channel")
+        return self
+
+
+CallablePath = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description='"package.module:callable"'),
+]
+
+
+class ModelSpec(_ExactlyOne):
+    """The model under test: a factory plus an optional state_dict, or a TorchScript file."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = ("factory", "torchscript")
+    factory: CallablePath | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = Field(default=None, description="a state_dict file, loaded with weights_only=True")
+    torchscript: str | None = None
+    normalize: NormalizeSpec | None = None
+
+    @model_validator(mode="after")
+    def _weights_need_factory(self) -> ModelSpec:
+        if self.torchscript is not None and (self.weights is not None or self.kwargs):
+            raise ValueError("weights and kwargs go with factory, not with torchscript")
+        return self
+
+
+class FolderSpec(_Strict):
+    """Images and masks as image files with matching names, labels in a CSV (file,label)."""
+
+    images: str
+    masks: str
+    labels: str
+
+
+class DataSpec(_ExactlyOne):
+    """Labelled images with ground-truth masks."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = ("npz", "folder", "factory")
+    npz: str | None = None
+    folder: FolderSpec | None = None
+    factory: CallablePath | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    limit: PositiveInt | None = None
+    batch_size: PositiveInt = 64
+    classes: list[str] | None = Field(default=None, min_length=1)
+
+
+# --- attributions and saliency --------------------------------------------------------------
+
+# captum.attr classes that attribute to the input (or, with `layer`, to a layer, upsampled).
+# Kept here so that validating a spec never imports captum; a name outside this list is
+# looked up in captum itself before it is refused.
+CAPTUM_METHODS: frozenset[str] = frozenset(
+    {
+        "IntegratedGradients", "DeepLift", "DeepLiftShap", "InputXGradient", "Saliency",
+        "GuidedBackprop", "Deconvolution", "GuidedGradCam", "FeatureAblation",
+        "FeaturePermutation", "Occlusion", "ShapleyValueSampling", "ShapleyValues", "Lime",
+        "KernelShap", "LRP", "GradientShap", "LayerConductance", "LayerGradientXActivation",
+        "LayerActivation", "LayerFeatureAblation", "LayerGradCam", "LayerDeepLift",
+        "LayerDeepLiftShap", "LayerGradientShap", "LayerIntegratedGradients", "LayerLRP",
+        "InternalInfluence",
+    }
+)  # fmt: skip
+LAYER_METHODS = frozenset(name for name in CAPTUM_METHODS if name.startswith("Layer")) | {
+    "GuidedGradCam",
+    "InternalInfluence",
+}
+BASELINES: tuple[str, ...] = ("zeros", "mean", "blur", "uniform")
+
+
+def _parse_baseline(value: object) -> str | float:
+    if isinstance(value, str) and value in BASELINES:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    hint = did_you_mean(value, BASELINES) if isinstance(value, str) else ""
+    raise ValueError(f"baseline must be one of {', '.join(BASELINES)} or a number, got {value!r}{hint}")
+
+
+Baseline = Annotated[
+    str | float,
+    PlainValidator(_parse_baseline),
+    WithJsonSchema({"anyOf": [{"enum": list(BASELINES)}, {"type": "number"}]}),
+]
+
+
+class NoiseTunnelSpec(_Strict):
+    """Wrap the method in captum's NoiseTunnel (SmoothGrad and friends)."""
+
+    nt_type: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad"
+    nt_samples: PositiveInt = 8
+    stdevs: Annotated[float, Field(gt=0)] = 0.1
+
+
+class AttributionSpec(_Strict):
+    """One captum attribution method, by class name."""
+
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of .attribute()")
+    init: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the constructor")
+    layer: str | None = Field(default=None, description="dotted module name, for Layer* methods and GuidedGradCam")
+    baseline: Baseline | None = None
+    noise_tunnel: NoiseTunnelSpec | None = None
+    internal_batch_size: PositiveInt | None = Field(
+        default=None, description="chunk size for IntegratedGradients-style steps (default: data.batch_size)"
+    )
+
+    @model_validator(mode="after")
+    def _layer_when_needed(self) -> AttributionSpec:
+        if self.method in LAYER_METHODS and self.layer is None:
+            raise ValueError(f"{self.method} attributes to a layer: add layer: <dotted module name>")
+        if self.layer is not None and self.method in CAPTUM_METHODS and self.method not in LAYER_METHODS:
+            raise ValueError(f"{self.method} takes no layer; remove layer")
+        return self
+
+
+class BinarizeSpec(_ExactlyOne):
+    """How a normalised map becomes a saliency region (exactly one rule)."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = ("std", "percentile", "top_fraction", "threshold")
+    std: float | None = Field(default=None, description="keep x >= mean + k*std (Shared Interest's default, k=1)")
+    percentile: Annotated[float, Field(ge=0, le=100)] | None = None
+    top_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    threshold: Fraction | None = None
+
+    def rule(self) -> dict[str, float]:
+        return {name: value for name in self.CHOICES if (value := getattr(self, name)) is not None}
+
+
+class SaliencySpec(_Strict):
+    """Attribution -> 2-D map -> binary region."""
+
+    channels: Literal["sum", "abs_sum", "max_abs", "positive"] = "abs_sum"
+    binarize: BinarizeSpec = Field(default_factory=lambda: BinarizeSpec(std=1.0))
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+class CheckKind(_Strict):
+    """Fields shared by every kind of check."""
+
+    uses_attributions: ClassVar[bool] = True
+    methods: list[str] | None = Field(default=None, min_length=1, description="attribution names; default: all")
+
+
+class LevelsSpec(_Strict):
+    low: Fraction = 0.30
+    high: Fraction = 0.70
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LevelsSpec:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class SharedInterestCheck(CheckKind):
+    """Thresholds on IoU, ground-truth coverage and saliency coverage (Boggust et al. 2022)."""
+
+    iou: AggregateThresholds | None = None
+    gtc: AggregateThresholds | None = None
+    sc: AggregateThresholds | None = None
+    sc_continuous: AggregateThresholds | None = None
+    per_class: bool = False
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> SharedInterestCheck:
+        if not self.metrics():
+            raise ValueError("give at least one of iou, gtc, sc, sc_continuous")
+        return self
+
+    def metrics(self) -> dict[str, dict[str, Threshold]]:
+        names = ("iou", "gtc", "sc", "sc_continuous")
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
+
+
+class PatternsCheck(CheckKind):
+    """Limits on the fraction of samples in each of the eight behaviour patterns."""
+
+    max_fraction: dict[PatternName, Fraction] = Field(default_factory=dict)
+    min_fraction: dict[PatternName, Fraction] = Field(default_factory=dict)
+    forbid: list[PatternName] = Field(default_factory=list)
+    levels: LevelsSpec = Field(default_factory=LevelsSpec)
+    per_class: bool = False
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> PatternsCheck:
+        if not (self.max_fraction or self.min_fraction or self.forbid):
+            raise ValueError("give at least one of max_fraction, min_fraction, forbid")
+        return self
+
+
+CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns")
+
+
+class CheckSpec(_ExactlyOne):
+    """One expectation; it becomes one pytest item per attribution method (and class)."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = CHECK_KINDS
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="test name: letters, digits, _ . -")
+    severity: Literal["fail", "warn"] = "fail"
+    marks: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(default_factory=list)
+    description: str | None = None
+    shared_interest: SharedInterestCheck | None = None
+    patterns: PatternsCheck | None = None
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in self.CHOICES if getattr(self, name) is not None)
+
+    @property
+    def config(self) -> CheckKind:
+        return getattr(self, self.kind)
+
+
+class Spec(_Strict):
+    """A ``*.saliency.yaml`` file."""
+
+    version: Literal[1]
+    name: str | None = None
+    model: ModelSpec
+    data: DataSpec
+    attributions: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]+$")], AttributionSpec] = Field(min_length=1)
+    saliency: SaliencySpec = Field(default_factory=SaliencySpec)
+    target: Literal["label", "predicted"] = "label"
+    seed: int = 0
+    checks: list[CheckSpec] = Field(min_length=1)
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_ids(cls, checks: list[CheckSpec]) -> list[CheckSpec]:
+        seen: set[str] = set()
+        for check in checks:
+            if check.id in seen:
+                raise ValueError(f"check id {check.id!r} is used twice; ids name tests and must be unique")
+            seen.add(check.id)
+        return checks
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec language, for editors (yaml-language-server)."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "pytest-saliency spec (*.saliency.yaml)"
+    return schema
