@@ -329,7 +329,115 @@ class PatternsCheck(CheckKind):
         return self
 
 
-CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns")
+class FidelityCheck(CheckKind):
+    """MIF/LIF perturbation curves and their gap (Brocki & Chung 2022; ROAD, Rong et al. 2022)."""
+
+    steps: Annotated[int, Field(ge=2, le=1000)] = 20
+    fractions: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = Field(
+        default=None, min_length=2, description="explicit removed fractions (overrides steps)"
+    )
+    orders: list[Literal["mif", "lif", "random"]] = Field(default_factory=lambda: ["mif", "lif"], min_length=1)
+    unit: Annotated[str, Field(pattern=r"^(pixel|patch:[1-9]\d*)$")] = "pixel"
+    fill: Literal["zeros", "mean", "blur", "uniform", "noisy_linear"] = "zeros"
+    score: Literal["probability", "logit", "accuracy"] = "probability"
+    score_of: Literal["predicted", "label"] = Field(
+        default="predicted", description="the class whose score is tracked: predicted on the clean image, or the label"
+    )
+    channels: Literal["sum", "abs_sum", "max_abs", "positive"] | None = Field(
+        default=None, description="importance reduction over channels (default: saliency.channels)"
+    )
+    noise_std: Annotated[float, Field(ge=0)] = 0.01
+    batch_size: PositiveInt | None = Field(default=None, description="model batch size (default: data.batch_size)")
+    gap: ThresholdField | None = Field(default=None, description="mean AUC(LIF) - mean AUC(MIF)")
+    mif_auc: ThresholdField | None = None
+    lif_auc: ThresholdField | None = Field(default=None, description="the perturbation-artifact bound")
+
+    @model_validator(mode="after")
+    def _some_threshold(self) -> FidelityCheck:
+        if self.gap is None and self.mif_auc is None and self.lif_auc is None:
+            raise ValueError("give at least one of gap, mif_auc, lif_auc")
+        if self.fractions is not None and sorted(self.fractions) != self.fractions:
+            raise ValueError("fractions must increase")
+        needed = {"gap": ("mif", "lif"), "mif_auc": ("mif",), "lif_auc": ("lif",)}
+        for name, orders in needed.items():
+            missing = [order for order in orders if getattr(self, name) is not None and order not in self.orders]
+            if missing:
+                raise ValueError(f"{name} needs the {', '.join(missing)} order: add it to orders")
+        return self
+
+    @property
+    def patch(self) -> int:
+        """Side of a removal unit in pixels (1 for ``pixel``)."""
+        return 1 if self.unit == "pixel" else int(self.unit.split(":")[1])
+
+
+class AgainstSpec(_ExactlyOne):
+    """The version a drift check compares with: other weights, a whole model, or a baseline."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = ("weights", "model", "baseline")
+    weights: str | None = Field(default=None, description="another state_dict for the same factory")
+    model: ModelSpec | None = None
+    baseline: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(
+        default=None, description="a stored baseline, written by --saliency-update-baselines"
+    )
+
+
+class SegmentsSpec(_Strict):
+    patch: PositiveInt = 8
+
+
+class EmbeddingSpec(_Strict):
+    """How kept segments are described before clustering."""
+
+    kind: Literal["activations", "colour_texture"] = "activations"
+    layer: str | None = Field(default=None, description="dotted layer name (default: the last Conv2d)")
+
+
+class DriftCheck(CheckKind):
+    """Attribution drift between two model versions, per cluster of salient segments (IMACS)."""
+
+    against: AgainstSpec
+    segments: SegmentsSpec = Field(default_factory=SegmentsSpec)
+    keep: PositiveInt = 4
+    embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec)
+    clusters: Annotated[int, Field(ge=1, le=256)] = 8
+    max_shift: Fraction | None = Field(default=None, description="largest allowed per-cluster change of share")
+    mean_shift: Fraction | None = None
+    min_rank_correlation: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+
+    @model_validator(mode="after")
+    def _some_threshold(self) -> DriftCheck:
+        if self.max_shift is None and self.mean_shift is None and self.min_rank_correlation is None:
+            raise ValueError("give at least one of max_shift, mean_shift, min_rank_correlation")
+        return self
+
+
+class RegionCheck(CheckKind):
+    """Importance of a named region (contextual decomposition, or occlusion)."""
+
+    uses_attributions: ClassVar[bool] = False
+    mask: str | None = Field(default=None, description="an extra named mask of the data set (e.g. decoy)")
+    box: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, min_length=4, max_length=4, description="[top, left, bottom, right], end exclusive"
+    )
+    method: Literal["contextual_decomposition", "occlusion"] = "contextual_decomposition"
+    share: AggregateThresholds | None = Field(default=None, description="region's share of the target logit")
+    interaction: AggregateThresholds | None = Field(
+        default=None, description="CD(region + ground truth) - CD(region) - CD(ground truth), relative"
+    )
+
+    @model_validator(mode="after")
+    def _region_and_threshold(self) -> RegionCheck:
+        if (self.mask is None) == (self.box is None):
+            raise ValueError("give exactly one of mask, box")
+        if self.share is None and self.interaction is None:
+            raise ValueError("give at least one of share, interaction")
+        if self.interaction is not None and self.method != "contextual_decomposition":
+            raise ValueError("interaction needs method: contextual_decomposition")
+        return self
+
+
+CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns", "fidelity", "drift", "region")
 
 
 class CheckSpec(_ExactlyOne):
@@ -342,6 +450,9 @@ class CheckSpec(_ExactlyOne):
     description: str | None = None
     shared_interest: SharedInterestCheck | None = None
     patterns: PatternsCheck | None = None
+    fidelity: FidelityCheck | None = None
+    drift: DriftCheck | None = None
+    region: RegionCheck | None = None
 
     @property
     def kind(self) -> str:

@@ -228,6 +228,13 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         (("model", "torchscript"), spec.model.torchscript),
         (("data", "npz"), spec.data.npz),
     ]
+    for index, check in enumerate(spec.checks):
+        against = getattr(check.drift, "against", None)
+        if against is not None:
+            named.append((("checks", index, "drift", "against", "weights"), against.weights))
+            if against.model is not None:
+                named.append((("checks", index, "drift", "against", "model", "weights"), against.model.weights))
+                named.append((("checks", index, "drift", "against", "model", "torchscript"), against.model.torchscript))
     if spec.data.folder is not None:
         named += [(("data", "folder", key), getattr(spec.data.folder, key)) for key in ("images", "masks", "labels")]
     missing = False
@@ -285,6 +292,15 @@ def _check_npz(loaded: LoadedSpec, path: Path) -> Iterator[SpecProblem]:
         yield loaded.problem(
             ("model", "normalize", "mean"), f"normalize has {len(normalize.mean)} values but the images have {channels} channels"
         )
-    for key, shape in shapes.items():
-        if key not in ("images", "masks", "labels") and shape != spatial:
-            yield loaded.problem(where, f"extra mask {key!r} is {shape}, expected (N, H, W) = {spatial}")
+    extra = [key for key in shapes if key not in ("images", "masks", "labels")]
+    for key in extra:
+        if shapes[key] != spatial:
+            yield loaded.problem(where, f"extra mask {key!r} is {shapes[key]}, expected (N, H, W) = {spatial}")
+    for index, check in enumerate(loaded.spec.checks):
+        region = check.region
+        if region is not None and region.mask is not None and region.mask not in extra:
+            named = ", ".join(extra) or "none"
+            yield loaded.problem(
+                ("checks", index, "region", "mask"),
+                f"the data has no mask {region.mask!r}{did_you_mean(region.mask, extra)} (extra masks: {named})",
+            )
