@@ -1,0 +1,419 @@
+"""Contextual decomposition: completeness (β + γ = logits), exact edge cases, batching, errors.
+
+Completeness is checked in float64 with ``rtol = atol = 1e-9`` (observed: ~1e-15) and on a
+float32 ResNet-18 with ``rtol = 1e-4`` relative to the largest logit (observed: ~5e-7).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from pytest_saliency.metrics import decomposition
+from pytest_saliency.metrics.decomposition import (
+    UnsupportedLayerError,
+    contextual_decomposition,
+    interaction,
+    propagate_affine,
+    region_importance,
+    register_rule,
+    registered_types,
+)
+
+TOL = {"rtol": 1e-9, "atol": 1e-9}
+DT = torch.float64
+
+
+def _bn_with_stats(bn: nn.modules.batchnorm._BatchNorm, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    c = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(c, generator=g))
+        bn.running_var.copy_(torch.rand(c, generator=g) * 2 + 0.1)
+        bn.weight.copy_(torch.randn(c, generator=g))
+        bn.bias.copy_(torch.randn(c, generator=g))
+    return bn.eval()
+
+
+def _block_with_stats(block: nn.Module, seed: int) -> nn.Module:
+    for i, m in enumerate(block.modules()):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            _bn_with_stats(m, seed + i)
+    return block.eval()
+
+
+def _train(m: nn.Module) -> nn.Module:
+    return m.train()
+
+
+# name -> (module factory, input shape without the batch dimension)
+LAYER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "conv1d": (lambda: nn.Conv1d(3, 4, 3, padding=1), (3, 10)),
+    "conv2d": (lambda: nn.Conv2d(3, 4, 3, padding=1), (3, 8, 8)),
+    "conv2d-nobias-strided": (lambda: nn.Conv2d(3, 4, 3, stride=2, bias=False), (3, 9, 9)),
+    "conv2d-groups-dilated": (lambda: nn.Conv2d(4, 6, 3, groups=2, dilation=2, padding=2), (4, 8, 8)),
+    "conv2d-reflect": (lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), (3, 8, 8)),
+    "conv3d": (lambda: nn.Conv3d(2, 3, 3, padding=1), (2, 5, 5, 5)),
+    "linear": (lambda: nn.Linear(6, 4), (6,)),
+    "linear-nobias": (lambda: nn.Linear(6, 4, bias=False), (6,)),
+    "relu": (lambda: nn.ReLU(inplace=True), (3, 6, 6)),
+    "leaky_relu": (lambda: nn.LeakyReLU(0.1), (3, 6, 6)),
+    "batchnorm1d-eval": (lambda: _bn_with_stats(nn.BatchNorm1d(6), 1), (6,)),
+    "batchnorm2d-eval": (lambda: _bn_with_stats(nn.BatchNorm2d(3), 2), (3, 6, 6)),
+    "batchnorm3d-eval": (lambda: _bn_with_stats(nn.BatchNorm3d(2), 3), (2, 4, 4, 4)),
+    "batchnorm2d-train": (lambda: _train(_bn_with_stats(nn.BatchNorm2d(3), 4)), (3, 6, 6)),
+    "maxpool1d": (lambda: nn.MaxPool1d(2), (3, 10)),
+    "maxpool2d": (lambda: nn.MaxPool2d(3, stride=2, padding=1), (3, 9, 9)),
+    "maxpool2d-ceil": (lambda: nn.MaxPool2d(2, ceil_mode=True), (3, 7, 7)),
+    "maxpool3d": (lambda: nn.MaxPool3d(2), (2, 4, 4, 4)),
+    "adaptive_maxpool2d": (lambda: nn.AdaptiveMaxPool2d(3), (3, 7, 7)),
+    "avgpool1d": (lambda: nn.AvgPool1d(2), (3, 10)),
+    "avgpool2d": (lambda: nn.AvgPool2d(3, stride=2, padding=1), (3, 8, 8)),
+    "avgpool3d": (lambda: nn.AvgPool3d(2), (2, 4, 4, 4)),
+    "adaptive_avgpool2d": (lambda: nn.AdaptiveAvgPool2d(1), (3, 7, 7)),
+    "flatten": (lambda: nn.Flatten(), (3, 4, 4)),
+    "unflatten": (lambda: nn.Unflatten(1, (3, 4)), (12,)),
+    "identity": (lambda: nn.Identity(), (3, 4, 4)),
+    "dropout-eval": (lambda: nn.Dropout(0.5).eval(), (3, 4, 4)),
+    "dropout2d-eval": (lambda: nn.Dropout2d(0.5).eval(), (3, 4, 4)),
+    "sequential": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            _bn_with_stats(nn.BatchNorm2d(4), 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.3).eval(),
+            nn.Linear(4, 3),
+        ),
+        (3, 8, 8),
+    ),
+    "basic_block": (lambda: _block_with_stats(BasicBlock(4, 4), 6), (4, 6, 6)),
+    "basic_block-downsample": (
+        lambda: _block_with_stats(
+            BasicBlock(4, 8, stride=2, downsample=nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))),
+            7,
+        ),
+        (4, 8, 8),
+    ),
+    "bottleneck-downsample": (
+        lambda: _block_with_stats(
+            Bottleneck(4, 2, downsample=nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8))), 8
+        ),
+        (4, 6, 6),
+    ),
+}
+
+
+def _inputs(shape: tuple[int, ...], n: int = 8, seed: int = 0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g, dtype=DT) * 1.5 + 0.2
+
+
+def _random_mask(shape: tuple[int, ...], seed: int = 1) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g) > 0.5
+
+
+def test_every_builtin_rule_is_covered() -> None:
+    built = {type(factory()) for factory, _ in LAYER_CASES.values()}
+    built |= {nn.Dropout1d, nn.Dropout3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool3d}  # same rules as their 2-D kin
+    built |= {nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d, type(resnet18(weights=None, num_classes=3))}
+    assert set(registered_types()) <= built
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_layer_completeness_and_exact_edges(case: str) -> None:
+    torch.manual_seed(0)
+    factory, shape = LAYER_CASES[case]
+    module = factory().to(DT)
+    x = _inputs(shape)
+    expected = module(x.clone())
+
+    beta, gamma = contextual_decomposition(module, x, _random_mask(x.shape))
+    assert beta.shape == gamma.shape == expected.shape
+    torch.testing.assert_close(beta + gamma, expected, **TOL)
+    assert not beta.requires_grad
+
+    beta1, gamma1 = contextual_decomposition(module, x, torch.ones(x.shape, dtype=torch.bool))
+    assert torch.count_nonzero(gamma1) == 0
+    torch.testing.assert_close(beta1, expected, **TOL)
+
+    beta0, gamma0 = contextual_decomposition(module, x, torch.zeros(x.shape, dtype=torch.bool))
+    assert torch.count_nonzero(beta0) == 0  # exact: biases go to γ when the region's part is 0
+    torch.testing.assert_close(gamma0, expected, **TOL)
+
+
+def test_dropout_in_training_mode_shares_one_mask() -> None:
+    module = nn.Dropout(0.5).train()
+    x = _inputs((3, 6, 6))
+    torch.manual_seed(123)
+    expected = module(x)
+    torch.manual_seed(123)
+    beta, gamma = contextual_decomposition(module, x, _random_mask(x.shape))
+    torch.testing.assert_close(beta + gamma, expected, **TOL)
+    dropped = expected == 0
+    assert dropped.any() and torch.count_nonzero(beta[dropped]) == 0 and torch.count_nonzero(gamma[dropped]) == 0
+
+
+def _small_resnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = resnet18(weights=None, num_classes=3).to(DT)
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # non-trivial running statistics
+        model(torch.randn(8, 3, 32, 32, generator=g, dtype=DT) * 2 + 0.5)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.add_(torch.randn(m.num_features, generator=g, dtype=DT) * 0.2)
+                m.bias.add_(torch.randn(m.num_features, generator=g, dtype=DT) * 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def small_resnet() -> nn.Module:
+    return _small_resnet()
+
+
+def test_resnet18_completeness_for_every_mask_form(small_resnet: nn.Module) -> None:
+    x = _inputs((3, 32, 32), n=4)
+    masks = {
+        "HW": _random_mask((32, 32)),
+        "NHW": _random_mask((4, 32, 32)),
+        "NCHW": _random_mask((4, 3, 32, 32)),
+        "soft": torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(3), dtype=DT),
+    }
+    with torch.no_grad():
+        logits = small_resnet(x)
+    for kind, mask in masks.items():
+        beta, gamma = contextual_decomposition(small_resnet, x, mask)
+        assert beta.shape == gamma.shape == (4, 3), kind
+        torch.testing.assert_close(beta + gamma, logits, **TOL, msg=lambda m: f"{kind}: {m}")
+
+
+def test_resnet18_all_ones_and_all_zeros(small_resnet: nn.Module) -> None:
+    x = _inputs((3, 32, 32), n=4)
+    with torch.no_grad():
+        logits = small_resnet(x)
+    beta, gamma = contextual_decomposition(small_resnet, x, torch.ones(32, 32, dtype=torch.bool))
+    assert torch.count_nonzero(gamma) == 0
+    torch.testing.assert_close(beta, logits, **TOL)
+    # ResNet has BN biases; they go to γ when β's part is exactly 0, so β stays exactly 0.
+    beta, gamma = contextual_decomposition(small_resnet, x, torch.zeros(32, 32, dtype=torch.bool))
+    assert torch.count_nonzero(beta) == 0
+    torch.testing.assert_close(gamma, logits, **TOL)
+
+
+def test_resnet18_float32_tolerance(small_resnet: nn.Module) -> None:
+    model = copy.deepcopy(small_resnet).float()
+    x = _inputs((3, 32, 32), n=2).float()
+    with torch.no_grad():
+        logits = model(x)
+    beta, gamma = contextual_decomposition(model, x, _random_mask((2, 32, 32)))
+    assert (beta + gamma - logits).abs().max() <= 1e-4 * logits.abs().max()
+
+
+def test_batch_of_one_matches_batch_of_eight(small_resnet: nn.Module) -> None:
+    x = _inputs((3, 32, 32), n=8)
+    mask = _random_mask((8, 32, 32))
+    beta, gamma = contextual_decomposition(small_resnet, x, mask)
+    for i in (0, 5):
+        b1, g1 = contextual_decomposition(small_resnet, x[i : i + 1], mask[i : i + 1])
+        torch.testing.assert_close(b1[0], beta[i], **TOL)
+        torch.testing.assert_close(g1[0], gamma[i], **TOL)
+
+
+def test_region_importance_and_interaction_symmetry(small_resnet: nn.Module) -> None:
+    x = _inputs((3, 32, 32), n=4)
+    a = torch.zeros(32, 32, dtype=torch.bool)
+    a[:16] = True
+    b = torch.zeros(32, 32, dtype=torch.bool)
+    b[8:24, 8:24] = True
+    target = torch.tensor([0, 1, 2, 1])
+    beta, _ = contextual_decomposition(small_resnet, x, a)
+    imp = region_importance(small_resnet, x, a, target)
+    assert imp.shape == (4,)
+    torch.testing.assert_close(imp, beta[torch.arange(4), target], rtol=0, atol=0)
+    torch.testing.assert_close(region_importance(small_resnet, x, a, 2), beta[:, 2], rtol=0, atol=0)
+    ab = interaction(small_resnet, x, a, b, target)
+    ba = interaction(small_resnet, x, b, a, target)
+    assert ab.shape == (4,)
+    torch.testing.assert_close(ab, ba, **TOL)
+
+
+def test_interaction_vanishes_for_a_linear_model() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3, bias=False)).to(DT)
+    x = _inputs((3, 4, 4))
+    a = torch.zeros(4, 4, dtype=torch.bool)
+    a[:2] = True
+    inter = interaction(model, x, a, ~a, 1)
+    torch.testing.assert_close(inter, torch.zeros(8, dtype=DT), rtol=0, atol=1e-12)
+
+
+def test_differentiable_flag_keeps_the_graph() -> None:
+    model = LAYER_CASES["sequential"][0]().to(DT)
+    x = _inputs((3, 8, 8))
+    beta, _ = contextual_decomposition(model, x, _random_mask((8, 8)))
+    assert beta.grad_fn is None
+    beta, gamma = contextual_decomposition(model, x, _random_mask((8, 8)), differentiable=True)
+    beta.sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_the_inputs_device() -> None:
+    model = LAYER_CASES["sequential"][0]().cuda()
+    x = _inputs((3, 8, 8)).float().cuda()
+    beta, gamma = contextual_decomposition(model, x, _random_mask((8, 8)))  # CPU mask is moved
+    assert beta.device == x.device
+    torch.testing.assert_close(beta + gamma, model(x), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and the registry
+
+
+def test_unsupported_layer_names_its_path() -> None:
+    model = nn.Sequential(
+        OrderedDict(
+            features=nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.GELU()),
+            head=nn.Sequential(nn.Flatten(), nn.LazyLinear(3)),
+        )
+    )
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'features\.3' \(nn\.GELU\)") as info:
+        contextual_decomposition(model, _inputs((3, 8, 8)).float(), _random_mask((8, 8)))
+    assert isinstance(info.value, TypeError)
+    assert info.value.path == "features.3"
+    assert info.value.module_type is nn.GELU
+    assert "supported: " in str(info.value) and "nn.Conv2d" in str(info.value)
+
+
+class _CustomForward(nn.Module):
+    """Children CD knows, glued together by a functional op it cannot see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.tanh(self.conv(x)).mean(dim=(2, 3)))
+
+
+class _MyConv(nn.Conv2d):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * 2
+
+
+class _MySequential(nn.Sequential):
+    pass
+
+
+def test_custom_forward_module_raises() -> None:
+    x = _inputs((3, 8, 8)).float()
+    with pytest.raises(UnsupportedLayerError, match=r"layer '<model>' \(.*_CustomForward\)"):
+        contextual_decomposition(_CustomForward(), x, _random_mask((8, 8)))
+    nested = nn.Sequential(nn.Identity(), _CustomForward())
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1'"):
+        contextual_decomposition(nested, x, _random_mask((8, 8)))
+
+
+def test_subclass_with_own_forward_raises_but_plain_subclass_works() -> None:
+    x = _inputs((3, 8, 8))
+    with pytest.raises(UnsupportedLayerError, match=r"layer '0' \(.*_MyConv\)"):
+        contextual_decomposition(nn.Sequential(_MyConv(3, 4, 3)).to(DT), x, _random_mask((8, 8)))
+    model = _MySequential(nn.Conv2d(3, 4, 3), nn.ReLU()).to(DT)
+    beta, gamma = contextual_decomposition(model, x, _random_mask((8, 8)))
+    torch.testing.assert_close(beta + gamma, model(x), **TOL)
+
+
+class _Normalize(nn.Module):
+    """A wrapper that normalises its input before an inner model (registered by the test)."""
+
+    def __init__(self, inner: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner((x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1))
+
+
+class _Swish(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(x)
+
+
+def test_register_rule_for_a_custom_composite_and_activation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decomposition, "_RULES", dict(decomposition._RULES))
+
+    def normalize_rule(module, beta, gamma, ctx):  # type: ignore[no-untyped-def]
+        scale = 1 / module.std.view(1, -1, 1, 1)
+        beta, gamma = propagate_affine(beta, gamma, scale, -module.mean.view(1, -1, 1, 1) * scale)
+        return ctx.propagate(module.inner, beta, gamma, "inner")
+
+    def swish_rule(module, beta, gamma, ctx):  # type: ignore[no-untyped-def]
+        return decomposition.propagate_elementwise_activation(beta, gamma, F.silu)
+
+    inner = nn.Sequential(nn.Conv2d(3, 4, 3), _Swish(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    model = _Normalize(inner, [0.5, 0.4, 0.3], [0.2, 0.3, 0.4]).to(DT)
+    x = _inputs((3, 8, 8))
+    with pytest.raises(UnsupportedLayerError, match="'<model>'"):
+        contextual_decomposition(model, x, _random_mask((8, 8)))
+    register_rule(_Normalize, normalize_rule)
+    with pytest.raises(UnsupportedLayerError, match=r"'inner\.1'"):
+        contextual_decomposition(model, x, _random_mask((8, 8)))
+    register_rule(_Swish, swish_rule)
+    beta, gamma = contextual_decomposition(model, x, _random_mask((8, 8)))
+    torch.testing.assert_close(beta + gamma, model(x), **TOL)
+    assert _Swish in registered_types()
+
+
+def test_register_rule_rejects_non_modules() -> None:
+    with pytest.raises(TypeError):
+        register_rule(int, lambda *a: a)  # type: ignore[arg-type]
+
+
+def test_mask_shape_is_checked() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3)).to(DT)
+    with pytest.raises(ValueError, match="does not fit"):
+        contextual_decomposition(model, _inputs((3, 8, 8)), torch.ones(5, 5, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------------------------
+# Property test
+
+
+_PROPERTY_MODEL = LAYER_CASES["sequential"][0]().to(DT)
+_PROPERTY_X = _inputs((3, 8, 8), n=4, seed=7)
+with torch.no_grad():
+    _PROPERTY_LOGITS = _PROPERTY_MODEL(_PROPERTY_X)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    density=st.floats(0.0, 1.0),
+    kind=st.sampled_from(["HW", "NHW", "NCHW", "soft"]),
+)
+def test_property_beta_plus_gamma_is_the_logits(seed: int, density: float, kind: str) -> None:
+    g = torch.Generator().manual_seed(seed)
+    shape = {"HW": (8, 8), "NHW": (4, 8, 8), "NCHW": (4, 3, 8, 8), "soft": (4, 8, 8)}[kind]
+    u = torch.rand(shape, generator=g, dtype=DT)
+    mask = u * density if kind == "soft" else u < density
+    beta, gamma = contextual_decomposition(_PROPERTY_MODEL, _PROPERTY_X, mask)
+    torch.testing.assert_close(beta + gamma, _PROPERTY_LOGITS, **TOL)
