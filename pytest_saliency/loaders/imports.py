@@ -39,7 +39,8 @@ def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], reference:
     try:
         return factory(**kwargs)
     except Exception as error:  # the user's code: report it, do not crash the run
-        raise SpecRuntimeError(location, f"{reference}({_kwargs(kwargs)}) raised {type(error).__name__}: {error}") from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""  # one-line reports
+        raise SpecRuntimeError(location, f"{reference}({_kwargs(kwargs)}) raised {type(error).__name__}: {first_line}") from error
 
 
 def _kwargs(kwargs: dict[str, Any]) -> str:

@@ -49,11 +49,13 @@ def behaviour_patterns(
     gtc_low, gtc_high = level(ground_truth_coverage)
     sc_low, sc_high = level(saliency_coverage)
     correct = correct.bool().to(iou.device)
+    # any undefined score (e.g. GTC NaN while IoU is 0 for an empty ground truth) matches nothing
+    defined = ~(iou.isnan() | ground_truth_coverage.isnan() | saliency_coverage.isnan())
     subset = gtc_low & sc_high
     context = gtc_high & sc_low
     by_score = (iou_high, subset, iou_low, context)
     columns = [correct & condition for condition in by_score] + [~correct & condition for condition in by_score]
-    return torch.stack(columns, dim=1)
+    return torch.stack(columns, dim=1) & defined.unsqueeze(1)
 
 
 def pattern_fractions(patterns: Tensor) -> dict[str, float]:

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError, SpecProblem, did_you_mean
-from .schema import CAPTUM_METHODS, Spec
+from .schema import _AGGREGATE, CAPTUM_METHODS, Spec
 from .source import DuplicateKey, Location, SourceMap, load_yaml
 
 SPEC_SUFFIXES: tuple[str, ...] = (".saliency.yaml", ".saliency.yml")
@@ -177,10 +177,11 @@ def _problems_from_validation(error: ValidationError, source: SourceMap, shown: 
 def _message(item: Any) -> str:
     kind, text = item["type"], item["msg"]
     if kind == "literal_error":
-        expected = re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", ""))
+        raw = item.get("ctx", {}).get("expected", "")
+        expected = re.findall(r"'([^']*)'", raw) or [raw]  # Literal[1] gives an unquoted "1"
         hint = did_you_mean(str(item["input"]), expected)
         return f"{item['input']!r} is not one of {', '.join(expected)}{hint}"
-    if kind == "string_pattern_mismatch" and item["loc"][-1] == "[key]":
+    if kind == "string_pattern_mismatch" and item["loc"][-1] == "[key]" and item["ctx"]["pattern"] == _AGGREGATE.pattern:
         return "aggregates are mean, median, min, max or pNN (p10, p90, ...)"
     if kind == "string_pattern_mismatch" and item["loc"][-1] == "factory":
         return f'{item["input"]!r} is not "package.module:callable"'
