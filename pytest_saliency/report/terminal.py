@@ -1,4 +1,4 @@
-"""The end-of-session summary table, rendered with rich to the terminal's width."""
+"""The end-of-session summary: one rich table per spec, rendered to the terminal's width."""
 
 from __future__ import annotations
 
@@ -6,40 +6,61 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-STATUS_STYLE = {"passed": "green", "failed": "bold red", "warned": "yellow", "error": "bold red", "skipped": "dim"}
+STATUS_STYLE = {"passed": "green", "ok": "green", "failed": "bold red", "warned": "yellow", "error": "bold red"}
 
 
 def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -> str:
-    """One row per measurement: spec, check, method, measured, threshold, status."""
+    """Per spec, a row per check item (its test id and status) followed by a row per
+    measurement (value, threshold, ok/failed). Coloured only when ``markup`` (``--color``)."""
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="saliency checks", title_justify="left", show_lines=False, expand=False)
-    for column, justify in (("spec", "left"), ("check", "left"), ("method", "left"), ("measured", "left"),
-                            ("value", "right"), ("threshold", "left"), ("status", "left")):  # fmt: skip
-        table.add_column(column, justify=justify, overflow="fold")
+    by_spec: dict[str, list[dict[str, Any]]] = {}
     for result in results:
-        status = result["status"]
-        style = STATUS_STYLE.get(status, "")
-        measurements = result.get("measurements") or [{"name": result.get("message", ""), "value": None, "threshold": "", "passed": False}]
-        for position, measurement in enumerate(measurements):
-            first = position == 0
-            value = measurement["value"]
-            shown = "—" if value is None else f"{value:.4f}"
-            if measurement.get("interval") is not None and value is not None:
-                shown += f" ± {measurement['interval']:.3f}"
-            row_status = "ok" if status == "failed" and measurement.get("passed") else status
-            table.add_row(
-                escape(result["spec"]) if first else "",
-                escape(result["check"]) if first else "",
-                escape(result.get("variant", "")) if first else "",
-                escape(measurement["name"]),
-                shown,
-                measurement["threshold"],
-                f"[{STATUS_STYLE.get(row_status, '')}]{row_status}[/]" if markup and STATUS_STYLE.get(row_status) else row_status,
-            )
+        by_spec.setdefault(result["spec"], []).append(result)
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=markup, no_color=not markup, color_system="standard" if markup else None, highlight=False)
-    console.print(table)
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=markup,
+        no_color=not markup,
+        color_system="standard" if markup else None,
+        highlight=False,
+    )
+    for spec, rows in by_spec.items():
+        path = rows[0].get("spec_path")
+        table = Table(title=escape(f"{spec} ({path})" if path else spec), title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("check / measured", overflow="fold")
+        table.add_column("value", justify="right", no_wrap=True)
+        table.add_column("threshold", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        for result in rows:
+            test_id = result["check"] + (f"[{result['variant']}]" if result.get("variant") else "")
+            table.add_row(escape(test_id), "", "", _status(result["status"], markup))
+            measurements = result.get("measurements") or [
+                {"name": result.get("message", ""), "value": None, "threshold": "", "passed": False}
+            ]
+            for measurement in measurements:
+                status = "ok" if measurement.get("passed") else ("failed" if result["status"] == "passed" else result["status"])
+                table.add_row(
+                    "  " + escape(measurement["name"]), _value(measurement), escape(measurement["threshold"]), _status(status, markup)
+                )
+        console.print(table)
     return buffer.getvalue()
+
+
+def _status(status: str, markup: bool) -> str:
+    style = STATUS_STYLE.get(status) if markup else None
+    return f"[{style}]{status}[/]" if style else status
+
+
+def _value(measurement: dict[str, Any]) -> str:
+    value = measurement["value"]
+    if value is None:
+        return "—"
+    shown = f"{value:.4f}"
+    if measurement.get("interval") is not None:
+        shown += f" ± {measurement['interval']:.3f}"
+    return shown
