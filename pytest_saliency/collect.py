@@ -30,6 +30,10 @@ class SpecInvalid(Exception):
     """The spec file has errors; no check of it runs."""
 
 
+class DeviceUnavailable(Exception):
+    """``--saliency-device`` (or the ``saliency_device`` ini value) names no usable device."""
+
+
 def shown_path(config: pytest.Config, path: Path) -> str:
     """``path`` relative to where pytest was invoked, as pytest shows locations."""
     try:
@@ -53,18 +57,55 @@ class SpecFile(pytest.File):
             yield SpecErrorItem.from_parent(self, name="spec", problems=error.problems)
             return
         spec = self.loaded.spec
+        marks, problems = self._marks()
+        if problems:
+            yield SpecErrorItem.from_parent(self, name="spec", problems=problems)
+            return
         for index, check in enumerate(spec.checks):
             for name, method, class_index in _variants(spec.attributions, spec.data.classes, check):
-                item = CheckItem.from_parent(self, name=name, check_index=index, method=method, class_index=class_index)
-                for mark in check.marks:
+                # The id is given as a string so that pytest parses "check[variant]" the way it
+                # parses the ids it reads back from its cache: pytest 9.2 keeps the brackets of a
+                # plain name as part of the name, and --lf then no longer finds failed checks.
+                item = CheckItem.from_parent(
+                    self, name=name, nodeid=f"{self.nodeid}::{name}", check_index=index, method=method, class_index=class_index
+                )
+                for mark in marks[check.id]:
                     item.add_marker(mark)
                 yield item
+
+    def _marks(self) -> tuple[dict[str, list[pytest.MarkDecorator]], list[SpecProblem]]:
+        """Each check's marks, looked up as ``pytest.mark.<name>`` does; an unregistered name
+        warns at its line in the spec (not inside pytest), or is a spec error under
+        ``--strict-markers`` (rather than a collection error that stops the whole run)."""
+        marks: dict[str, list[pytest.MarkDecorator]] = {}
+        problems: list[SpecProblem] = []
+        for index, check in enumerate(self.loaded.spec.checks):
+            marks[check.id] = []
+            for position, name in enumerate(check.marks):
+                location = ("checks", index, "marks", position)
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", pytest.PytestUnknownMarkWarning)
+                        marks[check.id].append(getattr(pytest.mark, name))
+                except pytest.fail.Exception as error:
+                    problems.append(self.loaded.problem(location, error.msg))
+                    continue
+                for warning in caught:
+                    line, _ = self.loaded.source.value(location)
+                    warnings.warn_explicit(warning.message, warning.category, str(self.loaded.path), line)
+        return marks, problems
 
     def engine(self) -> SpecEngine:
         from .engine import SpecEngine, resolve_device
 
         session = self.config.stash[SESSION_KEY]
-        device = resolve_device(session.device)
+        try:
+            device = resolve_device(session.device)
+        except RuntimeError as error:  # no CUDA here, or not a device name at all
+            message = str(error).strip().splitlines()[0]
+            if not message.startswith("--saliency-device"):
+                message = f"--saliency-device {session.device}: {message}"
+            raise DeviceUnavailable(message) from None
         key = (str(self.path), self.path.stat().st_mtime_ns, str(device))
         search_paths = (self.config.rootpath,)
         return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths))
@@ -98,8 +139,11 @@ class SpecErrorItem(pytest.Item):
         return self.path, self.problems[0].line - 1, "spec error"
 
     def saliency_result(self) -> dict[str, Any]:
+        from .spec.validate import spec_stem
+
         return {
-            "spec": self.parent.name if self.parent else str(self.path),
+            "spec": spec_stem(self.path),  # as CheckItem names it when the spec has no name
+            "spec_path": self.problems[0].path,
             "check": "spec",
             "variant": "",
             "status": "error",
@@ -140,7 +184,12 @@ class CheckItem(pytest.Item):
         if self.outcome.passed:
             return
         if check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
-            warnings.warn(SaliencyWarning(self._failure_text()), stacklevel=1)
+            # Located at the check in the spec (not in this module): pytest's warnings summary
+            # then reads "spec.saliency.yaml:LINE: SaliencyWarning: check ..." and shows the line.
+            location = self._location()
+            message = self._failure_text().removeprefix(f"{location}: ")
+            line = int(location.rsplit(":", 1)[1])
+            warnings.warn_explicit(SaliencyWarning(message), SaliencyWarning, str(self.parent.loaded.path), line)
             return
         raise CheckFailed()
 
@@ -159,10 +208,12 @@ class CheckItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         from .spec.errors import SpecRuntimeError
 
-        if isinstance(excinfo.value, CheckFailed):
+        if isinstance(excinfo.value, CheckFailed | SaliencyWarning):  # SaliencyWarning: under -W error
             return self._failure_text()
         if isinstance(excinfo.value, SpecRuntimeError):
             return str(self.parent.loaded.problem(excinfo.value.location, excinfo.value.message))
+        if isinstance(excinfo.value, DeviceUnavailable):
+            return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
