@@ -233,12 +233,23 @@ def _write_all(handle: BinaryIO, data: bytes) -> None:
         handle.write(view[start : start + _CHUNK])
 
 
+def _file_mode() -> int:
+    """The permissions a plain ``open()`` would give a new file (``0o666`` less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _write_temporary(directory: Path, stem: str, data: bytes) -> Path:
-    """Write ``data`` to a new temporary file in ``directory``, flushed and fsynced."""
+    """Write ``data`` to a new temporary file in ``directory``, flushed and fsynced.
+
+    ``mkstemp`` creates the file readable by its owner only; it gets the usual permissions, so a
+    baseline written on a shared CI volume stays readable by the other jobs."""
     descriptor, name = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".tmp")
     path = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as handle:
+            os.chmod(path, _file_mode())
             _write_all(handle, data)
             handle.flush()
             os.fsync(handle.fileno())

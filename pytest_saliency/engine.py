@@ -24,9 +24,11 @@ from .loaders.models import ModelUnderTest, load_model
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
 from .spec.errors import SpecRuntimeError
+from .spec.schema import AgainstSpec
 from .spec.validate import LoadedSpec
 
 Progress = Callable[[str, int, int], None]
+Location = tuple[str | int, ...]
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -75,6 +77,8 @@ class SpecEngine:
         self.progress = progress
         self._attributions: dict[str, Tensor] = {}
         self._shared_interest: dict[str, SharedInterestScores] = {}
+        self._references: dict[str, ModelUnderTest] = {}
+        self._reference_attributions: dict[tuple[str, str], Tensor] = {}
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -122,18 +126,23 @@ class SpecEngine:
     def attributions(self, method: str) -> Tensor:
         """``(N, C, H, W)`` attributions of the named method, on the CPU."""
         if method not in self._attributions:
-            attributor = Attributor(self.spec.attributions[method], self.model, self.batch_size, ("attributions", method))
-            torch.manual_seed(self.spec.seed)
-            generator = torch.Generator().manual_seed(self.spec.seed)
-            parts = []
-            for done, part in enumerate(self.batches(), start=1):
-                images = self.data.images[part].to(self.device)
-                targets = self.targets[part].to(self.device)
-                parts.append(attributor(images, targets, generator).cpu())
-                if self.progress:
-                    self.progress(f"{self.loaded.name}: {method}", done * self.batch_size, len(self.data))
-            self._attributions[method] = torch.cat(parts)
+            self._attributions[method] = self._attribute(self.model, method, f"{self.loaded.name}: {method}")
         return self._attributions[method]
+
+    def _attribute(self, model: ModelUnderTest, method: str, label: str) -> Tensor:
+        """Attributions of ``model`` for the spec's method ``method``, for :attr:`targets`,
+        batched and seeded the same way whatever the model."""
+        attributor = Attributor(self.spec.attributions[method], model, self.batch_size, ("attributions", method))
+        torch.manual_seed(self.spec.seed)
+        generator = torch.Generator().manual_seed(self.spec.seed)
+        parts = []
+        for done, part in enumerate(self.batches(), start=1):
+            images = self.data.images[part].to(self.device)
+            targets = self.targets[part].to(self.device)
+            parts.append(attributor(images, targets, generator).cpu())
+            if self.progress:
+                self.progress(label, done * self.batch_size, len(self.data))
+        return torch.cat(parts)
 
     def saliency_maps(self, method: str) -> Tensor:
         """``(N, H, W)`` maps after the spec's channel reduction."""
@@ -159,6 +168,55 @@ class SpecEngine:
                 sc_continuous=shared_interest.saliency_coverage(self.saliency_maps(method), masks) + undefined,
             )
         return self._shared_interest[method]
+
+    # --- other model versions and hashes (drift) ----------------------------------------------
+
+    def reference_model(self, against: AgainstSpec, location: Location) -> ModelUnderTest:
+        """The model version a drift check's ``against: {weights | model}`` names, loaded once.
+
+        ``weights``: the spec's own factory, kwargs and normalize with other weights; ``model``: a
+        whole model block. ``location`` is where the ``against`` block is in the spec (errors)."""
+        if against.baseline is not None:
+            raise ValueError("a stored baseline has no model; load it with the baseline store")
+        key = against.model_dump_json()
+        if key not in self._references:
+            self.model  # noqa: B018  (the spec's own model loads first: its errors point at model:)
+            if against.model is not None:
+                spec, where = against.model, location + ("model",)
+            elif self.spec.model.factory is None:
+                raise SpecRuntimeError(
+                    location + ("weights",),
+                    "against.weights replaces the weights of the spec's factory, but the model is TorchScript: "
+                    "give against.model instead",
+                )
+            else:
+                spec, where = self.spec.model.model_copy(update={"weights": against.weights}), location
+            self._references[key] = load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
+        return self._references[key]
+
+    def reference_attributions(self, against: AgainstSpec, method: str, location: Location) -> Tensor:
+        """``(N, C, H, W)`` attributions of :meth:`reference_model` for the named method, on the CPU,
+        for the same images and :attr:`targets` as the spec's own model (computed once)."""
+        key = (against.model_dump_json(), method)
+        if key not in self._reference_attributions:
+            model = self.reference_model(against, location)
+            label = f"{self.loaded.name}: {method} (reference version)"
+            self._reference_attributions[key] = self._attribute(model, method, label)
+        return self._reference_attributions[key]
+
+    @cached_property
+    def data_hash(self) -> str:
+        """A short hash of the images and labels (what a drift baseline must have been made from)."""
+        from .baselines import content_hash
+
+        return content_hash({"images": self.data.images, "labels": self.data.labels})
+
+    @cached_property
+    def weights_hash(self) -> str:
+        """A short hash of the spec's own model's parameters and buffers."""
+        from .baselines import content_hash
+
+        return content_hash(self.model.state_dict())
 
 
 class EngineCache:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .baseline_session import settings_from_config
 from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
 
@@ -35,13 +36,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="fail checks declared with severity: warn too (for a pre-deployment gate).",
     )
+    group.addoption(
+        "--saliency-update-baselines",
+        action="store_true",
+        default=False,
+        help="write the drift baselines of the selected checks (which ones: --saliency-update-mode). "
+        "A normal run never writes a baseline.",
+    )
+    group.addoption(
+        "--saliency-update-mode",
+        choices=("missing", "changed", "all"),
+        default=None,
+        help="with --saliency-update-baselines: missing = create absent baselines only; changed (default) = "
+        "also rewrite those whose content or settings differ; all = rewrite every baseline the run touches.",
+    )
+    group.addoption(
+        "--saliency-allow-ci-update",
+        action="store_true",
+        default=False,
+        help="allow --saliency-update-baselines when the CI environment variable is set (refused otherwise).",
+    )
     parser.addini("saliency_device", "default for --saliency-device", default="auto")
+    parser.addini(
+        "saliency_baseline_dir",
+        "folder for drift baselines, relative to the ini file (default: saliency-baselines/ beside each spec)",
+        default="",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     session = SaliencySession(
         device=config.getoption("saliency_device") or config.getini("saliency_device"),
         strict=config.getoption("saliency_strict"),
+        baselines=settings_from_config(config),
     )
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "saliency-session")
@@ -77,14 +104,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # the controller prints the one merged summary
-    results = config.stash[SESSION_KEY].results
-    if not results or config.getoption("verbose") < -1:
-        return
-    from .report.terminal import summary_table
+    session = config.stash[SESSION_KEY]
+    results = session.results
+    if results and config.getoption("verbose") >= -1:
+        from .report.terminal import summary_table
 
-    writer = config.get_terminal_writer()
-    terminalreporter.write_sep("=", "saliency summary")
-    terminalreporter.write(summary_table(results, width=writer.fullwidth, markup=writer.hasmarkup))
+        writer = config.get_terminal_writer()
+        terminalreporter.write_sep("=", "saliency summary")
+        terminalreporter.write(summary_table(results, width=writer.fullwidth, markup=writer.hasmarkup))
+    for line in session.baseline_summary():
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from .baseline_session import BaselineSettings, activated, summary_lines
 
 if TYPE_CHECKING:
     from .engine import EngineCache
@@ -13,12 +16,13 @@ if TYPE_CHECKING:
 SESSION_KEY = pytest.StashKey["SaliencySession"]()
 
 
-@dataclass
+@dataclass(eq=False)  # registered as a plugin: pluggy hashes plugins, so keep identity hashing
 class SaliencySession:
     """Options of this run and every saliency result reported back (from workers too)."""
 
     device: str = "auto"
     strict: bool = False
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
     results: list[dict[str, Any]] = field(default_factory=list)
     _engines: EngineCache | None = None
 
@@ -30,8 +34,18 @@ class SaliencySession:
             self._engines = EngineCache(size=2)
         return self._engines
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
+        """Items run with this run's baseline settings active (the drift check reads them)."""
+        with activated(self.baselines):
+            yield
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Keep each item's result; under xdist the reports arrive here from every worker."""
         result = getattr(report, "saliency", None)
         if result is not None and report.when == "call":
             self.results.append(result)
+
+    def baseline_summary(self) -> list[str]:
+        """Lines for the end of the run: baselines created/updated/unchanged, obtained files."""
+        return summary_lines(self.results, self.baselines)

@@ -1,0 +1,509 @@
+"""``drift`` checks: attribution drift between two model versions, by clusters of salient segments.
+
+IMACS (Schoop et al., "IMACS: Image Model Attribution Comparison Summaries", Google, 2022;
+REFERENCE.md §3), with the stages of :mod:`pytest_saliency.metrics.drift`. Per attribution
+method, version **A** is the reference (``against``: other weights, a whole other model, or a
+stored baseline) and version **B** the spec's own model, the version under test:
+
+1. both versions attribute the same images for the same targets (the spec's ``target``);
+2. each image is cut into ``patch × patch`` segments, a segment scores its summed
+   ``|attribution|``, and each image keeps its ``keep`` best segments under A and under B;
+3. the kept segments are embedded by one fixed embedder (below) and clustered by k-means fitted
+   on A's kept segments (seeded with the spec's ``seed``, on the engine's device);
+4. per cluster, the share of each image's attribution under A and under B (every image weighs
+   the same): ``max_shift`` bounds the largest ``|share_B - share_A|``, ``mean_shift`` the mean
+   over non-empty clusters, ``min_rank_correlation`` the mean per-image Spearman correlation of
+   the segment scores.
+
+Embedding (this project's choice): ``activations`` pools a layer of the **reference** model over
+each segment (default: its last ``Conv2d``), so A's and B's segments are described in one
+feature space; ``colour_texture`` is a descriptor of the pixels alone.
+
+Stored baselines: the reference model is not available when comparing with a baseline, so the
+baseline stores, beside A's segment scores and the k-means centres, the activation embedding of
+*every* segment of every image made with the baselined model's layer (an ``(N, S, D)`` table,
+float16 when it fits). Comparing with a baseline then uses exactly the embedder a comparison
+with the weights would use. With ``colour_texture`` the table is not needed (the descriptor is a
+function of the images, whose hash the baseline records), and the baseline stays small.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import json
+import math
+import os
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..baseline_session import BaselineEnvironmentWarning, BaselineSettings, active, baseline_name
+from ..baselines import (
+    BaselineCorruptError,
+    BaselineStore,
+    MissingBaselineError,
+    _write_temporary,
+    check_compatible,
+    content_hash,
+    environment_warnings,
+    make_metadata,
+)
+from ..engine import SpecEngine
+from ..loaders.models import ModelUnderTest
+from ..metrics.drift import (
+    DriftResult,
+    EmbedSpec,
+    Embedder,
+    activation_embedder,
+    colour_texture_embeddings,
+    drift_from_scores,
+    patch_segments,
+    segment_attribution,
+)
+from ..spec.errors import SpecRuntimeError, did_you_mean
+from ..spec.schema import DriftCheck, Threshold
+from .base import CheckRequest, Measurement, Outcome
+
+Location = tuple[str | int, ...]
+CLUSTERS_SHOWN = 5
+REPRESENTATIVES_SHOWN = 3
+FLOAT16_LIMIT = 6.0e4
+GROUND_TRUTH = "ground_truth"
+
+
+def evaluate(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, DriftCheck) and request.method is not None
+    engine, method = request.engine, request.method
+    location: Location = ("checks", _check_index(engine, request.check.id), "drift")
+    device = engine.device
+    images = engine.data.images.to(device)
+    segments = patch_segments(images.shape[2], images.shape[3], config.segments.patch, device=device)
+    scores_b = segment_attribution(engine.attributions(method).to(device), segments)
+
+    baseline: dict[str, Any] | None = None
+    notes: list[str] = []
+    if config.against.baseline is not None:
+        result, against, baseline, notes = _against_baseline(request, config, location, images, segments, scores_b)
+    else:
+        result, against = _against_version(request, config, location, images, segments, scores_b)
+
+    settings = {"segments": {"patch": config.segments.patch}, **result.settings}
+    result = replace(result, settings={**settings, "embedding": config.embedding.model_dump(mode="json")})
+    measurements = _measurements(config, result)
+    regions = _regions(engine, segments, result)
+    undefined = int(((result.scores_a.sum(dim=1) <= 0) | (result.scores_b.sum(dim=1) <= 0)).sum())
+    details = [f"A = {against} (reference); B = {_version_b(engine)} (under test)"]
+    details += _cluster_lines(result, regions, config.segments.patch, images.shape[3])
+    details += [region["line"] for region in regions.values()]
+    rho = result.rank_correlation[~torch.isnan(result.rank_correlation)]
+    if rho.numel():
+        constant = result.rank_correlation.numel() - rho.numel()
+        details.append(
+            f"segment rank correlation A vs B: mean {float(rho.mean()):.2f}, min {float(rho.min()):.2f}"
+            + (f" ({constant} images with constant scores left out)" if constant else "")
+        )
+    details += notes
+    extra: dict[str, Any] = {
+        "against": against,
+        "drift": result.to_dict(),
+        "regions": {name: {k: v for k, v in region.items() if k != "line"} for name, region in regions.items()},
+    }
+    outcome = Outcome(measurements, samples=int(result.scores_a.shape[0]), undefined=undefined, details=details, extra=extra)
+    if baseline is not None:
+        obtained = Path(baseline["folder"]) / f"{baseline['name']}.obtained.json"
+        if outcome.passed:
+            obtained.unlink(missing_ok=True)  # a stale summary of an earlier mismatch would mislead
+        else:
+            _write_obtained(obtained, request, outcome, baseline)
+            baseline["obtained"] = str(obtained)
+            outcome.details.append(f"obtained drift summary written to {obtained}")
+            extra["artifacts"] = [str(obtained)]
+        extra["baseline"] = baseline
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# A: another model version
+# --------------------------------------------------------------------------------------------
+
+
+def _against_version(
+    request: CheckRequest, config: DriftCheck, location: Location, images: Tensor, segments: Tensor, scores_b: Tensor
+) -> tuple[DriftResult, str]:
+    engine, method = request.engine, request.method
+    assert method is not None
+    where = location + ("against",)
+    scores_a = segment_attribution(engine.reference_attributions(config.against, method, where).to(engine.device), segments)
+    embed: EmbedSpec = _colour_texture(engine.batch_size)
+    if config.embedding.kind == "activations":
+        reference = engine.reference_model(config.against, where)
+        layer = _layer(reference, config, location)
+        embed = _guarded(activation_embedder(reference, f"network.{layer}", batch_size=engine.batch_size), layer, location)
+    result = drift_from_scores(
+        scores_a, scores_b, images, segments,
+        keep=config.keep, embed=embed, clusters=config.clusters, seed=engine.spec.seed,
+    )  # fmt: skip
+    against = config.against
+    if against.weights is not None:
+        shown = f"weights {against.weights}"
+    else:
+        assert against.model is not None
+        model = against.model
+        shown = f"model {model.factory or model.torchscript}" + (f" with weights {model.weights}" if model.weights else "")
+    return result, shown
+
+
+def _layer(model: ModelUnderTest, config: DriftCheck, location: Location) -> str:
+    """The embedding layer's dotted name in ``model.network``: as given, or the last Conv2d."""
+    network = model.network
+    names = [name for name, _ in network.named_modules() if name]
+    if config.embedding.layer is not None:
+        if config.embedding.layer not in names:
+            hint = did_you_mean(config.embedding.layer, names)
+            raise SpecRuntimeError(location + ("embedding", "layer"), f"the model has no layer {config.embedding.layer!r}{hint}")
+        return config.embedding.layer
+    convs = [
+        name
+        for name, module in network.named_modules()
+        if name and (isinstance(module, nn.Conv2d) or getattr(module, "original_name", None) == "Conv2d")
+    ]
+    if not convs:
+        raise SpecRuntimeError(
+            location + ("embedding",),
+            "the model has no Conv2d layer to embed segments with: name one with embedding.layer, "
+            "or use embedding: {kind: colour_texture}",
+        )
+    return convs[-1]
+
+
+def _guarded(embed: Embedder, layer: str, location: Location) -> Embedder:
+    """``embed``, with a layer it cannot use (wrong output shape, not called by the model, a
+    TorchScript module without hooks) reported as a spec-level error at ``embedding``."""
+
+    def guarded(*, images: Tensor, segments: Tensor, indices: Tensor) -> Tensor:
+        try:
+            return embed(images=images, segments=segments, indices=indices)
+        except (RuntimeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise SpecRuntimeError(
+                location + ("embedding",), f"cannot embed segments with the activations of layer {layer!r}: {first}"
+            ) from error
+
+    return guarded
+
+
+def _colour_texture(batch_size: int) -> Embedder:
+    """The colour/texture descriptor, computed ``batch_size`` images at a time (it holds a float64
+    copy of the images it describes)."""
+
+    def embed(*, images: Tensor, segments: Tensor, indices: Tensor) -> Tensor:
+        parts = [
+            colour_texture_embeddings(images[start : start + batch_size], segments, indices[start : start + batch_size])
+            for start in range(0, images.shape[0], batch_size)
+        ]
+        return torch.cat(parts) if parts else images.new_zeros(0, 2 * images.shape[1] + 1)
+
+    return embed
+
+
+# --------------------------------------------------------------------------------------------
+# A: a stored baseline
+# --------------------------------------------------------------------------------------------
+
+
+def _against_baseline(
+    request: CheckRequest, config: DriftCheck, location: Location, images: Tensor, segments: Tensor, scores_b: Tensor
+) -> tuple[DriftResult, str, dict[str, Any], list[str]]:
+    engine, method, check = request.engine, request.method, request.check
+    assert method is not None and config.against.baseline is not None
+    settings = active()
+    spec_path = engine.loaded.path
+    folder = settings.folder(spec_path)
+    store = BaselineStore(folder)
+    where = location + ("against", "baseline")
+    name = baseline_name(config.against.baseline, check.id, method)
+    try:
+        store.tensor_path(name)
+    except ValueError as error:
+        raise SpecRuntimeError(where, str(error)) from None
+    expected = _expected_settings(engine, config, method)
+    entry: dict[str, Any] = {"name": name, "folder": str(folder), "path": str(store.tensor_path(name)), "action": "compared"}
+    if settings.mode is not None:
+        entry["action"] = _update(store, name, request, config, location, images, segments, scores_b, expected, settings)
+        entry["unused"] = _unused(store, engine, folder)
+
+    try:
+        tensors, metadata = store.load(name, spec_path=spec_path)
+    except MissingBaselineError:
+        raise SpecRuntimeError(
+            where, f"no baseline {name!r} in {folder}; create it with: {settings.command(spec_path, 'missing')}"
+        ) from None
+    except BaselineCorruptError as error:
+        raise SpecRuntimeError(where, str(error)) from None
+    problems = check_compatible(metadata, expected)
+    needed = ["scores_a", "centres"] + (["embeddings"] if config.embedding.kind == "activations" else [])
+    absent = [key for key in needed if key not in tensors]
+    if not problems and not absent and tuple(tensors["scores_a"].shape) != tuple(scores_b.shape):
+        problems.append(f"segment scores: baseline has {tuple(tensors['scores_a'].shape)}, this run {tuple(scores_b.shape)}")
+    if absent:
+        problems.append(f"the baseline lacks {', '.join(absent)}")
+    if problems:
+        raise SpecRuntimeError(
+            where,
+            f"baseline {name!r} in {folder} was made from other data or settings and is refused: "
+            f"{'; '.join(problems)}. If the change is intended, rewrite it with: {settings.command(spec_path)}",
+        )
+    notes = []
+    for note in environment_warnings(metadata, device=engine.device):
+        warnings.warn(BaselineEnvironmentWarning(f"baseline {name!r}: {note}"), stacklevel=1)
+        notes.append(f"note: baseline {note} (numbers may move slightly)")
+
+    device = engine.device
+    embed: EmbedSpec = (
+        tensors["embeddings"].to(device).float() if config.embedding.kind == "activations" else _colour_texture(engine.batch_size)
+    )
+    result = drift_from_scores(
+        tensors["scores_a"].to(device), scores_b, images, segments,
+        keep=config.keep, embed=embed, clusters=config.clusters, seed=engine.spec.seed,
+        centres=tensors["centres"].to(device),
+    )  # fmt: skip
+    made = metadata.get("created", "?")
+    shown = f"baseline {config.against.baseline!r} ({name}, made {made}, weights {metadata.get('weights_hash')})"
+    return result, shown, entry, notes
+
+
+def _expected_settings(engine: SpecEngine, config: DriftCheck, method: str) -> dict[str, Any]:
+    """What a baseline must have been made with to be comparable with this run."""
+    return {
+        "data_hash": engine.data_hash,
+        "segments": {"patch": config.segments.patch},
+        "keep": config.keep,
+        "clusters": config.clusters,
+        "embedding": config.embedding.model_dump(mode="json"),
+        "target": engine.spec.target,
+        "attribution": engine.spec.attributions[method].model_dump(mode="json"),
+    }
+
+
+def _fresh(
+    request: CheckRequest, config: DriftCheck, location: Location, images: Tensor, segments: Tensor, scores: Tensor,
+    expected: dict[str, Any],
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The baseline the spec's own model makes now: its segment scores, the k-means centres fitted
+    on its kept segments and, for ``activations``, the embedding of every segment."""
+    engine, check = request.engine, request.check
+    n, s = scores.shape
+    tensors: dict[str, Tensor] = {"scores_a": scores.detach().float().cpu()}
+    embed: EmbedSpec = _colour_texture(engine.batch_size)
+    layer = None
+    if config.embedding.kind == "activations":
+        layer = _layer(engine.model, config, location)
+        every = torch.arange(s, device=images.device).expand(n, s)
+        embedder = _guarded(activation_embedder(engine.model, f"network.{layer}", batch_size=engine.batch_size), layer, location)
+        table = embedder(images=images, segments=segments, indices=every).reshape(n, s, -1)
+        if table.numel() == 0 or (bool(torch.isfinite(table).all()) and float(table.abs().max()) < FLOAT16_LIMIT):
+            table = table.half()  # half the size of float32, and plenty for k-means
+        tensors["embeddings"] = table.cpu()
+        embed = table.float()
+    fitted = drift_from_scores(
+        scores, scores, images, segments, keep=config.keep, embed=embed, clusters=config.clusters, seed=engine.spec.seed
+    )
+    tensors["centres"] = fitted.centres.detach().float().cpu()
+    settings = {key: value for key, value in expected.items() if key != "data_hash"}
+    spec_hash = content_hash(
+        json.dumps(
+            {"check": config.model_dump(mode="json", exclude={"max_shift", "mean_shift", "min_rank_correlation"}),
+             "data": engine.spec.data.model_dump(mode="json"), "seed": engine.spec.seed, **settings},
+            sort_keys=True,
+        ).encode()
+    )  # fmt: skip
+    metadata = make_metadata(
+        spec_hash=spec_hash,
+        settings=settings,
+        weights_hash=engine.weights_hash,
+        data_hash=engine.data_hash,
+        device=engine.device,
+        seed=engine.spec.seed,
+        spec=str(engine.loaded.path),
+        check=check.id,
+        method=request.method,
+        baseline=config.against.baseline,
+        embedding_layer=layer,
+        num_images=n,
+        num_segments=s,
+    )
+    return tensors, metadata
+
+
+def _update(
+    store: BaselineStore, name: str, request: CheckRequest, config: DriftCheck, location: Location,
+    images: Tensor, segments: Tensor, scores: Tensor, expected: dict[str, Any], settings: BaselineSettings,
+) -> str:
+    """Write the baseline as the update mode says; return created, updated or unchanged."""
+    exists = store.exists(name)
+    if exists and settings.mode == "missing":
+        return "unchanged"
+    tensors, metadata = _fresh(request, config, location, images, segments, scores, expected)
+    if exists and settings.mode == "changed":
+        try:
+            stored, stored_metadata = store.load(name)
+        except BaselineCorruptError:
+            stored, stored_metadata = {}, {}
+        same = (
+            not check_compatible(stored_metadata, expected)
+            and set(stored) == set(tensors)
+            and all(stored[key].dtype == value.dtype and torch.equal(stored[key], value) for key, value in tensors.items())
+        )
+        if same:
+            return "unchanged"
+    try:
+        store.save(name, tensors, metadata)
+    except OSError as error:
+        raise SpecRuntimeError(
+            location + ("against", "baseline"),
+            f"cannot write baseline {name!r} in {store.directory}: {error}; the previous baseline, if any, is unchanged",
+        ) from None
+    return "updated" if exists else "created"
+
+
+def _unused(store: BaselineStore, engine: SpecEngine, folder: Path) -> list[str]:
+    """Stored baselines in this spec's folder that no drift check of the spec names (whatever
+    this run selected): reported, never deleted."""
+    spec = engine.spec
+    named = {
+        baseline_name(check.drift.against.baseline, check.id, method)
+        for check in spec.checks
+        if check.drift is not None and check.drift.against.baseline is not None
+        for method in (check.drift.methods or spec.attributions)
+    }
+    return [str(folder / stored) for stored in store.names() if stored not in named]
+
+
+def _write_obtained(path: Path, request: CheckRequest, outcome: Outcome, baseline: dict[str, Any]) -> None:
+    """Write the obtained summary of a mismatch beside its baseline, atomically."""
+    record = {
+        "baseline": baseline["name"],
+        "spec": str(request.engine.loaded.path),
+        "check": request.check.id,
+        "method": request.method,
+        "written": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
+        **outcome.to_dict(),
+    }
+    text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _write_temporary(path.parent, path.name, text.encode("utf-8"))
+    try:
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements and messages
+# --------------------------------------------------------------------------------------------
+
+
+def _measurements(config: DriftCheck, result: DriftResult) -> list[Measurement]:
+    measurements = []
+    if config.max_shift is not None:
+        measurements.append(Measurement.compare("max |shift|", result.max_abs_shift, Threshold("<=", config.max_shift)))
+    if config.mean_shift is not None:
+        measurements.append(Measurement.compare("mean |shift|", result.mean_abs_shift, Threshold("<=", config.mean_shift)))
+    if config.min_rank_correlation is not None:
+        rho = result.rank_correlation[~torch.isnan(result.rank_correlation)]
+        mean = float(rho.double().mean()) if rho.numel() else math.nan
+        measurements.append(Measurement.compare("rank correlation mean", mean, Threshold(">=", config.min_rank_correlation)))
+    return measurements
+
+
+def _regions(engine: SpecEngine, segments: Tensor, result: DriftResult) -> dict[str, dict[str, Any]]:
+    """For each extra mask of the data (e.g. ``decoy``): which cluster holds the kept segments
+    that lie on it, and their attribution share under A and B; for the ground-truth masks
+    (``ground_truth``), the share only.
+
+    A segment lies on the mask when the overlap is at least half of the segment or half of the
+    image's mask (so a patch split across segments counts in each half)."""
+    out: dict[str, dict[str, Any]] = {}
+    k = int(result.shift.count.shape[0])
+    n = int(result.scores_a.shape[0])
+    sizes = torch.bincount(segments.reshape(-1).long()).to(torch.float64)
+    masks = [(name, mask) for name, mask in sorted(engine.data.regions.items())]
+    masks.append((GROUND_TRUTH, engine.data.masks))
+    for name, mask in masks:
+        pixels = mask.to(segments.device).double()
+        overlap = segment_attribution(pixels, segments, sizes.numel()).double()  # (N, S) pixel counts
+        totals = pixels.sum(dim=(1, 2))
+        on = (overlap > 0) & (overlap >= 0.5 * torch.minimum(sizes.to(overlap.device)[None, :], totals[:, None]))
+        held = on[result.point_image, result.point_segment]
+        count = int(held.sum())
+        what = "ground-truth" if name == GROUND_TRUTH else name
+        if count == 0:
+            out[name] = {
+                "segments": 0,
+                "line": f"{what}: no kept segment lies on the {what} mask (neither version attends to it)",
+            }
+            continue
+        share_a = float(result.share_a[held].double().sum()) / n
+        share_b = float(result.share_b[held].double().sum()) / n
+        if name == GROUND_TRUTH:  # objects vary: their segments spread over clusters, the share is what counts
+            out[name] = {
+                "segments": count,
+                "share_a": round(share_a, 6),
+                "share_b": round(share_b, 6),
+                "line": f"ground truth: the {count} kept segments on the ground-truth mask hold share {share_a:.2f} → {share_b:.2f}",
+            }
+            continue
+        per_cluster = torch.bincount(result.assignment[held].cpu(), minlength=k)
+        top = int(torch.sort(per_cluster, descending=True, stable=True).indices[0])
+        fraction = float(per_cluster[top]) / count
+        out[name] = {
+            "segments": count,
+            "cluster": top,
+            "fraction": round(fraction, 6),
+            "per_cluster": per_cluster.tolist(),
+            "share_a": round(share_a, 6),
+            "share_b": round(share_b, 6),
+            "line": (
+                f"{name}: cluster {top} holds {100 * fraction:.0f} % of the {count} kept segments on the {name} "
+                f"mask; their share {share_a:.2f} → {share_b:.2f}"
+            ),
+        }
+    return out
+
+
+def _cluster_lines(result: DriftResult, regions: dict[str, dict[str, Any]], patch: int, width: int) -> list[str]:
+    columns = math.ceil(width / patch)
+    kept = int(result.assignment.shape[0])
+    lines = [
+        f"clusters by |shift| ({kept} kept segments of {result.shift.num_images} images; "
+        "share = fraction of each image's |attribution|, averaged over the images):"
+    ]
+    described = result.shift.describe()
+    order = [index for index in result.shift.order() if int(result.shift.count[index]) > 0]
+    for index, line in list(zip(order, described))[:CLUSTERS_SHOWN]:
+        tags = [f"holds the {name}" for name, region in regions.items() if region.get("cluster") == index]
+        examples = []
+        for image, segment in result.representative_segments(index)[:REPRESENTATIVES_SHOWN]:
+            row, column = divmod(segment, columns)
+            examples.append(f"image {image} [{row * patch}:{(row + 1) * patch}, {column * patch}:{(column + 1) * patch}]")
+        suffix = (f" [{', '.join(tags)}]" if tags else "") + (f"; e.g. {', '.join(examples)}" if examples else "")
+        lines.append(f"  {line}{suffix}")
+    if len(order) > CLUSTERS_SHOWN:
+        lines.append(f"  … {len(order) - CLUSTERS_SHOWN} more clusters (all in the JSON result)")
+    return lines
+
+
+def _version_b(engine: SpecEngine) -> str:
+    model = engine.spec.model
+    if model.weights is not None:
+        return f"this spec's model (weights {model.weights})"
+    return f"this spec's model ({model.torchscript or model.factory})"
+
+
+def _check_index(engine: SpecEngine, check_id: str) -> int:
+    return next(index for index, check in enumerate(engine.spec.checks) if check.id == check_id)
