@@ -158,11 +158,14 @@ def position(text: str, needle: str) -> str:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, data_npz: bytes) -> pytest.Pytester:
+def project(pytester: pytest.Pytester, data_npz: bytes, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """``pytester.path`` with ``tinymodel.py``, ``data.npz`` and an empty ``specs/``."""
     # Warnings located in a spec show its line, read through linecache under the relative name
     # "specs/x.saliency.yaml"; in-process runs share this process's cache, so start it afresh.
     linecache.clearcache()
+    # In-process runs load the plugin again from the already imported package; pytest warns
+    # that it cannot rewrite its asserts (under the `pytest` script, not `python -m pytest`).
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-W ignore::pytest.PytestAssertRewriteWarning")
     pytester.makepyfile(tinymodel=TINYMODEL)
     (pytester.path / "data.npz").write_bytes(data_npz)
     (pytester.path / "specs").mkdir()
