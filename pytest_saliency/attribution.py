@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .loaders.models import ModelUnderTest
 from .spec.errors import SpecRuntimeError, did_you_mean
-from .spec.schema import AttributionSpec
+from .spec.schema import RANDOM_METHOD, AttributionSpec
 
 Location = tuple[str | int, ...]
 
@@ -82,6 +82,8 @@ class Attributor:
 
         self.spec = spec
         self.location = location
+        if spec.method == RANDOM_METHOD:
+            return
         method_class = getattr(captum.attr, spec.method, None)
         if not isinstance(method_class, type):
             raise SpecRuntimeError(location + ("method",), f"captum.attr has no method {spec.method!r}")
@@ -111,7 +113,12 @@ class Attributor:
         self.method = method
 
     def __call__(self, images: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Attributions for ``(N, C, H, W)`` images and ``(N,)`` targets, ``(N, C', H, W)``."""
+        """Attributions for ``(N, C, H, W)`` images and ``(N,)`` targets, ``(N, C', H, W)``.
+
+        ``method: random`` gives uniform noise in [0, 1) from ``generator`` (seeded per spec):
+        the reference a real method must beat."""
+        if self.spec.method == RANDOM_METHOD:
+            return torch.rand(images.shape, generator=generator).to(images.device)
         params = dict(self.params)
         if self.spec.baseline is not None:
             params["baselines"] = make_baseline(self.spec.baseline, images, generator)

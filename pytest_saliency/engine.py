@@ -84,11 +84,15 @@ class SpecEngine:
 
     @cached_property
     def model(self) -> ModelUnderTest:
-        return load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+        # Loaded outside inference mode whoever asks first: tensors created inside it could
+        # never take part in the gradient computations of attributions later.
+        with torch.inference_mode(False):
+            return load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
 
     @cached_property
     def data(self) -> SaliencyData:
-        return load_data(self.spec.data, self.loaded.directory, self.search_paths)
+        with torch.inference_mode(False):  # see model
+            return load_data(self.spec.data, self.loaded.directory, self.search_paths)
 
     def batches(self, count: int | None = None) -> Iterator[slice]:
         total = len(self.data) if count is None else count
@@ -191,7 +195,8 @@ class SpecEngine:
                 )
             else:
                 spec, where = self.spec.model.model_copy(update={"weights": against.weights}), location
-            self._references[key] = load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
+            with torch.inference_mode(False):  # see model
+                self._references[key] = load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
         return self._references[key]
 
     def reference_attributions(self, against: AgainstSpec, method: str, location: Location) -> Tensor:

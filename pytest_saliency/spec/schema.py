@@ -199,6 +199,8 @@ CAPTUM_METHODS: frozenset[str] = frozenset(
         "InternalInfluence",
     }
 )  # fmt: skip
+# Built in, not from captum: seeded uniform noise, the reference an attribution must beat.
+RANDOM_METHOD = "random"
 LAYER_METHODS = frozenset(name for name in CAPTUM_METHODS if name.startswith("Layer")) | {
     "GuidedGradCam",
     "InternalInfluence",
@@ -247,8 +249,10 @@ class AttributionSpec(_Strict):
     def _layer_when_needed(self) -> AttributionSpec:
         if self.method in LAYER_METHODS and self.layer is None:
             raise ValueError(f"{self.method} attributes to a layer: add layer: <dotted module name>")
-        if self.layer is not None and self.method in CAPTUM_METHODS and self.method not in LAYER_METHODS:
+        if self.layer is not None and self.method in CAPTUM_METHODS | {RANDOM_METHOD} and self.method not in LAYER_METHODS:
             raise ValueError(f"{self.method} takes no layer; remove layer")
+        if self.method == RANDOM_METHOD and (self.params or self.init or self.baseline is not None or self.noise_tunnel):
+            raise ValueError("method random takes no params, init, baseline or noise_tunnel")
         return self
 
 
