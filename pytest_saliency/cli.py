@@ -1,4 +1,4 @@
-"""``pytest-saliency``: validate spec files and print the spec language's JSON Schema."""
+"""``pytest-saliency``: validate spec files, print the spec language's JSON Schema, render reports."""
 
 from __future__ import annotations
 
@@ -15,13 +15,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check spec files without running any model (for pre-commit)")
     validate.add_argument("paths", nargs="+", type=Path, help="spec files, or folders to search for *.saliency.yaml")
     commands.add_parser("schema", help="print the JSON Schema of the spec language")
+    report = commands.add_parser("report", help="render the HTML report again from a --saliency-json results file")
+    report.add_argument("results", type=Path, help="a results file written by pytest --saliency-json")
+    report.add_argument("-o", "--output", type=Path, default=None, help="the HTML file to write (default: RESULTS with .html)")
+    report.add_argument("--title", default=None, help="the page title (default: pytest-saliency report)")
     arguments = parser.parse_args(argv)
+    if arguments.command == "report":
+        return _report(arguments.results, arguments.output, arguments.title)
     if arguments.command == "schema":
         from .spec import json_schema
 
         print(json.dumps(json_schema(), indent=2))
         return 0
     return _validate(arguments.paths)
+
+
+def _report(results: Path, output: Path | None, title: str | None) -> int:
+    from .report.html import ReportDependencyError, write_html
+    from .report.results import ResultsFileError, load_document
+
+    try:
+        document = load_document(results)
+        written = write_html(output or results.with_suffix(".html"), document, title)
+    except (ResultsFileError, ReportDependencyError, OSError) as error:
+        print(f"pytest-saliency report: {error}", file=sys.stderr)
+        return 1
+    print(f"saliency report (HTML): {written}", file=sys.stderr)
+    return 0
 
 
 def _validate(paths: Sequence[Path]) -> int:

@@ -108,7 +108,7 @@ class SpecFile(pytest.File):
             raise DeviceUnavailable(message) from None
         key = (str(self.path), self.path.stat().st_mtime_ns, str(device))
         search_paths = (self.config.rootpath,)
-        return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths))
+        return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress))
 
 
 def _variants(attributions: dict[str, Any], classes: list[str] | None, check: CheckSpec) -> Iterator[tuple[str, str | None, int | None]]:
@@ -179,8 +179,14 @@ class CheckItem(pytest.Item):
         engine = self.parent.engine()
         check = self.check
         self.outcome = evaluator(check.kind)(CheckRequest(engine, check, self.method, self.class_index))
-        for measurement in self.outcome.measurements:
-            self.user_properties.append((f"saliency.{measurement.name}", measurement.value))
+        if self.config.stash[SESSION_KEY].wants_thumbnails:
+            self._attach_thumbnails(engine)
+        for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
+            name = f"saliency.{measurement.name}"
+            self.user_properties.append((name, _significant(measurement.value)))
+            self.user_properties.append((f"{name}.threshold", measurement.threshold))
+            self.user_properties.append((f"{name}.status", "ok" if measurement.passed else "failed"))
+        self.user_properties.append(("saliency.status", self._status()))
         if self.outcome.passed:
             return
         if check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
@@ -192,6 +198,24 @@ class CheckItem(pytest.Item):
             warnings.warn_explicit(SaliencyWarning(message), SaliencyWarning, str(self.parent.loaded.path), line)
             return
         raise CheckFailed()
+
+    def _attach_thumbnails(self, engine: SpecEngine) -> None:
+        """Example thumbnails for the HTML report, made here (on the xdist worker, where the
+        tensors are) so that they travel back with the result. A failure only loses them."""
+        from .report.thumbnails import attach
+
+        assert self.outcome is not None
+        try:
+            attach(self.outcome.extra, engine, self.method)
+        except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
+            self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
+
+    def _status(self) -> str:
+        """passed | failed | warned (a ``severity: warn`` check that failed, without --saliency-strict)."""
+        status = "passed" if self.outcome and self.outcome.passed else "failed"
+        if status == "failed" and self.outcome and self.check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
+            status = "warned"
+        return status
 
     def _location(self) -> str:
         line, _ = self.parent.loaded.source.value(("checks", self.check_index))
@@ -223,9 +247,7 @@ class CheckItem(pytest.Item):
     def saliency_result(self) -> dict[str, Any]:
         """The JSON-serialisable result the summary and reports show."""
         outcome = self.outcome.to_dict() if self.outcome else {"measurements": []}
-        status = "passed" if self.outcome and self.outcome.passed else "failed"
-        if status == "failed" and self.outcome and self.check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
-            status = "warned"
+        status = self._status()
         return {
             "spec": self.parent.loaded.name,
             "spec_path": str(self.parent.loaded.path),
@@ -238,3 +260,9 @@ class CheckItem(pytest.Item):
             "status": status,
             **outcome,
         }
+
+
+def _significant(value: float, digits: int = 6) -> float:
+    """``value`` rounded to ``digits`` significant digits (junit properties read 0.64, not
+    0.6399999856948853)."""
+    return float(f"{value:.{digits}g}")

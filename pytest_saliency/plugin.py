@@ -56,6 +56,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="allow --saliency-update-baselines when the CI environment variable is set (refused otherwise).",
     )
+    group.addoption(
+        "--saliency-report",
+        metavar="PATH",
+        default=None,
+        help="write a self-contained HTML report of the saliency checks (summary, worst examples, charts) to PATH.",
+    )
+    group.addoption(
+        "--saliency-json",
+        metavar="PATH",
+        default=None,
+        help="write the saliency results as JSON to PATH (schema: pytest_saliency/report/results.schema.json).",
+    )
     parser.addini("saliency_device", "default for --saliency-device", default="auto")
     parser.addini(
         "saliency_baseline_dir",
@@ -69,10 +81,29 @@ def pytest_configure(config: pytest.Config) -> None:
         device=config.getoption("saliency_device") or config.getini("saliency_device"),
         strict=config.getoption("saliency_strict"),
         baselines=settings_from_config(config),
+        report_path=_output_path(config, "saliency_report"),
+        json_path=_output_path(config, "saliency_json"),
     )
+    from .report.progress import for_config  # stdlib and pytest only
+
+    session.progress = for_config(config)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "saliency-session")
     config.addinivalue_line("markers", "saliency: a check from a *.saliency.yaml spec file")
+
+
+def _output_path(config: pytest.Config, name: str) -> str | None:
+    """An output file option as an absolute path (relative ones are relative to where pytest
+    was invoked, whatever the working directory is when the file is written)."""
+    value = config.getoption(name)
+    return str(config.invocation_params.dir / Path(value)) if value else None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or a run without xdist) writes --saliency-json and --saliency-report."""
+    if hasattr(session.config, "workerinput") or SESSION_KEY not in session.config.stash:
+        return
+    session.config.stash[SESSION_KEY].write_reports()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | None:
@@ -113,6 +144,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_sep("=", "saliency summary")
         terminalreporter.write(summary_table(results, width=writer.fullwidth, markup=writer.hasmarkup))
     for line in session.baseline_summary():
+        terminalreporter.write_line(line)
+    for line in session.report_lines:
         terminalreporter.write_line(line)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,10 @@ class SaliencySession:
     strict: bool = False
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     results: list[dict[str, Any]] = field(default_factory=list)
+    report_path: str | None = None  # --saliency-report
+    json_path: str | None = None  # --saliency-json
+    progress: Callable[[str, int, int], None] | None = None  # the engines' progress callback (a terminal bar)
+    report_lines: list[str] = field(default_factory=list)  # what write_reports wrote, for the summary
     _engines: EngineCache | None = None
 
     @property
@@ -38,13 +42,34 @@ class SaliencySession:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
         """Items run with this run's baseline settings active (the drift check reads them)."""
         with activated(self.baselines):
-            yield
+            try:
+                yield
+            finally:
+                close = getattr(self.progress, "close", None)
+                if close is not None:
+                    close()  # erase a bar whose computation did not finish
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Keep each item's result; under xdist the reports arrive here from every worker."""
         result = getattr(report, "saliency", None)
         if result is not None and report.when == "call":
+            result.setdefault("nodeid", report.nodeid)
+            line = report.location[1]
+            result.setdefault("line", None if line is None else line + 1)  # the check's line in the spec
+            result.setdefault("duration", round(report.duration, 6))
             self.results.append(result)
+
+    @property
+    def wants_thumbnails(self) -> bool:
+        """Items attach example thumbnails to their results only when a report or JSON file is asked for."""
+        return bool(self.report_path or self.json_path)
+
+    def write_reports(self) -> None:
+        """Write the JSON results and HTML report the options ask for (on the controller only)."""
+        if self.wants_thumbnails:
+            from .report.results import write_run_outputs
+
+            self.report_lines = write_run_outputs(self.results, report_path=self.report_path, json_path=self.json_path)
 
     def baseline_summary(self) -> list[str]:
         """Lines for the end of the run: baselines created/updated/unchanged, obtained files."""

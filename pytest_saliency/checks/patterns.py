@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..metrics.patterns import PATTERNS, behaviour_patterns, pattern_fractions
 from ..spec.schema import PatternsCheck, Threshold
 from .base import CheckRequest, Measurement, Outcome
-from .shared_interest import worst_samples
+from .shared_interest import worst_rows, worst_table
 
 
 def evaluate(request: CheckRequest) -> Outcome:
@@ -31,16 +31,24 @@ def evaluate(request: CheckRequest) -> Outcome:
         + ", ".join(f"{name} {count}" for name, count in counts.items() if count)
     ]
     failing = [m.name.split(" ", 1)[1] for m in measurements if not m.passed and m.threshold.startswith("<")]
-    if failing:
-        column = PATTERNS.index(failing[0])
-        members = patterns[:, column].nonzero().flatten()
-        details.append(f"samples in {failing[0]}:")
+    # The report's worst examples: samples of the first failing pattern, else of the first bounded
+    # pattern that has any, else the lowest IoU overall.
+    bounded = [m.name.split(" ", 1)[1] for m in measurements if m.threshold.startswith("<")]
+    shown = failing or [name for name in bounded if counts.get(name)]
+    worst_in = shown[0] if shown else None
+    if worst_in is not None:
+        members = patterns[:, PATTERNS.index(worst_in)].nonzero().flatten()
         in_pattern = {name: values[members] for name, values in chosen.items()}
-        details += worst_samples(request, in_pattern, indices[members], "iou", wants_high=True)
+        worst = worst_rows(request, in_pattern, indices[members], "iou", wants_high=True)
+    else:
+        worst = worst_rows(request, chosen, indices, "iou", wants_high=True)
+    if failing:
+        details.append(f"samples in {failing[0]}:")
+        details += worst_table(worst)
     return Outcome(
         measurements,
         samples=len(indices),
         undefined=int((~defined).sum()),
         details=details,
-        extra={"pattern_counts": counts, "pattern_fractions": fractions},
+        extra={"pattern_counts": counts, "pattern_fractions": fractions, "worst": worst, "worst_in": worst_in},
     )

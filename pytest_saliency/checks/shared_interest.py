@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 
 from ..metrics.patterns import PATTERNS, behaviour_patterns
@@ -30,9 +33,12 @@ def evaluate(request: CheckRequest) -> Outcome:
     metric = focus.name.split(".")[0]
     wants_high = config.metrics()[metric][focus.name.split(".")[1]].wants_high
     details = [f"worst samples by {metric} (of {len(indices)}; {undefined} undefined):"]
-    details += worst_samples(request, chosen, indices, metric, wants_high)
+    worst = worst_rows(request, chosen, indices, metric, wants_high)
+    details += worst_table(worst)
     extra = {
         "per_sample": {"index": indices.tolist(), **{name: _floats(values) for name, values in chosen.items()}},
+        "worst": worst,  # the report's thumbnails are added to these rows (report/thumbnails.py)
+        "worst_by": metric,
     }
     return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
 
@@ -41,6 +47,28 @@ def worst_samples(
     request: CheckRequest, chosen: dict[str, torch.Tensor], indices: torch.Tensor, metric: str, wants_high: bool
 ) -> list[str]:
     """Table lines for the samples furthest on the wrong side of ``metric``."""
+    return worst_table(worst_rows(request, chosen, indices, metric, wants_high))
+
+
+def worst_table(rows: list[dict[str, Any]]) -> list[str]:
+    """:func:`worst_rows` as fixed-width lines (undefined scores read ``nan``)."""
+    shown = [
+        {
+            **row,
+            "sample": row["index"],
+            **{m: math.nan if row[m] is None else row[m] for m in ("iou", "gtc", "sc")},
+            "patterns": ",".join(row["patterns"]) or "-",
+        }
+        for row in rows
+    ]
+    return sample_table(shown, ["sample", "label", "predicted", "iou", "gtc", "sc", "patterns"])
+
+
+def worst_rows(
+    request: CheckRequest, chosen: dict[str, torch.Tensor], indices: torch.Tensor, metric: str, wants_high: bool
+) -> list[dict[str, Any]]:
+    """The (at most :data:`WORST_SHOWN`) samples furthest on the wrong side of ``metric``, as
+    JSON-serialisable rows: index, label, predicted, iou, gtc, sc (None when undefined), patterns."""
     values = chosen[metric].nan_to_num(nan=float("inf") if wants_high else float("-inf"))
     order = torch.argsort(values, descending=not wants_high, stable=True)[:WORST_SHOWN]
     engine = request.engine
@@ -52,16 +80,14 @@ def worst_samples(
         label, predicted = int(engine.data.labels[index]), int(engine.predictions[index])
         rows.append(
             {
-                "sample": index,
+                "index": index,
                 "label": classes[label] if classes and label < len(classes) else label,
                 "predicted": classes[predicted] if classes and predicted < len(classes) else predicted,
-                "iou": float(chosen["iou"][position]),
-                "gtc": float(chosen["gtc"][position]),
-                "sc": float(chosen["sc"][position]),
-                "patterns": ",".join(n for n, hit in zip(PATTERNS, patterns[position].tolist()) if hit) or "-",
+                **{m: _floats(chosen[m][position : position + 1])[0] for m in ("iou", "gtc", "sc")},
+                "patterns": [n for n, hit in zip(PATTERNS, patterns[position].tolist()) if hit],
             }
         )
-    return sample_table(rows, ["sample", "label", "predicted", "iou", "gtc", "sc", "patterns"])
+    return rows
 
 
 def _floats(values: torch.Tensor) -> list[float | None]:

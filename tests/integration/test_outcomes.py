@@ -292,7 +292,12 @@ def test_measurements_are_junit_properties(write_spec: WriteSpec, run: Run, proj
     assert case is not None
     assert case.get("name") == "cov[grad]"
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert list(properties) == ["saliency.iou.mean"]
+    assert list(properties) == [
+        "saliency.iou.mean",
+        "saliency.iou.mean.threshold",
+        "saliency.iou.mean.status",
+        "saliency.status",
+    ]
     assert float(properties["saliency.iou.mean"] or "nan") == pytest.approx(0.64)
     failure = case.find("failure")
     assert failure is not None

@@ -1,0 +1,208 @@
+"""Machine-readable results (``--saliency-json``): the document, its JSON Schema, atomic writes.
+
+The document's shape is ``results.schema.json`` beside this module (version
+:data:`SCHEMA_VERSION`); :func:`schema` loads it. Results are sorted so that two runs of the same
+specs (with or without ``pytest -n``) give the same ``results`` list, ready to diff.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+FORMAT = "pytest-saliency-results"
+SCHEMA_VERSION = 1
+SCHEMA_FILE = "results.schema.json"
+STATUSES = ("passed", "failed", "warned", "error")
+
+# Defaults for keys a result may lack (a spec error has no kind, method or measurements).
+_DEFAULTS: dict[str, Any] = {
+    "nodeid": "",
+    "line": None,
+    "spec_path": "",
+    "kind": None,
+    "variant": "",
+    "method": None,
+    "class_index": None,
+    "severity": "fail",
+    "samples": 0,
+    "undefined": 0,
+    "measurements": [],
+    "details": [],
+}
+
+
+class ResultsFileError(ValueError):
+    """A results file that is not JSON, or not a pytest-saliency results document this version reads."""
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the results document (draft 2020-12)."""
+    from importlib.resources import files
+
+    return json.loads(files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def result_key(result: dict[str, Any]) -> tuple[Any, ...]:
+    """The sort key of a result: spec path, the check's line (checks in spec order), check,
+    variant, node id."""
+    line = result.get("line")
+    text = [str(result.get(key) or "") for key in ("spec_path", "spec", "check", "variant", "nodeid")]
+    return (text[0], text[1], line if isinstance(line, int) else 0, *text[2:])
+
+
+def normalise(result: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one item's result with every required key, and JSON-safe values (NaN -> null)."""
+    out = {key: value for key, value in _DEFAULTS.items() if key not in result}
+    out.update(result)
+    return _json_safe(out)  # type: ignore[no-any-return]
+
+
+def build_document(
+    results: Iterable[dict[str, Any]], *, artifacts: Iterable[str] = (), created: str | None = None
+) -> dict[str, Any]:
+    """The results document (see ``results.schema.json``) for these item results."""
+    from .. import __version__
+
+    rows = sorted((normalise(result) for result in results), key=result_key)
+    counts = {status: sum(1 for row in rows if row["status"] == status) for status in STATUSES}
+    listed = list(dict.fromkeys([*artifacts, *(path for row in rows for path in row.get("artifacts") or [])]))
+    generator = {"name": "pytest-saliency", "version": __version__, "python": sys.version.split()[0]}
+    try:
+        import pytest
+
+        generator["pytest"] = pytest.__version__
+    except ImportError:  # pragma: no cover - the CLI runs without pytest only in odd installs
+        pass
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "generator": generator,
+        "created": created or _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
+        "summary": {"total": len(rows), **counts},
+        "artifacts": listed,
+        "results": rows,
+    }
+
+
+def dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_document(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
+    """Write the document as JSON, atomically."""
+    return write_text_atomic(path, dumps(document))
+
+
+def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a results file written by ``--saliency-json``; checks the format and version (and the
+    schema, when ``jsonschema`` is installed)."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsFileError(f"{path}: cannot read a results file: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ResultsFileError(f"{path}: not a pytest-saliency results file (no \"format\": \"{FORMAT}\")")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsFileError(f"{path}: results schema version {version!r}; this pytest-saliency reads version {SCHEMA_VERSION}")
+    problems = validation_errors(document)
+    if problems:
+        raise ResultsFileError(f"{path}: does not match the results schema: {problems[0]}")
+    return document  # type: ignore[no-any-return]
+
+
+def validation_errors(document: Any) -> list[str]:
+    """Schema violations of ``document`` as ``location: message`` lines; [] when ``jsonschema``
+    is not installed."""
+    try:
+        import jsonschema
+    except ImportError:
+        return []
+    validator = jsonschema.Draft202012Validator(schema())
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '(top level)'}: {error.message}"
+        for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``,
+    so a reader (or a crash) never sees a half-written file. Creates missing parent folders."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it 0600; a report is for others to read
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON types: NaN/inf -> None, tuples -> lists, other objects -> str."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if hasattr(value, "item"):  # numpy and torch scalars
+        try:
+            return _json_safe(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def write_run_outputs(
+    results: Iterable[dict[str, Any]], *, report_path: str | None = None, json_path: str | None = None
+) -> list[str]:
+    """Write ``--saliency-json`` and ``--saliency-report`` for a run's results; returns lines for
+    the terminal (the paths written, or why one could not be written). Never raises for an
+    unwritable path or a missing Jinja2: the test outcomes matter more than the report."""
+    document = build_document(results, artifacts=[shown_path(report_path)] if report_path else [])
+    lines = []
+    if json_path:
+        try:
+            write_document(json_path, document)
+            lines.append(f"saliency results (JSON): {shown_path(json_path)}")
+        except OSError as error:
+            lines.append(f"saliency results (JSON): could not write {shown_path(json_path)}: {error}")
+    if report_path:
+        from .html import ReportDependencyError, write_html
+
+        try:
+            write_html(report_path, document)
+            lines.append(f"saliency report (HTML): {shown_path(report_path)}")
+        except (OSError, ReportDependencyError) as error:
+            lines.append(f"saliency report (HTML): could not write {shown_path(report_path)}: {error}")
+        except Exception as error:  # noqa: BLE001  (a rendering bug must not turn the run into an internal error)
+            lines.append(f"saliency report (HTML): could not render {shown_path(report_path)}: {type(error).__name__}: {error}")
+    return lines
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it, else as it is."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+    return path if relative.startswith("..") else relative
