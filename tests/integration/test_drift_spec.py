@@ -75,10 +75,9 @@ def _data() -> bytes:
 
 
 @pytest.fixture
-def twins(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+def twins(pytester: pytest.Pytester) -> pytest.Pytester:
     """``pytester.path`` with ``drift_twins.py``, ``clean.pt``, ``decoy.pt``, ``data.npz`` and
-    ``specs/``; ``CI`` unset (updates are refused under CI)."""
-    monkeypatch.delenv("CI", raising=False)
+    ``specs/`` (``CI`` is unset by the suite's conftest)."""
     pytester.makepyfile(drift_twins=TWINS)
     (pytester.path / "clean.pt").write_bytes(_weights((1.0, 0.1, 0.0)))
     (pytester.path / "decoy.pt").write_bytes(_weights((0.2, 1.0, 0.0)))

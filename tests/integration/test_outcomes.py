@@ -200,7 +200,7 @@ def test_severity_warn_passes_with_a_warning_and_strict_makes_it_fail(
     write_spec: WriteSpec, run: Run, helpers: SimpleNamespace
 ) -> None:
     write_spec(looks_at="both", checks=WARN_ONLY)
-    headline = f"check 'cov' [grad] failed (severity: warn): iou.mean = 0.64 (want >= 0.9)"
+    headline = "check 'cov' [grad] failed (severity: warn): iou.mean = 0.64 (want >= 0.9)"
 
     result = run()
     assert result.ret == pytest.ExitCode.OK

@@ -271,8 +271,7 @@ def stored(project: Path, name: str = "production.drift.grad") -> tuple[Path, Pa
     return folder / f"{name}.pt", folder / f"{name}.json"
 
 
-def test_a_missing_baseline_fails_with_the_command_that_creates_it(project, monkeypatch):
-    monkeypatch.delenv("CI", raising=False)
+def test_a_missing_baseline_fails_with_the_command_that_creates_it(project):
     path = write_spec(project, against=BASELINE)
     with pytest.raises(SpecRuntimeError) as error:
         run(path)
@@ -432,7 +431,6 @@ def test_baseline_settings_helpers(monkeypatch, tmp_path):
     for value, expected in (("true", True), ("1", True), ("yes", True), ("", False), ("0", False), ("false", False)):
         assert ci_is_set({"CI": value}) is expected
     assert ci_is_set({}) is False
-    monkeypatch.delenv("CI", raising=False)
     settings = BaselineSettings()
     assert settings.command("specs/a b.saliency.yaml") == "pytest --saliency-update-baselines 'specs/a b.saliency.yaml'"
     assert settings.command("s.saliency.yaml", "all") == "pytest --saliency-update-baselines --saliency-update-mode=all s.saliency.yaml"
