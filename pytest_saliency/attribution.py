@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .loaders.models import ModelUnderTest
+from .metrics.fidelity import gaussian_blur
 from .spec.errors import SpecRuntimeError, did_you_mean
 from .spec.schema import RANDOM_METHOD, AttributionSpec
 
@@ -42,21 +43,10 @@ def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str
             raise SpecRuntimeError(location + (key,), f"{what} has no parameter {key!r}{did_you_mean(key, parameters)}")
 
 
-def gaussian_blur(images: Tensor, sigma: float = 2.0) -> Tensor:
-    """Separable Gaussian blur of ``(N, C, H, W)`` images (reflect padding), same shape."""
-    radius = max(1, int(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect" if min(images.shape[-2:]) > radius else "replicate")
-    horizontal = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    return F.conv2d(horizontal, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
-
-
 def make_baseline(kind: str | float, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A reference input for ``images`` ``(N, C, H, W)``: zeros, per-image channel mean, blur,
-    uniform noise in [0, 1], or a constant."""
+    """A reference input for ``images`` ``(N, C, H, W)``: zeros, per-image channel mean, blur
+    (the fidelity check's :func:`~pytest_saliency.metrics.fidelity.gaussian_blur`), uniform noise
+    in [0, 1], or a constant."""
     if isinstance(kind, float):
         return torch.full_like(images, kind)
     if kind == "zeros":

@@ -164,24 +164,3 @@ def _console_factory(config: pytest.Config) -> Callable[[], Any]:
         )
 
     return make
-
-
-def counting_calls(
-    function: Callable[[Any], Any], progress: Callable[[str, int, int], None] | None, description: str, total: int
-) -> Callable[[Any], Any]:
-    """``function`` (a model, or any callable on a ``(B, ...)`` batch) that reports each call to
-    ``progress`` as ``B`` more images done out of ``total``; ``function`` itself when there is
-    no progress callback. For computations that call a model many times, such as perturbation
-    curves: ``model = counting_calls(engine.model, engine.progress, "spec: ig curves", N * passes)``."""
-    if progress is None:
-        return function
-    done = 0
-
-    def counted(batch: Any) -> Any:
-        nonlocal done
-        out = function(batch)
-        done += len(batch)
-        progress(description, min(done, total), total)
-        return out
-
-    return counted

@@ -29,8 +29,11 @@ class SpecError(Exception):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or ``""`` when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""`` when none is close. A word of
+    three or more letters that begins exactly one choice (``prob``) suggests that choice."""
+    choices = list(choices)
+    starting = [choice for choice in choices if len(word) >= 3 and choice.startswith(word)]
+    close = starting if len(starting) == 1 else difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

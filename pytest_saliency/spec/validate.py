@@ -183,6 +183,8 @@ def _message(item: Any) -> str:
         return f"{item['input']!r} is not one of {', '.join(expected)}{hint}"
     if kind == "string_pattern_mismatch" and item["loc"][-1] == "[key]" and item["ctx"]["pattern"] == _AGGREGATE.pattern:
         return "aggregates are mean, median, min, max or pNN (p10, p90, ...)"
+    if kind == "string_pattern_mismatch" and item["loc"][-1] == "unit":
+        return f"{item['input']!r} is not a removal unit: write pixel, or patch:K for K x K patches (patch:4)"
     if kind == "string_pattern_mismatch" and item["loc"][-1] == "factory":
         return f'{item["input"]!r} is not "package.module:callable"'
     return text.removeprefix("Value error, ")

@@ -592,14 +592,3 @@ def test_find_chromium_honours_the_environment(monkeypatch: pytest.MonkeyPatch, 
     assert screenshot.find_chromium() is None
     with pytest.raises(FileNotFoundError, match="apt-get install chromium"):
         screenshot.screenshot(tmp_path / "r.html", tmp_path / "r.png")
-
-
-def test_counting_calls_reports_images_done() -> None:
-    calls: list[tuple[str, int, int]] = []
-    counted = report_progress.counting_calls(lambda batch: batch * 2, lambda *a: calls.append(a), "curves", 10)
-    assert counted(torch.ones(4)).sum() == 8
-    counted(torch.ones(4))
-    counted(torch.ones(4))
-    assert calls == [("curves", 4, 10), ("curves", 8, 10), ("curves", 10, 10)]
-    plain = lambda batch: batch  # noqa: E731
-    assert report_progress.counting_calls(plain, None, "x", 1) is plain

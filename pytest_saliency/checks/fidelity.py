@@ -1,0 +1,67 @@
+"""``fidelity`` checks: thresholds on MIF/LIF curve AUCs and their gap (Brocki & Chung 2022)."""
+
+from __future__ import annotations
+
+from ..metrics.fidelity import fidelity_curves
+from ..spec.schema import FidelityCheck
+from .base import CheckRequest, Measurement, Outcome
+
+ORDER_NAMES = {"mif": "most important first", "lif": "least important first", "random": "random order"}
+
+
+def evaluate(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, FidelityCheck) and request.method is not None
+    engine = request.engine
+    device = engine.device
+    target = engine.predictions if config.score_of == "predicted" else engine.data.labels
+    attributions = engine.attributions(request.method)
+    label = f"{engine.loaded.name}: {request.method} curves"
+    result = fidelity_curves(
+        engine.model,
+        engine.data.images.to(device),
+        attributions.to(device),
+        target=target.to(device),
+        fractions=config.fractions,
+        steps=config.steps,
+        orders=config.orders,
+        fill=config.fill,
+        unit=config.patch,
+        score=config.score,
+        batch_size=config.batch_size or engine.batch_size,
+        seed=engine.spec.seed,
+        noise_std=config.noise_std,
+        channels=config.channels or engine.spec.saliency.channels,
+        progress=(lambda done, total: engine.progress(label, done, total)) if engine.progress else None,
+    )
+    measurements = []
+    if config.gap is not None:
+        measurements.append(Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval))
+    for order, threshold in (("mif", config.mif_auc), ("lif", config.lif_auc)):
+        if threshold is not None:
+            measurements.append(
+                Measurement.compare(f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order))
+            )
+    summary = result.to_dict()
+    details = [
+        f"{config.score} of the {config.score_of} class, fill {config.fill}, unit {config.unit}, "
+        f"{len(summary['fractions'])} fractions from 0 to {summary['fractions'][-1]:.2f}",
+    ]
+    for order in result.orders:
+        curve = " ".join(f"{value:.2f}" for value in result.mean_curve(order).tolist())
+        details.append(
+            f"{order.upper():>6} AUC {result.mean_auc(order):.4f} ± {result.auc_interval(order):.4f} "
+            f"({ORDER_NAMES[order]}); mean curve: {curve}"
+        )
+    if "lif" in result.orders:
+        details.append(
+            "the LIF curve's fall is the perturbation artifact: removing the least important "
+            "features should not move the score"
+        )
+    undefined = summary["n_undefined"]
+    extra = {
+        "fractions": summary["fractions"],
+        "curves": {order: summary["orders"][order]["mean_curve"] for order in result.orders},
+        "fidelity": summary,
+    }
+    return Outcome(measurements, samples=len(engine.data), undefined=undefined, details=details, extra=extra)

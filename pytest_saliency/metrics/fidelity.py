@@ -1,0 +1,628 @@
+"""Fidelity of an attribution from Most- and Least-Important-First perturbation curves.
+
+Brocki & Chung, "Fidelity of Interpretability Methods and Perturbation Artifacts in Neural
+Networks" (2022), and their code (github.com/lenbrocki/Feature-Perturbation-Augmentation,
+``perturb.ipynb``); see REFERENCE.md §2.
+
+1. The attribution is collapsed to one ``H x W`` importance map per image
+   (:func:`pytest_saliency.metrics.saliency.reduce_channels`); with ``unit = K > 1`` the map is cut
+   into ``K x K`` patches and a patch's importance is the sum over its pixels (edge patches of an
+   image whose side is not a multiple of ``K`` sum over the pixels they have).
+2. Units are ordered by importance: ``"mif"`` descending (Most Important First), ``"lif"``
+   ascending (Least Important First), ``"random"`` a seeded random order (the reference curve of
+   SRG/MRG, Blücher et al. 2024). Equal importances are ordered by a seeded random permutation
+   used as the secondary sort key, so flat regions order reproducibly; LIF is the exact reverse
+   of MIF (ties in the reverse seeded order). Importances are compared in float32.
+3. At each fraction ``f`` the first ``k = floor(f * U)`` of the ``U`` units
+   (:func:`removal_counts`) are replaced (every channel of every pixel in them) by the fill, and
+   the model's score of the target is recorded.
+   The default fractions are ``0, 1/steps, ..., (steps-1)/steps`` (0 %, 5 %, ..., 95 % for 20
+   steps). ``floor`` matches Quantus ROAD's ``int(a_size * p / 100)``; the authors' notebook
+   removes ``n * int(0.05 * H * W)`` pixels at step ``n`` (21 points up to about 100 %), which
+   ``fractions=`` can reproduce.
+4. Each per-image curve is divided by its value at fraction 0 (the clean image), as the authors
+   do (``logits / logits[0]``). For ``score="accuracy"`` the curves are NOT divided per sample:
+   a sample's value is 1.0 while the model still predicts the target and 0.0 after, and its clean
+   value is 0 when the clean image is already misclassified, which would make the ratio 0/0. The
+   mean accuracy curve is then the accuracy of the model at each fraction (the abstract's "test
+   accuracy" curve); divide it by ``mean_curve(order)[0]`` for the authors' relative scale.
+   An accuracy curve without a fraction-0 point needs no clean pass, and none is made
+   (``FidelityResult.clean`` is then NaN). For ``score="logit"`` (or a probability that
+   underflows to 0) a sample whose clean score is ``<= 0`` or not finite cannot be normalised; it is marked in :attr:`FidelityResult.defined`, its curves are NaN, and it is
+   left out of every mean and interval (and counted in ``to_dict()["n_undefined"]``), never a
+   silent 0.
+5. AUC by the trapezoid rule over the fraction axis (``[0, 1]``; the authors' plots use
+   ``0..100``, so multiply by 100 to compare with their tables, and their axis is
+   ``linspace(0, 100, n_points)`` whatever the real fractions, see :func:`curve_auc`).
+6. Fidelity gap = mean AUC(LIF) - mean AUC(MIF), with the 95 % interval of half-width
+   ``1.96 * sqrt(var_MIF + var_LIF) / sqrt(N)`` (:func:`fidelity_gap`; the variances are the
+   per-order population variances ``numpy.var`` of the authors' notebook, ``ddof = 0``).
+
+The engine: every order's ranks come from one sort of the importance; the clean images are
+scored once; (order, fraction) pairs whose set of removed units is the same (``k = 0``, ``k = U``,
+or two fractions with the same ``k``) are scored once and shared; the perturbed inputs of all
+remaining (order, fraction, image) triples are laid out job-major and built batch by batch
+(per run of consecutive images of one job: one comparison of the precomputed ranks with ``k`` and
+one fused ``mul``/``where`` straight into the batch; no per-image or per-pixel Python loop), then
+pushed through the model in full batches of ``batch_size`` under ``torch.inference_mode``. The
+per-sample curves do not depend on ``batch_size``. Fills with a per-image source (blur, uniform,
+the noisy-linear noise) hold one extra ``(N, C, H, W)`` tensor.
+
+Fills (every channel of a removed pixel takes the fill's value for that channel):
+
+- ``"zeros"``: 0 (the authors' choice);
+- ``"mean"``: the image's per-channel mean;
+- ``"blur"``: a Gaussian-blurred copy of the image, ``sigma = BLUR_SIGMA = 3`` pixels, kernel
+  ``2 * ceil(3 * sigma) + 1 = 19`` taps, separable, replicate padding at the border;
+- ``"uniform"``: uniform noise in ``[min, max]`` of the image (over all its channels and pixels),
+  drawn once per image from ``seed`` and shared by every step and order;
+- ``"noisy_linear"``: ROAD's noisy linear imputation
+  (:mod:`pytest_saliency.metrics.imputation`) of the removed pixels of each perturbed input,
+  solved for the whole batch at once, plus ``N(0, noise_std^2)`` noise. The noise is drawn once
+  per image and pixel from ``seed`` (common random numbers), so the same removed pixel gets the
+  same noise at every step and in every order; ROAD draws fresh noise at each call, which has the
+  same distribution at each point of a curve.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pytest_saliency.metrics.imputation import linear_impute
+from pytest_saliency.metrics.saliency import ChannelReduction, reduce_channels
+
+__all__ = [
+    "BLUR_SIGMA",
+    "FILLS",
+    "ORDERS",
+    "SCORES",
+    "FidelityResult",
+    "auc_interval",
+    "curve_auc",
+    "default_fractions",
+    "fidelity_curves",
+    "fidelity_gap",
+    "gaussian_blur",
+    "removal_counts",
+]
+
+Order = Literal["mif", "lif", "random"]
+Fill = Literal["zeros", "mean", "blur", "uniform", "noisy_linear"]
+Score = Literal["probability", "logit", "accuracy"]
+
+ORDERS: tuple[str, ...] = ("mif", "lif", "random")
+FILLS: tuple[str, ...] = ("zeros", "mean", "blur", "uniform", "noisy_linear")
+SCORES: tuple[str, ...] = ("probability", "logit", "accuracy")
+
+#: Standard deviation (pixels) of the Gaussian used by the ``"blur"`` fill.
+BLUR_SIGMA: float = 3.0
+
+#: z value of the two-sided 95 % normal interval used by the authors (``stats.norm.interval``).
+Z95: float = 1.96
+
+# Salts that derive independent random streams from one ``seed``.
+_SALT_TIES, _SALT_RANDOM_ORDER, _SALT_FILL = 0x51, 0x52, 0x53
+
+
+# ---------------------------------------------------------------------------------------------
+# Curve -> number arithmetic
+# ---------------------------------------------------------------------------------------------
+
+
+def default_fractions(steps: int) -> list[float]:
+    """``steps`` fractions ``0, 1/steps, ..., (steps-1)/steps`` (REFERENCE.md §2, step 3)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return [i / steps for i in range(steps)]
+
+
+def removal_counts(fractions: Tensor | Sequence[float], n_units: int) -> Tensor:
+    """Units removed at each fraction: ``floor(f * n_units)`` (``(S,)`` long).
+
+    A slack of ``1e-6`` absorbs binary rounding (``0.29 * 100`` is ``28.999...``), so the count
+    is the one exact arithmetic gives; it matches Quantus ROAD's ``int(a_size * p / 100)``.
+    """
+    f = torch.as_tensor(fractions, dtype=torch.float64)
+    return torch.floor(f * n_units + 1e-6).clamp_(0, n_units).to(torch.long)
+
+
+def curve_auc(curves: Tensor, fractions: Tensor | Sequence[float]) -> Tensor:
+    """Trapezoid-rule area under each curve over the fraction axis.
+
+    Args:
+        curves: ``(..., S)`` curve values.
+        fractions: ``(S,)`` x coordinates (non-decreasing).
+
+    Returns:
+        ``(...)`` areas in float64. A constant-1 curve has area ``fractions[-1] - fractions[0]``
+        (0.95 for the default 20 steps); to reproduce the authors' numbers, whose x axis is
+        ``numpy.linspace(0, 100, S)``, pass that as ``fractions``. ``S = 1`` gives 0.
+    """
+    x = torch.as_tensor(fractions, dtype=torch.float64, device=curves.device)
+    y = curves.to(torch.float64)
+    if y.shape[-1] != x.shape[0]:
+        raise ValueError(f"curves have {y.shape[-1]} points but fractions has {x.shape[0]}")
+    if x.shape[0] < 2:
+        return torch.zeros(y.shape[:-1], dtype=torch.float64, device=y.device)
+    return torch.trapezoid(y, x=x, dim=-1)
+
+
+def _finite(values: Tensor) -> Tensor:
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    return values[torch.isfinite(values)]
+
+
+def auc_interval(auc: Tensor, *, ddof: int = 0, z: float = Z95) -> float:
+    """Half-width ``z * std / sqrt(N)`` of the normal interval of a mean AUC.
+
+    ``std`` is the standard deviation of the per-sample AUCs with ``ddof`` (default 0, the
+    population variance ``numpy.var`` of the authors' notebook); non-finite AUCs (undefined
+    samples) are left out. NaN when no sample (or ``N <= ddof``) remains.
+    """
+    values = _finite(auc)
+    n = values.numel()
+    if n <= ddof or n == 0:
+        return math.nan
+    return float(z * values.var(correction=ddof).sqrt() / math.sqrt(n))
+
+
+def fidelity_gap(
+    auc_mif: Tensor,
+    auc_lif: Tensor,
+    *,
+    ddof: int = 0,
+    z: float = Z95,
+) -> tuple[float, float]:
+    """Fidelity ``mean(AUC_LIF) - mean(AUC_MIF)`` and its 95 % interval half-width.
+
+    Brocki & Chung (REFERENCE.md §2, step 5; ``perturb.ipynb``): half-width
+    ``z * sqrt(var_MIF + var_LIF) / sqrt(N)``, where ``var_MIF`` and ``var_LIF`` are the variances
+    of the per-sample AUCs of each order taken separately (the covariance between the two curves
+    of one image is ignored, as in the authors' code), with ``ddof=0`` by default: the population
+    variance ``numpy.var`` the authors use. Pass ``ddof=1`` for the unbiased sample variance.
+
+    Args:
+        auc_mif: ``(N,)`` per-sample AUCs of the MIF curves.
+        auc_lif: ``(N,)`` per-sample AUCs of the LIF curves (same samples, same order).
+
+    Returns:
+        ``(gap, half_width)`` as floats. Samples where either AUC is non-finite (undefined) are
+        dropped from both; ``(nan, nan)`` when none remains.
+    """
+    mif = torch.as_tensor(auc_mif, dtype=torch.float64).flatten()
+    lif = torch.as_tensor(auc_lif, dtype=torch.float64).flatten()
+    if mif.shape != lif.shape:
+        raise ValueError(f"auc_mif and auc_lif must have the same length, got {mif.numel()} and {lif.numel()}")
+    keep = torch.isfinite(mif) & torch.isfinite(lif)
+    mif, lif = mif[keep], lif[keep]
+    n = mif.numel()
+    if n == 0:
+        return math.nan, math.nan
+    gap = float(lif.mean() - mif.mean())
+    if n <= ddof:
+        return gap, math.nan
+    spread = (mif.var(correction=ddof) + lif.var(correction=ddof)).sqrt()
+    return gap, float(z * spread / math.sqrt(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------------
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _json_list(values: Tensor) -> list[float | None]:
+    return [_json_float(float(v)) for v in values.detach().to(torch.float64).cpu().flatten()]
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    """Perturbation curves of one attribution and the numbers derived from them.
+
+    Attributes:
+        fractions: ``(S,)`` float64, the fractions of units removed at each curve point.
+        curves: order -> ``(N, S)`` normalised curves (divided by the clean score; raw for
+            ``score="accuracy"``; NaN rows for undefined samples).
+        auc: order -> ``(N,)`` trapezoid AUC of each normalised curve over ``fractions``.
+        scores: order -> ``(N, S)`` raw scores (probability, logit or 0/1 correctness).
+        clean: ``(N,)`` raw score of each clean image (the value at fraction 0); NaN for an
+            accuracy curve without a fraction-0 point, where the clean pass is not needed and
+            is skipped.
+        defined: ``(N,)`` bool, False where the curve cannot be normalised (see module docs).
+        counts: ``(S,)`` long, units removed at each fraction.
+        n_units: units per image (pixels, or ``K x K`` patches).
+        score, fill, unit: the settings that produced the curves.
+        ddof: variance correction used by the intervals (0: the authors' ``numpy.var``).
+    """
+
+    fractions: Tensor
+    curves: dict[str, Tensor]
+    auc: dict[str, Tensor]
+    scores: dict[str, Tensor]
+    clean: Tensor
+    defined: Tensor
+    counts: Tensor
+    n_units: int
+    score: str
+    fill: str
+    unit: int
+    ddof: int = field(default=0)
+
+    @property
+    def orders(self) -> tuple[str, ...]:
+        return tuple(self.curves)
+
+    @property
+    def n(self) -> int:
+        """Number of samples with a defined curve."""
+        return int(self.defined.sum())
+
+    def _auc(self, order: str) -> Tensor:
+        if order not in self.auc:
+            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
+        return self.auc[order][self.defined]
+
+    def mean_auc(self, order: str) -> float:
+        """Mean AUC of ``order`` over the defined samples (NaN when there is none)."""
+        values = _finite(self._auc(order))
+        return float(values.mean()) if values.numel() else math.nan
+
+    def auc_interval(self, order: str) -> float:
+        """Half-width ``1.96 * std / sqrt(N)`` of the 95 % interval of :meth:`mean_auc`."""
+        return auc_interval(self._auc(order), ddof=self.ddof)
+
+    def mean_curve(self, order: str) -> Tensor:
+        """``(S,)`` mean of the defined samples' curves of ``order``."""
+        if order not in self.curves:
+            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
+        rows = self.curves[order][self.defined]
+        if rows.shape[0] == 0:
+            return torch.full((self.fractions.numel(),), math.nan, dtype=torch.float64)
+        return rows.to(torch.float64).mean(dim=0)
+
+    def _gap(self) -> tuple[float, float]:
+        if "mif" not in self.auc or "lif" not in self.auc:
+            raise KeyError(f"the gap needs the 'mif' and 'lif' orders; computed: {self.orders}")
+        return fidelity_gap(self._auc("mif"), self._auc("lif"), ddof=self.ddof)
+
+    @property
+    def gap(self) -> float:
+        """Mean AUC(LIF) - mean AUC(MIF) over the defined samples."""
+        return self._gap()[0]
+
+    @property
+    def gap_interval(self) -> float:
+        """Half-width ``1.96 * sqrt(var_MIF + var_LIF) / sqrt(N)`` (see :func:`fidelity_gap`)."""
+        return self._gap()[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary: plain floats and lists; NaN becomes ``None``."""
+        orders: dict[str, Any] = {}
+        for order in self.orders:
+            orders[order] = {
+                "mean_auc": _json_float(self.mean_auc(order)),
+                "auc_interval": _json_float(self.auc_interval(order)),
+                "mean_curve": _json_list(self.mean_curve(order)),
+                "auc": _json_list(self.auc[order]),
+            }
+        out: dict[str, Any] = {
+            "score": self.score,
+            "fill": self.fill,
+            "unit": self.unit,
+            "n_units": self.n_units,
+            "fractions": _json_list(self.fractions),
+            "counts": [int(c) for c in self.counts.tolist()],
+            "n": self.n,
+            "n_undefined": int((~self.defined).sum()),
+            "orders": orders,
+        }
+        if "mif" in self.auc and "lif" in self.auc:
+            gap, half = self._gap()
+            out["gap"] = _json_float(gap)
+            out["gap_interval"] = _json_float(half)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fills
+# ---------------------------------------------------------------------------------------------
+
+
+def gaussian_blur(images: Tensor, sigma: float = BLUR_SIGMA) -> Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` images, ``2 * ceil(3 sigma) + 1`` taps,
+    replicate padding (any image size works)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = (taps / taps.sum()).to(device=images.device, dtype=images.dtype)
+    n, c, h, w = images.shape
+    flat = images.reshape(n * c, 1, h, w)
+    flat = F.pad(flat, (radius, radius, 0, 0), mode="replicate")
+    flat = F.conv2d(flat, taps.view(1, 1, 1, -1))
+    flat = F.pad(flat, (0, 0, radius, radius), mode="replicate")
+    flat = F.conv2d(flat, taps.view(1, 1, -1, 1))
+    return flat.reshape(n, c, h, w)
+
+
+def _generator(seed: int, salt: int) -> torch.Generator:
+    # CPU generator: the same seed gives the same draws on every device.
+    return torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
+
+
+def _make_fill(
+    fill: str, images: Tensor, seed: int, noise_std: float, batch_size: int
+) -> Tensor | None:
+    """The per-image fill source: ``None`` (zeros), ``(N, C, 1, 1)`` means, or ``(N, C, H, W)``
+    (blurred copy, uniform noise; for ``noisy_linear`` the scaled Gaussian noise field)."""
+    if fill == "zeros":
+        return None
+    if fill == "mean":
+        return images.mean(dim=(2, 3), keepdim=True)
+    if fill == "blur":
+        return torch.cat([gaussian_blur(chunk) for chunk in images.split(max(1, batch_size))])
+    generator = _generator(seed, _SALT_FILL)
+    shape = tuple(images.shape)
+    if fill == "uniform":
+        noise = torch.rand(shape, generator=generator, dtype=torch.float32)
+        noise = noise.to(device=images.device, dtype=images.dtype)
+        low = images.amin(dim=(1, 2, 3), keepdim=True)
+        high = images.amax(dim=(1, 2, 3), keepdim=True)
+        return low + (high - low) * noise
+    if fill == "noisy_linear":
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        return (noise_std * noise).to(device=images.device, dtype=images.dtype)
+    raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The perturbation engine
+# ---------------------------------------------------------------------------------------------
+
+
+def _unit_importance(importance: Tensor, unit: int) -> Tensor:
+    """``(N, H, W)`` -> ``(N, ceil(H/K) * ceil(W/K))`` patch sums (zero-padded edges)."""
+    n, h, w = importance.shape
+    if unit == 1:
+        return importance.reshape(n, h * w)
+    hu, wu = -(-h // unit), -(-w // unit)
+    padded = F.pad(importance, (0, wu * unit - w, 0, hu * unit - h))
+    return padded.view(n, hu, unit, wu, unit).sum(dim=(2, 4)).reshape(n, hu * wu)
+
+
+def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
+    """``(O, N, U)`` int32 rank of each unit in each order (0 = removed first).
+
+    MIF sorts by (importance, seeded random tie key), both descending, in one sort: the float32
+    importance is mapped to an order-preserving int32 (``-0.0`` counts as ``0.0``) and packed
+    above a random 32-bit key into one int64 sort key, so equal importances are ordered by the
+    seeded key (the "seeded random permutation as secondary key" of REFERENCE.md §2) and the
+    order is reproducible. LIF is the exact reverse of MIF (ties in the reverse seeded order), so
+    one sort serves both. ``random`` is a seeded random permutation.
+    """
+    n, u = importance.shape
+    device = importance.device
+    positions = torch.arange(u, device=device, dtype=torch.int32).expand(n, u)
+
+    def rank_of(sequence: Tensor) -> Tensor:
+        rank = torch.empty((n, u), dtype=torch.int32, device=device)
+        return rank.scatter_(1, sequence, positions)
+
+    mif_rank: Tensor | None = None
+    if "mif" in orders or "lif" in orders:
+        bits = (importance.to(torch.float32) + 0.0).contiguous().view(torch.int32)
+        ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+        ties = torch.randint(0, 2**32, (n, u), generator=_generator(seed, _SALT_TIES), dtype=torch.int64)
+        keys = (ordered << 32) | ties.to(device)
+        sequence = torch.sort(keys, dim=1, descending=True, stable=True).indices
+        mif_rank = rank_of(sequence)
+    ranks = []
+    for order in orders:
+        if order == "mif":
+            ranks.append(mif_rank)
+        elif order == "lif":
+            ranks.append((u - 1) - mif_rank)
+        else:
+            keys = torch.rand((n, u), generator=_generator(seed, _SALT_RANDOM_ORDER)).to(device)
+            ranks.append(rank_of(keys.argsort(dim=1)))
+    return torch.stack(ranks)
+
+
+def _target_scores(logits: Tensor, target: Tensor, score: str) -> Tensor:
+    logits = logits.float()
+    picked = target.view(-1, 1)
+    if score == "probability":
+        return logits.softmax(dim=-1).gather(1, picked).squeeze(1)
+    if score == "logit":
+        return logits.gather(1, picked).squeeze(1)
+    return (logits.argmax(dim=-1) == target).float()
+
+
+def fidelity_curves(
+    model: Callable[[Tensor], Tensor],
+    images: Tensor,
+    importance: Tensor,
+    *,
+    target: Tensor,
+    fractions: Sequence[float] | None = None,
+    steps: int = 20,
+    orders: Sequence[Order] = ("mif", "lif"),
+    fill: Fill = "zeros",
+    unit: int = 1,
+    score: Score = "probability",
+    batch_size: int = 64,
+    seed: int = 0,
+    noise_std: float = 0.01,
+    channels: ChannelReduction = "abs_sum",
+    progress: Callable[[int, int], None] | None = None,
+) -> FidelityResult:
+    """MIF / LIF (/ random) perturbation curves of a batch of images (Brocki & Chung 2022).
+
+    Args:
+        model: maps ``(B, C, H, W)`` inputs to ``(B, K)`` logits; called only under
+            ``torch.inference_mode`` and in batches of at most ``batch_size``. An ``nn.Module``
+            should be in eval mode (a warning is given otherwise: train-mode batch norm would make
+            the curves depend on the batch composition).
+        images: ``(N, C, H, W)`` inputs, on the model's device.
+        importance: ``(N, H, W)`` one importance map per image, or ``(N, C, H, W)`` attributions
+            collapsed with ``channels`` (:func:`~pytest_saliency.metrics.saliency.reduce_channels`).
+        target: ``(N,)`` long class whose score is tracked (label or clean prediction).
+        fractions: fractions of units removed at each curve point, non-decreasing in ``[0, 1]``;
+            default ``0, 1/steps, ..., (steps-1)/steps``.
+        steps: number of default fractions (ignored when ``fractions`` is given).
+        orders: any of ``"mif"``, ``"lif"``, ``"random"``.
+        fill: ``"zeros" | "mean" | "blur" | "uniform" | "noisy_linear"`` (module docstring).
+        unit: patch side ``K`` (1 = pixels); a patch's importance is the sum over it.
+        score: ``"probability"`` (softmax of the target), ``"logit"`` or ``"accuracy"``
+            (``argmax == target`` as 0/1, not normalised per sample).
+        batch_size: perturbed inputs per forward pass.
+        seed: seeds the tie-break, the random order and the random fills.
+        noise_std: ROAD noise for ``fill="noisy_linear"``.
+        channels: channel reduction for 4-D ``importance``.
+        progress: called after each forward pass with ``(inputs done, inputs in all)``.
+
+    Returns:
+        :class:`FidelityResult` with ``S = len(fractions)`` points per curve.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    n, _, h, w = images.shape
+    if importance.dim() == 4:
+        importance = reduce_channels(importance, channels)
+    if importance.dim() != 3 or tuple(importance.shape) != (n, h, w):
+        raise ValueError(f"importance must be (N, H, W) = {(n, h, w)} or (N, C, H, W), got {tuple(importance.shape)}")
+    orders = tuple(orders)
+    if not orders or any(o not in ORDERS for o in orders) or len(set(orders)) != len(orders):
+        raise ValueError(f"orders must be distinct values of {ORDERS}, got {orders}")
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
+    if not isinstance(unit, int) or unit < 1:
+        raise ValueError(f"unit must be a positive integer, got {unit!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fraction_values = default_fractions(steps) if fractions is None else [float(f) for f in fractions]
+    frac = torch.tensor(fraction_values, dtype=torch.float64)
+    if frac.numel() == 0 or bool(((frac < 0) | (frac > 1)).any()) or bool((frac.diff() < 0).any()):
+        raise ValueError(f"fractions must be non-decreasing values in [0, 1], got {fraction_values}")
+    target = torch.as_tensor(target, device=images.device).long().view(-1)
+    if target.numel() != n:
+        raise ValueError(f"target must have N = {n} entries, got {target.numel()}")
+    if isinstance(model, torch.nn.Module) and model.training:
+        warnings.warn(
+            "fidelity_curves got a model in training mode; call model.eval() first "
+            "(batch norm and dropout would make the curves depend on the batching)",
+            stacklevel=2,
+        )
+    device = images.device
+    importance = importance.to(device=device, dtype=torch.float32)
+    if bool(torch.isnan(importance).any()):
+        raise ValueError("importance contains NaN")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or infinite values")
+
+    with torch.inference_mode():
+        unit_imp = _unit_importance(importance, unit)
+        n_units = unit_imp.shape[1]
+        hu, wu = -(-h // unit), -(-w // unit)
+        counts = removal_counts(frac, n_units)
+        ranks = _ranks(unit_imp, orders, seed)
+
+        # Jobs: (order index, k). The removed set of k = 0 (clean) and k = U does not depend on
+        # the order, so those are computed once; duplicated counts are computed once.
+        job_index: dict[tuple[int, int], int] = {}
+        job_order: list[int] = []
+        job_k: list[int] = []
+
+        def job(order_idx: int, k: int) -> int:
+            key = (0, k) if k in (0, n_units) else (order_idx, k)
+            if key not in job_index:
+                job_index[key] = len(job_order)
+                job_order.append(key[0])
+                job_k.append(key[1])
+            return job_index[key]
+
+        # The clean images come first. They are scored whenever the curves need them: to
+        # normalise (probability, logit) or as a curve point (a fraction with k = 0). An accuracy
+        # curve without such a point is not normalised, so no pass is spent on it.
+        if score != "accuracy" or bool((counts == 0).any()):
+            job(0, 0)
+        point_jobs = torch.tensor(
+            [[job(o, int(k)) for k in counts.tolist()] for o in range(len(orders))], dtype=torch.long
+        )
+
+        fill_source = _make_fill(fill, images, seed, noise_std, batch_size)
+        total = len(job_order) * n
+        results = torch.empty(total, dtype=torch.float32, device=device)
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            img_ids = torch.arange(start, stop, device=device) % n
+            batch = torch.empty((stop - start, *images.shape[1:]), dtype=images.dtype, device=device)
+            if fill == "noisy_linear":
+                removed = torch.empty((stop - start, h, w), dtype=torch.bool, device=device)
+            # Pairs are job-major, so a batch is a few runs of consecutive images of one job:
+            # each run is one comparison of precomputed ranks with k and one fused fill.
+            for job_id in range(start // n, (stop - 1) // n + 1):
+                first, last = max(start, job_id * n), min(stop, (job_id + 1) * n)
+                rows, out = slice(first - job_id * n, last - job_id * n), slice(first - start, last - start)
+                units = ranks[job_order[job_id], rows] < job_k[job_id]  # (run, U)
+                if unit > 1:
+                    units = units.view(-1, hu, wu).repeat_interleave(unit, 1).repeat_interleave(unit, 2)
+                    pixels = units[:, :h, :w]
+                else:
+                    pixels = units.view(-1, h, w)
+                mask = pixels.unsqueeze(1)
+                if fill == "zeros":
+                    # exact for finite inputs, and several times faster than masked_fill
+                    torch.mul(images[rows], mask.logical_not(), out=batch[out])
+                elif fill == "noisy_linear":
+                    removed[out] = pixels
+                    batch[out] = images[rows]
+                else:
+                    torch.where(mask, fill_source[rows], images[rows], out=batch[out])
+            if fill == "noisy_linear":
+                imputed = linear_impute(batch, removed)
+                imputed.add_(fill_source.index_select(0, img_ids))
+                batch = torch.where(removed.unsqueeze(1), imputed, batch)
+            logits = model(batch)
+            results[start:stop] = _target_scores(logits, target[img_ids], score)
+            if progress is not None:
+                progress(stop, total)
+
+        raw = results.view(len(job_order), n)[point_jobs.to(device)]  # (O, S, N)
+        clean = results[:n] if (0, 0) in job_index else torch.full((n,), math.nan, device=device)
+
+    raw = raw.permute(0, 2, 1).float().cpu().clone()  # (O, N, S), a normal (non-inference) tensor
+    clean = clean.float().cpu().clone()
+    if score == "accuracy":
+        defined = torch.ones(n, dtype=torch.bool)
+        normalised = raw.clone()
+    else:
+        defined = torch.isfinite(clean) & (clean > 0)
+        denominator = torch.where(defined, clean, torch.ones_like(clean))
+        normalised = raw / denominator.view(1, -1, 1)
+        normalised[:, ~defined] = math.nan
+    curves = {order: normalised[i] for i, order in enumerate(orders)}
+    return FidelityResult(
+        fractions=frac,
+        curves=curves,
+        auc={order: curve_auc(curve, frac) for order, curve in curves.items()},
+        scores={order: raw[i] for i, order in enumerate(orders)},
+        clean=clean,
+        defined=defined,
+        counts=counts,
+        n_units=n_units,
+        score=score,
+        fill=fill,
+        unit=unit,
+    )
