@@ -200,6 +200,9 @@ def _heavy_modules() -> None:
     import pytest_saliency.spec  # noqa: F401
     import rich.console  # noqa: F401
     import rich.table  # noqa: F401
+    # Contextual decomposition imports it on first use; it pulls in torch._dynamo, whose operator
+    # registrations fail when a run's module snapshot removes them and a later run imports them again.
+    import torchvision.models.resnet  # noqa: F401
 
     try:  # its pytest plugin imports it in every run; assertion-rewritten, that is ~2 s a run
         import hypothesis  # noqa: F401

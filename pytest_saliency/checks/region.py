@@ -1,0 +1,172 @@
+"""``region`` checks: how much a named region (a decoy patch, a ruler, a box) drives the target.
+
+The check runs once per spec (it uses no attribution). Per sample with region ``R`` (the data's
+named extra mask, or the spec's ``box`` on every image), ground-truth mask ``G`` and target class
+``t`` (the spec's ``target``: label or predicted), it measures the scores of
+:mod:`pytest_saliency.metrics.region` on centred logits:
+
+- ``method: contextual_decomposition``: :func:`~pytest_saliency.metrics.region.cd_region_scores`
+  on the user's network (``model.network``) with the *normalised* input ``normalize(x)`` (the
+  spec's ``model.normalize``; the stored image when there is none);
+- ``method: occlusion``: :func:`~pytest_saliency.metrics.region.occlusion_scores` on the whole
+  model (normalisation included). ``interaction`` needs CD (the schema refuses it here).
+
+Undefined samples (an empty region or ground truth) are left out of every aggregate and counted.
+A model that CD cannot walk (a layer without a rule, a custom ``forward``, TorchScript) is a
+one-line spec error at ``region.method`` suggesting ``method: occlusion``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..metrics.decomposition import UnsupportedLayerError
+from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
+from ..spec.errors import SpecRuntimeError, did_you_mean
+from ..spec.schema import RegionCheck
+from .base import CheckRequest, Measurement, Outcome, aggregate, sample_table
+
+__all__ = ["evaluate"]
+
+WORST_SHOWN = 5
+Location = tuple[str | int, ...]
+
+
+def evaluate(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, RegionCheck)
+    engine = request.engine
+    location: Location = ("checks", engine.spec.checks.index(request.check), "region")
+    regions = _regions(request, config, location)
+    scores = _scores(request, config, regions, location)
+    selection = request.selection
+    indices = selection.nonzero().flatten()
+    chosen = {name: values[selection] for name, values in scores.items()}
+    measurements = [
+        Measurement.compare(f"{metric}.{how}", aggregate(chosen[metric], how), threshold)
+        for metric, thresholds in _thresholds(config).items()
+        for how, threshold in thresholds.items()
+    ]
+    undefined = int(torch.stack([values.isnan() for values in chosen.values()]).any(dim=0).sum())
+    empty = int((~nonempty(regions[selection])).sum())
+    focus = next((m for m in measurements if not m.passed), measurements[0])
+    metric, how = focus.name.split(".")
+    wants_high = _thresholds(config)[metric][how].wants_high
+    order = "smallest" if wants_high else "largest"
+    details = [
+        f"{_describe(config)}, {_METHOD_NAMES[config.method]}; samples with the {order} {metric} "
+        f"(of {len(indices)}; {undefined} undefined, {empty} with an empty region):"
+    ]
+    details += _worst(request, chosen, indices, metric, wants_high)
+    extra: dict[str, Any] = {
+        "region": {"method": config.method, "mask": config.mask, "box": config.box},
+        "per_sample": {"index": indices.tolist(), **{name: _floats(values) for name, values in chosen.items()}},
+    }
+    return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
+
+
+_METHOD_NAMES = {"contextual_decomposition": "contextual decomposition", "occlusion": "occlusion"}
+
+
+def _thresholds(config: RegionCheck) -> dict[str, dict[str, Any]]:
+    return {name: value for name in ("share", "interaction") if (value := getattr(config, name)) is not None}
+
+
+def _describe(config: RegionCheck) -> str:
+    if config.mask is not None:
+        return f"region mask {config.mask!r}"
+    top, left, bottom, right = config.box or (0, 0, 0, 0)
+    return f"region box [{top}:{bottom}, {left}:{right}]"
+
+
+def _regions(request: CheckRequest, config: RegionCheck, location: Location) -> Tensor:
+    """``(N, H, W) bool``: the named mask, or the box on every image."""
+    data = request.engine.data
+    n, _, height, width = data.images.shape
+    if config.mask is not None:
+        if config.mask not in data.regions:
+            named = ", ".join(repr(name) for name in data.regions) or "none"
+            raise SpecRuntimeError(
+                location + ("mask",),
+                f"the data has no region mask {config.mask!r}{did_you_mean(config.mask, data.regions)}; "
+                f"its extra masks: {named}",
+            )
+        return data.regions[config.mask].bool()
+    assert config.box is not None
+    top, left, bottom, right = config.box
+    if not (top < bottom <= height and left < right <= width):
+        raise SpecRuntimeError(
+            location + ("box",),
+            f"box [top, left, bottom, right] = {config.box} must satisfy top < bottom <= {height} and "
+            f"left < right <= {width} (the images are {height}x{width}, ends exclusive)",
+        )
+    box = torch.zeros(height, width, dtype=torch.bool)
+    box[top:bottom, left:right] = True
+    return box.expand(n, height, width)
+
+
+def _scores(request: CheckRequest, config: RegionCheck, regions: Tensor, location: Location) -> dict[str, Tensor]:
+    """Per-sample ``(N,)`` scores on the CPU, batched by the engine's batch size."""
+    engine = request.engine
+    model = engine.model
+    targets = engine.targets
+    parts: dict[str, list[Tensor]] = {}
+    for part in engine.batches():
+        images = engine.data.images[part].to(engine.device)
+        if config.method == "occlusion":
+            batch = occlusion_scores(model, images, regions[part], targets[part])
+        else:
+            truth = engine.data.masks[part] if config.interaction is not None else None
+            with torch.inference_mode():
+                inputs = model.normalize(images)
+            try:
+                batch = cd_region_scores(model.network, inputs, regions[part], targets[part], truth)
+            except UnsupportedLayerError as error:
+                raise SpecRuntimeError(location + ("method",), _unsupported(error)) from None
+        for name, values in batch.items():
+            parts.setdefault(name, []).append(values.float().cpu())
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def _unsupported(error: UnsupportedLayerError) -> str:
+    type_name = f"{error.module_type.__module__}.{error.module_type.__qualname__}"
+    if type_name.startswith("torch.nn.modules."):
+        type_name = f"nn.{error.module_type.__qualname__}"
+    where = "the model" if error.path == "<model>" else f"layer {error.path!r}"
+    return (
+        f"contextual decomposition cannot walk {where} ({type_name}): it has no CD rule "
+        "(register one with pytest_saliency.metrics.decomposition.register_rule), or use method: occlusion"
+    )
+
+
+def _worst(request: CheckRequest, chosen: dict[str, Tensor], indices: Tensor, metric: str, wants_high: bool) -> list[str]:
+    """Table lines for the samples furthest on the wrong side of ``metric`` (undefined last)."""
+    values = chosen[metric].nan_to_num(nan=math.inf if wants_high else -math.inf)
+    order = torch.argsort(values, descending=not wants_high, stable=True)[:WORST_SHOWN]
+    engine = request.engine
+    classes = engine.spec.data.classes
+    rows = []
+    for position in order.tolist():
+        index = int(indices[position])
+        label, predicted = int(engine.data.labels[index]), int(engine.predictions[index])
+        row: dict[str, Any] = {
+            "sample": index,
+            "label": classes[label] if classes and label < len(classes) else label,
+            "predicted": classes[predicted] if classes and predicted < len(classes) else predicted,
+        }
+        row.update({_COLUMNS.get(name, name): float(values[position]) for name, values in chosen.items()})
+        rows.append(row)
+    if not rows:
+        return []
+    return sample_table(rows, ["sample", "label", "predicted", *(_COLUMNS.get(name, name) for name in chosen)])
+
+
+_COLUMNS = {"signed_share": "signed"}
+
+
+def _floats(values: Tensor) -> list[float | None]:
+    return [None if v != v else round(v, 6) for v in values.tolist()]
