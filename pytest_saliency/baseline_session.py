@@ -3,8 +3,9 @@ end-of-run counts.
 
 The plugin builds one :class:`BaselineSettings` from the options (``--saliency-update-baselines``,
 ``--saliency-update-mode``, ``--saliency-allow-ci-update``, the ``saliency_baseline_dir`` ini
-value) and makes it :func:`active` while each item runs; the drift check reads it there. Outside
-a pytest run (the Python API) the defaults apply: baselines beside the spec, compare only.
+value) and hands it to each check in its :class:`~pytest_saliency.checks.base.CheckRequest`;
+the drift check reads it there. Outside a pytest run (the Python API) the defaults apply:
+baselines beside the spec, compare only.
 
 Imports nothing heavy (it is loaded with the plugin): the baseline store itself
 (:mod:`pytest_saliency.baselines`, which needs torch) is used by the drift check.
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,24 +113,6 @@ def settings_from_config(config: pytest.Config) -> BaselineSettings:
                 "--saliency-allow-ci-update as well."
             )
     return BaselineSettings(directory=directory, mode=mode)
-
-
-_ACTIVE: ContextVar[BaselineSettings | None] = ContextVar("pytest_saliency_baselines", default=None)
-
-
-def active() -> BaselineSettings:
-    """The settings of the pytest run now executing an item (defaults outside one)."""
-    return _ACTIVE.get() or BaselineSettings()
-
-
-@contextmanager
-def activated(settings: BaselineSettings) -> Iterator[None]:
-    """Make ``settings`` :func:`active` inside the block."""
-    token = _ACTIVE.set(settings)
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
 
 
 def _shown(path: str) -> str:

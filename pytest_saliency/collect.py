@@ -178,8 +178,10 @@ class CheckItem(pytest.Item):
 
         engine = self.parent.engine()
         check = self.check
-        self.outcome = evaluator(check.kind)(CheckRequest(engine, check, self.method, self.class_index))
-        if self.config.stash[SESSION_KEY].wants_thumbnails:
+        session = self.config.stash[SESSION_KEY]
+        request = CheckRequest(engine, check, self.method, self.class_index, session.baselines)
+        self.outcome = evaluator(check.kind)(request)
+        if session.wants_thumbnails:
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
             name = f"saliency.{measurement.name}"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .baseline_session import BaselineSettings, activated, summary_lines
+from .baseline_session import BaselineSettings, summary_lines
 
 if TYPE_CHECKING:
     from .engine import EngineCache
@@ -40,14 +40,13 @@ class SaliencySession:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
-        """Items run with this run's baseline settings active (the drift check reads them)."""
-        with activated(self.baselines):
-            try:
-                yield
-            finally:
-                close = getattr(self.progress, "close", None)
-                if close is not None:
-                    close()  # erase a bar whose computation did not finish
+        """Erase a progress bar whose computation did not finish when the item ends."""
+        try:
+            yield
+        finally:
+            close = getattr(self.progress, "close", None)
+            if close is not None:
+                close()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Keep each item's result; under xdist the reports arrive here from every worker."""

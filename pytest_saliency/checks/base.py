@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..baseline_session import BaselineSettings
 from ..engine import SpecEngine
 from ..spec.schema import CheckSpec, Threshold
 
@@ -76,6 +77,8 @@ class CheckRequest:
     check: CheckSpec
     method: str | None
     class_index: int | None
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
+    """Where drift baselines live and whether this run may write them."""
 
     @property
     def selection(self) -> Tensor:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..baseline_session import BaselineEnvironmentWarning, BaselineSettings, active, baseline_name
+from ..baseline_session import BaselineEnvironmentWarning, BaselineSettings, baseline_name
 from ..baselines import (
     BaselineCorruptError,
     BaselineStore,
@@ -221,7 +221,7 @@ def _against_baseline(
 ) -> tuple[DriftResult, str, dict[str, Any], list[str]]:
     engine, method, check = request.engine, request.method, request.check
     assert method is not None and config.against.baseline is not None
-    settings = active()
+    settings = request.baselines
     spec_path = engine.loaded.path
     folder = settings.folder(spec_path)
     store = BaselineStore(folder)

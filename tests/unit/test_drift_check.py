@@ -24,8 +24,6 @@ from pytest_saliency import baselines as baselines_module
 from pytest_saliency.baseline_session import (
     BaselineEnvironmentWarning,
     BaselineSettings,
-    activated,
-    active,
     baseline_name,
     ci_is_set,
     spec_stem,
@@ -148,10 +146,10 @@ def write_spec(
     return path
 
 
-def run(path: Path, method: str = "grad"):
+def run(path: Path, method: str = "grad", baselines: BaselineSettings | None = None):
     loaded = load_spec(path)
     engine = SpecEngine(loaded, torch.device("cpu"), ())
-    return evaluate(CheckRequest(engine, loaded.spec.checks[0], method, None))
+    return evaluate(CheckRequest(engine, loaded.spec.checks[0], method, None, baselines or BaselineSettings()))
 
 
 def measured(outcome, name: str) -> float:
@@ -220,8 +218,8 @@ def test_an_unknown_embedding_layer_is_a_spec_level_error(project):
 @pytest.mark.parametrize("against", ["{weights: clean.pt}", "{baseline: production}"])
 def test_a_layer_the_model_never_calls_is_a_spec_level_error(project, against):
     path = write_spec(project, against=against, extra="embedding: {layer: unused}\n")
-    with activated(BaselineSettings(mode="missing")), pytest.raises(SpecRuntimeError) as error:
-        run(path)
+    with pytest.raises(SpecRuntimeError) as error:
+        run(path, baselines=BaselineSettings(mode="missing"))
     assert error.value.location == ("checks", 0, "drift", "embedding")
     assert error.value.message == (
         "cannot embed segments with the activations of layer 'unused': "
@@ -286,8 +284,7 @@ def test_a_missing_baseline_fails_with_the_command_that_creates_it(project):
 @pytest.mark.parametrize("kind", ["activations", "colour_texture"])
 def test_baseline_round_trip(project, kind):
     path = write_spec(project, weights="clean.pt", against=BASELINE, extra=f"embedding: {{kind: {kind}}}\n")
-    with activated(BaselineSettings(mode="changed")):
-        created = run(path)
+    created = run(path, baselines=BaselineSettings(mode="changed"))
     assert created.passed and created.extra["baseline"]["action"] == "created"
     tensors_path, json_path = stored(project)
     umask = os.umask(0)
@@ -310,17 +307,14 @@ def test_baseline_round_trip(project, kind):
 
     before = tensors_path.read_bytes(), json_path.read_text()
     for mode, action in (("changed", "unchanged"), ("missing", "unchanged")):
-        with activated(BaselineSettings(mode=mode)):
-            assert run(path).extra["baseline"]["action"] == action
+        assert run(path, baselines=BaselineSettings(mode=mode)).extra["baseline"]["action"] == action
     assert (tensors_path.read_bytes(), json_path.read_text()) == before
-    with activated(BaselineSettings(mode="all")):
-        assert run(path).extra["baseline"]["action"] == "updated"
+    assert run(path, baselines=BaselineSettings(mode="all")).extra["baseline"]["action"] == "updated"
 
 
 def test_a_new_version_against_the_baseline_fails_and_writes_the_obtained_summary(project):
     path = write_spec(project, weights="clean.pt", against=BASELINE)
-    with activated(BaselineSettings(mode="missing")):
-        run(path)
+    run(path, baselines=BaselineSettings(mode="missing"))
     write_spec(project, weights="decoy.pt", against=BASELINE)  # the next version of the model
     outcome = run(path)
     assert not outcome.passed
@@ -332,16 +326,14 @@ def test_a_new_version_against_the_baseline_fails_and_writes_the_obtained_summar
     assert "decoy: cluster" in "\n".join(outcome.details) and f"written to {obtained}" in outcome.details[-1]
     assert outcome.extra["against"].startswith("baseline 'production' (production.drift.grad, made ")
 
-    with activated(BaselineSettings(mode="changed")):
-        updated = run(path)
+    updated = run(path, baselines=BaselineSettings(mode="changed"))
     assert updated.passed and updated.extra["baseline"]["action"] == "updated"
     assert not obtained.exists()  # the mismatch is resolved: its stale summary is gone
 
 
 def test_a_baseline_made_with_other_segments_or_data_is_refused(project):
     path = write_spec(project, weights="clean.pt", against=BASELINE)
-    with activated(BaselineSettings(mode="missing")):
-        run(path)
+    run(path, baselines=BaselineSettings(mode="missing"))
     text = path.read_text()
     path.write_text(text.replace(f"patch: {PATCH}", "patch: 8"))
     with pytest.raises(SpecRuntimeError) as error:
@@ -353,16 +345,14 @@ def test_a_baseline_made_with_other_segments_or_data_is_refused(project):
     path.write_text(text.replace("  classes: [a, b, c]", "  classes: [a, b, c]\n  limit: 8"))
     with pytest.raises(SpecRuntimeError, match=r"refused: data_hash: baseline has '\w+', this run has '\w+'"):
         run(path)
-    with activated(BaselineSettings(mode="missing")), pytest.raises(SpecRuntimeError, match="refused"):
-        run(path)  # create-missing never rewrites an existing baseline
-    with activated(BaselineSettings(mode="changed")):
-        assert run(path).extra["baseline"]["action"] == "updated"
+    with pytest.raises(SpecRuntimeError, match="refused"):
+        run(path, baselines=BaselineSettings(mode="missing"))  # create-missing never rewrites an existing baseline
+    assert run(path, baselines=BaselineSettings(mode="changed")).extra["baseline"]["action"] == "updated"
 
 
 def test_an_interrupted_update_leaves_the_previous_baseline_intact(project, monkeypatch):
     path = write_spec(project, weights="clean.pt", against=BASELINE)
-    with activated(BaselineSettings(mode="missing")):
-        run(path)
+    run(path, baselines=BaselineSettings(mode="missing"))
     tensors_path, json_path = stored(project)
     before = tensors_path.read_bytes(), json_path.read_bytes()
 
@@ -372,8 +362,8 @@ def test_an_interrupted_update_leaves_the_previous_baseline_intact(project, monk
 
     monkeypatch.setattr(baselines_module, "_write_all", interrupted)
     write_spec(project, weights="decoy.pt", against=BASELINE)
-    with activated(BaselineSettings(mode="all")), pytest.raises(SpecRuntimeError) as error:
-        run(path)
+    with pytest.raises(SpecRuntimeError) as error:
+        run(path, baselines=BaselineSettings(mode="all"))
     assert "cannot write baseline 'production.drift.grad'" in error.value.message
     assert "the previous baseline, if any, is unchanged" in error.value.message
     assert (tensors_path.read_bytes(), json_path.read_bytes()) == before
@@ -384,8 +374,7 @@ def test_an_interrupted_update_leaves_the_previous_baseline_intact(project, monk
 
 def test_a_baseline_from_another_environment_warns(project):
     path = write_spec(project, weights="clean.pt", against=BASELINE)
-    with activated(BaselineSettings(mode="missing")):
-        run(path)
+    run(path, baselines=BaselineSettings(mode="missing"))
     json_path = stored(project)[1]
     metadata = json.loads(json_path.read_text())
     json_path.write_text(json.dumps({**metadata, "torch_version": "1.0.0"}))
@@ -396,11 +385,9 @@ def test_a_baseline_from_another_environment_warns(project):
 
 def test_update_reports_baselines_no_check_names(project):
     path = write_spec(project, weights="clean.pt", against=BASELINE)
-    with activated(BaselineSettings(mode="missing")):
-        run(path)
+    run(path, baselines=BaselineSettings(mode="missing"))
     path.write_text(path.read_text().replace("id: drift", "id: renamed"))
-    with activated(BaselineSettings(mode="missing")):
-        outcome = run(path)
+    outcome = run(path, baselines=BaselineSettings(mode="missing"))
     assert outcome.extra["baseline"]["unused"] == [str(project / "saliency-baselines" / "twin" / "production.drift.grad")]
     assert stored(project)[0].exists()  # reported, never deleted
 
@@ -408,8 +395,7 @@ def test_update_reports_baselines_no_check_names(project):
 def test_a_configured_baseline_directory(project, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("baselines")
     path = write_spec(project, weights="clean.pt", against=BASELINE)
-    with activated(BaselineSettings(directory=elsewhere, mode="missing")):
-        assert run(path).extra["baseline"]["action"] == "created"
+    assert run(path, baselines=BaselineSettings(directory=elsewhere, mode="missing")).extra["baseline"]["action"] == "created"
     assert (elsewhere / "twin" / "production.drift.grad.pt").is_file()
     assert not (project / "saliency-baselines").exists()
 
@@ -420,10 +406,8 @@ def test_a_configured_baseline_directory(project, tmp_path_factory):
 
 
 def test_baseline_settings_helpers(monkeypatch, tmp_path):
-    assert active() == BaselineSettings()
-    with activated(BaselineSettings(mode="all")):
-        assert active().mode == "all" and active().updating
-    assert active().mode is None
+    assert BaselineSettings().mode is None and not BaselineSettings().updating
+    assert BaselineSettings(mode="all").updating
     assert spec_stem(Path("a/shapes.saliency.yaml")) == "shapes" and spec_stem(Path("x.saliency.yml")) == "x"
     assert baseline_name("production", "stable", "ig") == "production.stable.ig"
     assert BaselineSettings().folder(Path("specs/shapes.saliency.yaml")) == Path("specs/saliency-baselines/shapes")
