@@ -9,6 +9,17 @@ an input area the model must NOT use (a decoy patch, a ruler, a watermark). The 
 mean over samples and classes of ``softmax([β_c, γ_c])[0] = sigmoid(β_c - γ_c)``, with ``(β, γ)``
 the contextual decomposition (:mod:`pytest_saliency.metrics.decomposition`) of the logits into
 the region's part and the rest.
+
+That is the paper's form (``form="softmax"``). It has a loophole a network finds readily: softmax
+over the classes ignores a shift common to all logits, while ``sigmoid(β_c − γ_c)`` does not, so
+adding the same large amount to every logit's ``γ`` part drives the penalty to 0 and leaves the
+shortcut in place (on the shipped shapes data the CDEP-trained model did exactly this; see the
+README's "Remedies"). ``form="centred"`` closes it. It decomposes with the *complement* of the
+region as the feature group, so ``γ`` holds what the pixels outside the region cannot explain on
+their own: the region and all its interactions with the rest (CD's ReLU rule books the
+interactions to ``γ``). It penalises the mean over classes of ``γ̃_c²``, the squared class-centred
+``γ``: the part of the logits that moves the softmax and needs the region. A common shift cancels
+in the centring, and reading the region through an interaction is penalised too.
 """
 
 from __future__ import annotations
@@ -23,9 +34,12 @@ from pytest_saliency.metrics.decomposition import contextual_decomposition
 __all__ = ["cdep_penalty", "decoy_corner_masks"]
 
 Reduction = Literal["mean", "sum", "none"]
+Form = Literal["softmax", "centred"]
 
 
-def cdep_penalty(model: nn.Module, inputs: Tensor, region_mask: Tensor, *, reduction: Reduction = "mean") -> Tensor:
+def cdep_penalty(
+    model: nn.Module, inputs: Tensor, region_mask: Tensor, *, reduction: Reduction = "mean", form: Form = "softmax"
+) -> Tensor:
     """The CDEP explanation penalty of ``region_mask`` (differentiable w.r.t. the parameters).
 
     Args:
@@ -35,9 +49,13 @@ def cdep_penalty(model: nn.Module, inputs: Tensor, region_mask: Tensor, *, reduc
             ``(N, C, H, W)``, bool or float.
         reduction: ``"mean"`` (over samples and classes, the paper's loss), ``"sum"`` (of the
             per-sample values) or ``"none"``.
+        form: ``"softmax"``, the paper's ``softmax([β_c, γ_c])[0]``; or ``"centred"``, ``γ̃_c²``
+            of the decomposition by the region's complement (module docs). The centred form is
+            in squared logit units: its weight wants to be about ten times smaller (10 where the
+            paper's form takes 100).
 
     Returns:
-        A scalar, or ``(N,)`` per-sample means over classes of ``softmax([β_c, γ_c])[0]``.
+        A scalar, or ``(N,)`` per-sample means over classes.
 
     An empty region carries no importance by definition, so a sample whose region is empty
     contributes exactly 0. (Taken literally the formula would give ``softmax([0, γ_c])[0] =
@@ -46,10 +64,17 @@ def cdep_penalty(model: nn.Module, inputs: Tensor, region_mask: Tensor, *, reduc
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    beta, gamma = contextual_decomposition(model, inputs, region_mask, differentiable=True)
-    share = torch.softmax(torch.stack([beta, gamma], dim=0), dim=0)[0]  # (N, K)
-    per_sample = share.flatten(1).mean(dim=1)
+    if form not in ("softmax", "centred"):
+        raise ValueError(f"form must be 'softmax' or 'centred', got {form!r}")
     mask = torch.as_tensor(region_mask, device=inputs.device)
+    if form == "softmax":
+        beta, gamma = contextual_decomposition(model, inputs, mask, differentiable=True)
+        share = torch.softmax(torch.stack([beta, gamma], dim=0), dim=0)[0]  # (N, K)
+        per_sample = share.flatten(1).mean(dim=1)
+    else:
+        _, outside_cannot_explain = contextual_decomposition(model, inputs, mask.eq(0), differentiable=True)
+        centred = outside_cannot_explain - outside_cannot_explain.mean(dim=1, keepdim=True)
+        per_sample = centred.pow(2).flatten(1).mean(dim=1)
     if mask.dim() >= inputs.dim() - 1:  # (N, H, W) or (N, C, H, W): one region per sample
         nonempty = mask.flatten(1).ne(0).any(dim=1)
     else:  # (H, W): one region for the batch

@@ -176,12 +176,48 @@ def test_cdep_penalty_value() -> None:
     torch.testing.assert_close(cdep_penalty(model, x, region, reduction="sum"), expected.sum())
 
 
+def test_centred_cdep_penalty_value() -> None:
+    model = _tiny_model().double().eval()
+    x, _ = _data(6)
+    x = x.double()
+    region = decoy_corner_masks(8, 8, patch=2)
+    _, gamma = contextual_decomposition(model, x, ~region)  # what the rest cannot explain alone
+    expected = (gamma - gamma.mean(dim=1, keepdim=True)).pow(2).mean(dim=1)
+    torch.testing.assert_close(cdep_penalty(model, x, region, reduction="none", form="centred"), expected)
+    torch.testing.assert_close(cdep_penalty(model, x, region, form="centred"), expected.mean())
+    with pytest.raises(ValueError, match="form must be 'softmax' or 'centred'"):
+        cdep_penalty(model, x, region, form="centered")  # type: ignore[arg-type]
+
+
+def test_a_common_logit_shift_evades_the_softmax_form_but_not_the_centred_one() -> None:
+    """The loophole the centred form closes: softmax ignores a shift of every logit, so a network
+    may add the same large amount to every logit. Fed from the features of the whole image, the
+    shift lands mostly in ``γ`` and drives the paper's penalty towards 0 without changing a
+    single prediction."""
+    model = _tiny_model().double().eval()
+    x, _ = _data(6)
+    x = x.double()
+    region = decoy_corner_masks(8, 8, patch=2)
+    with torch.no_grad():  # (CD splits a bias by the sizes of the parts, which the shift changes)
+        model[-1].bias.zero_()
+    before = {form: cdep_penalty(model, x, region, form=form).item() for form in ("softmax", "centred")}
+    predictions = model(x).argmax(dim=1)
+    with torch.no_grad():
+        model[-1].weight += 5.0  # every class gains 5 x the sum of the features
+    assert torch.equal(model(x).argmax(dim=1), predictions)
+    assert cdep_penalty(model, x, region, form="softmax").item() < 0.01 < before["softmax"]
+    assert cdep_penalty(model, x, region, form="centred").item() == pytest.approx(before["centred"], rel=1e-9)
+    assert before["centred"] > 0
+
+
+@pytest.mark.parametrize("form", ["softmax", "centred"])
 @pytest.mark.parametrize("batch_norm", [False, True])
-def test_cdep_penalty_is_differentiable(batch_norm: bool) -> None:
+def test_cdep_penalty_is_differentiable(batch_norm: bool, form: str) -> None:
     model = _tiny_model(batch_norm=batch_norm).train()
     x, _ = _data()
-    penalty = cdep_penalty(model, x, decoy_corner_masks(8, 8, patch=2))
-    assert penalty.requires_grad and 0 < penalty.item() < 1
+    penalty = cdep_penalty(model, x, decoy_corner_masks(8, 8, patch=2), form=form)  # type: ignore[arg-type]
+    assert penalty.requires_grad and penalty.item() > 0
+    assert form == "centred" or penalty.item() < 1
     penalty.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -189,17 +225,18 @@ def test_cdep_penalty_is_differentiable(batch_norm: bool) -> None:
     assert any(p.grad.abs().sum() > 0 for p in model.parameters())  # type: ignore[union-attr]
 
 
-def test_cdep_penalty_is_exactly_zero_for_an_empty_region() -> None:
+@pytest.mark.parametrize("form", ["softmax", "centred"])
+def test_cdep_penalty_is_exactly_zero_for_an_empty_region(form: str) -> None:
     model = _tiny_model()
     x, _ = _data(4)
     empty = torch.zeros(8, 8, dtype=torch.bool)
-    penalty = cdep_penalty(model, x, empty)
+    penalty = cdep_penalty(model, x, empty, form=form)  # type: ignore[arg-type]
     assert penalty.item() == 0.0
     penalty.backward()  # still part of the graph
     assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in model.parameters())
     per_sample = torch.zeros(4, 8, 8, dtype=torch.bool)
     per_sample[1, :2, :2] = True
-    values = cdep_penalty(model, x, per_sample, reduction="none")
+    values = cdep_penalty(model, x, per_sample, reduction="none", form=form)  # type: ignore[arg-type]
     assert values.shape == (4,)
     assert values[0].item() == values[2].item() == values[3].item() == 0.0
     assert values[1].item() > 0
@@ -207,15 +244,16 @@ def test_cdep_penalty_is_exactly_zero_for_an_empty_region() -> None:
         cdep_penalty(model, x, empty, reduction="max")  # type: ignore[arg-type]
 
 
-def test_training_on_the_cdep_penalty_decreases_it() -> None:
+@pytest.mark.parametrize("form", ["softmax", "centred"])
+def test_training_on_the_cdep_penalty_decreases_it(form: str) -> None:
     model = _tiny_model()
     x, _ = _data(16)
     region = decoy_corner_masks(8, 8, patch=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    before = cdep_penalty(model, x, region).item()
+    before = cdep_penalty(model, x, region, form=form).item()  # type: ignore[arg-type]
     for _ in range(10):
         optimizer.zero_grad()
-        cdep_penalty(model, x, region).backward()
+        cdep_penalty(model, x, region, form=form).backward()  # type: ignore[arg-type]
         optimizer.step()
-    after = cdep_penalty(model, x, region).item()
+    after = cdep_penalty(model, x, region, form=form).item()  # type: ignore[arg-type]
     assert after < before
