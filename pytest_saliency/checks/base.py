@@ -105,6 +105,34 @@ def aggregate(values: Tensor, how: str) -> float:
     return float(defined.quantile(int(how[1:]) / 100))
 
 
+WORST_SHOWN = 5
+"""How many samples a failure lists."""
+
+
+def worst_positions(values: Tensor, wants_high: bool) -> list[int]:
+    """Positions of the (at most :data:`WORST_SHOWN`) ``(M,)`` values furthest on the wrong side
+    of a threshold: the lowest when high values are wanted, else the highest; NaN (undefined)
+    last; ties in order (a stable sort)."""
+    ranked = values.nan_to_num(nan=math.inf if wants_high else -math.inf)
+    return torch.argsort(ranked, descending=not wants_high, stable=True)[:WORST_SHOWN].tolist()
+
+
+def label_and_prediction(engine: SpecEngine, index: int) -> dict[str, Any]:
+    """``{"label": ..., "predicted": ...}`` of sample ``index``, as class names when the spec
+    names the classes."""
+    classes = engine.spec.data.classes
+
+    def name(value: int) -> Any:
+        return classes[value] if classes and value < len(classes) else value
+
+    return {"label": name(int(engine.data.labels[index])), "predicted": name(int(engine.predictions[index]))}
+
+
+def json_floats(values: Tensor) -> list[float | None]:
+    """``(M,)`` values as JSON numbers rounded to 6 decimals; NaN (undefined) becomes ``None``."""
+    return [None if v != v else round(v, 6) for v in values.tolist()]
+
+
 def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     """Fixed-width text lines for a few samples (the worst examples in a failure)."""
     def cell(value: Any) -> str:

@@ -18,7 +18,6 @@ one-line spec error at ``region.method`` suggesting ``method: occlusion``.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -28,11 +27,19 @@ from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
 from ..spec.errors import SpecRuntimeError, did_you_mean
 from ..spec.schema import RegionCheck
-from .base import CheckRequest, Measurement, Outcome, aggregate, sample_table
+from .base import (
+    CheckRequest,
+    Measurement,
+    Outcome,
+    aggregate,
+    json_floats,
+    label_and_prediction,
+    sample_table,
+    worst_positions,
+)
 
 __all__ = ["evaluate"]
 
-WORST_SHOWN = 5
 Location = tuple[str | int, ...]
 
 
@@ -64,7 +71,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     details += _worst(request, chosen, indices, metric, wants_high)
     extra: dict[str, Any] = {
         "region": {"method": config.method, "mask": config.mask, "box": config.box},
-        "per_sample": {"index": indices.tolist(), **{name: _floats(values) for name, values in chosen.items()}},
+        "per_sample": {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}},
     }
     return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
 
@@ -145,19 +152,10 @@ def _unsupported(error: UnsupportedLayerError) -> str:
 
 def _worst(request: CheckRequest, chosen: dict[str, Tensor], indices: Tensor, metric: str, wants_high: bool) -> list[str]:
     """Table lines for the samples furthest on the wrong side of ``metric`` (undefined last)."""
-    values = chosen[metric].nan_to_num(nan=math.inf if wants_high else -math.inf)
-    order = torch.argsort(values, descending=not wants_high, stable=True)[:WORST_SHOWN]
-    engine = request.engine
-    classes = engine.spec.data.classes
     rows = []
-    for position in order.tolist():
+    for position in worst_positions(chosen[metric], wants_high):
         index = int(indices[position])
-        label, predicted = int(engine.data.labels[index]), int(engine.predictions[index])
-        row: dict[str, Any] = {
-            "sample": index,
-            "label": classes[label] if classes and label < len(classes) else label,
-            "predicted": classes[predicted] if classes and predicted < len(classes) else predicted,
-        }
+        row: dict[str, Any] = {"sample": index, **label_and_prediction(request.engine, index)}
         row.update({_COLUMNS.get(name, name): float(values[position]) for name, values in chosen.items()})
         rows.append(row)
     if not rows:
@@ -167,6 +165,3 @@ def _worst(request: CheckRequest, chosen: dict[str, Tensor], indices: Tensor, me
 
 _COLUMNS = {"signed_share": "signed"}
 
-
-def _floats(values: Tensor) -> list[float | None]:
-    return [None if v != v else round(v, 6) for v in values.tolist()]

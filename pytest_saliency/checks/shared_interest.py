@@ -9,9 +9,16 @@ import torch
 
 from ..metrics.patterns import PATTERNS, behaviour_patterns
 from ..spec.schema import SharedInterestCheck
-from .base import CheckRequest, Measurement, Outcome, aggregate, sample_table
-
-WORST_SHOWN = 5
+from .base import (
+    CheckRequest,
+    Measurement,
+    Outcome,
+    aggregate,
+    json_floats,
+    label_and_prediction,
+    sample_table,
+    worst_positions,
+)
 
 
 def evaluate(request: CheckRequest) -> Outcome:
@@ -36,18 +43,11 @@ def evaluate(request: CheckRequest) -> Outcome:
     worst = worst_rows(request, chosen, indices, metric, wants_high)
     details += worst_table(worst)
     extra = {
-        "per_sample": {"index": indices.tolist(), **{name: _floats(values) for name, values in chosen.items()}},
+        "per_sample": {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}},
         "worst": worst,  # the report's thumbnails are added to these rows (report/thumbnails.py)
         "worst_by": metric,
     }
     return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
-
-
-def worst_samples(
-    request: CheckRequest, chosen: dict[str, torch.Tensor], indices: torch.Tensor, metric: str, wants_high: bool
-) -> list[str]:
-    """Table lines for the samples furthest on the wrong side of ``metric``."""
-    return worst_table(worst_rows(request, chosen, indices, metric, wants_high))
 
 
 def worst_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -69,26 +69,17 @@ def worst_rows(
 ) -> list[dict[str, Any]]:
     """The (at most :data:`WORST_SHOWN`) samples furthest on the wrong side of ``metric``, as
     JSON-serialisable rows: index, label, predicted, iou, gtc, sc (None when undefined), patterns."""
-    values = chosen[metric].nan_to_num(nan=float("inf") if wants_high else float("-inf"))
-    order = torch.argsort(values, descending=not wants_high, stable=True)[:WORST_SHOWN]
     engine = request.engine
     patterns = behaviour_patterns(chosen["iou"], chosen["gtc"], chosen["sc"], engine.correct[indices])
-    classes = engine.spec.data.classes
     rows = []
-    for position in order.tolist():
+    for position in worst_positions(chosen[metric], wants_high):
         index = int(indices[position])
-        label, predicted = int(engine.data.labels[index]), int(engine.predictions[index])
         rows.append(
             {
                 "index": index,
-                "label": classes[label] if classes and label < len(classes) else label,
-                "predicted": classes[predicted] if classes and predicted < len(classes) else predicted,
-                **{m: _floats(chosen[m][position : position + 1])[0] for m in ("iou", "gtc", "sc")},
+                **label_and_prediction(engine, index),
+                **{m: json_floats(chosen[m][position : position + 1])[0] for m in ("iou", "gtc", "sc")},
                 "patterns": [n for n, hit in zip(PATTERNS, patterns[position].tolist()) if hit],
             }
         )
     return rows
-
-
-def _floats(values: torch.Tensor) -> list[float | None]:
-    return [None if v != v else round(v, 6) for v in values.tolist()]
