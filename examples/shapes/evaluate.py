@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from examples.shapes.data import load_npz
 from examples.shapes.model import load
+from examples.shapes.train import accuracy
 from pytest_saliency.metrics.fidelity import fidelity_curves
 from pytest_saliency.metrics.region import cd_region_scores
 from pytest_saliency.metrics.saliency import binarize, normalize_maps, reduce_channels
@@ -104,11 +105,6 @@ def validation_set(directory: Path = EXAMPLE_DIR) -> dict[str, Tensor]:
     return {key: torch.from_numpy(value) for key, value in load_npz(directory / "val.npz").items()}
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, val: dict[str, Tensor]) -> float:
-    return float((model(val["images"]).argmax(dim=1) == val["labels"]).float().mean())
-
-
 def decoy_share(model: nn.Module, val: dict[str, Tensor]) -> float:
     """Mean CD share of the decoy patch in the label's logit (NaN samples left out)."""
     share = cd_region_scores(model, val["images"], val["decoy"], val["labels"])["share"]
@@ -149,7 +145,7 @@ def measure(model: nn.Module, val: dict[str, Tensor], method: str = "", weights:
         method=method,
         weights=weights,
         trained_on=trained_on,
-        accuracy=accuracy(model, val),
+        accuracy=accuracy(model, val["images"], val["labels"]),
         decoy_share=decoy_share(model, val),
         gtc=ground_truth_coverage_mean(maps, val),
         fidelity={name: fidelity_gap(model, maps, val, name) for name in FIDELITY},

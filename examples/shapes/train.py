@@ -59,10 +59,8 @@ CDEP_WEIGHT = 10.0
 decoy-free accuracy drops to 0.74 after 20 epochs. The paper's softmax form (the authors sweep λ
 from 1 to 10 000) met its penalty and kept the shortcut from 1 to 100 and stopped learning from
 1000 (or 100 with lr 1e-3 and weight decay)."""
-CDEP_EPOCHS = EPOCHS
 SALIENCY_GUIDED = {"fraction": 0.5, "kl_weight": 1.0, "fill": "uniform"}
 """Options of :func:`pytest_saliency.train.saliency_guided_loss` for ``saliency_guided.pt``."""
-SALIENCY_GUIDED_EPOCHS = EPOCHS
 MODEL_NAMES = ("clean", "decoy", "cdep", "saliency_guided")
 SINGLE_THREADED = ("cdep", "saliency_guided")
 
@@ -180,7 +178,6 @@ def train_named(name: str, epochs: int | None = None, train_size: int = TRAIN_SI
     Returns the model (eval mode) and its epoch losses.
     """
     decoy_mode = "label" if name in ("decoy", "cdep") else "random"
-    default_epochs = {"cdep": CDEP_EPOCHS, "saliency_guided": SALIENCY_GUIDED_EPOCHS}.get(name, EPOCHS)
     train = _tensors(make_shapes(train_size, seed=TRAIN_SEED, decoy=decoy_mode))
     torch.manual_seed(TRAIN_SEED)
     model = build()
@@ -196,7 +193,7 @@ def train_named(name: str, epochs: int | None = None, train_size: int = TRAIN_SI
         torch.set_num_threads(1)
     try:
         losses = train_model(
-            model, train["images"], train["labels"], epochs=default_epochs if epochs is None else epochs, seed=TRAIN_SEED, **options
+            model, train["images"], train["labels"], epochs=EPOCHS if epochs is None else epochs, seed=TRAIN_SEED, **options
         )
     finally:
         torch.set_num_threads(threads)
