@@ -171,21 +171,25 @@ def saliency_guided(seed: int = TRAIN_SEED, **options: object) -> BatchLoss:
     return loss
 
 
-def train_named(name: str, epochs: int | None = None, train_size: int = TRAIN_SIZE) -> tuple[nn.Module, list[float]]:
+def train_named(
+    name: str, epochs: int | None = None, train_size: int = TRAIN_SIZE, seed: int = TRAIN_SEED
+) -> tuple[nn.Module, list[float]]:
     """Train the shipped model ``name`` (one of :data:`MODEL_NAMES`) from its initial weights.
 
     ``epochs`` (default: the shipped number) and ``train_size`` shorten the run for quick checks.
+    ``seed`` draws the initial weights, the batches and saliency guided training's masking noise
+    (the shipped files use :data:`TRAIN_SEED`; the training images are the same for every seed).
     Returns the model (eval mode) and its epoch losses.
     """
     decoy_mode = "label" if name in ("decoy", "cdep") else "random"
     train = _tensors(make_shapes(train_size, seed=TRAIN_SEED, decoy=decoy_mode))
-    torch.manual_seed(TRAIN_SEED)
+    torch.manual_seed(seed)
     model = build()
     options: dict[str, object] = {}
     if name == "cdep":
         options["extra_loss"] = cdep_loss(size=train["images"].shape[-1])
     elif name == "saliency_guided":
-        options["loss_fn"] = saliency_guided()
+        options["loss_fn"] = saliency_guided(seed)
     elif name not in ("clean", "decoy"):
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     threads = torch.get_num_threads()
@@ -193,7 +197,7 @@ def train_named(name: str, epochs: int | None = None, train_size: int = TRAIN_SI
         torch.set_num_threads(1)
     try:
         losses = train_model(
-            model, train["images"], train["labels"], epochs=EPOCHS if epochs is None else epochs, seed=TRAIN_SEED, **options
+            model, train["images"], train["labels"], epochs=EPOCHS if epochs is None else epochs, seed=seed, **options
         )
     finally:
         torch.set_num_threads(threads)
