@@ -19,10 +19,9 @@ from torch import Tensor
 
 from .loaders.models import ModelUnderTest
 from .metrics.fidelity import gaussian_blur
-from .spec.errors import SpecRuntimeError, did_you_mean
+from .memory import is_out_of_memory
+from .spec.errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .spec.schema import RANDOM_METHOD, AttributionSpec
-
-Location = tuple[str | int, ...]
 
 
 def _tuples(value: Any) -> Any:
@@ -120,8 +119,9 @@ class Attributor:
         try:
             result = self.method.attribute(inputs, target=target, **params)
         except (TypeError, ValueError, AssertionError, RuntimeError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise SpecRuntimeError(self.location, f"{self.spec.method} failed: {message}") from error
+            if is_out_of_memory(error):
+                raise  # the engine retries at half the batch
+            raise SpecRuntimeError(self.location, f"{self.spec.method} failed: {first_line(error)}") from error
         if isinstance(result, tuple):
             result = result[0]
         result = result.detach()

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .spec import CheckSpec, LoadedSpec, SpecProblem
 
 
+DEBUG_HINT = "(--saliency-debug shows the traceback)"
+
+
 class SaliencyWarning(UserWarning):
     """A check with ``severity: warn`` that did not meet its thresholds."""
 
@@ -177,6 +180,7 @@ class CheckItem(pytest.Item):
         from .checks.base import CheckRequest
 
         engine = self.parent.engine()
+        engine.logits  # noqa: B018  (the model's output and the labels are checked before any check runs)
         check = self.check
         session = self.config.stash[SESSION_KEY]
         request = CheckRequest(engine, check, self.method, self.class_index, session.baselines)
@@ -232,15 +236,26 @@ class CheckItem(pytest.Item):
         return failure_text(self._location(), f"check {self.check.id!r}{what} failed{severity}", self.outcome.to_dict())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
-        from .spec.errors import SpecRuntimeError
+        """One line for whatever went wrong, at its place in the spec: the check's failure text,
+        a problem with what the spec names (model, data, attributions), or any other exception
+        raised while the check ran, at the check. ``--saliency-debug`` (or ``-vv``) adds the
+        original traceback."""
+        from .spec.errors import SpecRuntimeError, describe_exception
 
-        if isinstance(excinfo.value, CheckFailed | SaliencyWarning):  # SaliencyWarning: under -W error
+        error = excinfo.value
+        if isinstance(error, CheckFailed | SaliencyWarning):  # SaliencyWarning: under -W error
             return self._failure_text()
-        if isinstance(excinfo.value, SpecRuntimeError):
-            return str(self.parent.loaded.problem(excinfo.value.location, excinfo.value.message))
-        if isinstance(excinfo.value, DeviceUnavailable):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
+        if isinstance(error, SpecRuntimeError):
+            line = str(self.parent.loaded.problem(error.location, error.message))
+        elif isinstance(error, DeviceUnavailable):
+            line = str(error)
+        else:
+            what = f" [{self.variant}]" if self.variant else ""
+            message = f"check {self.check.id!r}{what} raised {describe_exception(error)}"
+            line = str(self.parent.loaded.problem(("checks", self.check_index), message))
+        if not self.config.stash[SESSION_KEY].debug:
+            return line if isinstance(error, SpecRuntimeError | DeviceUnavailable) else f"{line} {DEBUG_HINT}"
+        return f"{line}\n\n{super().repr_failure(excinfo, style='long')}"
 
     def reportinfo(self) -> tuple[Path, int, str]:
         line, _ = self.parent.loaded.source.value(("checks", self.check_index))

@@ -21,14 +21,14 @@ from torch import Tensor
 from .attribution import Attributor
 from .loaders.data import SaliencyData, load_data
 from .loaders.models import ModelUnderTest, load_model
+from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .spec.errors import SpecRuntimeError
+from .spec.errors import Location, SpecRuntimeError, model_stage
 from .spec.schema import AgainstSpec
 from .spec.validate import LoadedSpec
 
 Progress = Callable[[str, int, int], None]
-Location = tuple[str | int, ...]
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -94,22 +94,54 @@ class SpecEngine:
         with torch.inference_mode(False):  # see model
             return load_data(self.spec.data, self.loaded.directory, self.search_paths)
 
-    def batches(self, count: int | None = None) -> Iterator[slice]:
+    def batches(self, count: int | None = None, batch_size: int | None = None) -> Iterator[slice]:
+        """Consecutive slices of ``batch_size`` (default: ``data.batch_size``) over the first
+        ``count`` samples (default: all)."""
         total = len(self.data) if count is None else count
-        for start in range(0, total, self.batch_size):
-            yield slice(start, min(start + self.batch_size, total))
+        size = batch_size or self.batch_size
+        for start in range(0, total, size):
+            yield slice(start, min(start + size, total))
 
     @cached_property
     def logits(self) -> Tensor:
-        """``(N, classes)`` logits of the clean images, on the CPU."""
-        try:
+        """``(N, classes)`` logits of the clean images, on the CPU, checked: finite, as wide as
+        the labels and ``data.classes`` need. Every check item asks for them first, so a model
+        or data set that does not fit fails here, at its place in the spec."""
+        shape = tuple(self.data.images.shape[1:])
+
+        def forward(batch_size: int) -> Tensor:
             with torch.inference_mode():
-                return torch.cat([self.model(self.data.images[part].to(self.device)).float().cpu() for part in self.batches()])
-        except RuntimeError as error:
-            first_line = str(error).strip().splitlines()[0]
+                parts = [self.model(self.data.images[part].to(self.device)) for part in self.batches(batch_size=batch_size)]
+                return torch.cat([part.float().cpu() for part in parts])
+
+        with model_stage(("model",), f"the model failed on images of shape {shape}"):
+            logits = run_with_half_batch_retry(forward, self.batch_size, ("data", "batch_size"), "data.batch_size")
+        self._check_logits(logits)
+        return logits
+
+    def _check_logits(self, logits: Tensor) -> None:
+        finite = torch.isfinite(logits).all(dim=1)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
             raise SpecRuntimeError(
-                ("model",), f"the model failed on images of shape {tuple(self.data.images.shape[1:])}: {first_line}"
-            ) from None
+                ("model",),
+                f"the model's logits are NaN or inf for {int((~finite).sum())} of {len(finite)} images "
+                f"(first: sample {first}): check the weights and the model's numerics",
+            )
+        width = logits.shape[1]
+        labels = self.data.labels
+        if labels.numel() and int(labels.max()) >= width:
+            index = int(labels.argmax())
+            raise SpecRuntimeError(
+                self.data.location,
+                f"label {int(labels[index])} (sample {index}) is outside the model's {width} classes "
+                f"(its logits are (N, {width})): labels are class indices 0..{width - 1}",
+            )
+        classes = self.spec.data.classes
+        if classes is not None and len(classes) != width:
+            raise SpecRuntimeError(
+                ("data", "classes"), f"data.classes names {len(classes)} classes but the model gives {width} logits"
+            )
 
     @cached_property
     def predictions(self) -> Tensor:
@@ -135,18 +167,25 @@ class SpecEngine:
 
     def _attribute(self, model: ModelUnderTest, method: str, label: str) -> Tensor:
         """Attributions of ``model`` for the spec's method ``method``, for :attr:`targets`,
-        batched and seeded the same way whatever the model."""
-        attributor = Attributor(self.spec.attributions[method], model, self.batch_size, ("attributions", method))
-        torch.manual_seed(self.spec.seed)
-        generator = torch.Generator().manual_seed(self.spec.seed)
-        parts = []
-        for done, part in enumerate(self.batches(), start=1):
-            images = self.data.images[part].to(self.device)
-            targets = self.targets[part].to(self.device)
-            parts.append(attributor(images, targets, generator).cpu())
-            if self.progress:
-                self.progress(label, done * self.batch_size, len(self.data))
-        return torch.cat(parts)
+        batched and seeded the same way whatever the model; out of memory, retried once at half
+        the batch."""
+        self.logits  # noqa: B018  (the model and data are checked before any attribution)
+        location = ("attributions", method)
+
+        def attribute(batch_size: int) -> Tensor:
+            attributor = Attributor(self.spec.attributions[method], model, batch_size, location)
+            torch.manual_seed(self.spec.seed)
+            generator = torch.Generator().manual_seed(self.spec.seed)
+            parts = []
+            for part in self.batches(batch_size=batch_size):
+                images = self.data.images[part].to(self.device)
+                targets = self.targets[part].to(self.device)
+                parts.append(attributor(images, targets, generator).cpu())
+                if self.progress:
+                    self.progress(label, part.stop, len(self.data))
+            return torch.cat(parts)
+
+        return run_with_half_batch_retry(attribute, self.batch_size, location, "data.batch_size")
 
     def saliency_maps(self, method: str) -> Tensor:
         """``(N, H, W)`` maps after the spec's channel reduction."""

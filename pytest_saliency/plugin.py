@@ -37,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail checks declared with severity: warn too (for a pre-deployment gate).",
     )
     group.addoption(
+        "--saliency-debug",
+        action="store_true",
+        default=False,
+        help="show the original Python traceback under the one-line message of a run-time error (-vv does too).",
+    )
+    group.addoption(
         "--saliency-update-baselines",
         action="store_true",
         default=False,
@@ -80,6 +86,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = SaliencySession(
         device=config.getoption("saliency_device") or config.getini("saliency_device"),
         strict=config.getoption("saliency_strict"),
+        debug=config.getoption("saliency_debug") or config.getoption("verbose") >= 2,
         baselines=settings_from_config(config),
         report_path=_output_path(config, "saliency_report"),
         json_path=_output_path(config, "saliency_json"),

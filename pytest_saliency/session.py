@@ -22,6 +22,7 @@ class SaliencySession:
 
     device: str = "auto"
     strict: bool = False
+    debug: bool = False  # --saliency-debug or -vv: failures show the original traceback too
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     results: list[dict[str, Any]] = field(default_factory=list)
     report_path: str | None = None  # --saliency-report

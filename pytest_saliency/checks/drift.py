@@ -64,11 +64,9 @@ from ..metrics.drift import (
     patch_segments,
     segment_attribution,
 )
-from ..spec.errors import SpecRuntimeError, did_you_mean
+from ..spec.errors import Location, SpecRuntimeError, did_you_mean, first_line
 from ..spec.schema import DriftCheck, Threshold
 from .base import CheckRequest, Measurement, Outcome
-
-Location = tuple[str | int, ...]
 CLUSTERS_SHOWN = 5
 REPRESENTATIVES_SHOWN = 3
 FLOAT16_LIMIT = 6.0e4
@@ -189,9 +187,9 @@ def _guarded(embed: Embedder, layer: str, location: Location) -> Embedder:
         try:
             return embed(images=images, segments=segments, indices=indices)
         except (RuntimeError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise SpecRuntimeError(
-                location + ("embedding",), f"cannot embed segments with the activations of layer {layer!r}: {first}"
+                location + ("embedding",),
+                f"cannot embed segments with the activations of layer {layer!r}: {first_line(error)}",
             ) from error
 
     return guarded

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from ..metrics.fidelity import fidelity_curves
+from ..memory import run_with_half_batch_retry
+from ..metrics.fidelity import FidelityResult, fidelity_curves
+from ..spec.errors import Location
 from ..spec.schema import FidelityCheck
+from ..spec.validate import format_location
 from .base import CheckRequest, Measurement, Outcome
 
 ORDER_NAMES = {"mif": "most important first", "lif": "least important first", "random": "random order"}
@@ -17,23 +20,29 @@ def evaluate(request: CheckRequest) -> Outcome:
     target = engine.predictions if config.score_of == "predicted" else engine.data.labels
     attributions = engine.attributions(request.method)
     label = f"{engine.loaded.name}: {request.method} curves"
-    result = fidelity_curves(
-        engine.model,
-        engine.data.images.to(device),
-        attributions.to(device),
-        target=target.to(device),
-        fractions=config.fractions,
-        steps=config.steps,
-        orders=config.orders,
-        fill=config.fill,
-        unit=config.patch,
-        score=config.score,
-        batch_size=config.batch_size or engine.batch_size,
-        seed=engine.spec.seed,
-        noise_std=config.noise_std,
-        channels=config.channels or engine.spec.saliency.channels,
-        progress=(lambda done, total: engine.progress(label, done, total)) if engine.progress else None,
-    )
+    location: Location = ("checks", engine.spec.checks.index(request.check), "fidelity")
+    setting = f"{format_location(location)}.batch_size" if config.batch_size else "data.batch_size"
+
+    def curves(batch_size: int) -> FidelityResult:
+        return fidelity_curves(
+            engine.model,
+            engine.data.images.to(device),
+            attributions.to(device),
+            target=target.to(device),
+            fractions=config.fractions,
+            steps=config.steps,
+            orders=config.orders,
+            fill=config.fill,
+            unit=config.patch,
+            score=config.score,
+            batch_size=batch_size,
+            seed=engine.spec.seed,
+            noise_std=config.noise_std,
+            channels=config.channels or engine.spec.saliency.channels,
+            progress=(lambda done, total: engine.progress(label, done, total)) if engine.progress else None,
+        )
+
+    result = run_with_half_batch_retry(curves, config.batch_size or engine.batch_size, location, setting)
     measurements = []
     if config.gap is not None:
         measurements.append(Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval))

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..memory import run_with_half_batch_retry
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
-from ..spec.errors import SpecRuntimeError, did_you_mean
+from ..spec.errors import Location, SpecRuntimeError, did_you_mean
 from ..spec.schema import RegionCheck
 from .base import (
     CheckRequest,
@@ -39,8 +40,6 @@ from .base import (
 )
 
 __all__ = ["evaluate"]
-
-Location = tuple[str | int, ...]
 
 
 def evaluate(request: CheckRequest) -> Outcome:
@@ -117,26 +116,31 @@ def _regions(request: CheckRequest, config: RegionCheck, location: Location) -> 
 
 
 def _scores(request: CheckRequest, config: RegionCheck, regions: Tensor, location: Location) -> dict[str, Tensor]:
-    """Per-sample ``(N,)`` scores on the CPU, batched by the engine's batch size."""
+    """Per-sample ``(N,)`` scores on the CPU, batched by the engine's batch size (halved once
+    when that runs out of memory)."""
     engine = request.engine
     model = engine.model
     targets = engine.targets
-    parts: dict[str, list[Tensor]] = {}
-    for part in engine.batches():
-        images = engine.data.images[part].to(engine.device)
-        if config.method == "occlusion":
-            batch = occlusion_scores(model, images, regions[part], targets[part])
-        else:
-            truth = engine.data.masks[part] if config.interaction is not None else None
-            with torch.inference_mode():
-                inputs = model.normalize(images)
-            try:
-                batch = cd_region_scores(model.network, inputs, regions[part], targets[part], truth)
-            except UnsupportedLayerError as error:
-                raise SpecRuntimeError(location + ("method",), _unsupported(error)) from None
-        for name, values in batch.items():
-            parts.setdefault(name, []).append(values.float().cpu())
-    return {name: torch.cat(values) for name, values in parts.items()}
+
+    def scores(batch_size: int) -> dict[str, Tensor]:
+        parts: dict[str, list[Tensor]] = {}
+        for part in engine.batches(batch_size=batch_size):
+            images = engine.data.images[part].to(engine.device)
+            if config.method == "occlusion":
+                batch = occlusion_scores(model, images, regions[part], targets[part])
+            else:
+                truth = engine.data.masks[part] if config.interaction is not None else None
+                with torch.inference_mode():
+                    inputs = model.normalize(images)
+                try:
+                    batch = cd_region_scores(model.network, inputs, regions[part], targets[part], truth)
+                except UnsupportedLayerError as error:
+                    raise SpecRuntimeError(location + ("method",), _unsupported(error)) from None
+            for name, values in batch.items():
+                parts.setdefault(name, []).append(values.float().cpu())
+        return {name: torch.cat(values) for name, values in parts.items()}
+
+    return run_with_half_batch_retry(scores, engine.batch_size, location, "data.batch_size")
 
 
 def _unsupported(error: UnsupportedLayerError) -> str:

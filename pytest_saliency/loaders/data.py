@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..spec.errors import SpecRuntimeError
+from ..spec.errors import Location, SpecRuntimeError, first_line, model_stage
 from ..spec.schema import DataSpec
 from .imports import call_factory, resolve_callable
 
@@ -27,53 +28,93 @@ class SaliencyData:
     masks: Tensor
     labels: Tensor
     regions: dict[str, Tensor] = field(default_factory=dict)
+    location: Location = ("data",)
+    """The spec key the samples come from (``("data", "npz")`` ...), for error messages."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
 
 def load_data(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> SaliencyData:
-    """Load the data set a ``data:`` block names (its first ``limit`` samples)."""
+    """Load the data set a ``data:`` block names (its first ``limit`` samples), checked: finite
+    images in ``[0, 1]`` after ``scale``, integer labels, masks the images' size."""
     if spec.npz is not None:
-        arrays = _from_npz(spec_dir / spec.npz)
-        where: tuple[str | int, ...] = ("data", "npz")
+        where: Location = ("data", "npz")
+        arrays = _from_npz(spec_dir / spec.npz, spec.npz, where)
     elif spec.folder is not None:
-        arrays = _from_folder(spec_dir, spec.folder.images, spec.folder.masks, spec.folder.labels, spec.classes)
         where = ("data", "folder")
+        arrays = _from_folder(spec_dir, spec.folder.images, spec.folder.masks, spec.folder.labels, spec.classes)
     else:
         assert spec.factory is not None
         where = ("data", "factory")
         factory = resolve_callable(spec.factory, search_paths, where)
         arrays = _from_dataset(call_factory(factory, dict(spec.kwargs), spec.factory, where), spec.limit, where)
-    return _to_tensors(arrays, spec.limit, where)
+    return _to_tensors(arrays, spec.limit, spec.scale, where)
 
 
-def _from_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+def _from_npz(path: Path, shown: str, where: Location) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated or corrupt members
+        raise SpecRuntimeError(where, f"cannot read {shown}: {first_line(error)} (write the file again)") from error
 
 
 def _from_folder(
     spec_dir: Path, images: str, masks: str, labels: str, classes: Sequence[str] | None
 ) -> dict[str, np.ndarray]:
-    from PIL import Image
-
     image_dir, mask_dir = spec_dir / images, spec_dir / masks
     with open(spec_dir / labels, newline="", encoding="utf-8") as stream:
         rows = [row for row in csv.reader(stream) if row and not row[0].startswith("#")]
     if rows and rows[0][0].strip().lower() in ("file", "filename", "image", "name"):
         rows = rows[1:]
     image_list, mask_list, label_list = [], [], []
-    for row in rows:
+    first: tuple[str, tuple[int, ...]] | None = None
+    for number, row in enumerate(rows, start=1):
+        if len(row) < 2:
+            raise SpecRuntimeError(("data", "folder", "labels"), f"{labels} row {number} {row!r}: expected file,label")
         name, label = row[0].strip(), row[1].strip()
         candidates = [mask_dir / (Path(name).stem + suffix) for suffix in IMAGE_SUFFIXES]
         mask_path = next((candidate for candidate in candidates if candidate.exists()), None)
         if mask_path is None:
             raise SpecRuntimeError(("data", "folder", "masks"), f"no mask for {name} in {masks}")
-        image_list.append(np.asarray(Image.open(image_dir / name).convert("RGB")).transpose(2, 0, 1))
-        mask_list.append(np.asarray(Image.open(mask_path).convert("L")) > 0)
+        image = _read_image(image_dir / name, f"{images}/{name}", "RGB", ("data", "folder", "images"))
+        mask = _read_image(mask_path, f"{masks}/{mask_path.name}", "L", ("data", "folder", "masks")) > 0
+        if first is None:
+            first = (name, image.shape)
+        elif image.shape != first[1]:
+            raise SpecRuntimeError(
+                ("data", "folder", "images"),
+                f"{name} is {_size(image.shape)} but {first[0]} is {_size(first[1])}: "
+                "the images of a folder must share one size (resize them)",
+            )
+        if mask.shape != image.shape[:2]:
+            raise SpecRuntimeError(
+                ("data", "folder", "masks"), f"{mask_path.name} is {_size(mask.shape)} but its image {name} is {_size(image.shape)}"
+            )
+        image_list.append(image.transpose(2, 0, 1))
+        mask_list.append(mask)
         label_list.append(_label_index(label, classes))
+    if not image_list:
+        raise SpecRuntimeError(("data", "folder", "labels"), f"{labels} lists no images")
     return {"images": np.stack(image_list), "masks": np.stack(mask_list), "labels": np.asarray(label_list)}
+
+
+def _read_image(path: Path, shown: str, mode: str, where: Location) -> np.ndarray:
+    """The image file at ``path`` as an array in ``mode`` (``(H, W, 3)`` for RGB, ``(H, W)`` for L)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode))
+    except FileNotFoundError:
+        raise SpecRuntimeError(where, f"{shown} is listed in the labels but does not exist") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:  # PIL's decoders raise all of these
+        raise SpecRuntimeError(where, f"cannot read {shown}: {first_line(error)} (replace or remove the file)") from error
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"  # width x height, as image viewers say
 
 
 def _label_index(label: str, classes: Sequence[str] | None) -> int:
@@ -84,7 +125,7 @@ def _label_index(label: str, classes: Sequence[str] | None) -> int:
     raise SpecRuntimeError(("data", "folder", "labels"), f"label {label!r} is neither an index nor one of data.classes")
 
 
-def _from_dataset(dataset: object, limit: int | None, where: tuple[str | int, ...]) -> dict[str, np.ndarray]:
+def _from_dataset(dataset: object, limit: int | None, where: Location) -> dict[str, np.ndarray]:
     try:
         count = len(dataset)  # type: ignore[arg-type]
     except TypeError:
@@ -92,7 +133,8 @@ def _from_dataset(dataset: object, limit: int | None, where: tuple[str | int, ..
     count = min(count, limit) if limit else count
     columns: dict[str, list[np.ndarray]] = {"images": [], "masks": [], "labels": []}
     for index in range(count):
-        sample = dataset[index]  # type: ignore[index]
+        with model_stage(where, f"reading sample {index} of the Dataset failed"):
+            sample = dataset[index]  # type: ignore[index]
         if not isinstance(sample, tuple | list) or len(sample) not in (3, 4):
             raise SpecRuntimeError(where, "each sample must be (image, mask, label) or (image, mask, label, {name: mask})")
         columns["images"].append(np.asarray(sample[0]))
@@ -100,17 +142,32 @@ def _from_dataset(dataset: object, limit: int | None, where: tuple[str | int, ..
         columns["labels"].append(np.asarray(sample[2]))
         for name, region in (sample[3] if len(sample) == 4 else {}).items():
             columns.setdefault(name, []).append(np.asarray(region))
+    for key, values in columns.items():
+        odd = next((i for i, value in enumerate(values) if value.shape != values[0].shape), None)
+        if odd is not None:
+            raise SpecRuntimeError(
+                where,
+                f"sample {odd}'s {key} is {values[odd].shape} but sample 0's is {values[0].shape}: "
+                "every sample must have the same shape",
+            )
     return {key: np.stack(values) for key, values in columns.items()}
 
 
-def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, where: tuple[str | int, ...]) -> SaliencyData:
+SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+"""The default ``data.scale`` of integer images; float images are taken as they are."""
+
+
+def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float | None, where: Location) -> SaliencyData:
     images = arrays["images"][:limit]
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4:
         raise SpecRuntimeError(where, f"images must be (N, C, H, W), got {images.shape}")
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
-    image_tensor = torch.from_numpy(np.ascontiguousarray(images)).float() / scale
+    if not (np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_):
+        raise SpecRuntimeError(where, f"images are {images.dtype}, not numbers: store them as float in [0, 1] or uint8")
+    divisor = scale if scale is not None else SCALES.get(images.dtype, 1.0)
+    image_tensor = torch.from_numpy(np.ascontiguousarray(images).astype(np.float32)) / divisor
+    _check_image_values(image_tensor, scale, images.dtype, where)
     count, height, width = image_tensor.shape[0], image_tensor.shape[2], image_tensor.shape[3]
     masks = arrays["masks"][:limit]
     if masks.ndim == 4 and masks.shape[1] == 1:
@@ -131,6 +188,59 @@ def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, where: tuple[s
     return SaliencyData(
         images=image_tensor,
         masks=torch.from_numpy(np.ascontiguousarray(masks)).bool(),
-        labels=torch.from_numpy(labels.astype(np.int64)),
+        labels=_class_indices(labels, where),
         regions=regions,
+        location=where,
     )
+
+
+def _check_image_values(images: Tensor, scale: float | None, dtype: np.dtype, where: Location) -> None:
+    """Finite, and in ``[0, 1]`` (a small rounding margin allowed): anything else would pass
+    every check silently with meaningless numbers, or fail deep inside the model."""
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        bad = (~finite).flatten(1).any(dim=1)
+        first = int(bad.nonzero()[0])
+        raise SpecRuntimeError(
+            where,
+            f"images hold NaN or inf in {int(bad.sum())} of {images.shape[0]} samples (first: sample {first}): "
+            "clean or drop those images",
+        )
+    low, high = float(images.min()), float(images.max())
+    if low >= -1e-3 and high <= 1 + 1e-3:
+        return
+    shown = f"[{low:.4g}, {high:.4g}]"
+    if scale is not None:
+        fix = f"data.scale: {scale:g} leaves them in {shown}: give the scale that brings them into [0, 1]"
+    elif low < 0:
+        fix = (
+            f"images range over {shown}, outside [0, 1]: if they are already normalised, store them "
+            "unnormalised in [0, 1] and give the normalisation as model.normalize"
+        )
+    else:
+        suggested = 255 if high <= 255 else 65535 if high <= 65535 else high
+        fix = (
+            f"{dtype} images range over {shown}, outside [0, 1]: store them as uint8, "
+            f"or set data.scale: {suggested:g} to divide them"
+        )
+    raise SpecRuntimeError(where, fix)
+
+
+def _class_indices(labels: np.ndarray, where: Location) -> Tensor:
+    """``(N,)`` long class indices from integer (or integral float) labels, else an error."""
+    if labels.dtype == np.bool_:
+        labels = labels.astype(np.int64)
+    if not np.issubdtype(labels.dtype, np.number):
+        raise SpecRuntimeError(where, f"labels are {labels.dtype}: store integer class indices (0, 1, ...)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        finite = np.isfinite(labels)
+        fractional = ~finite | (np.where(finite, labels, 0) % 1 != 0)
+        if fractional.any():
+            index = int(np.flatnonzero(fractional)[0])
+            raise SpecRuntimeError(
+                where, f"labels must be integer class indices, got {labels[index]:g} (sample {index}): store class indices 0, 1, ..."
+            )
+    if labels.size and labels.min() < 0:
+        index = int(np.argmin(labels))
+        raise SpecRuntimeError(where, f"label {labels[index]:g} (sample {index}) is negative: labels are class indices 0, 1, ...")
+    return torch.from_numpy(labels.astype(np.int64))

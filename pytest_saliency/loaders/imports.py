@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..spec.errors import SpecRuntimeError
+from ..spec.errors import SpecRuntimeError, describe_exception
 
 
 def resolve_callable(reference: str, search_paths: Sequence[Path], location: tuple[str | int, ...]) -> Callable[..., Any]:
@@ -39,8 +39,7 @@ def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], reference:
     try:
         return factory(**kwargs)
     except Exception as error:  # the user's code: report it, do not crash the run
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""  # one-line reports
-        raise SpecRuntimeError(location, f"{reference}({_kwargs(kwargs)}) raised {type(error).__name__}: {first_line}") from error
+        raise SpecRuntimeError(location, f"{reference}({_kwargs(kwargs)}) raised {describe_exception(error)}") from error
 
 
 def _kwargs(kwargs: dict[str, Any]) -> str:

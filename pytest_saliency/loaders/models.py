@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..spec.errors import SpecRuntimeError
+from ..spec.errors import Location, SpecRuntimeError, first_line
 from ..spec.schema import ModelSpec, NormalizeSpec
 from .imports import call_factory, resolve_callable
 
@@ -27,15 +27,91 @@ class Normalize(nn.Module):
 
 class ModelUnderTest(nn.Module):
     """The user's ``network`` behind an optional :class:`Normalize`, so that attributions are
-    taken with respect to the images as stored (in ``[0, 1]``)."""
+    taken with respect to the images as stored (in ``[0, 1]``), and ahead of :func:`as_logits`,
+    so that every caller sees ``(N, classes)`` logits whatever the network returns."""
 
-    def __init__(self, network: nn.Module, normalize: NormalizeSpec | None) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        normalize: NormalizeSpec | None,
+        output: int | str | None = None,
+        location: Location = ("model",),
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(normalize.mean, normalize.std) if normalize else nn.Identity()
         self.network = network
+        self.output = output
+        self.location = location
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return self.network(self.normalize(inputs))
+        return as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
+
+
+def as_logits(output: object, choice: int | str | None, count: int, location: Location = ("model",)) -> Tensor:
+    """The ``(N, classes)`` logits in a network's ``output`` for ``count`` inputs.
+
+    ``choice`` (``model.output``) picks an element of a tuple or list (an index) or of a dict (a
+    key). A single logit per sample, ``(N,)`` or ``(N, 1)``, is a binary classifier: it becomes
+    the two logits ``(-z/2, z/2)`` (class 0, class 1), whose softmax is ``(1 - sigmoid(z),
+    sigmoid(z))``, so probabilities stay the model's and class 0 is explained by ``-z``.
+    Anything else is a :class:`SpecRuntimeError` at ``location`` (the ``model`` block) that says
+    what to write."""
+    if choice is not None:
+        output = _pick(output, choice, location + ("output",))
+    elif isinstance(output, tuple | list | dict):
+        raise SpecRuntimeError(location, f"the model returns {_describe(output)}: pick the logits with {_hint(output)}")
+    if not isinstance(output, Tensor):
+        raise SpecRuntimeError(location, f"the model returns {_describe(output)}, not a tensor of logits (N, classes)")
+    if output.dim() == 2 and output.shape[1] == 1:
+        output = output[:, 0]
+    if output.dim() == 1 and output.shape[0] == count:
+        half = output / 2
+        return torch.stack((-half, half), dim=1)
+    if output.dim() != 2 or output.shape[0] != count:
+        raise SpecRuntimeError(
+            location,
+            f"the model's output is {_shape(output, count)} for {count} images; expected logits (N, classes)"
+            + (": reduce it to one score per class in the factory" if output.dim() > 2 else ""),
+        )
+    return output
+
+
+def _pick(output: object, choice: int | str, where: Location) -> object:
+    if isinstance(output, dict):
+        if choice not in output:
+            keys = ", ".join(repr(key) for key in output)
+            raise SpecRuntimeError(where, f"the model's output has no key {choice!r} (its keys: {keys})")
+        return output[choice]
+    if isinstance(output, tuple | list):
+        if not isinstance(choice, int) or choice >= len(output):
+            raise SpecRuntimeError(where, f"the model returns {_describe(output)}: output must be an index below {len(output)}")
+        return output[choice]
+    raise SpecRuntimeError(where, f"the model returns {_describe(output)}; output picks from a tuple or dict only: remove it")
+
+
+def _describe(output: object) -> str:
+    if isinstance(output, Tensor):
+        return f"a tensor {tuple(output.shape)}"
+    if isinstance(output, dict):
+        return "a dict {" + ", ".join(f"{key!r}: {_kind(value)}" for key, value in output.items()) + "}"
+    if isinstance(output, tuple | list):
+        return f"a {type(output).__name__} of {len(output)} (" + ", ".join(_kind(value) for value in output) + ")"
+    return f"a {type(output).__name__}"
+
+
+def _kind(value: object) -> str:
+    return f"tensor {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+
+
+def _hint(output: tuple[object, ...] | list[object] | dict[object, object]) -> str:
+    """``model.output: <the first tensor's index or key>``."""
+    items = output.items() if isinstance(output, dict) else enumerate(output)
+    first = next((key for key, value in items if isinstance(value, Tensor)), None)
+    return f"model.output: {first}" if first is not None else "model.output"
+
+
+def _shape(output: Tensor, count: int) -> str:
+    return "(" + ", ".join("N" if i == 0 and size == count else str(size) for i, size in enumerate(output.shape)) + ")"
 
 
 def load_model(
@@ -60,15 +136,15 @@ def load_model(
             raise SpecRuntimeError(location + ("factory",), f"{spec.factory} returned {type(network).__name__}, not an nn.Module")
         if spec.weights is not None:
             _load_weights(network, spec_dir / spec.weights, spec.weights, location + ("weights",))
-    return ModelUnderTest(network, spec.normalize).to(device).eval()
+    return ModelUnderTest(network, spec.normalize, spec.output, location).to(device).eval()
 
 
 def _load_weights(network: nn.Module, path: Path, shown: str, location: tuple[str | int, ...]) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle refusals and corrupt files alike
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SpecRuntimeError(location, f"cannot load {shown} as a state_dict (weights_only=True): {first_line}") from None
+        message = f"cannot load {shown} as a state_dict (weights_only=True): {first_line(error)}"
+        raise SpecRuntimeError(location, message) from error
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

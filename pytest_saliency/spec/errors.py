@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+
+Location = tuple[str | int, ...]
+"""A place in a spec as the keys and indices that lead to it: ``("checks", 0, "fidelity")``."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,32 @@ class SpecRuntimeError(Exception):
     """A problem found while loading what a spec names (model, weights, data), tied to the key
     in the spec that named it, so it can be reported as ``path:line:col: message``."""
 
-    def __init__(self, location: tuple[str | int, ...], message: str) -> None:
+    def __init__(self, location: Location, message: str) -> None:
         super().__init__(message)
         self.location = location
         self.message = message
+
+
+@contextmanager
+def model_stage(location: Location, what: str) -> Iterator[None]:
+    """Run user code (a model, a factory) and turn whatever it raises into a
+    :class:`SpecRuntimeError` at ``location``: ``what: ExceptionType: first line``. The original
+    exception stays as ``__cause__`` (``--saliency-debug`` shows its traceback)."""
+    try:
+        yield
+    except SpecRuntimeError:
+        raise
+    except Exception as error:  # noqa: BLE001  (user code can raise anything)
+        raise SpecRuntimeError(location, f"{what}: {describe_exception(error)}") from error
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def describe_exception(error: BaseException) -> str:
+    """``ExceptionType: first line of its message`` (just the type when the message is empty)."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

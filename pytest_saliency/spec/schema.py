@@ -154,6 +154,10 @@ class ModelSpec(_ExactlyOne):
     weights: str | None = Field(default=None, description="a state_dict file, loaded with weights_only=True")
     torchscript: str | None = None
     normalize: NormalizeSpec | None = None
+    output: Annotated[int, Field(ge=0)] | str | None = Field(
+        default=None,
+        description="which output holds the logits when the model returns a tuple (an index) or a dict (a key)",
+    )
 
     @model_validator(mode="after")
     def _weights_need_factory(self) -> ModelSpec:
@@ -179,6 +183,10 @@ class DataSpec(_ExactlyOne):
     factory: CallablePath | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     limit: PositiveInt | None = None
+    scale: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="images are divided by this to lie in [0, 1] (default: 255 for uint8, 65535 for uint16, else 1)",
+    )
     batch_size: PositiveInt = 64
     classes: list[str] | None = Field(default=None, min_length=1)
 

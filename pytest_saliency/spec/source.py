@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-Location = tuple[str | int, ...]
+from .errors import Location
 Position = tuple[int, int]
 
 

@@ -97,6 +97,11 @@ def load_spec(path: Path, display: str | None = None) -> LoadedSpec:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SpecError([SpecProblem(shown, line, column, f"YAML syntax: {error.problem}")]) from None
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow (NUL, other controls)
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        message = f"YAML does not allow the character {error.character:#06x} ({error.reason}): remove it"
+        raise SpecError([SpecProblem(shown, line, column, message)]) from None
     if not isinstance(data, dict):
         raise SpecError([SpecProblem(shown, 1, 1, "a spec is a mapping with version, model, data, attributions, checks")])
     try:
@@ -243,11 +248,24 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         named += [(("data", "folder", key), getattr(spec.data.folder, key)) for key in ("images", "masks", "labels")]
     missing = False
     for location, relative in named:
-        if relative is not None and not loaded.resolve(relative).exists():
+        problem = _path_problem(loaded, relative) if relative is not None else None
+        if problem is not None:
             missing = True
-            yield loaded.problem(location, f"file not found: {relative} (paths are relative to the spec file)")
+            yield loaded.problem(location, problem)
     if spec.data.npz is not None and not missing:
         yield from _check_npz(loaded, loaded.resolve(spec.data.npz))
+
+
+def _path_problem(loaded: LoadedSpec, relative: str) -> str | None:
+    """Why the file a spec names cannot be used (absent, or a path the OS refuses), or None."""
+    if "\x00" in relative:
+        return "a path cannot hold a NUL character: remove it"
+    try:
+        exists = loaded.resolve(relative).exists()
+    except OSError as error:  # a name too long for the file system, and the like
+        shown = relative if len(relative) <= 24 else relative[:24] + "…"
+        return f"unusable path {shown}: {error.strerror or error}"
+    return None if exists else f"file not found: {relative} (paths are relative to the spec file)"
 
 
 def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:

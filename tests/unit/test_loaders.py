@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from pytest_saliency.loaders.data import load_data
 from pytest_saliency.loaders.imports import call_factory, resolve_callable
-from pytest_saliency.loaders.models import ModelUnderTest, load_model
+from pytest_saliency.loaders.models import ModelUnderTest, as_logits, load_model
 from pytest_saliency.spec.errors import SpecRuntimeError
 from pytest_saliency.spec.schema import DataSpec, FolderSpec, ModelSpec, NormalizeSpec
 
@@ -47,6 +48,49 @@ def test_npz_uint8_images_are_scaled_to_unit_range(tmp_path: Path) -> None:
     save_npz(tmp_path, images)
     data = load_data(DataSpec(npz="data.npz"), tmp_path, [])
     torch.testing.assert_close(data.images.flatten(), torch.tensor([0.0, 0.2, 1.0, 0.4]))
+
+
+def test_npz_uint16_images_and_an_explicit_scale(tmp_path: Path) -> None:
+    save_npz(tmp_path, np.full((1, 1, 2, 2), 65535, np.uint16))
+    assert load_data(DataSpec(npz="data.npz"), tmp_path, []).images.max().item() == 1.0
+    save_npz(tmp_path, np.full((1, 1, 2, 2), 200.0, np.float32))
+    assert load_data(DataSpec(npz="data.npz", scale=400), tmp_path, []).images.max().item() == 0.5
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.array([0.0, 0.5, np.inf, 1.0]), "images hold NaN or inf in 1 of 1 samples (first: sample 0)"),
+        (np.array([0.0, 0.5, 1.5, 1.0]), "or set data.scale: 255 to divide them"),
+        (np.array([0.0, 0.5, 70000.0, 1.0]), "or set data.scale: 70000 to divide them"),
+        (np.array([-0.2, 0.5, 0.3, 1.0]), "give the normalisation as model.normalize"),
+    ],
+    ids=["inf", "above-one", "above-uint16", "negative"],
+)
+def test_npz_images_outside_the_unit_range_are_refused(tmp_path: Path, values: np.ndarray, message: str) -> None:
+    save_npz(tmp_path, values.astype(np.float32).reshape(1, 1, 2, 2))
+    with pytest.raises(SpecRuntimeError, match=re.escape(message)) as raised:
+        load_data(DataSpec(npz="data.npz"), tmp_path, [])
+    assert raised.value.location == ("data", "npz")
+
+
+def test_npz_rounding_just_outside_the_unit_range_is_accepted(tmp_path: Path) -> None:
+    save_npz(tmp_path, np.array([-1e-4, 0.5, 1.0004, 1.0], np.float32).reshape(1, 1, 2, 2))
+    assert len(load_data(DataSpec(npz="data.npz"), tmp_path, [])) == 1
+
+
+@pytest.mark.parametrize(
+    ("labels", "accepted"),
+    [(np.array([0.0, 2.0]), True), (np.array([True, False]), True), (np.array([0.5, 1.0]), False), (np.array([0, -3]), False)],
+    ids=["whole-floats", "booleans", "fraction", "negative"],
+)
+def test_npz_labels_must_be_class_indices(tmp_path: Path, labels: np.ndarray, accepted: bool) -> None:
+    save_npz(tmp_path, np.zeros((2, 1, 2, 2), np.float32), labels=labels)
+    if accepted:
+        assert load_data(DataSpec(npz="data.npz"), tmp_path, []).labels.tolist() == labels.astype(int).tolist()
+    else:
+        with pytest.raises(SpecRuntimeError, match="class indices"):
+            load_data(DataSpec(npz="data.npz"), tmp_path, [])
 
 
 def test_npz_grayscale_images_get_one_channel(tmp_path: Path) -> None:
@@ -316,3 +360,48 @@ def test_torchscript(tmp_path: Path) -> None:
     inputs = torch.rand(1, 3, 4, 4)
     torch.testing.assert_close(model(inputs), network(inputs))
 
+
+
+# --- model outputs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "choice", "expected"),
+    [
+        (torch.ones(4, 3), None, torch.ones(4, 3)),
+        ((torch.ones(4, 3), torch.zeros(4)), 0, torch.ones(4, 3)),
+        ([torch.zeros(4), torch.ones(4, 3)], 1, torch.ones(4, 3)),
+        ({"logits": torch.ones(4, 3), "aux": 1}, "logits", torch.ones(4, 3)),
+        (torch.tensor([2.0, -4.0, 0.0, 1.0]), None, torch.tensor([[-1.0, 1.0], [2.0, -2.0], [0.0, 0.0], [-0.5, 0.5]])),
+        (torch.tensor([[2.0], [-4.0], [0.0], [1.0]]), None, torch.tensor([[-1.0, 1.0], [2.0, -2.0], [0.0, 0.0], [-0.5, 0.5]])),
+    ],
+    ids=["tensor", "tuple", "list", "dict", "one-logit", "one-column"],
+)
+def test_outputs_become_logits(output: object, choice: int | str | None, expected: torch.Tensor) -> None:
+    assert torch.equal(as_logits(output, choice, 4), expected)
+
+
+def test_one_logit_keeps_the_models_probability() -> None:
+    z = torch.linspace(-5, 5, 11)
+    probabilities = as_logits(z, None, 11).softmax(dim=1)
+    torch.testing.assert_close(probabilities[:, 1], torch.sigmoid(z))
+
+
+@pytest.mark.parametrize(
+    ("output", "choice", "location", "message"),
+    [
+        ((torch.ones(4, 3), torch.ones(4)), None, ("model",), "pick the logits with model.output: 0"),
+        ({"aux": 1, "out": torch.ones(4, 3)}, None, ("model",), "pick the logits with model.output: out"),
+        ((torch.ones(4, 3),), 2, ("model", "output"), "output must be an index below 1"),
+        ({"aux": torch.ones(4)}, "logits", ("model", "output"), "has no key 'logits' (its keys: 'aux')"),
+        (torch.ones(4, 3), 0, ("model", "output"), "output picks from a tuple or dict only: remove it"),
+        ("text", None, ("model",), "the model returns a str, not a tensor of logits"),
+        (torch.ones(4, 3, 2), None, ("model",), "the model's output is (N, 3, 2) for 4 images"),
+        (torch.ones(5, 3), None, ("model",), "the model's output is (5, 3) for 4 images"),
+    ],
+    ids=["tuple-unpicked", "dict-unpicked", "index-too-large", "missing-key", "not-a-container", "not-a-tensor", "maps", "wrong-count"],
+)
+def test_outputs_that_are_not_logits(output: object, choice: int | str | None, location: tuple[str, ...], message: str) -> None:
+    with pytest.raises(SpecRuntimeError, match=re.escape(message)) as raised:
+        as_logits(output, choice, 4)
+    assert raised.value.location == location

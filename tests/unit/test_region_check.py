@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from pytest_saliency.checks.base import CheckRequest
 from pytest_saliency.checks.region import evaluate
+from pytest_saliency.engine import SpecEngine
 from pytest_saliency.metrics.region import cd_region_scores, centre, occlusion_scores, relative_share
 from pytest_saliency.loaders.data import SaliencyData
 from pytest_saliency.loaders.models import ModelUnderTest
@@ -74,10 +75,7 @@ class FakeEngine:
         with torch.no_grad():
             self.predictions = self.model(images).argmax(dim=1)
 
-    def batches(self, count: int | None = None) -> Any:
-        total = len(self.data) if count is None else count
-        for start in range(0, total, self.batch_size):
-            yield slice(start, min(start + self.batch_size, total))
+    batches = SpecEngine.batches
 
 
 def run_check(engine: FakeEngine, **region: Any) -> Any:
