@@ -7,12 +7,12 @@
 - ``cdep.pt``: trained on the ``decoy="label"`` data with cross-entropy + ``CDEP_WEIGHT`` times
   the CDEP penalty of the four corner patches in its centred form
   (:func:`pytest_saliency.train.cdep_penalty` with ``form="centred"``; Rieger et al. 2020,
-  REFERENCE.md §4), the remedy CDEP proposes for the shortcut. The paper's softmax form does not
+  docs/methods.md#cdep-penalty), the remedy CDEP proposes for the shortcut. The paper's softmax form does not
   remove it on this data (see the README's "Remedies" section); ``cdep_loss(100.0, "softmax")``
   is that training's loss;
 - ``saliency_guided.pt``: trained on the ``decoy="random"`` data like ``clean.pt``, with the
   saliency guided loss (:func:`pytest_saliency.train.saliency_guided_loss`, Ismail et al. 2021;
-  REFERENCE.md §5), to compare with ``clean.pt`` on the fidelity gap;
+  docs/methods.md#saliency-guided-training), to compare with ``clean.pt`` on the fidelity gap;
 - ``val.npz``: held-out images with ``decoy="random"``, where the shortcut no longer works.
 
 All models see the same training images (differing only in the patch's grey level), start from

@@ -1,7 +1,7 @@
 """``drift`` checks: attribution drift between two model versions, by clusters of salient segments.
 
 IMACS (Schoop et al., "IMACS: Image Model Attribution Comparison Summaries", Google, 2022;
-REFERENCE.md §3), with the stages of :mod:`pytest_saliency.metrics.drift`. Per attribution
+docs/methods.md#attribution-drift-imacs), with the stages of :mod:`pytest_saliency.metrics.drift`. Per attribution
 method, version **A** is the reference (``against``: other weights, a whole other model, or a
 stored baseline) and version **B** the spec's own model, the version under test:
 

@@ -1,7 +1,7 @@
 """Attribution drift between two model versions, summarised by clusters of salient segments.
 
 Follows IMACS (Schoop et al., "IMACS: Image Model Attribution Comparison Summaries", Google,
-2022; REFERENCE.md §3): attribute both versions on the same inputs, cut every image into segments,
+2022; docs/methods.md#attribution-drift-imacs): attribute both versions on the same inputs, cut every image into segments,
 keep each image's most salient segments, embed the kept segments, cluster the embeddings, and
 report per cluster how much of the attribution each version puts there. A cluster whose share
 moves is a kind of input feature the two versions treat differently.

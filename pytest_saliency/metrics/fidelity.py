@@ -2,7 +2,7 @@
 
 Brocki & Chung, "Fidelity of Interpretability Methods and Perturbation Artifacts in Neural
 Networks" (2022), and their code (github.com/lenbrocki/Feature-Perturbation-Augmentation,
-``perturb.ipynb``); see REFERENCE.md §2.
+``perturb.ipynb``); see docs/methods.md#fidelity-curves.
 
 1. The attribution is collapsed to one ``H x W`` importance map per image
    (:func:`pytest_saliency.metrics.saliency.reduce_channels`); with ``unit = K > 1`` the map is cut
@@ -117,7 +117,7 @@ _SALT_TIES, _SALT_RANDOM_ORDER, _SALT_FILL = 0x51, 0x52, 0x53
 
 
 def default_fractions(steps: int) -> list[float]:
-    """``steps`` fractions ``0, 1/steps, ..., (steps-1)/steps`` (REFERENCE.md §2, step 3)."""
+    """``steps`` fractions ``0, 1/steps, ..., (steps-1)/steps`` (docs/methods.md#fidelity-curves, step 3)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     return [i / steps for i in range(steps)]
@@ -182,7 +182,7 @@ def fidelity_gap(
 ) -> tuple[float, float]:
     """Fidelity ``mean(AUC_LIF) - mean(AUC_MIF)`` and its 95 % interval half-width.
 
-    Brocki & Chung (REFERENCE.md §2, step 5; ``perturb.ipynb``): half-width
+    Brocki & Chung (docs/methods.md#fidelity-curves, step 5; ``perturb.ipynb``): half-width
     ``z * sqrt(var_MIF + var_LIF) / sqrt(N)``, where ``var_MIF`` and ``var_LIF`` are the variances
     of the per-sample AUCs of each order taken separately (the covariance between the two curves
     of one image is ignored, as in the authors' code), with ``ddof=0`` by default: the population
@@ -405,7 +405,7 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
     MIF sorts by (importance, seeded random tie key), both descending, in one sort: the float32
     importance is mapped to an order-preserving int32 (``-0.0`` counts as ``0.0``) and packed
     above a random 32-bit key into one int64 sort key, so equal importances are ordered by the
-    seeded key (the "seeded random permutation as secondary key" of REFERENCE.md §2) and the
+    seeded key (the "seeded random permutation as secondary key" of docs/methods.md#fidelity-curves) and the
     order is reproducible. LIF is the exact reverse of MIF (ties in the reverse seeded order), so
     one sort serves both. ``random`` is a seeded random permutation.
     """

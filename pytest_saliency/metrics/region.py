@@ -2,7 +2,7 @@
 ``region`` check, as plain functions of tensors.
 
 Sources: contextual decomposition (CD) as in :mod:`pytest_saliency.metrics.decomposition`
-(Murdoch et al. 2018; Singh, Murdoch, Yu 2019; Rieger et al. 2020; REFERENCE.md §4), and
+(Murdoch et al. 2018; Singh, Murdoch, Yu 2019; Rieger et al. 2020; docs/methods.md#contextual-decomposition), and
 occlusion as the model-agnostic fallback.
 
 Per sample with region ``R``, ground-truth mask ``G`` and target class ``t``:

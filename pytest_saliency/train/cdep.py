@@ -2,7 +2,7 @@
 
 Source: L. Rieger, C. Singh, W. J. Murdoch, B. Yu, "Interpretations are useful: penalizing
 explanations to align neural networks with prior knowledge", ICML 2020, and the authors' code
-(github.com/laura-rieger/deep-explanation-penalization). See REFERENCE.md §4.
+(github.com/laura-rieger/deep-explanation-penalization). See docs/methods.md#cdep-penalty.
 
 The training loss is ``cross_entropy + λ · cdep_penalty(model, x, region)``, where the region is
 an input area the model must NOT use (a decoy patch, a ruler, a watermark). The penalty is the

@@ -2,7 +2,7 @@
 
 Source: A. A. Ismail, H. Corrada Bravo, S. Feizi, "Improving Deep Learning Interpretability by
 Saliency Guided Training", NeurIPS 2021, and the authors' code
-(github.com/ayaabdelsalam91/saliency_guided_training). See REFERENCE.md §5.
+(github.com/ayaabdelsalam91/saliency_guided_training). See docs/methods.md#saliency-guided-training.
 
 Per batch:
 

@@ -1,4 +1,4 @@
-"""MIF/LIF fidelity curves (Brocki & Chung 2022, REFERENCE.md §2): arithmetic and the engine."""
+"""MIF/LIF fidelity curves (Brocki & Chung 2022, docs/methods.md#fidelity-curves): arithmetic and the engine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The eight Shared Interest behaviour patterns (REFERENCE.md §1)."""
+"""The eight Shared Interest behaviour patterns (docs/methods.md#behaviour-patterns)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared Interest scores (REFERENCE.md §1): test vectors, undefined cases, batch invariance and
+"""Shared Interest scores (docs/methods.md#shared-interest): test vectors, undefined cases, batch invariance and
 properties that must hold for any pair of regions."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pytest_saliency.metrics.shared_interest import (
 )
 
 SIZE = 250
-# (G slices, S slices, IoU, GTC, SC) from REFERENCE.md §1; slices are [rows, cols], end exclusive.
+# (G slices, S slices, IoU, GTC, SC) from docs/methods.md#shared-interest; slices are [rows, cols], end exclusive.
 VECTORS = [
     ((slice(0, 100), slice(0, 100)), (slice(50, 150), slice(50, 150)), 0.142857, 0.25, 0.25),
     ((slice(100, 250), slice(200, 250)), (slice(50, 250), slice(100, 250)), 0.25, 1.0, 0.25),
@@ -45,7 +45,7 @@ def expected(column: int) -> torch.Tensor:
     return torch.tensor([row[column] for row in VECTORS])
 
 
-# --- REFERENCE.md test vectors ---------------------------------------------------------------
+# --- test vectors of docs/methods.md ---------------------------------------------------------
 
 
 def test_reference_vectors_iou_gtc_sc() -> None:
