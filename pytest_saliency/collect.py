@@ -253,9 +253,10 @@ class CheckItem(pytest.Item):
             what = f" [{self.variant}]" if self.variant else ""
             message = f"check {self.check.id!r}{what} raised {describe_exception(error)}"
             line = str(self.parent.loaded.problem(("checks", self.check_index), message))
-        if not self.config.stash[SESSION_KEY].debug:
-            return line if isinstance(error, SpecRuntimeError | DeviceUnavailable) else f"{line} {DEBUG_HINT}"
-        return f"{line}\n\n{super().repr_failure(excinfo, style='long')}"
+        if self.config.stash[SESSION_KEY].debug:
+            return f"{line}\n\n{super().repr_failure(excinfo, style='long')}"
+        foreseen = isinstance(error, SpecRuntimeError | DeviceUnavailable)  # their line says what to do
+        return line if foreseen else f"{line} {DEBUG_HINT}"
 
     def reportinfo(self) -> tuple[Path, int, str]:
         line, _ = self.parent.loaded.source.value(("checks", self.check_index))
