@@ -6,7 +6,7 @@ only effects whose margin stays large whatever the trajectory. A seed here stand
 trajectory: it draws other initial weights, batches and masking noise on the same images.
 ``python -m examples.shapes.margins --seeds 0 1 2 3 4`` retrains the four models for each seed
 (normal and decoy fully, the remedies for ``QUICK_EPOCHS``) and prints each margin per seed and
-its minimum; ``docs/testing.md`` records a run.
+its minimum; the test quotes a run beside its assertions.
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ the tolerance absorbs float differences between machines: one image of ``val.npz
 accuracy). They also tie the ``decoy-unused`` checks of the example specs to those numbers.
 
 The slow test retrains the normal and decoy models fully (about 15 s each) and the two remedies
-briefly (``train_named(..., epochs=QUICK_EPOCHS)``, 8 of the shipped 20 epochs: their extra passes
-make them the expensive ones), and checks the direction of each effect the README reports that
-already shows after 8 epochs (the normal model itself needs about 12 epochs to learn the
-shapes). Saliency guided training's effect on the fidelity gap needs the full training (after 8
-epochs its model is still behind the normal one): it is checked on the shipped weights by
-:func:`test_effects_the_readme_reports`, and the quick run only records its numbers.
+briefly (``examples.shapes.margins.QUICK_EPOCHS``, 8 of the shipped 20 epochs: their extra passes
+make them the expensive ones), and checks only the effects whose margin held on every one of five
+seeds (training trajectories differ between machines, so a seed stands for another machine).
+The remedies' effects on accuracy and the decoy share need the full training: they are checked on
+the shipped weights by :func:`test_effects_the_readme_reports`, and the quick run records their
+numbers.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import pytest
 import torch
 
 from examples.shapes import evaluate
-from examples.shapes.evaluate import FIDELITY, MODELS, Measured, measure, measure_all, validation_set
+from examples.shapes.evaluate import FIDELITY, MODELS, Measured, measure_all, validation_set
+from examples.shapes.margins import margins, quick_retraining
 from examples.shapes.model import load
-from examples.shapes.train import CDEP_FORM
-from pytest_saliency.train import cdep_penalty, decoy_corner_masks
+from examples.shapes.train import TRAIN_SEED
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = ROOT / "examples" / "shapes"
@@ -41,7 +41,6 @@ SPECS = {
     "decoy.pt": ROOT / "examples" / "decoy.saliency.yaml",
     "cdep.pt": ROOT / "examples" / "cdep.saliency.yaml",
 }
-QUICK_EPOCHS = 8
 
 
 def readme_table() -> dict[str, list[str]]:
@@ -153,13 +152,6 @@ def test_the_region_check_measures_the_tables_decoy_share(measured: dict[str, Me
     assert not outcome.passed and outcome.undefined == 0
 
 
-def _corner_penalty(model: torch.nn.Module, images: torch.Tensor) -> float:
-    """The centred CDEP penalty of the four corners: the quantity CDEP training minimises."""
-    with torch.no_grad():
-        corners = decoy_corner_masks(images.shape[-2], images.shape[-1], 4)
-        return float(cdep_penalty(model.eval(), images, corners, form=CDEP_FORM))
-
-
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """One CPU thread and deterministic algorithms (as the training script), restored after."""
@@ -171,28 +163,35 @@ def one_thread() -> Iterator[None]:
     torch.use_deterministic_algorithms(deterministic)
 
 
+# Margins of the quick retraining over five seeds (`python -m examples.shapes.margins`, one
+# thread; a seed draws other initial weights, batches and masking noise, as another machine's
+# trajectory would), smallest first:
+#   decoy share, decoy - normal:   0.219  0.372  0.377  0.383  0.392
+#   accuracy, normal - decoy:      0.387  0.609  0.613  0.637  0.645
+#   corner penalty, decoy / CDEP:  5.8e4  8.2e4  1.1e5  1.5e5  1.5e5
+#   accuracy, CDEP - decoy:        0.027  0.117  0.230  0.422  0.555   (not asserted: see below)
+#   decoy share, decoy - CDEP:     0.039  0.086  0.134  0.259  0.426   (not asserted)
+#   accuracy, saliency guided:     0.363  0.395  0.516  0.637  0.840   (not asserted)
+# After 8 epochs CDEP has met its penalty on every seed, but whether its model has left the
+# shortcut for the shapes yet depends on the trajectory; the shipped, fully trained weights show
+# that it does (test_effects_the_readme_reports), and so does saliency guided training's accuracy.
+
+
 @pytest.mark.slow
 def test_quick_retraining_shows_the_direction_of_each_effect(one_thread: None, record_property: Any) -> None:
-    from examples.shapes.train import train_named
-
-    val = validation_set()
-    models = {name: train_named(name)[0] for name in ("clean", "decoy")}
-    models.update({name: train_named(name, epochs=QUICK_EPOCHS)[0] for name in ("cdep", "saliency_guided")})
-    rows = {name: measure(model, val) for name, model in models.items()}
+    rows, penalties = quick_retraining(TRAIN_SEED)
     report = {name: (round(r.accuracy, 3), round(r.decoy_share, 3), round(r.gtc, 3), r.fidelity) for name, r in rows.items()}
     for name, values in report.items():
         record_property(f"quick.{name}", values)
-    clean, decoy, cdep, guided = (rows[name] for name in ("clean", "decoy", "cdep", "saliency_guided"))
-    # The shortcut: the decoy model reads the patch, the normal one does not.
-    assert decoy.decoy_share > clean.decoy_share + 0.2, report
-    assert decoy.accuracy < clean.accuracy - 0.2, report
-    # CDEP lowers what it optimises, and with it the shortcut: after 8 epochs its decoy-free
-    # accuracy is far above the decoy model's and its decoy share far below.
-    assert _corner_penalty(models["cdep"], val["images"]) < 0.1 * _corner_penalty(models["decoy"], val["images"]), report
-    assert cdep.accuracy > decoy.accuracy + 0.3, report
-    assert cdep.decoy_share < decoy.decoy_share - 0.15, report
-    # Saliency guided training learns the task (its gap effect needs the full training, see above).
-    assert guided.accuracy > 0.5 and math.isfinite(guided.decoy_share), report
+    margin = margins(rows, penalties)
+    # The shortcut: the decoy model reads the patch, the normal one does not (smallest margins
+    # over five seeds 0.219 and 0.387).
+    assert margin["decoy share: decoy - normal"] > 0.1, report
+    assert margin["accuracy: normal - decoy"] > 0.2, report
+    # CDEP lowers what it optimises by four orders of magnitude or more (smallest ratio 5.8e4).
+    assert margin["corner penalty: decoy / CDEP"] > 100, report
+    # Saliency guided training runs to finite numbers (its effects: on the shipped weights).
+    assert math.isfinite(rows["saliency_guided"].decoy_share) and math.isfinite(rows["saliency_guided"].accuracy), report
 
 
 def test_shipped_weights_load_and_predict() -> None:
