@@ -111,8 +111,8 @@ class UnsupportedLayerError(TypeError):
         operations = ", ".join(sorted({_operation_name(t).rsplit(".", 1)[-1] for t in (*_FUNCTION_RULES, *_METHOD_RULES)}))
         super().__init__(
             f"contextual decomposition has no rule for {what} ({_type_name(module_type)}){detail}; "
-            f"register one with pytest_saliency.metrics.decomposition.register_rule (for an operation: "
-            f"for a module that wraps it); supported: {layers}; and the operations {operations}"
+            f"register one with pytest_saliency.metrics.decomposition.register_rule (for an operation: a "
+            f"rule for a module that wraps it); supported: {layers}; and the operations {operations}"
         )
 
 
@@ -528,10 +528,10 @@ def _out_of_place(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return call
 
 
-OperationRule = Callable[[tuple, dict], Any]
+_OperationRule = Callable[[tuple, dict], Any]
 
 
-def _separately(fn: Callable[..., Any]) -> OperationRule:
+def _separately(fn: Callable[..., Any]) -> _OperationRule:
     """A linear, bias-free ``fn(x, ...)`` (pooling, ``mean``, ``flatten``, reshaping): applied to each part."""
 
     def rule(args: tuple, kwargs: dict) -> _Parts:
@@ -541,7 +541,7 @@ def _separately(fn: Callable[..., Any]) -> OperationRule:
     return rule
 
 
-def _elementwise(fn: Callable[..., Tensor]) -> OperationRule:
+def _elementwise(fn: Callable[..., Tensor]) -> _OperationRule:
     """An activation ``fn(x, ...)`` with ``fn(0) = 0``: the ReLU rule; conserves ``fn(beta + gamma)``."""
     fn = _out_of_place(fn)
 
@@ -552,7 +552,7 @@ def _elementwise(fn: Callable[..., Tensor]) -> OperationRule:
     return rule
 
 
-def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spatial: int) -> OperationRule:
+def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spatial: int) -> _OperationRule:
     """A functional max pool: both parts gathered at the argmax of the pool of ``beta + gamma``."""
     signature = inspect.signature(with_indices)
 
@@ -635,7 +635,7 @@ def _getattr(args: tuple, kwargs: dict) -> Any:
     raise _Refused(f"CD reads only {', '.join(sorted(_METADATA))} of a tensor computed from the input, not {name!r}")
 
 
-def _metadata_method(name: str) -> OperationRule:
+def _metadata_method(name: str) -> _OperationRule:
     """``x.size(...)``, ``x.dim()``: answered from ``beta``."""
 
     def rule(args: tuple, kwargs: dict) -> Any:
@@ -650,7 +650,7 @@ def _method(name: str) -> Callable[..., Any]:
 
 
 # Rules of ``call_function`` nodes, by the function called.
-_FUNCTION_RULES: dict[Any, OperationRule] = {
+_FUNCTION_RULES: dict[Any, _OperationRule] = {
     operator.add: _add,
     operator.mul: _mul,
     torch.mul: _mul,
@@ -677,7 +677,7 @@ _FUNCTION_RULES: dict[Any, OperationRule] = {
 }
 
 # Rules of ``call_method`` nodes (``x.name(...)``), by the method's name.
-_METHOD_RULES: dict[str, OperationRule] = {
+_METHOD_RULES: dict[str, _OperationRule] = {
     "mul": _mul,
     "relu": _elementwise(_method("relu")),
     "size": _metadata_method("size"),
@@ -793,7 +793,7 @@ class _Walker(torch.fx.Interpreter):
             return _Gate(gate(x.beta + x.gamma), path, type(module))
         return _Parts(*rule(module, x.beta, x.gamma, DecompositionContext(path)))
 
-    def _operation(self, rule: OperationRule | None, name: str, args: tuple, kwargs: dict) -> Any:
+    def _operation(self, rule: _OperationRule | None, name: str, args: tuple, kwargs: dict) -> Any:
         try:
             if rule is None:
                 raise _Refused(None)
