@@ -553,15 +553,12 @@ def _elementwise(fn: Callable[..., Tensor]) -> _OperationRule:
 
 
 def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spatial: int) -> _OperationRule:
-    """A functional max pool: both parts gathered at the argmax of the pool of ``beta + gamma``."""
-    signature = inspect.signature(with_indices)
+    """A functional max pool (``return_indices=False``: the trace calls ``with_indices`` itself
+    otherwise): both parts gathered at the argmax of the pool of ``beta + gamma``."""
 
     def rule(args: tuple, kwargs: dict) -> _Parts:
         x, rest, kw = _single_input(args, kwargs)
-        bound = signature.bind(x.beta + x.gamma, *rest, **kw)
-        if bound.arguments.pop("return_indices", False):
-            raise _Refused("return_indices=True")
-        _, indices = with_indices(*bound.args, **bound.kwargs)
+        _, indices = with_indices(x.beta + x.gamma, *rest, **kw)
         return _Parts(*_gather_at(indices, x.beta, x.gamma, spatial))
 
     return rule

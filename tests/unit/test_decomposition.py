@@ -545,6 +545,11 @@ class _GatePlusInput(nn.Module):
         return x + self.gate(x)
 
 
+class _PoolWithIndices(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(x, 2, return_indices=True)[0]
+
+
 class _DataDependent(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x if x.sum() > 0 else -x
@@ -557,6 +562,13 @@ REFUSED: dict[str, tuple[nn.Module, str, type, str | None, str]] = {
     "gate added": (_GatePlusInput(), "body", _GatePlusInput, "operator.add", "which CD lets only multiply"),
     "gate as output": (nn.Sigmoid(), "body", nn.Sigmoid, None, "CD uses it only as a gate that multiplies features"),
     "untraceable": (_DataDependent(), "body", _DataDependent, None, "torch.fx cannot trace its forward: TraceError"),
+    "pool indices": (
+        _PoolWithIndices(),
+        "body",
+        _PoolWithIndices,
+        "torch.nn.functional.max_pool2d_with_indices",
+        "no rule for torch.nn.functional.max_pool2d_with_indices in layer 'body'",
+    ),
 }
 
 
