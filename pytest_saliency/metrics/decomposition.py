@@ -12,44 +12,64 @@ Sources:
   residual blocks in the authors' code, github.com/laura-rieger/deep-explanation-penalization).
 
 The input is split into ``beta = mask * x`` (the region) and ``gamma = (1 - mask) * x`` (the
-rest) and both parts are pushed through the network layer by layer (REFERENCE.md §4):
+rest) and both parts are pushed through the network node by node (docs/methods.md,
+"Contextual decomposition"). Every rule conserves the sum: if ``beta + gamma`` is a node's input,
+``beta' + gamma'`` is that node's output on it (up to rounding), so at the end ``beta + gamma``
+are the logits. Every rule also keeps the two textbook identities exact: a mask of ones gives
+``gamma = 0`` and a mask of zeros gives ``beta = 0``.
 
-- Conv/Linear with bias ``b``: ``r = W beta``, ``i = W gamma``;
-  ``beta' = r + b * |r| / (|r| + |i|)``, ``gamma' = i + b * |i| / (|r| + |i|)``. The authors add a
-  tiny epsilon to both ``|r|`` and ``|i|``; this module uses the epsilon-free limit of that rule:
-  the same ratio wherever ``|r| + |i| > 0``; where both are exactly zero (a unit whose whole
-  input is zero, e.g. behind dead ReLUs) the authors' epsilon splits the bias evenly, and this
-  module instead uses the sample's overall share of ``|r|`` at that layer (see
-  :func:`split_bias`). Both are completeness-preserving; this choice keeps the two textbook
-  identities exact: a mask of ones gives ``gamma = 0`` and a mask of zeros gives ``beta = 0``.
-- ReLU (and LeakyReLU): ``beta' = f(beta)``, ``gamma' = f(beta + gamma) - f(beta)``.
-- MaxPool: the argmax positions of ``pool(beta + gamma)``, with ``beta`` and ``gamma`` gathered
-  there.
-- AvgPool, AdaptiveAvgPool, Flatten, Identity, Dropout: applied to each part separately (dropout
-  in training mode draws one mask and applies it to both parts).
+- Conv (any groups, dilation, padding mode; depthwise included) and Linear with bias ``b``:
+  ``r = W beta``, ``i = W gamma``; ``beta' = r + b * |r| / (|r| + |i|)``,
+  ``gamma' = i + b * |i| / (|r| + |i|)``. The authors add a tiny epsilon to both ``|r|`` and
+  ``|i|``; this module uses the epsilon-free limit of that rule: the same ratio wherever
+  ``|r| + |i| > 0``; where both are exactly zero (a unit whose whole input is zero, e.g. behind
+  dead ReLUs) the authors' epsilon splits the bias evenly, and this module instead uses the
+  sample's overall share of ``|r|`` at that layer (see :func:`split_bias`).
 - BatchNorm: its affine part ``s * x + t`` (running statistics in eval mode; in training mode the
   batch statistics of ``beta + gamma``, without updating the running ones) is treated like a
   biased linear layer, and ``gamma' = BN(beta + gamma) - beta'``.
-- Residual blocks (torchvision ``BasicBlock``/``Bottleneck``): branch and shortcut (including the
-  downsample) are propagated separately, added, then the ReLU rule.
-- ``nn.Sequential`` recursively, and torchvision ``ResNet`` as a known composite.
+- Activations ``f`` with ``f(0) = 0`` (ReLU, LeakyReLU, ReLU6, Hardswish, SiLU, as modules or
+  functions): ``beta' = f(beta)``, ``gamma' = f(beta + gamma) - f(beta)``.
+- Gates (``nn.Sigmoid``, ``nn.Hardsigmoid`` modules, as in squeeze-excitation): the gate
+  ``g = sigmoid(beta + gamma)`` is computed whole and may only multiply a decomposed tensor:
+  ``g * x`` gives ``(g * beta, g * gamma)``. Multiplying by a constant is the same rule.
+- MaxPool and AdaptiveMaxPool (modules or functions): the argmax positions of
+  ``pool(beta + gamma)``, with ``beta`` and ``gamma`` gathered there.
+- Linear maps without a bias, applied to each part separately: AvgPool, AdaptiveAvgPool (global
+  pooling included), ``mean``, ``flatten``, ``view``/``reshape``, ``squeeze``/``unsqueeze``,
+  ``permute``/``transpose``, ``contiguous``, indexing (``x[...]``), ``nn.Flatten``,
+  ``nn.Unflatten``, ``nn.Identity``.
+- Dropout (module or ``F.dropout``) and torchvision's ``StochasticDepth``: the identity in eval
+  mode; in training mode one mask is drawn and applied to both parts.
+- ``a + b`` of two decomposed tensors (residual connections): ``(beta_a + beta_b,
+  gamma_a + gamma_b)``; ``torch.cat`` of decomposed tensors: the parts are concatenated.
+- Shape and dtype queries (``x.shape``, ``x.size()``, ``x.dim()``) are answered from ``beta``.
 
-By construction ``beta + gamma`` equals the model's output at every layer (up to rounding).
-
-Only the module types in the rule registry are understood. A module without a rule, or a custom
-module that computes in its own ``forward`` (whose functional operations CD cannot see), raises
-:class:`UnsupportedLayerError` naming the module's path; nothing is ever skipped silently. Add a
-rule for your own layer with :func:`register_rule`.
+The model is traced with :mod:`torch.fx`; modules that have a rule (the built-in ones above, or
+one registered with :func:`register_rule`) and the layers of ``torch.nn`` are leaves of the
+trace, every other module (``nn.Sequential``, torchvision's blocks, your own modules) is traced
+through, so torchvision's VGG, ResNet, MobileNetV2/V3, EfficientNet and DenseNet decompose as
+they are. Operations on values that do not depend on the input (shapes, parameters) run as
+usual. A node without a rule, a node a rule refuses (adding a constant, multiplying two
+decomposed tensors, using a gate for anything but a product) and a model torch.fx cannot trace
+raise :class:`UnsupportedLayerError`, naming the operation and the path of the module it is in;
+nothing is ever skipped silently. The traced graph is cached per model and traced again when its
+modules, their train/eval modes or the registered rules change.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import inspect
+import operator
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Any, Protocol, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -73,20 +93,26 @@ Target = Union[int, Tensor]
 
 
 class UnsupportedLayerError(TypeError):
-    """Contextual decomposition met a module it has no rule for.
+    """Contextual decomposition met a module or an operation it has no rule for.
 
-    Attributes: ``path`` (the module's dotted name inside the model, ``"<model>"`` for the
-    model itself) and ``module_type`` (its class).
+    Attributes: ``path`` (the dotted name inside the model of the module that holds the node,
+    ``"<model>"`` for the model itself), ``module_type`` (that module's class) and ``operation``
+    (the name of the refused operation, e.g. ``"torch.tanh"``; ``None`` when the module itself
+    has no rule or cannot be traced).
     """
 
-    def __init__(self, path: str, module_type: type, reason: str | None = None) -> None:
+    def __init__(self, path: str, module_type: type, reason: str | None = None, *, operation: str | None = None) -> None:
         self.path = path
         self.module_type = module_type
-        supported = ", ".join(sorted({_type_name(t) for t in _RULES}))
+        self.operation = operation
+        what = f"{operation} in layer {path!r}" if operation else f"layer {path!r}"
         detail = f" ({reason})" if reason else ""
+        layers = ", ".join(sorted({_type_name(t) for t in (*_RULES, *_GATES)}))
+        operations = ", ".join(sorted({_operation_name(t).rsplit(".", 1)[-1] for t in (*_FUNCTION_RULES, *_METHOD_RULES)}))
         super().__init__(
-            f"contextual decomposition has no rule for layer {path!r} ({_type_name(module_type)}){detail}; "
-            f"register one with pytest_saliency.metrics.decomposition.register_rule; supported: {supported}"
+            f"contextual decomposition has no rule for {what} ({_type_name(module_type)}){detail}; "
+            f"register one with pytest_saliency.metrics.decomposition.register_rule (for an operation: a "
+            f"rule for a module that wraps it); supported: {layers}; and the operations {operations}"
         )
 
 
@@ -110,11 +136,7 @@ class DecompositionContext:
 
     def propagate(self, module: nn.Module, beta: Tensor, gamma: Tensor, name: str | None = None) -> tuple[Tensor, Tensor]:
         """Propagate ``(beta, gamma)`` through ``module``, a child called ``name`` of the current one."""
-        if name is None:
-            path = self.path
-        else:
-            path = f"{self.path}.{name}" if self.path else name
-        return _dispatch(module, beta, gamma, DecompositionContext(path))
+        return _dispatch(module, beta, gamma, DecompositionContext(_join(self.path, name or "")))
 
 
 _RULES: dict[type, Rule] = {}
@@ -124,8 +146,9 @@ _BUILTINS_LOADED = False
 def register_rule(module_type: type[nn.Module], fn: Rule) -> None:
     """Register (or replace) the CD rule for ``module_type``.
 
-    The rule also applies to subclasses of ``module_type`` that do not override ``forward``; a
-    subclass with its own ``forward`` needs its own rule.
+    A module with a rule is a leaf of the traced graph: its ``forward`` is not looked into. The
+    rule also applies to subclasses of ``module_type`` that do not override ``forward``; a
+    subclass with its own ``forward`` needs its own rule (or is traced through).
 
     Example, a normalising wrapper ``Normalize(mean, std)`` followed by an inner model::
 
@@ -157,25 +180,45 @@ def _type_name(t: type) -> str:
     return f"{module}.{t.__qualname__}" if module else t.__qualname__
 
 
-def _find_rule(module: nn.Module) -> Rule | None:
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path and name else path or name
+
+
+def _lookup(table: dict[type, Any], module: nn.Module) -> Any:
+    """The entry of ``table`` for ``module``'s class or a base whose ``forward`` it keeps."""
     cls = type(module)
     for base in cls.__mro__:
-        rule = _RULES.get(base)
-        if rule is not None:
-            # A subclass that changes forward computes something the rule does not know about.
+        entry = table.get(base)
+        if entry is not None:
+            # A subclass that changes forward computes something the entry does not know about.
             if getattr(cls, "forward", None) is not getattr(base, "forward", None):
                 return None
-            return rule
+            return entry
     return None
+
+
+def _find_rule(module: nn.Module) -> Rule | None:
+    return _lookup(_RULES, module)
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    """Whether the trace keeps ``module`` as one node: it has a rule, is a gate, or is a ``torch.nn`` layer."""
+    if _find_rule(module) is not None or _lookup(_GATES, module) is not None:
+        return True
+    return type(module).__module__.startswith(("torch.nn.", "torch.ao.nn.")) and not isinstance(module, nn.Sequential)
 
 
 def _dispatch(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     rule = _find_rule(module)
-    if rule is None:
-        has_children = next(module.children(), None) is not None
-        reason = "a custom module whose forward CD cannot see into" if has_children else None
-        raise UnsupportedLayerError(ctx.path or "<model>", type(module), reason)
-    return rule(module, beta, gamma, ctx)
+    if rule is not None:
+        return rule(module, beta, gamma, ctx)
+    path = ctx.path or "<model>"
+    if _lookup(_GATES, module) is not None:
+        raise UnsupportedLayerError(path, type(module), "CD uses it only as a gate that multiplies features")
+    if _is_leaf(module):
+        raise UnsupportedLayerError(path, type(module))
+    result = _Walker(module, _traced(module, ctx.path), ctx.path).run(_Parts(beta, gamma))
+    return result.beta, result.gamma
 
 
 def propagate(module: nn.Module, beta: Tensor, gamma: Tensor, *, path: str = "") -> tuple[Tensor, Tensor]:
@@ -183,7 +226,8 @@ def propagate(module: nn.Module, beta: Tensor, gamma: Tensor, *, path: str = "")
 
     ``beta``, ``gamma``: tensors of the module's input shape. Returns ``(beta', gamma')`` of the
     output shape with ``beta' + gamma' == module(beta + gamma)``. Gradients flow unless the
-    caller disables them. Raises :class:`UnsupportedLayerError` for unknown modules.
+    caller disables them. Raises :class:`UnsupportedLayerError` for unknown modules and
+    operations.
     """
     _ensure_builtins()
     return _dispatch(module, beta, gamma, DecompositionContext(path))
@@ -241,15 +285,12 @@ def propagate_elementwise_activation(beta: Tensor, gamma: Tensor, fn: Callable[[
     return rel, fn(beta + gamma) - rel
 
 
-def _separately(fn: Callable[[Tensor], Tensor], beta: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
-    return fn(beta), fn(gamma)
-
-
 # --------------------------------------------------------------------------------------------
-# Built-in rules
+# Built-in module rules
 
 
 def _conv_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """Conv (grouped and depthwise included): the biased-linear rule; conserves ``conv(beta + gamma)``."""
     conv: nn.modules.conv._ConvNd = module  # type: ignore[assignment]
     bias = conv.bias
     if conv.padding_mode == "zeros":
@@ -269,15 +310,22 @@ def _conv_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decompositio
 
 
 def _linear_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """Linear: the biased-linear rule; conserves ``linear(beta + gamma)``."""
     lin: nn.Linear = module  # type: ignore[assignment]
     return propagate_linear(beta, gamma, lambda x: F.linear(x, lin.weight), lin.bias)
 
 
-def _relu_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
-    return propagate_elementwise_activation(beta, gamma, F.relu)  # never in place
+def _activation_rule(fn: Callable[[Tensor], Tensor]) -> Rule:
+    """The ReLU rule for a module computing ``fn`` (``fn(0) = 0``); conserves ``fn(beta + gamma)``."""
+
+    def rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+        return propagate_elementwise_activation(beta, gamma, fn)  # never in place
+
+    return rule
 
 
 def _leaky_relu_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """LeakyReLU: the ReLU rule with the module's slope; conserves ``leaky_relu(beta + gamma)``."""
     slope = module.negative_slope  # type: ignore[attr-defined]
     return propagate_elementwise_activation(beta, gamma, lambda x: F.leaky_relu(x, slope))
 
@@ -309,6 +357,7 @@ def _gather_at(indices: Tensor, beta: Tensor, gamma: Tensor, spatial: int) -> tu
 
 
 def _max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """MaxPool: both parts gathered at the argmax of ``pool(beta + gamma)``, which they conserve."""
     cls = next(c for c in type(module).__mro__ if c in _MAX_POOL)
     pool = module
     _, indices = _MAX_POOL[cls](
@@ -324,17 +373,19 @@ def _max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decompos
 
 
 def _adaptive_max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """AdaptiveMaxPool: as MaxPool."""
     cls = next(c for c in type(module).__mro__ if c in _ADAPTIVE_MAX_POOL)
     _, indices = _ADAPTIVE_MAX_POOL[cls](beta + gamma, module.output_size, return_indices=True)  # type: ignore[attr-defined]
     return _gather_at(indices, beta, gamma, _POOL_DIMS[cls])
 
 
 def _separate_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
-    """Linear, bias-free, per-sample modules: apply to each part."""
-    return _separately(module, beta, gamma)
+    """Linear, bias-free modules (pools, flatten, identity): applied to each part; linearity conserves the sum."""
+    return module(beta), module(gamma)
 
 
 def _dropout_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """Dropout and StochasticDepth: identity in eval mode, else one mask for both parts; conserves the output."""
     if not module.training or module.p == 0:  # type: ignore[attr-defined]
         return beta, gamma
     keep = module(torch.ones_like(beta))  # one mask (scaled by 1/(1-p)) shared by both parts
@@ -342,6 +393,7 @@ def _dropout_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decomposi
 
 
 def _batch_norm_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """BatchNorm: the affine rule with its scale and shift; conserves ``BN(beta + gamma)``."""
     bn: nn.modules.batchnorm._BatchNorm = module  # type: ignore[assignment]
     total = beta + gamma
     use_batch_stats = bn.training or bn.running_mean is None or bn.running_var is None
@@ -364,49 +416,8 @@ def _batch_norm_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decomp
     return propagate_affine(beta, gamma, scale, shift)
 
 
-def _sequential_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
-    for name, child in module.named_children():
-        beta, gamma = ctx.propagate(child, beta, gamma, name)
-    return beta, gamma
-
-
-def _basic_block_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
-    block = module
-    b, g = ctx.propagate(block.conv1, beta, gamma, "conv1")
-    b, g = ctx.propagate(block.bn1, b, g, "bn1")
-    b, g = ctx.propagate(block.relu, b, g, "relu")
-    b, g = ctx.propagate(block.conv2, b, g, "conv2")
-    b, g = ctx.propagate(block.bn2, b, g, "bn2")
-    return _residual_add(block, beta, gamma, b, g, ctx)
-
-
-def _bottleneck_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
-    block = module
-    b, g = ctx.propagate(block.conv1, beta, gamma, "conv1")
-    b, g = ctx.propagate(block.bn1, b, g, "bn1")
-    b, g = ctx.propagate(block.relu, b, g, "relu")
-    b, g = ctx.propagate(block.conv2, b, g, "conv2")
-    b, g = ctx.propagate(block.bn2, b, g, "bn2")
-    b, g = ctx.propagate(block.relu, b, g, "relu")
-    b, g = ctx.propagate(block.conv3, b, g, "conv3")
-    b, g = ctx.propagate(block.bn3, b, g, "bn3")
-    return _residual_add(block, beta, gamma, b, g, ctx)
-
-
-def _residual_add(
-    block: nn.Module, beta: Tensor, gamma: Tensor, b: Tensor, g: Tensor, ctx: DecompositionContext
-) -> tuple[Tensor, Tensor]:
-    downsample = getattr(block, "downsample", None)
-    if downsample is not None:
-        beta, gamma = ctx.propagate(downsample, beta, gamma, "downsample")
-    return ctx.propagate(block.relu, b + beta, g + gamma, "relu")
-
-
-def _resnet_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
-    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"):
-        beta, gamma = ctx.propagate(getattr(module, name), beta, gamma, name)
-    beta, gamma = torch.flatten(beta, 1), torch.flatten(gamma, 1)
-    return ctx.propagate(module.fc, beta, gamma, "fc")
+# Gating activations: their output is kept whole and may only multiply a decomposed tensor.
+_GATES: dict[type, Callable[[Tensor], Tensor]] = {nn.Sigmoid: torch.sigmoid, nn.Hardsigmoid: F.hardsigmoid}
 
 
 def _ensure_builtins() -> None:
@@ -419,7 +430,10 @@ def _ensure_builtins() -> None:
         nn.Conv2d: _conv_rule,
         nn.Conv3d: _conv_rule,
         nn.Linear: _linear_rule,
-        nn.ReLU: _relu_rule,
+        nn.ReLU: _activation_rule(F.relu),
+        nn.ReLU6: _activation_rule(F.relu6),
+        nn.Hardswish: _activation_rule(F.hardswish),
+        nn.SiLU: _activation_rule(F.silu),
         nn.LeakyReLU: _leaky_relu_rule,
         nn.BatchNorm1d: _batch_norm_rule,
         nn.BatchNorm2d: _batch_norm_rule,
@@ -437,18 +451,377 @@ def _ensure_builtins() -> None:
         nn.Dropout1d: _dropout_rule,
         nn.Dropout2d: _dropout_rule,
         nn.Dropout3d: _dropout_rule,
-        nn.Sequential: _sequential_rule,
     }
     builtin.update({cls: _max_pool_rule for cls in _MAX_POOL})
     builtin.update({cls: _adaptive_max_pool_rule for cls in _ADAPTIVE_MAX_POOL})
-    try:
-        from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+    try:  # imported on first use: torchvision is heavy to import
+        from torchvision.ops import StochasticDepth
     except ImportError:  # pragma: no cover - torchvision is a dependency
         pass
     else:
-        builtin.update({BasicBlock: _basic_block_rule, Bottleneck: _bottleneck_rule, ResNet: _resnet_rule})
+        builtin[StochasticDepth] = _dropout_rule
     for cls, rule in builtin.items():
         _RULES.setdefault(cls, rule)  # a user's earlier registration wins
+
+
+# --------------------------------------------------------------------------------------------
+# The traced graph and its walk
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The decomposition of a tensor computed from the input: ``beta + gamma`` is its value."""
+
+    beta: Tensor
+    gamma: Tensor
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> _Parts:
+        """Apply a linear, bias-free ``fn`` to each part."""
+        return _Parts(fn(self.beta), fn(self.gamma))
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """The whole output ``value`` of a gating activation (``nn.Sigmoid``/``nn.Hardsigmoid``) at ``path``."""
+
+    value: Tensor
+    path: str
+    module_type: type
+
+
+class _Refused(Exception):
+    """An operation rule cannot handle these operands (``reason`` says why; ``None``: no rule at all)."""
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _tracked(*values: Any) -> list[Any]:
+    """The decomposed tensors and gates anywhere in ``values`` (lists, tuples, dicts, slices)."""
+    found: list[Any] = []
+    torch.fx.node.map_aggregate(values, lambda v: found.append(v) if isinstance(v, (_Parts, _Gate)) else v)
+    return found
+
+
+def _single_input(args: tuple, kwargs: dict) -> tuple[_Parts, tuple, dict]:
+    """``(x, other args, kwargs)`` where the decomposed ``x`` comes first and nothing else depends on the input."""
+    if not args or not isinstance(args[0], _Parts) or _tracked(args[1:], kwargs):
+        raise _Refused("CD applies it to one tensor computed from the input, given as its first argument")
+    return args[0], args[1:], kwargs
+
+
+def _out_of_place(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``fn`` with its ``inplace`` flag (if any) forced off: the parts are shared between nodes."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin: no inplace flag
+        return fn
+    if "inplace" not in signature.parameters:
+        return fn
+
+    def call(*args: Any, **kwargs: Any) -> Tensor:
+        bound = signature.bind(*args, **kwargs)
+        bound.arguments["inplace"] = False
+        return fn(*bound.args, **bound.kwargs)
+
+    return call
+
+
+_OperationRule = Callable[[tuple, dict], Any]
+
+
+def _separately(fn: Callable[..., Any]) -> _OperationRule:
+    """A linear, bias-free ``fn(x, ...)`` (pooling, ``mean``, ``flatten``, reshaping): applied to each part."""
+
+    def rule(args: tuple, kwargs: dict) -> _Parts:
+        x, rest, kw = _single_input(args, kwargs)
+        return x.map(lambda t: fn(t, *rest, **kw))
+
+    return rule
+
+
+def _elementwise(fn: Callable[..., Tensor]) -> _OperationRule:
+    """An activation ``fn(x, ...)`` with ``fn(0) = 0``: the ReLU rule; conserves ``fn(beta + gamma)``."""
+    fn = _out_of_place(fn)
+
+    def rule(args: tuple, kwargs: dict) -> _Parts:
+        x, rest, kw = _single_input(args, kwargs)
+        return _Parts(*propagate_elementwise_activation(x.beta, x.gamma, lambda t: fn(t, *rest, **kw)))
+
+    return rule
+
+
+def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spatial: int) -> _OperationRule:
+    """A functional max pool (``return_indices=False``: the trace calls ``with_indices`` itself
+    otherwise): both parts gathered at the argmax of the pool of ``beta + gamma``."""
+
+    def rule(args: tuple, kwargs: dict) -> _Parts:
+        x, rest, kw = _single_input(args, kwargs)
+        _, indices = with_indices(x.beta + x.gamma, *rest, **kw)
+        return _Parts(*_gather_at(indices, x.beta, x.gamma, spatial))
+
+    return rule
+
+
+_DROPOUT_SIGNATURE = inspect.signature(F.dropout)
+
+
+def _dropout_function(args: tuple, kwargs: dict) -> _Parts:
+    """``F.dropout``: identity unless training, else one mask for both parts; conserves the output."""
+    x, rest, kw = _single_input(args, kwargs)
+    bound = _DROPOUT_SIGNATURE.bind(x.beta, *rest, **kw)
+    bound.apply_defaults()
+    p, training = bound.arguments["p"], bound.arguments["training"]
+    if not training or p == 0:
+        return x
+    keep = F.dropout(torch.ones_like(x.beta), p, True)
+    return x.map(lambda t: t * keep)
+
+
+def _add(args: tuple, kwargs: dict) -> _Parts:
+    """``a + b`` of two decomposed tensors (a residual connection): the parts add; conserves ``a + b``."""
+    if kwargs or len(args) != 2 or not all(isinstance(a, _Parts) for a in args):
+        raise _Refused("CD adds two tensors computed from the input; a constant added is a bias it has no rule to share")
+    a, b = args
+    return _Parts(a.beta + b.beta, a.gamma + b.gamma)
+
+
+def _mul(args: tuple, kwargs: dict) -> _Parts:
+    """``x * g`` of a decomposed ``x`` and a gate or a constant ``g``: ``(g * beta, g * gamma)``; conserves ``g * x``."""
+    if kwargs or len(args) != 2:
+        raise _Refused("CD multiplies exactly two operands")
+    x, scale = args if isinstance(args[0], _Parts) else args[::-1]
+    if not isinstance(x, _Parts) or isinstance(scale, _Parts):
+        raise _Refused(
+            "CD multiplies a tensor computed from the input by a gate (nn.Sigmoid, nn.Hardsigmoid) or a "
+            "constant; a product of two such tensors has no rule"
+        )
+    factor = scale.value if isinstance(scale, _Gate) else scale
+    return x.map(lambda t: t * factor)
+
+
+def _cat(args: tuple, kwargs: dict) -> _Parts:
+    """``torch.cat`` of decomposed tensors: the parts are concatenated; conserves the concatenation."""
+    if not args or not isinstance(args[0], (list, tuple)):
+        raise _Refused("CD concatenates a list of tensors given as the first argument")
+    tensors, rest = args[0], args[1:]
+    if not all(isinstance(t, _Parts) for t in tensors) or _tracked(rest, kwargs):
+        raise _Refused("every tensor it concatenates must be computed from the input: a constant part has no rule")
+    return _Parts(torch.cat([t.beta for t in tensors], *rest, **kwargs), torch.cat([t.gamma for t in tensors], *rest, **kwargs))
+
+
+def _getitem(args: tuple, kwargs: dict) -> Any:
+    """Indexing: an element of a list or tuple as it is; a decomposed tensor indexed in each part."""
+    container, index = args
+    if isinstance(container, (list, tuple)):
+        return container[index]
+    if isinstance(container, _Parts) and not _tracked(index):
+        return container.map(lambda t: t[index])
+    raise _Refused("indexing with a tensor computed from the input")
+
+
+_METADATA = frozenset({"shape", "dtype", "device", "ndim"})
+
+
+def _getattr(args: tuple, kwargs: dict) -> Any:
+    """``x.shape``, ``x.dtype``, ``x.device``, ``x.ndim``: read from ``beta`` (the same as the whole tensor's)."""
+    x, name = args
+    if isinstance(x, _Parts) and name in _METADATA:
+        return getattr(x.beta, name)
+    raise _Refused(f"CD reads only {', '.join(sorted(_METADATA))} of a tensor computed from the input, not {name!r}")
+
+
+def _metadata_method(name: str) -> _OperationRule:
+    """``x.size(...)``, ``x.dim()``: answered from ``beta``."""
+
+    def rule(args: tuple, kwargs: dict) -> Any:
+        x, rest, kw = _single_input(args, kwargs)
+        return getattr(x.beta, name)(*rest, **kw)
+
+    return rule
+
+
+def _method(name: str) -> Callable[..., Any]:
+    return lambda t, *args, **kwargs: getattr(t, name)(*args, **kwargs)
+
+
+# Rules of ``call_function`` nodes, by the function called.
+_FUNCTION_RULES: dict[Any, _OperationRule] = {
+    operator.add: _add,
+    operator.mul: _mul,
+    torch.mul: _mul,
+    torch.cat: _cat,
+    torch.concat: _cat,
+    operator.getitem: _getitem,
+    builtins.getattr: _getattr,
+    F.dropout: _dropout_function,
+    **{fn: _elementwise(fn) for fn in (F.relu, torch.relu, F.relu6, F.hardswish, F.silu, F.leaky_relu)},
+    **{
+        fn: _separately(fn)
+        for fn in (
+            torch.flatten, torch.mean, torch.reshape, torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose,
+            F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+            F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+        )
+    },
+    F.max_pool1d: _max_pool_function(F.max_pool1d_with_indices, 1),
+    F.max_pool2d: _max_pool_function(F.max_pool2d_with_indices, 2),
+    F.max_pool3d: _max_pool_function(F.max_pool3d_with_indices, 3),
+    F.adaptive_max_pool1d: _max_pool_function(F.adaptive_max_pool1d_with_indices, 1),
+    F.adaptive_max_pool2d: _max_pool_function(F.adaptive_max_pool2d_with_indices, 2),
+    F.adaptive_max_pool3d: _max_pool_function(F.adaptive_max_pool3d_with_indices, 3),
+}
+
+# Rules of ``call_method`` nodes (``x.name(...)``), by the method's name.
+_METHOD_RULES: dict[str, _OperationRule] = {
+    "mul": _mul,
+    "relu": _elementwise(_method("relu")),
+    "size": _metadata_method("size"),
+    "dim": _metadata_method("dim"),
+    **{
+        name: _separately(_method(name))
+        for name in ("flatten", "mean", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose", "contiguous")
+    },
+}
+
+_OPERATION_MODULES = {"_operator": "operator", "torch._C._nn": "torch.nn.functional", "torch._C._VariableFunctions": "torch"}
+
+
+def _operation_name(target: Any) -> str:
+    """``torch.cat``, ``operator.add``, ``Tensor.view``, ...: how a node's operation is named in errors."""
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    module = getattr(target, "__module__", None) or "torch"
+    return f"{_OPERATION_MODULES.get(module, module)}.{getattr(target, '__name__', repr(target))}"
+
+
+_SCOPE = "contextual_decomposition_scope"
+
+
+class _TraceFailure(Exception):
+    def __init__(self, path: str, module_type: type, error: Exception) -> None:
+        super().__init__(path)
+        self.path, self.module_type, self.error = path, module_type, error
+
+
+class _Tracer(torch.fx.Tracer):
+    """Keeps modules with a rule, gates and ``torch.nn`` layers as leaves; tags every node with the
+    path and class of the module whose ``forward`` created it (``node.meta[_SCOPE]``)."""
+
+    def trace(self, root: Any, concrete_args: Any = None) -> torch.fx.Graph:
+        self._scopes = [("", type(root))]
+        return super().trace(root, concrete_args)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return _is_leaf(m)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        path = self.path_of_module(m)
+        self._scopes.append((path, type(m)))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except _TraceFailure:
+            raise
+        except Exception as error:  # the innermost module whose forward could not be traced
+            raise _TraceFailure(path, type(m), error) from error
+        finally:
+            self._scopes.pop()
+
+    def create_node(self, *args: Any, **kwargs: Any) -> torch.fx.Node:
+        node = super().create_node(*args, **kwargs)
+        node.meta[_SCOPE] = self._scopes[-1]
+        return node
+
+
+# model -> (what its trace depends on, the traced graph)
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.fx.Graph]] = weakref.WeakKeyDictionary()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _traced(root: nn.Module, path: str) -> torch.fx.Graph:
+    """The torch.fx graph of ``root`` (cached while its modules, their modes and rules stay the same)."""
+    depends_on = tuple((id(m), type(m), m.training, _is_leaf(m)) for m in root.modules())
+    cached = _GRAPHS.get(root)
+    if cached is not None and cached[0] == depends_on:
+        return cached[1]
+    try:
+        graph = _Tracer().trace(root)
+    except _TraceFailure as failure:
+        reason = f"torch.fx cannot trace its forward: {_first_line(failure.error)}"
+        raise UnsupportedLayerError(_join(path, failure.path), failure.module_type, reason) from failure.error
+    except Exception as error:
+        reason = f"torch.fx cannot trace its forward: {_first_line(error)}"
+        raise UnsupportedLayerError(path or "<model>", type(root), reason) from error
+    _GRAPHS[root] = (depends_on, graph)
+    return graph
+
+
+class _Walker(torch.fx.Interpreter):
+    """Runs a traced graph on decomposed tensors: every node that depends on the input goes
+    through its rule; nodes that do not (shapes, parameters, constants) run as usual."""
+
+    def __init__(self, root: nn.Module, graph: torch.fx.Graph, path: str) -> None:
+        super().__init__(root, graph=graph)
+        self.extra_traceback = False  # errors are ours, worded for the user
+        self.path = path
+        self.node: torch.fx.Node | None = None
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        self.node = n
+        return super().run_node(n)
+
+    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        if not _tracked(args, kwargs):
+            return super().call_module(target, args, kwargs)
+        module = self.fetch_attr(target)
+        path = _join(self.path, target)
+        rule, gate = _find_rule(module), _lookup(_GATES, module)
+        if rule is None and gate is None:
+            raise UnsupportedLayerError(path, type(module))
+        if len(args) != 1 or kwargs or not isinstance(args[0], _Parts):
+            raise UnsupportedLayerError(path, type(module), "CD applies it to one tensor computed from the input")
+        x = args[0]
+        if rule is None:
+            return _Gate(gate(x.beta + x.gamma), path, type(module))
+        return _Parts(*rule(module, x.beta, x.gamma, DecompositionContext(path)))
+
+    def _operation(self, rule: _OperationRule | None, name: str, args: tuple, kwargs: dict) -> Any:
+        try:
+            if rule is None:
+                raise _Refused(None)
+            if rule is not _mul and any(isinstance(v, _Gate) for v in _tracked(args, kwargs)):
+                raise _Refused("an operand is the output of a gate (nn.Sigmoid, nn.Hardsigmoid), which CD lets only multiply")
+            return rule(args, kwargs)
+        except _Refused as refusal:
+            assert self.node is not None
+            scope, module_type = self.node.meta[_SCOPE]
+            path = _join(self.path, scope) or "<model>"
+            raise UnsupportedLayerError(path, module_type, refusal.reason, operation=name) from None
+
+    def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        if not _tracked(args, kwargs):
+            return super().call_function(target, args, kwargs)
+        return self._operation(_FUNCTION_RULES.get(target), _operation_name(target), args, kwargs)
+
+    def call_method(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        if not _tracked(args, kwargs):
+            return super().call_method(target, args, kwargs)
+        return self._operation(_METHOD_RULES.get(target), _operation_name(target), args, kwargs)
+
+    def output(self, target: Any, args: tuple, kwargs: dict) -> _Parts:
+        result = args[0]
+        if isinstance(result, _Gate):
+            raise UnsupportedLayerError(result.path, result.module_type, "CD uses it only as a gate that multiplies features")
+        if not isinstance(result, _Parts):
+            raise UnsupportedLayerError(
+                self.path or "<model>", type(self.module), "its output is not one tensor computed from its input"
+            )
+        return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,9 +851,10 @@ def contextual_decomposition(
     """Decompose ``model(inputs)`` into the part due to the masked region and the rest.
 
     Args:
-        model: a module built from registered types (see :func:`registered_types`). Its
-            train/eval mode is respected: call ``model.eval()`` for scoring. Rules read the
-            modules' parameters and buffers directly; forward hooks are not run.
+        model: a module torch.fx can trace (or one with a registered rule) whose every node has a
+            rule (module docs). Its train/eval mode is respected: call ``model.eval()`` for
+            scoring. Rules read the modules' parameters and buffers directly; forward hooks are
+            not run.
         inputs: ``(N, C, H, W)`` float images (any shape the model takes works if ``mask``
             broadcasts against it).
         mask: ``(H, W)``, ``(N, H, W)`` or ``(N, C, H, W)``, bool or float (a soft mask works:
@@ -493,7 +867,8 @@ def contextual_decomposition(
         ``beta + gamma == model(inputs)`` up to rounding.
 
     Raises:
-        UnsupportedLayerError: a module of ``model`` has no rule.
+        UnsupportedLayerError: a module or operation of ``model`` has no rule, or torch.fx cannot
+            trace it.
     """
     _ensure_builtins()
     m = _expand_mask(mask, inputs)
