@@ -148,8 +148,9 @@ def _unsupported(error: UnsupportedLayerError) -> str:
     if type_name.startswith("torch.nn.modules."):
         type_name = f"nn.{error.module_type.__qualname__}"
     where = "the model" if error.path == "<model>" else f"layer {error.path!r}"
+    what = f" for {error.operation}" if error.operation else ""
     return (
-        f"contextual decomposition cannot walk {where} ({type_name}): it has no CD rule "
+        f"contextual decomposition cannot walk {where} ({type_name}): it has no CD rule{what} "
         "(register one with pytest_saliency.metrics.decomposition.register_rule), or use method: occlusion"
     )
 

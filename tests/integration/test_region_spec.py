@@ -131,7 +131,7 @@ def test_model_cd_cannot_walk_is_a_one_line_error_pointing_at_method(
     result.stdout.fnmatch_lines(
         [
             f"specs/x.saliency.yaml:{where}: *contextual decomposition cannot walk the model (tinymodel.Focus): "
-            "it has no CD rule (register one with *register_rule), or use method: occlusion"
+            "it has no CD rule for operator.pow (register one with *register_rule), or use method: occlusion"
         ]
     )
     helpers.assert_no_traceback(result.stdout.str())
