@@ -180,18 +180,22 @@ class CheckItem(pytest.Item):
         check = self.check
         session = self.config.stash[SESSION_KEY]
         request = CheckRequest(engine, check, self.method, self.class_index, session.baselines)
-        self.outcome = evaluator(check.kind)(request)
+        self.outcome = evaluator(check.kind)(request).decided(engine.spec.decide_for(check))
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
             name = f"saliency.{measurement.name}"
             self.user_properties.append((name, _significant(measurement.value)))
             self.user_properties.append((f"{name}.threshold", measurement.threshold))
-            self.user_properties.append((f"{name}.status", "ok" if measurement.passed else "failed"))
+            if measurement.interval is not None and measurement.lower is not None and measurement.upper is not None:
+                self.user_properties.append((f"{name}.interval", _significant(measurement.interval)))
+                self.user_properties.append((f"{name}.lower", _significant(measurement.lower)))
+                self.user_properties.append((f"{name}.upper", _significant(measurement.upper)))
+            self.user_properties.append((f"{name}.status", measurement.status))
         self.user_properties.append(("saliency.status", self._status()))
         if self.outcome.passed:
             return
-        if check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
+        if not session.strict and (self.outcome.inconclusive or check.severity == "warn"):
             # Located at the check in the spec (not in this module): pytest's warnings summary
             # then reads "spec.saliency.yaml:LINE: SaliencyWarning: check ..." and shows the line.
             location = self._location()
@@ -213,11 +217,17 @@ class CheckItem(pytest.Item):
             self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
 
     def _status(self) -> str:
-        """passed | failed | warned (a ``severity: warn`` check that failed, without --saliency-strict)."""
-        status = "passed" if self.outcome and self.outcome.passed else "failed"
-        if status == "failed" and self.outcome and self.check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
-            status = "warned"
-        return status
+        """passed | failed | inconclusive (decided by interval: no threshold failed, one could not
+        be decided) | warned (a ``severity: warn`` check that failed); --saliency-strict makes
+        the last two failed."""
+        if self.outcome is not None and self.outcome.passed:
+            return "passed"
+        if self.outcome is not None and not self.config.stash[SESSION_KEY].strict:
+            if self.outcome.inconclusive:
+                return "inconclusive"
+            if self.check.severity == "warn":
+                return "warned"
+        return "failed"
 
     def _location(self) -> str:
         line, _ = self.parent.loaded.source.value(("checks", self.check_index))
@@ -228,8 +238,9 @@ class CheckItem(pytest.Item):
 
         assert self.outcome is not None
         what = f" [{self.variant}]" if self.variant else ""
+        verdict = "inconclusive" if self.outcome.inconclusive else "failed"
         severity = " (severity: warn)" if self.check.severity == "warn" else ""
-        return failure_text(self._location(), f"check {self.check.id!r}{what} failed{severity}", self.outcome.to_dict())
+        return failure_text(self._location(), f"check {self.check.id!r}{what} {verdict}{severity}", self.outcome.to_dict())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         from .spec.errors import SpecRuntimeError

@@ -34,15 +34,20 @@ def evaluate(request: CheckRequest) -> Outcome:
         channels=config.channels or engine.spec.saliency.channels,
         progress=(lambda done, total: engine.progress(label, done, total)) if engine.progress else None,
     )
+    summary = result.to_dict()
+    defined = len(engine.data) - summary["n_undefined"]
     measurements = []
     if config.gap is not None:
-        measurements.append(Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval))
+        measurements.append(
+            Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval, samples=defined)
+        )
     for order, threshold in (("mif", config.mif_auc), ("lif", config.lif_auc)):
         if threshold is not None:
             measurements.append(
-                Measurement.compare(f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order))
+                Measurement.compare(
+                    f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order), samples=defined
+                )
             )
-    summary = result.to_dict()
     details = [
         f"{config.score} of the {config.score_of} class, fill {config.fill}, unit {config.unit}, "
         f"{len(summary['fractions'])} fractions from 0 to {summary['fractions'][-1]:.2f}",

@@ -116,7 +116,7 @@ def item_view(result: dict[str, Any], position: int) -> dict[str, Any]:
     test_id = result.get("check", "") + (f"[{variant}]" if variant else "")
     status = result.get("status", "error")
     measurements = [
-        {"name": "", "value": None, "threshold": "", "passed": False, "interval": None, **measurement}
+        {"name": "", "value": None, "threshold": "", "passed": False, "interval": None, "lower": None, "upper": None, "inconclusive": False, **measurement}
         for measurement in result.get("measurements") or []
         if isinstance(measurement, dict)
     ]
@@ -359,7 +359,7 @@ def _threshold_number(threshold: str) -> float | None:
 
 
 def _counts(statuses: Any) -> dict[str, int]:
-    counts = {"total": 0, "passed": 0, "failed": 0, "warned": 0, "error": 0}
+    counts = {"total": 0, "passed": 0, "failed": 0, "warned": 0, "inconclusive": 0, "error": 0}
     for status in statuses:
         counts["total"] += 1
         if status in counts:
@@ -369,7 +369,7 @@ def _counts(statuses: Any) -> dict[str, int]:
 
 def _worst_status(statuses: Any) -> str:
     seen = set(statuses)
-    for status in ("error", "failed", "warned", "passed"):
+    for status in ("error", "failed", "inconclusive", "warned", "passed"):
         if status in seen:
             return status
     return "passed"

@@ -21,7 +21,7 @@ from typing import Any
 FORMAT = "pytest-saliency-results"
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "results.schema.json"
-STATUSES = ("passed", "failed", "warned", "error")
+STATUSES = ("passed", "failed", "warned", "inconclusive", "error")
 
 # Defaults for keys a result may lack (a spec error has no kind, method or measurements).
 _DEFAULTS: dict[str, Any] = {
@@ -75,6 +75,8 @@ def build_document(
 
     rows = sorted((normalise(result) for result in results), key=result_key)
     counts = {status: sum(1 for row in rows if row["status"] == status) for status in STATUSES}
+    if not counts["inconclusive"]:  # only runs that decide by interval have any; older readers know four
+        del counts["inconclusive"]
     listed = list(dict.fromkeys([*artifacts, *(path for row in rows for path in row.get("artifacts") or [])]))
     generator = {"name": "pytest-saliency", "version": __version__, "python": sys.version.split()[0]}
     try:

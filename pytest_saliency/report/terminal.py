@@ -6,7 +6,14 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-STATUS_STYLE = {"passed": "green", "ok": "green", "failed": "bold red", "warned": "yellow", "error": "bold red"}
+STATUS_STYLE = {
+    "passed": "green",
+    "ok": "green",
+    "failed": "bold red",
+    "warned": "yellow",
+    "inconclusive": "yellow",
+    "error": "bold red",
+}
 
 
 def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -> str:
@@ -43,7 +50,7 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
                 {"name": result.get("message", ""), "value": None, "threshold": "", "passed": False}
             ]
             for measurement in measurements:
-                status = "ok" if measurement.get("passed") else ("failed" if result["status"] == "passed" else result["status"])
+                status = _measurement_status(measurement, result["status"])
                 table.add_row(
                     "  " + escape(measurement["name"]), _value(measurement), escape(measurement["threshold"]), _status(status, markup)
                 )
@@ -56,11 +63,15 @@ def _status(status: str, markup: bool) -> str:
     return f"[{style}]{status}[/]" if style else status
 
 
+def _measurement_status(measurement: dict[str, Any], item_status: str) -> str:
+    if measurement.get("passed"):
+        return "ok"
+    if measurement.get("inconclusive"):
+        return "inconclusive"
+    return "failed" if item_status in ("passed", "inconclusive") else item_status
+
+
 def _value(measurement: dict[str, Any]) -> str:
-    value = measurement["value"]
-    if value is None:
-        return "—"
-    shown = f"{value:.4f}"
-    if measurement.get("interval") is not None:
-        shown += f" ± {measurement['interval']:.3f}"
-    return shown
+    from .text import shown_value
+
+    return "—" if measurement["value"] is None else shown_value(measurement, 4, 3)

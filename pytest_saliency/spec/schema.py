@@ -441,6 +441,8 @@ class RegionCheck(CheckKind):
         return self
 
 
+Decide = Literal["point", "interval"]
+
 CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns", "fidelity", "drift", "region")
 
 
@@ -450,6 +452,7 @@ class CheckSpec(_ExactlyOne):
     CHOICES: ClassVar[tuple[str, ...]] = CHECK_KINDS
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="test name: letters, digits, _ . -")
     severity: Literal["fail", "warn"] = "fail"
+    decide: Decide | None = Field(default=None, description="point or interval (default: the spec's decide)")
     marks: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(default_factory=list)
     description: str | None = None
     shared_interest: SharedInterestCheck | None = None
@@ -478,7 +481,15 @@ class Spec(_Strict):
     saliency: SaliencySpec = Field(default_factory=SaliencySpec)
     target: Literal["label", "predicted"] = "label"
     seed: int = 0
+    decide: Decide = Field(
+        default="point",
+        description="point: a threshold is met by the measured value; interval: by its 95 % interval (else inconclusive)",
+    )
     checks: list[CheckSpec] = Field(min_length=1)
+
+    def decide_for(self, check: CheckSpec) -> str:
+        """How ``check``'s thresholds are decided: its own ``decide``, else the spec's."""
+        return check.decide or self.decide
 
     @field_validator("checks")
     @classmethod
