@@ -51,8 +51,14 @@ class SpecFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         from .spec import SpecError, load_spec
 
+        session = self.config.stash[SESSION_KEY]
         try:
-            self.loaded = load_spec(self.path, display=shown_path(self.config, self.path))
+            self.loaded = load_spec(
+                self.path,
+                display=shown_path(self.config, self.path),
+                overrides=session.overrides,
+                base=self.config.invocation_params.dir,
+            )
         except SpecError as error:
             yield SpecErrorItem.from_parent(self, name="spec", problems=error.problems)
             return
@@ -163,6 +169,7 @@ class CheckItem(pytest.Item):
         self.method = method
         self.class_index = class_index
         self.outcome: Outcome | None = None
+        self.weights: dict[str, str] | None = None
 
     @property
     def check(self) -> CheckSpec:
@@ -181,6 +188,7 @@ class CheckItem(pytest.Item):
         session = self.config.stash[SESSION_KEY]
         request = CheckRequest(engine, check, self.method, self.class_index, session.baselines)
         self.outcome = evaluator(check.kind)(request).decided(engine.spec.decide_for(check))
+        self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
@@ -271,6 +279,8 @@ class CheckItem(pytest.Item):
             "class_index": self.class_index,
             "severity": self.check.severity,
             "status": status,
+            "weights": self.weights,
+            "overrides": self.parent.loaded.overrides,
             **outcome,
         }
 

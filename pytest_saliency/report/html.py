@@ -87,8 +87,10 @@ def view(document: dict[str, Any], title: str | None = None, expand: bool = Fals
         key = f"{result.get('spec', '')}\0{result.get('spec_path', '')}"
         spec = specs.setdefault(
             key,
-            {"name": result.get("spec", ""), "path": result.get("spec_path", ""), "checks": [], "anchor": ""},
+            {"name": result.get("spec", ""), "path": result.get("spec_path", ""), "checks": [], "anchor": "", "weights": None, "overrides": {}},
         )
+        spec["weights"] = spec["weights"] or result.get("weights")
+        spec["overrides"] = spec["overrides"] or result.get("overrides") or {}
         spec["checks"].append(item_view(result, len(spec["checks"])))
     for index, spec in enumerate(specs.values()):
         spec["anchor"] = f"spec-{index}-{_slug(spec['name'])}"

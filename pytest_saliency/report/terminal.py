@@ -17,8 +17,9 @@ STATUS_STYLE = {
 
 
 def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -> str:
-    """Per spec, a row per check item (its test id and status) followed by a row per
-    measurement (value, threshold, ok/failed). Coloured only when ``markup`` (``--color``)."""
+    """Per spec, its name and path, the weights file tested and its sha256, then a row per check
+    item (its test id and status) followed by a row per measurement (value ± interval, threshold,
+    ok/failed/inconclusive). Coloured only when ``markup`` (``--color``)."""
     from rich import box
     from rich.console import Console
     from rich.markup import escape
@@ -38,7 +39,11 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
     )
     for spec, rows in by_spec.items():
         path = rows[0].get("spec_path")
-        table = Table(title=escape(f"{spec} ({path})" if path else spec), title_justify="left", box=box.SIMPLE_HEAD)
+        console.print(escape(f"{spec} ({path})" if path else spec), soft_wrap=True)
+        weights = next((result["weights"] for result in rows if result.get("weights")), None)
+        if weights:  # the spec's name first: one line naming what was tested, whatever the terminal's width
+            console.print(escape(f"{spec} weights {weights['path']} sha256:{weights['sha256'][:16]}"), soft_wrap=True)
+        table = Table(box=box.SIMPLE_HEAD)
         table.add_column("check / measured", overflow="fold")
         table.add_column("value", justify="right", no_wrap=True)
         table.add_column("threshold", no_wrap=True)

@@ -12,7 +12,8 @@ import types
 import typing
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError, SpecProblem, did_you_mean
+from .overrides import Override, Problem, apply_overrides, substitute_environment
 from .schema import _AGGREGATE, CAPTUM_METHODS, RANDOM_METHOD, Spec
 from .source import DuplicateKey, Location, SourceMap, load_yaml
 
@@ -34,6 +36,9 @@ class LoadedSpec:
     spec: Spec
     path: Path
     source: SourceMap
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Values that came from outside the file, by dotted key: ``{"value": ..., "from": ...}``
+    (``${VAR}`` substitutions and ``--saliency-set`` overrides)."""
 
     @property
     def name(self) -> str:
@@ -48,8 +53,18 @@ class LoadedSpec:
         return (self.directory / relative).resolve()
 
     def problem(self, location: Location, message: str) -> SpecProblem:
-        line, column = self.source.value(location)
-        return SpecProblem(str(self.path), line, column, f"{format_location(location)}: {message}")
+        return positioned(self.source, str(self.path), location, f"{format_location(location)}: {message}")
+
+
+def positioned(source: SourceMap, shown: str, location: Location, message: str, *, at_key: bool = False) -> SpecProblem:
+    """``message`` about ``location``, at its line and column in the file, or at the option that
+    set it (``--saliency-set model.weights: message``, without repeating the key)."""
+    line, column = source.key(location) if at_key else source.value(location)
+    override = source.override(location)
+    if override is None:
+        return SpecProblem(shown, line, column, message)
+    where, option = override
+    return SpecProblem(shown, line, column, message.removeprefix(f"{format_location(where)}: "), origin=option)
 
 
 def spec_stem(path: Path) -> str:
@@ -81,8 +96,19 @@ def format_location(location: Location) -> str:
     return text or "spec"
 
 
-def load_spec(path: Path, display: str | None = None) -> LoadedSpec:
-    """Read and validate a spec file; raise :class:`SpecError` listing every problem."""
+def load_spec(
+    path: Path,
+    display: str | None = None,
+    *,
+    overrides: Sequence[Override] = (),
+    base: Path | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> LoadedSpec:
+    """Read and validate a spec file; raise :class:`SpecError` listing every problem.
+
+    ``${VAR}`` / ``${VAR:-default}`` in its strings are read from ``environment`` (default:
+    ``os.environ``), then ``overrides`` (``--saliency-set``) are applied, their relative paths
+    taken from ``base`` (default: the working directory); see :mod:`.overrides`."""
     shown = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -99,15 +125,26 @@ def load_spec(path: Path, display: str | None = None) -> LoadedSpec:
         raise SpecError([SpecProblem(shown, line, column, f"YAML syntax: {error.problem}")]) from None
     if not isinstance(data, dict):
         raise SpecError([SpecProblem(shown, 1, 1, "a spec is a mapping with version, model, data, attributions, checks")])
+    data, substituted, problems = substitute_environment(data, environment)
+    overridden, more = apply_overrides(data, source, overrides, base or Path.cwd())
+    problems += more
+    if problems:
+        raise SpecError([_outside_problem(source, shown, problem) for problem in problems])
     try:
         spec = Spec.model_validate(data)
     except ValidationError as error:
         raise SpecError(_problems_from_validation(error, source, shown)) from None
-    loaded = LoadedSpec(spec, Path(shown), source)
+    loaded = LoadedSpec(spec, Path(shown), source, {**substituted, **overridden})
     problems = list(_cross_check(loaded))
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def _outside_problem(source: SourceMap, shown: str, problem: Problem) -> SpecProblem:
+    if problem.origin is not None:
+        return SpecProblem(shown, 0, 0, problem.message, origin=problem.origin)
+    return positioned(source, shown, problem.location, f"{format_location(problem.location)}: {problem.message}")
 
 
 # --- pydantic errors -> positioned one-liners ---------------------------------------------
@@ -152,25 +189,24 @@ def _problems_from_validation(error: ValidationError, source: SourceMap, shown: 
     for item in error.errors():
         location = tuple(part for part in item["loc"] if isinstance(part, int | str))
         kind = item["type"]
+        where, at_key = location, True
         if kind == "extra_forbidden":
             *parent, key = location
             model = _model_at(tuple(parent))
             hint = did_you_mean(str(key), model.model_fields) if model else ""
-            line, column = source.key(location)
             message = f"{format_location(tuple(parent))}: unknown key {key!r}{hint}"
         elif kind == "missing":
             *parent, key = location
-            line, column = source.key(tuple(parent))
+            where = tuple(parent)
             message = f"{format_location(tuple(parent))}: missing required key {key!r}"
         else:
             if location and location[-1] == "[key]":
-                location = location[:-1]
-                line, column = source.key(location)
+                location = where = location[:-1]
                 message = f"{format_location(location[:-1])}: bad key {location[-1]!r}: {_message(item)}"
             else:
-                line, column = source.value(location)
+                at_key = False
                 message = f"{format_location(location)}: {_message(item)}"
-        problems.setdefault(location, SpecProblem(shown, line, column, message))
+        problems.setdefault(location, positioned(source, shown, where, message, at_key=at_key))
     return list(problems.values())
 
 
@@ -245,7 +281,8 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     for location, relative in named:
         if relative is not None and not loaded.resolve(relative).exists():
             missing = True
-            yield loaded.problem(location, f"file not found: {relative} (paths are relative to the spec file)")
+            relative_to = "where the command runs" if loaded.source.override(location) else "the spec file"
+            yield loaded.problem(location, f"file not found: {relative} (paths are relative to {relative_to})")
     if spec.data.npz is not None and not missing:
         yield from _check_npz(loaded, loaded.resolve(spec.data.npz))
 
