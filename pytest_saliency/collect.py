@@ -68,12 +68,19 @@ class SpecFile(pytest.File):
             yield SpecErrorItem.from_parent(self, name="spec", problems=problems)
             return
         for index, check in enumerate(spec.checks):
-            for name, method, class_index in _variants(spec.attributions, spec.data.classes, check):
+            slices = self.loaded.slice_values(index) if getattr(check.config, "slices", None) else None
+            for name, method, class_index, slice_value in _variants(spec.attributions, spec.data.classes, check, slices):
                 # The id is given as a string so that pytest parses "check[variant]" the way it
                 # parses the ids it reads back from its cache: pytest 9.2 keeps the brackets of a
                 # plain name as part of the name, and --lf then no longer finds failed checks.
                 item = CheckItem.from_parent(
-                    self, name=name, nodeid=f"{self.nodeid}::{name}", check_index=index, method=method, class_index=class_index
+                    self,
+                    name=name,
+                    nodeid=f"{self.nodeid}::{name}",
+                    check_index=index,
+                    method=method,
+                    class_index=class_index,
+                    slice_value=slice_value,
                 )
                 for mark in marks[check.id]:
                     item.add_marker(mark)
@@ -117,15 +124,22 @@ class SpecFile(pytest.File):
         return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress))
 
 
-def _variants(attributions: dict[str, Any], classes: list[str] | None, check: CheckSpec) -> Iterator[tuple[str, str | None, int | None]]:
-    """``(item name, method, class index)`` for each item a check expands into."""
+def _variants(
+    attributions: dict[str, Any], classes: list[str] | None, check: CheckSpec, slices: list[str] | None = None
+) -> Iterator[tuple[str, str | None, int | None, str | None]]:
+    """``(item name, method, class index, slice value)`` for each item a check expands into:
+    ``check[method-class]``, ``check[method-field=value]`` with ``slices``."""
     config = check.config
     methods: list[str | None] = list(config.methods or attributions) if config.uses_attributions else [None]
     class_indices: list[int | None] = list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
+    by = getattr(getattr(config, "slices", None), "by", None)
+    values: list[str | None] = list(slices) if slices is not None else [None]
     for method in methods:
         for class_index in class_indices:
-            parts = [part for part in (method, classes[class_index] if class_index is not None and classes else None) if part]
-            yield (f"{check.id}[{'-'.join(parts)}]" if parts else check.id), method, class_index
+            for value in values:
+                named = classes[class_index] if class_index is not None and classes else None
+                parts = [part for part in (method, named, f"{by}={value}" if value is not None else None) if part]
+                yield (f"{check.id}[{'-'.join(parts)}]" if parts else check.id), method, class_index, value
 
 
 class SpecErrorItem(pytest.Item):
@@ -163,11 +177,14 @@ class CheckItem(pytest.Item):
 
     parent: SpecFile
 
-    def __init__(self, *, check_index: int, method: str | None, class_index: int | None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, check_index: int, method: str | None, class_index: int | None, slice_value: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.check_index = check_index
         self.method = method
         self.class_index = class_index
+        self.slice_value = slice_value
         self.outcome: Outcome | None = None
         self.weights: dict[str, str] | None = None
 
@@ -186,7 +203,7 @@ class CheckItem(pytest.Item):
         engine = self.parent.engine()
         check = self.check
         session = self.config.stash[SESSION_KEY]
-        request = CheckRequest(engine, check, self.method, self.class_index, session.baselines)
+        request = CheckRequest(engine, check, self.method, self.class_index, session.baselines, self.slice_value)
         self.outcome = evaluator(check.kind)(request).decided(engine.spec.decide_for(check))
         self.weights = engine.weights_file
         if session.wants_thumbnails:
@@ -237,6 +254,11 @@ class CheckItem(pytest.Item):
                 return "warned"
         return "failed"
 
+    def _slice(self) -> dict[str, str] | None:
+        """``{"by": field, "value": ...}`` for an item of a check with ``slices``."""
+        slices = getattr(self.check.config, "slices", None)
+        return None if slices is None or self.slice_value is None else {"by": slices.by, "value": self.slice_value}
+
     def _location(self) -> str:
         line, _ = self.parent.loaded.source.value(("checks", self.check_index))
         return f"{self.parent.loaded.path}:{line}"
@@ -277,6 +299,7 @@ class CheckItem(pytest.Item):
             "variant": self.variant,
             "method": self.method,
             "class_index": self.class_index,
+            "slice": self._slice(),
             "severity": self.check.severity,
             "status": status,
             "weights": self.weights,

@@ -6,12 +6,14 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..baseline_session import BaselineSettings
 from ..engine import SpecEngine
 from ..metrics.intervals import mean_interval, quantile_interval
+from ..spec.errors import SpecRuntimeError, did_you_mean
 from ..spec.schema import CheckSpec, Threshold
 
 
@@ -157,14 +159,27 @@ class CheckRequest:
     class_index: int | None
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     """Where drift baselines live and whether this run may write them."""
+    slice_value: str | None = None
+    """With ``slices``: the value of the per-sample field this item looks at."""
 
     @property
     def selection(self) -> Tensor:
-        """``(N,) bool``: the samples this item looks at (one class, or all)."""
+        """``(N,) bool``: the samples this item looks at (one class or one slice, or all)."""
         labels = self.engine.data.labels
-        if self.class_index is None:
-            return torch.ones_like(labels, dtype=torch.bool)
-        return labels == self.class_index
+        chosen = torch.ones_like(labels, dtype=torch.bool) if self.class_index is None else labels == self.class_index
+        if self.slice_value is not None:
+            chosen &= torch.from_numpy(self._slice_field() == self.slice_value)
+        return chosen
+
+    def _slice_field(self) -> np.ndarray:
+        slices = getattr(self.check.config, "slices", None)
+        assert slices is not None
+        fields = self.engine.data.fields
+        if slices.by not in fields:
+            where = ("checks", self.engine.spec.checks.index(self.check), self.check.kind, "slices", "by")
+            named = ", ".join(fields) or "none"
+            raise SpecRuntimeError(where, f"the data has no per-sample field {slices.by!r}{did_you_mean(slices.by, fields)}; its fields: {named}")
+        return fields[slices.by]
 
 
 def aggregate(values: Tensor, how: str) -> float:

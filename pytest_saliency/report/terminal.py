@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -60,7 +62,47 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
                     "  " + escape(measurement["name"]), _value(measurement), escape(measurement["threshold"]), _status(status, markup)
                 )
         console.print(table)
+        for line in worst_slice_lines(rows):
+            console.print(escape(line), soft_wrap=True)
     return buffer.getvalue()
+
+
+def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
+    """Per sliced check and method, the slice whose measurement lies furthest on the wrong side of
+    its threshold (or nearest to it, when all pass), e.g. ``worst slice of cov[grad]: camera=b
+    gtc.mean 0.4100 (want >= 0.5) failed``. Undefined values are the worst."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for result in results:
+        if result.get("slice"):
+            groups.setdefault((result["check"], result.get("method") or ""), []).append(result)
+    lines = []
+    for (check, method), members in groups.items():
+        candidates = [(_margin(m), result, m) for result in members for m in result.get("measurements") or []]
+        if not candidates:
+            continue
+        _, result, measurement = min(candidates, key=lambda candidate: candidate[0])
+        where = f"{check}[{method}]" if method else check
+        value = "undefined" if measurement["value"] is None else f"{measurement['value']:.4f}"
+        slice_ = result["slice"]
+        status = _measurement_status(measurement, result["status"])
+        lines.append(
+            f"worst slice of {where} ({len(members)} slices): {slice_['by']}={slice_['value']} "
+            f"{measurement['name']} {value} (want {measurement['threshold']}) {status}"
+        )
+    return lines
+
+
+_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$")
+
+
+def _margin(measurement: dict[str, Any]) -> float:
+    """How far the value lies on the right side of its threshold (negative: the wrong side)."""
+    match = _THRESHOLD.match(measurement.get("threshold", ""))
+    value = measurement.get("value")
+    if value is None or match is None:
+        return -math.inf
+    limit = float(match.group(2))
+    return value - limit if match.group(1).startswith(">") else limit - value
 
 
 def _status(status: str, markup: bool) -> str:

@@ -286,6 +286,29 @@ class CheckKind(_Strict):
     methods: list[str] | None = Field(default=None, min_length=1, description="attribution names; default: all")
 
 
+class SlicesSpec(_Strict):
+    """One test per value of a per-sample field of the data (hospital, skin tone, camera)."""
+
+    by: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.-]*$")] = Field(
+        description="the field: an (N,) array of the npz, a column of the folder's labels CSV, or a key of a Dataset item's dict"
+    )
+    values: list[str | int] | None = Field(
+        default=None, min_length=1, description="the slices to test (default: every value in the data; required for a Dataset factory)"
+    )
+
+
+class SlicedCheck(CheckKind):
+    """A check that can run once per slice of the data (``slices``)."""
+
+    slices: SlicesSpec | None = Field(default=None, description="one test per value of a per-sample field")
+
+    @model_validator(mode="after")
+    def _slices_or_per_class(self) -> SlicedCheck:
+        if self.slices is not None and getattr(self, "per_class", False):
+            raise ValueError("per_class and slices do not combine: give one of them")
+        return self
+
+
 class LevelsSpec(_Strict):
     low: Fraction = 0.30
     high: Fraction = 0.70
@@ -297,7 +320,7 @@ class LevelsSpec(_Strict):
         return self
 
 
-class SharedInterestCheck(CheckKind):
+class SharedInterestCheck(SlicedCheck):
     """Thresholds on IoU, ground-truth coverage and saliency coverage (Boggust et al. 2022)."""
 
     iou: AggregateThresholds | None = None
@@ -317,7 +340,7 @@ class SharedInterestCheck(CheckKind):
         return {name: value for name in names if (value := getattr(self, name)) is not None}
 
 
-class PatternsCheck(CheckKind):
+class PatternsCheck(SlicedCheck):
     """Limits on the fraction of samples in each of the eight behaviour patterns."""
 
     max_fraction: dict[PatternName, Fraction] = Field(default_factory=dict)
@@ -416,7 +439,7 @@ class DriftCheck(CheckKind):
         return self
 
 
-class RegionCheck(CheckKind):
+class RegionCheck(SlicedCheck):
     """Importance of a named region (contextual decomposition, or occlusion)."""
 
     uses_attributions: ClassVar[bool] = False

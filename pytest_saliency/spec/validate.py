@@ -52,6 +52,19 @@ class LoadedSpec:
         """A path written in the spec, relative to the spec file."""
         return (self.directory / relative).resolve()
 
+    def slice_values(self, check_index: int) -> list[str]:
+        """The slices a check with ``slices`` expands into: its ``values``, else every value of
+        the field in the data (sorted), as strings. Reads one array of the npz or one column of
+        the labels CSV, never the images."""
+        config = self.spec.checks[check_index].config
+        slices = getattr(config, "slices", None)
+        assert slices is not None
+        if slices.values is not None:
+            return [str(value) for value in slices.values]
+        values = per_sample_field(self, slices.by)
+        assert values is not None, "validated: the field exists"
+        return [str(value) for value in np.unique(values)]
+
     def problem(self, location: Location, message: str) -> SpecProblem:
         return positioned(self.source, str(self.path), location, f"{format_location(location)}: {message}")
 
@@ -250,6 +263,77 @@ def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
                 ("checks", index, check.kind, "per_class"), "per_class needs the class names: add data.classes"
             )
     yield from _check_files(loaded)
+    yield from _check_slices(loaded)
+
+
+def as_strings(values: Any) -> np.ndarray:
+    """Per-sample field values as an ``(N,)`` array of strings (how slices are named and matched)."""
+    return np.asarray(values).reshape(-1).astype(str)
+
+
+def per_sample_field(loaded: LoadedSpec, name: str) -> np.ndarray | None:
+    """The ``(N,)`` values of the data's per-sample field ``name`` as strings (the first ``limit``):
+    an npz array or a labels-CSV column; None when the data has no such field or it is only
+    known by running a Dataset factory."""
+    data = loaded.spec.data
+    if data.npz is not None:
+        with np.load(loaded.resolve(data.npz), allow_pickle=False) as archive:
+            if name not in archive.files or archive[name].ndim != 1:
+                return None
+            return as_strings(archive[name])[: data.limit]
+    if data.folder is not None:
+        header, rows = read_labels_csv(loaded.resolve(data.folder.labels))
+        if name not in header[2:]:
+            return None
+        column = header.index(name)
+        return as_strings([row[column].strip() if column < len(row) else "" for row in rows])[: data.limit]
+    return None
+
+
+def read_labels_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A folder data set's labels CSV: its header (``[]`` without one; a header's first cell is
+    file, filename, image or name) and its rows (``#`` comments and empty lines skipped)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = [row for row in csv.reader(stream) if row and not row[0].startswith("#")]
+    if rows and rows[0][0].strip().lower() in ("file", "filename", "image", "name"):
+        return [cell.strip() for cell in rows[0]], rows[1:]
+    return [], rows
+
+
+def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
+    """A check's ``slices.by`` must name a per-sample field of the data (or list its values)."""
+    data = loaded.spec.data
+    for index, check in enumerate(loaded.spec.checks):
+        slices = getattr(check.config, "slices", None)
+        if slices is None or slices.values is not None:
+            continue
+        where = ("checks", index, check.kind, "slices")
+        if data.factory is not None:
+            yield loaded.problem(
+                where, "a Dataset's fields are known only when it runs: list the slices to test in slices.values"
+            )
+            continue
+        try:
+            found = per_sample_field(loaded, slices.by)
+        except (OSError, ValueError, zipfile.BadZipFile):
+            continue  # the data file's own problem is reported at data
+        if found is None:
+            yield loaded.problem(where + ("by",), f"the data has no per-sample field {slices.by!r}{_fields_hint(loaded, slices.by)}")
+
+
+def _fields_hint(loaded: LoadedSpec, name: str) -> str:
+    data = loaded.spec.data
+    if data.npz is not None:
+        shapes = npz_shapes(loaded.resolve(data.npz))
+        fields = [key for key, shape in shapes.items() if len(shape) == 1 and key != "labels"]
+        where = "(N,) arrays of the npz"
+    else:
+        assert data.folder is not None
+        fields = read_labels_csv(loaded.resolve(data.folder.labels))[0][2:]
+        where = "columns of the labels CSV after file,label"
+    return (did_you_mean(name, fields) or "") + f"; its fields ({where}): {', '.join(fields) or 'none'}"
 
 
 def _captum_has(method: str) -> bool:
@@ -333,10 +417,12 @@ def _check_npz(loaded: LoadedSpec, path: Path) -> Iterator[SpecProblem]:
         yield loaded.problem(
             ("model", "normalize", "mean"), f"normalize has {len(normalize.mean)} values but the images have {channels} channels"
         )
-    extra = [key for key in shapes if key not in ("images", "masks", "labels")]
+    extra = [key for key in shapes if key not in ("images", "masks", "labels") and shapes[key] != spatial[:1]]
     for key in extra:
         if shapes[key] != spatial:
-            yield loaded.problem(where, f"extra mask {key!r} is {shapes[key]}, expected (N, H, W) = {spatial}")
+            yield loaded.problem(
+                where, f"extra mask {key!r} is {shapes[key]}, expected (N, H, W) = {spatial} (or (N,) for a per-sample field)"
+            )
     for index, check in enumerate(loaded.spec.checks):
         region = check.region
         if region is not None and region.mask is not None and region.mask not in extra:
