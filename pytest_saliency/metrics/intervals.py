@@ -126,16 +126,20 @@ def quantile_interval(
     below = math.floor(position)
     fraction = position - below
     ranks = torch.tensor([below, min(below + 1, n - 1)], dtype=torch.int64)
-    rows_per_chunk = max(1, _CHUNK // (resamples * n))
+    resamples_per_chunk = min(resamples, max(1, _CHUNK // n))
+    rows_per_chunk = max(1, _CHUNK // (resamples_per_chunk * n))
     lowers, uppers = [], []
     for start in range(0, ordered.shape[0], rows_per_chunk):
         chunk = ordered[start : start + rows_per_chunk]
-        counts = _resampling_counts(chunk.shape[0], n, resamples, generator).cumsum(dim=-1)
-        wanted = ranks.expand(*counts.shape[:2], 2).contiguous()
-        at = torch.searchsorted(counts, wanted, right=True).clamp(max=n - 1)  # (rows, B, 2)
-        picked = chunk[:, None, :].expand(-1, resamples, -1).gather(2, at)
-        statistics = picked[..., 0] + fraction * (picked[..., 1] - picked[..., 0])
-        lower, upper = percentile_bounds(statistics, confidence)
+        parts = []
+        for done in range(0, resamples, resamples_per_chunk):
+            count = min(resamples_per_chunk, resamples - done)
+            counts = _resampling_counts(chunk.shape[0], n, count, generator).cumsum(dim=-1)
+            wanted = ranks.expand(chunk.shape[0], count, 2).contiguous()
+            at = torch.searchsorted(counts, wanted, right=True).clamp(max=n - 1)  # (rows, count, 2)
+            picked = chunk[:, None, :].expand(-1, count, -1).gather(2, at)
+            parts.append(picked[..., 0] + fraction * (picked[..., 1] - picked[..., 0]))
+        lower, upper = percentile_bounds(torch.cat(parts, dim=1), confidence)
         lowers.append(lower)
         uppers.append(upper)
     return torch.cat(lowers).reshape(batch), torch.cat(uppers).reshape(batch)
