@@ -63,7 +63,7 @@ class Measurement:
         """This measurement decided by its interval: ``>= x`` passes when the lower bound does,
         fails when the upper bound does not, and is otherwise inconclusive (``<=`` the mirror
         image). Without an interval (``min``, ``max``) the point decision stands; an undefined
-        interval (fewer than two samples) is inconclusive. See docs/methods.md, "Decisions"."""
+        interval (fewer than two samples) is inconclusive. See docs/methods.md, "Intervals and decisions"."""
         if self.rule is None or self.interval is None or math.isnan(self.value):
             return self
         if self.lower is None or self.upper is None or math.isnan(self.lower) or math.isnan(self.upper):
@@ -201,7 +201,7 @@ def aggregate(values: Tensor, how: str) -> float:
 def measure(name: str, values: Tensor, how: str, threshold: Threshold, seed: int) -> Measurement:
     """``how`` (:func:`aggregate`) of ``(M,)`` values against ``threshold``, with its 95 % interval
     over the defined values: Student's t for a mean, a percentile bootstrap seeded with ``seed``
-    for a median or percentile, none for ``min`` / ``max`` (docs/methods.md, "Intervals")."""
+    for a median or percentile, none for ``min`` / ``max`` (docs/methods.md, "Intervals and decisions")."""
     defined = values[~torch.isnan(values)].double()
     value = aggregate(values, how)
     if how in ("min", "max"):

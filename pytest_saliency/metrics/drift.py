@@ -661,7 +661,7 @@ class DriftResult:
     ) -> dict[str, tuple[float, float]]:
         """95 % percentile-bootstrap bounds of ``max_abs_shift`` and ``mean_abs_shift``,
         resampling the images (the clusters stay fixed; ``mean_abs_shift`` averages over the
-        clusters that are non-empty in the data). See docs/methods.md, "Intervals"."""
+        clusters that are non-empty in the data). See docs/methods.md, "Intervals and decisions"."""
         shifts = bootstrap_means(self.image_shifts(), generator=generator, resamples=resamples).abs()  # (B, k)
         filled = self.shift.count > 0
         largest = shifts.max(dim=1).values if shifts.shape[1] else torch.zeros(resamples, dtype=torch.float64)

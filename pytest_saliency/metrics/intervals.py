@@ -1,4 +1,4 @@
-"""95 % intervals for the aggregates a check gates on (see ``docs/methods.md``, "Intervals").
+"""95 % intervals for the aggregates a check gates on (see ``docs/methods.md``, "Intervals and decisions").
 
 Pure tensor functions, batched over leading dimensions so that many data sets (or repetitions
 of an experiment) get their intervals at once:
