@@ -14,6 +14,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     validate = commands.add_parser("validate", help="check spec files without running any model (for pre-commit)")
     validate.add_argument("paths", nargs="+", type=Path, help="spec files, or folders to search for *.saliency.yaml")
+    validate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a value of every spec, as pytest --saliency-set does (paths relative to the working directory)",
+    )
     commands.add_parser("schema", help="print the JSON Schema of the spec language")
     report = commands.add_parser("report", help="render the HTML report again from a --saliency-json results file")
     report.add_argument("results", type=Path, help="a results file written by pytest --saliency-json")
@@ -27,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(json_schema(), indent=2))
         return 0
-    return _validate(arguments.paths)
+    return _validate(arguments.paths, arguments.set)
 
 
 def _report(results: Path, output: Path | None, title: str | None) -> int:
@@ -44,9 +51,15 @@ def _report(results: Path, output: Path | None, title: str | None) -> int:
     return 0
 
 
-def _validate(paths: Sequence[Path]) -> int:
+def _validate(paths: Sequence[Path], settings: Sequence[str] = ()) -> int:
     from .spec import SpecError, discover, load_spec
+    from .spec.overrides import Override
 
+    try:
+        overrides = [Override.parse(setting, option="--set") for setting in settings]
+    except ValueError as error:
+        print(f"pytest-saliency validate: {error}", file=sys.stderr)
+        return 2
     specs = list(discover(paths))
     if not specs:
         print(f"pytest-saliency: no *.saliency.yaml files in {', '.join(map(str, paths))}", file=sys.stderr)
@@ -54,7 +67,7 @@ def _validate(paths: Sequence[Path]) -> int:
     failed = 0
     for path in specs:
         try:
-            load_spec(path)
+            load_spec(path, overrides=overrides, base=Path.cwd())
         except SpecError as error:
             failed += 1
             print(error)

@@ -54,8 +54,14 @@ class SpecFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         from .spec import SpecError, load_spec
 
+        session = self.config.stash[SESSION_KEY]
         try:
-            self.loaded = load_spec(self.path, display=shown_path(self.config, self.path))
+            self.loaded = load_spec(
+                self.path,
+                display=shown_path(self.config, self.path),
+                overrides=session.overrides,
+                base=self.config.invocation_params.dir,
+            )
         except SpecError as error:
             yield SpecErrorItem.from_parent(self, name="spec", problems=error.problems)
             return
@@ -65,12 +71,19 @@ class SpecFile(pytest.File):
             yield SpecErrorItem.from_parent(self, name="spec", problems=problems)
             return
         for index, check in enumerate(spec.checks):
-            for name, method, class_index in _variants(spec.attributions, spec.data.classes, check):
+            slices = self.loaded.slice_values(index) if getattr(check.config, "slices", None) else None
+            for name, method, class_index, slice_value in _variants(spec.attributions, spec.data.classes, check, slices):
                 # The id is given as a string so that pytest parses "check[variant]" the way it
                 # parses the ids it reads back from its cache: pytest 9.2 keeps the brackets of a
                 # plain name as part of the name, and --lf then no longer finds failed checks.
                 item = CheckItem.from_parent(
-                    self, name=name, nodeid=f"{self.nodeid}::{name}", check_index=index, method=method, class_index=class_index
+                    self,
+                    name=name,
+                    nodeid=f"{self.nodeid}::{name}",
+                    check_index=index,
+                    method=method,
+                    class_index=class_index,
+                    slice_value=slice_value,
                 )
                 for mark in marks[check.id]:
                     item.add_marker(mark)
@@ -114,15 +127,22 @@ class SpecFile(pytest.File):
         return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress))
 
 
-def _variants(attributions: dict[str, Any], classes: list[str] | None, check: CheckSpec) -> Iterator[tuple[str, str | None, int | None]]:
-    """``(item name, method, class index)`` for each item a check expands into."""
+def _variants(
+    attributions: dict[str, Any], classes: list[str] | None, check: CheckSpec, slices: list[str] | None = None
+) -> Iterator[tuple[str, str | None, int | None, str | None]]:
+    """``(item name, method, class index, slice value)`` for each item a check expands into:
+    ``check[method-class]``, ``check[method-field=value]`` with ``slices``."""
     config = check.config
     methods: list[str | None] = list(config.methods or attributions) if config.uses_attributions else [None]
     class_indices: list[int | None] = list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
+    by = getattr(getattr(config, "slices", None), "by", None)
+    values: list[str | None] = list(slices) if slices is not None else [None]
     for method in methods:
         for class_index in class_indices:
-            parts = [part for part in (method, classes[class_index] if class_index is not None and classes else None) if part]
-            yield (f"{check.id}[{'-'.join(parts)}]" if parts else check.id), method, class_index
+            for value in values:
+                named = classes[class_index] if class_index is not None and classes else None
+                parts = [part for part in (method, named, f"{by}={value}" if value is not None else None) if part]
+                yield (f"{check.id}[{'-'.join(parts)}]" if parts else check.id), method, class_index, value
 
 
 class SpecErrorItem(pytest.Item):
@@ -160,12 +180,16 @@ class CheckItem(pytest.Item):
 
     parent: SpecFile
 
-    def __init__(self, *, check_index: int, method: str | None, class_index: int | None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, check_index: int, method: str | None, class_index: int | None, slice_value: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.check_index = check_index
         self.method = method
         self.class_index = class_index
+        self.slice_value = slice_value
         self.outcome: Outcome | None = None
+        self.weights: dict[str, str] | None = None
 
     @property
     def check(self) -> CheckSpec:
@@ -183,19 +207,24 @@ class CheckItem(pytest.Item):
         engine.logits  # noqa: B018  (the model's output and the labels are checked before any check runs)
         check = self.check
         session = self.config.stash[SESSION_KEY]
-        request = CheckRequest(engine, check, self.method, self.class_index, session.baselines)
-        self.outcome = evaluator(check.kind)(request)
+        request = CheckRequest(engine, check, self.method, self.class_index, session.baselines, self.slice_value)
+        self.outcome = evaluator(check.kind)(request).decided(engine.spec.decide_for(check))
+        self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
             name = f"saliency.{measurement.name}"
             self.user_properties.append((name, _significant(measurement.value)))
             self.user_properties.append((f"{name}.threshold", measurement.threshold))
-            self.user_properties.append((f"{name}.status", "ok" if measurement.passed else "failed"))
+            if measurement.interval is not None and measurement.lower is not None and measurement.upper is not None:
+                self.user_properties.append((f"{name}.interval", _significant(measurement.interval)))
+                self.user_properties.append((f"{name}.lower", _significant(measurement.lower)))
+                self.user_properties.append((f"{name}.upper", _significant(measurement.upper)))
+            self.user_properties.append((f"{name}.status", measurement.status))
         self.user_properties.append(("saliency.status", self._status()))
         if self.outcome.passed:
             return
-        if check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
+        if not session.strict and (self.outcome.inconclusive or check.severity == "warn"):
             # Located at the check in the spec (not in this module): pytest's warnings summary
             # then reads "spec.saliency.yaml:LINE: SaliencyWarning: check ..." and shows the line.
             location = self._location()
@@ -217,11 +246,22 @@ class CheckItem(pytest.Item):
             self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
 
     def _status(self) -> str:
-        """passed | failed | warned (a ``severity: warn`` check that failed, without --saliency-strict)."""
-        status = "passed" if self.outcome and self.outcome.passed else "failed"
-        if status == "failed" and self.outcome and self.check.severity == "warn" and not self.config.stash[SESSION_KEY].strict:
-            status = "warned"
-        return status
+        """passed | failed | inconclusive (decided by interval: no threshold failed, one could not
+        be decided) | warned (a ``severity: warn`` check that failed); --saliency-strict makes
+        the last two failed."""
+        if self.outcome is not None and self.outcome.passed:
+            return "passed"
+        if self.outcome is not None and not self.config.stash[SESSION_KEY].strict:
+            if self.outcome.inconclusive:
+                return "inconclusive"
+            if self.check.severity == "warn":
+                return "warned"
+        return "failed"
+
+    def _slice(self) -> dict[str, str] | None:
+        """``{"by": field, "value": ...}`` for an item of a check with ``slices``."""
+        slices = getattr(self.check.config, "slices", None)
+        return None if slices is None or self.slice_value is None else {"by": slices.by, "value": self.slice_value}
 
     def _location(self) -> str:
         line, _ = self.parent.loaded.source.value(("checks", self.check_index))
@@ -232,8 +272,9 @@ class CheckItem(pytest.Item):
 
         assert self.outcome is not None
         what = f" [{self.variant}]" if self.variant else ""
+        verdict = "inconclusive" if self.outcome.inconclusive else "failed"
         severity = " (severity: warn)" if self.check.severity == "warn" else ""
-        return failure_text(self._location(), f"check {self.check.id!r}{what} failed{severity}", self.outcome.to_dict())
+        return failure_text(self._location(), f"check {self.check.id!r}{what} {verdict}{severity}", self.outcome.to_dict())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         """One line for whatever went wrong, at its place in the spec: the check's failure text,
@@ -274,8 +315,11 @@ class CheckItem(pytest.Item):
             "variant": self.variant,
             "method": self.method,
             "class_index": self.class_index,
+            "slice": self._slice(),
             "severity": self.check.severity,
             "status": status,
+            "weights": self.weights,
+            "overrides": self.parent.loaded.overrides,
             **outcome,
         }
 

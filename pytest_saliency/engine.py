@@ -8,6 +8,7 @@ shuffled test order does not recompute.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -254,6 +255,23 @@ class SpecEngine:
         from .baselines import content_hash
 
         return content_hash({"images": self.data.images, "labels": self.data.labels})
+
+    @cached_property
+    def weights_file(self) -> dict[str, str] | None:
+        """The file the spec's model comes from (its ``weights``, or its ``torchscript`` file):
+        ``{"path": ..., "sha256": ...}``, the path relative to the working directory when it lies
+        below it; None for a factory without weights. Every report names it."""
+        from .report.results import shown_path
+
+        name = self.spec.model.weights or self.spec.model.torchscript
+        if name is None:
+            return None
+        path = self.loaded.resolve(name)
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        return {"path": shown_path(str(path)), "sha256": digest.hexdigest()}
 
     @cached_property
     def weights_hash(self) -> str:

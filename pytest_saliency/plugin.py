@@ -74,6 +74,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write the saliency results as JSON to PATH (schema: pytest_saliency/report/results.schema.json).",
     )
+    group.addoption(
+        "--saliency-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a value of every spec, as if written in it: a dotted key and a YAML value, e.g. "
+        "model.weights=candidate.pt or checks.0.decide=interval (repeatable). Paths are relative to where "
+        "pytest is invoked. Recorded in --saliency-json as overrides.",
+    )
     parser.addini("saliency_device", "default for --saliency-device", default="auto")
     parser.addini(
         "saliency_baseline_dir",
@@ -83,7 +92,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from .spec.overrides import Override  # stdlib and PyYAML only
+
+    try:
+        overrides = tuple(Override.parse(argument) for argument in config.getoption("saliency_set"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
     session = SaliencySession(
+        overrides=overrides,
         device=config.getoption("saliency_device") or config.getini("saliency_device"),
         strict=config.getoption("saliency_strict"),
         debug=config.getoption("saliency_debug") or config.getoption("verbose") >= 2,

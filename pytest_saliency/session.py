@@ -12,6 +12,7 @@ from .baseline_session import BaselineSettings, summary_lines
 
 if TYPE_CHECKING:
     from .engine import EngineCache
+    from .spec.overrides import Override
 
 SESSION_KEY = pytest.StashKey["SaliencySession"]()
 
@@ -27,6 +28,7 @@ class SaliencySession:
     results: list[dict[str, Any]] = field(default_factory=list)
     report_path: str | None = None  # --saliency-report
     json_path: str | None = None  # --saliency-json
+    overrides: tuple[Override, ...] = ()  # --saliency-set, in the order given
     progress: Callable[[str, int, int], None] | None = None  # the engines' progress callback (a terminal bar)
     report_lines: list[str] = field(default_factory=list)  # what write_reports wrote, for the summary
     _engines: EngineCache | None = None
@@ -69,7 +71,12 @@ class SaliencySession:
         if self.wants_thumbnails:
             from .report.results import write_run_outputs
 
-            self.report_lines = write_run_outputs(self.results, report_path=self.report_path, json_path=self.json_path)
+            self.report_lines = write_run_outputs(
+                self.results,
+                report_path=self.report_path,
+                json_path=self.json_path,
+                overrides=[str(override) for override in self.overrides],
+            )
 
     def baseline_summary(self) -> list[str]:
         """Lines for the end of the run: baselines created/updated/unchanged, obtained files."""

@@ -3,30 +3,91 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..baseline_session import BaselineSettings
 from ..engine import SpecEngine
+from ..metrics.intervals import mean_interval, quantile_interval
+from ..spec.errors import SpecRuntimeError, did_you_mean
 from ..spec.schema import CheckSpec, Threshold
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One measured value against its threshold; ``interval`` is a ± half-width when known."""
+    """One measured value against its threshold.
+
+    ``lower`` / ``upper``: the 95 % interval's bounds when known, and ``interval`` its half-width
+    ``(upper - lower) / 2`` (what is shown as ``value ± interval``); ``samples``: how many samples
+    the value is from. ``passed`` is the decision; under ``decide: interval`` a measurement whose
+    interval straddles the threshold is ``inconclusive`` (and not passed), and ``needed`` is
+    roughly how many samples would make it conclusive (None when no number would)."""
 
     name: str
     value: float
     threshold: str
     passed: bool
     interval: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    samples: int | None = None
+    inconclusive: bool = False
+    needed: int | None = None
+    rule: Threshold | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def compare(cls, name: str, value: float, threshold: Threshold, interval: float | None = None) -> Measurement:
-        return cls(name, value, str(threshold), threshold.passes(value), interval)
+    def compare(
+        cls,
+        name: str,
+        value: float,
+        threshold: Threshold,
+        interval: float | None = None,
+        *,
+        bounds: tuple[float, float] | None = None,
+        samples: int | None = None,
+    ) -> Measurement:
+        """The point decision of ``value`` against ``threshold``; the interval is given as a
+        half-width around the value (``interval``) or as its ``bounds``."""
+        if bounds is None and interval is not None:
+            bounds = (value - interval, value + interval)
+        if bounds is not None and interval is None:
+            interval = (bounds[1] - bounds[0]) / 2
+        lower, upper = bounds if bounds is not None else (None, None)
+        return cls(name, value, str(threshold), threshold.passes(value), interval, lower, upper, samples, rule=threshold)
+
+    def by_interval(self) -> Measurement:
+        """This measurement decided by its interval: ``>= x`` passes when the lower bound does,
+        fails when the upper bound does not, and is otherwise inconclusive (``<=`` the mirror
+        image). Without an interval (``min``, ``max``) the point decision stands; an undefined
+        interval (fewer than two samples) is inconclusive. See docs/methods.md, "Intervals and decisions"."""
+        if self.rule is None or self.interval is None or math.isnan(self.value):
+            return self
+        if self.lower is None or self.upper is None or math.isnan(self.lower) or math.isnan(self.upper):
+            return replace(self, passed=False, inconclusive=True, needed=None)
+        rule = self.rule
+        near, far = (self.lower, self.upper) if rule.wants_high else (self.upper, self.lower)
+        if rule.passes(near):
+            return replace(self, passed=True, inconclusive=False)
+        if not rule.passes(far):
+            return replace(self, passed=False, inconclusive=False)
+        return replace(self, passed=False, inconclusive=True, needed=self._needed(abs(near - self.value)))
+
+    def _needed(self, half: float) -> int | None:
+        """Samples for the interval's half-width on the threshold's side to shrink below the
+        distance to the threshold, if it shrinks as ``1/sqrt(n)``."""
+        distance = abs(self.value - self.rule.value) if self.rule is not None else 0.0
+        if not self.samples or distance == 0.0:
+            return None
+        return max(self.samples + 1, math.ceil(self.samples * (half / distance) ** 2))
+
+    @property
+    def status(self) -> str:
+        """ok | failed | inconclusive"""
+        return "ok" if self.passed else ("inconclusive" if self.inconclusive else "failed")
 
     def shown(self) -> str:
         if math.isnan(self.value):
@@ -34,13 +95,20 @@ class Measurement:
         return f"{self.value:.4f}" + (f" ± {self.interval:.4f}" if self.interval is not None else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "value": None if math.isnan(self.value) else self.value,
             "threshold": self.threshold,
             "passed": self.passed,
             "interval": self.interval,
         }
+        if self.lower is not None and self.upper is not None:
+            out.update(lower=self.lower, upper=self.upper)
+        if self.samples is not None:
+            out["samples"] = self.samples
+        if self.inconclusive:
+            out.update(inconclusive=True, needed_samples=self.needed)
+        return out
 
 
 @dataclass
@@ -57,6 +125,18 @@ class Outcome:
     @property
     def passed(self) -> bool:
         return bool(self.measurements) and all(m.passed for m in self.measurements)
+
+    @property
+    def inconclusive(self) -> bool:
+        """No measurement failed, and at least one could not be decided by its interval."""
+        return any(m.inconclusive for m in self.measurements) and all(m.passed or m.inconclusive for m in self.measurements)
+
+    def decided(self, decide: str) -> Outcome:
+        """This outcome with its measurements decided by point (as measured) or by ``interval``."""
+        if decide == "interval":
+            self.measurements = [m.by_interval() for m in self.measurements]
+        self.extra["decide"] = decide
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,14 +159,27 @@ class CheckRequest:
     class_index: int | None
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     """Where drift baselines live and whether this run may write them."""
+    slice_value: str | None = None
+    """With ``slices``: the value of the per-sample field this item looks at."""
 
     @property
     def selection(self) -> Tensor:
-        """``(N,) bool``: the samples this item looks at (one class, or all)."""
+        """``(N,) bool``: the samples this item looks at (one class or one slice, or all)."""
         labels = self.engine.data.labels
-        if self.class_index is None:
-            return torch.ones_like(labels, dtype=torch.bool)
-        return labels == self.class_index
+        chosen = torch.ones_like(labels, dtype=torch.bool) if self.class_index is None else labels == self.class_index
+        if self.slice_value is not None:
+            chosen &= torch.from_numpy(self._slice_field() == self.slice_value)
+        return chosen
+
+    def _slice_field(self) -> np.ndarray:
+        slices = getattr(self.check.config, "slices", None)
+        assert slices is not None
+        fields = self.engine.data.fields
+        if slices.by not in fields:
+            where = ("checks", self.engine.spec.checks.index(self.check), self.check.kind, "slices", "by")
+            named = ", ".join(fields) or "none"
+            raise SpecRuntimeError(where, f"the data has no per-sample field {slices.by!r}{did_you_mean(slices.by, fields)}; its fields: {named}")
+        return fields[slices.by]
 
 
 def aggregate(values: Tensor, how: str) -> float:
@@ -103,6 +196,22 @@ def aggregate(values: Tensor, how: str) -> float:
     if how == "max":
         return float(defined.max())
     return float(defined.quantile(int(how[1:]) / 100))
+
+
+def measure(name: str, values: Tensor, how: str, threshold: Threshold, seed: int) -> Measurement:
+    """``how`` (:func:`aggregate`) of ``(M,)`` values against ``threshold``, with its 95 % interval
+    over the defined values: Student's t for a mean, a percentile bootstrap seeded with ``seed``
+    for a median or percentile, none for ``min`` / ``max`` (docs/methods.md, "Intervals and decisions")."""
+    defined = values[~torch.isnan(values)].double()
+    value = aggregate(values, how)
+    if how in ("min", "max"):
+        return Measurement.compare(name, value, threshold, samples=defined.numel())
+    if how == "mean":
+        lower, upper = mean_interval(defined)
+    else:
+        q = 0.5 if how == "median" else int(how[1:]) / 100
+        lower, upper = quantile_interval(defined, q, generator=torch.Generator().manual_seed(seed))
+    return Measurement.compare(name, value, threshold, bounds=(float(lower), float(upper)), samples=defined.numel())
 
 
 WORST_SHOWN = 5

@@ -66,7 +66,8 @@ from ..metrics.drift import (
 )
 from ..spec.errors import Location, SpecRuntimeError, did_you_mean, first_line
 from ..spec.schema import DriftCheck, Threshold
-from .base import CheckRequest, Measurement, Outcome
+from .base import CheckRequest, Measurement, Outcome, measure
+
 CLUSTERS_SHOWN = 5
 REPRESENTATIVES_SHOWN = 3
 FLOAT16_LIMIT = 6.0e4
@@ -92,7 +93,7 @@ def evaluate(request: CheckRequest) -> Outcome:
 
     settings = {"segments": {"patch": config.segments.patch}, **result.settings}
     result = replace(result, settings={**settings, "embedding": config.embedding.model_dump(mode="json")})
-    measurements = _measurements(config, result)
+    measurements = _measurements(config, result, engine.spec.seed)
     regions = _regions(engine, segments, result)
     undefined = int(((result.scores_a.sum(dim=1) <= 0) | (result.scores_b.sum(dim=1) <= 0)).sum())
     details = [f"A = {against} (reference); B = {_version_b(engine)} (under test)"]
@@ -406,16 +407,28 @@ def _write_obtained(path: Path, request: CheckRequest, outcome: Outcome, baselin
 # --------------------------------------------------------------------------------------------
 
 
-def _measurements(config: DriftCheck, result: DriftResult) -> list[Measurement]:
+def _measurements(config: DriftCheck, result: DriftResult, seed: int) -> list[Measurement]:
+    """The thresholds' measurements, each with its 95 % interval over the images."""
     measurements = []
+    images = int(result.scores_a.shape[0])
+    bounds = result.shift_intervals(generator=torch.Generator().manual_seed(seed))
     if config.max_shift is not None:
-        measurements.append(Measurement.compare("max |shift|", result.max_abs_shift, Threshold("<=", config.max_shift)))
+        measurements.append(
+            Measurement.compare(
+                "max |shift|", result.max_abs_shift, Threshold("<=", config.max_shift),
+                bounds=bounds["max_abs_shift"], samples=images,
+            )
+        )  # fmt: skip
     if config.mean_shift is not None:
-        measurements.append(Measurement.compare("mean |shift|", result.mean_abs_shift, Threshold("<=", config.mean_shift)))
+        measurements.append(
+            Measurement.compare(
+                "mean |shift|", result.mean_abs_shift, Threshold("<=", config.mean_shift),
+                bounds=bounds["mean_abs_shift"], samples=images,
+            )
+        )  # fmt: skip
     if config.min_rank_correlation is not None:
         rho = result.rank_correlation[~torch.isnan(result.rank_correlation)]
-        mean = float(rho.double().mean()) if rho.numel() else math.nan
-        measurements.append(Measurement.compare("rank correlation mean", mean, Threshold(">=", config.min_rank_correlation)))
+        measurements.append(measure("rank correlation mean", rho, "mean", Threshold(">=", config.min_rank_correlation), seed))
     return measurements
 
 

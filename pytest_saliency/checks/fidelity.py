@@ -43,15 +43,20 @@ def evaluate(request: CheckRequest) -> Outcome:
         )
 
     result = run_with_half_batch_retry(curves, config.batch_size or engine.batch_size, location, setting)
+    summary = result.to_dict()
+    defined = len(engine.data) - summary["n_undefined"]
     measurements = []
     if config.gap is not None:
-        measurements.append(Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval))
+        measurements.append(
+            Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval, samples=defined)
+        )
     for order, threshold in (("mif", config.mif_auc), ("lif", config.lif_auc)):
         if threshold is not None:
             measurements.append(
-                Measurement.compare(f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order))
+                Measurement.compare(
+                    f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order), samples=defined
+                )
             )
-    summary = result.to_dict()
     details = [
         f"{config.score} of the {config.score_of} class, fill {config.fill}, unit {config.unit}, "
         f"{len(summary['fractions'])} fractions from 0 to {summary['fractions'][-1]:.2f}",

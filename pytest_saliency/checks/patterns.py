@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+
+from ..metrics.intervals import wilson_interval
 from ..metrics.patterns import PATTERNS, behaviour_patterns, pattern_fractions
 from ..spec.schema import PatternsCheck, Threshold
 from .base import CheckRequest, Measurement, Outcome
@@ -24,8 +27,15 @@ def evaluate(request: CheckRequest) -> Outcome:
     limits = [(name, Threshold("<=", 0.0)) for name in config.forbid]
     limits += [(name, Threshold("<=", value)) for name, value in config.max_fraction.items() if name not in config.forbid]
     limits += [(name, Threshold(">=", value)) for name, value in config.min_fraction.items()]
-    measurements = [Measurement.compare(f"fraction {name}", fractions[name], limit) for name, limit in limits]
     counts = {name: int(total) for name, total in zip(PATTERNS, patterns[defined].sum(dim=0).tolist())}
+    trials = int(defined.sum())
+    lower, upper = wilson_interval(torch.tensor([counts[name] for name, _ in limits]), torch.tensor(trials))
+    measurements = [
+        Measurement.compare(
+            f"fraction {name}", fractions[name], limit, bounds=(float(low), float(high)), samples=trials
+        )
+        for (name, limit), low, high in zip(limits, lower.tolist(), upper.tolist())
+    ]
     details = [
         f"pattern counts over {int(defined.sum())} samples with defined scores ({int((~defined).sum())} undefined): "
         + ", ".join(f"{name} {count}" for name, count in counts.items() if count)

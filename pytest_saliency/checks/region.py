@@ -30,11 +30,10 @@ from ..spec.errors import Location, SpecRuntimeError, did_you_mean
 from ..spec.schema import RegionCheck
 from .base import (
     CheckRequest,
-    Measurement,
     Outcome,
-    aggregate,
     json_floats,
     label_and_prediction,
+    measure,
     sample_table,
     worst_positions,
 )
@@ -53,7 +52,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     indices = selection.nonzero().flatten()
     chosen = {name: values[selection] for name, values in scores.items()}
     measurements = [
-        Measurement.compare(f"{metric}.{how}", aggregate(chosen[metric], how), threshold)
+        measure(f"{metric}.{how}", chosen[metric], how, threshold, engine.spec.seed)
         for metric, thresholds in _thresholds(config).items()
         for how, threshold in thresholds.items()
     ]

@@ -11,11 +11,10 @@ from ..metrics.patterns import PATTERNS, behaviour_patterns
 from ..spec.schema import SharedInterestCheck
 from .base import (
     CheckRequest,
-    Measurement,
     Outcome,
-    aggregate,
     json_floats,
     label_and_prediction,
+    measure,
     sample_table,
     worst_positions,
 )
@@ -30,7 +29,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     indices = selection.nonzero().flatten()
     chosen = {name: values[selection] for name, values in scores.items()}
     measurements = [
-        Measurement.compare(f"{metric}.{how}", aggregate(chosen[metric], how), threshold)
+        measure(f"{metric}.{how}", chosen[metric], how, threshold, engine.spec.seed)
         for metric, thresholds in config.metrics().items()
         for how, threshold in thresholds.items()
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from torch import Tensor
 
 from ..spec.errors import Location, SpecRuntimeError, first_line, model_stage
 from ..spec.schema import DataSpec
+from ..spec.validate import as_strings, read_labels_csv
 from .imports import call_factory, resolve_callable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -22,7 +22,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 @dataclass
 class SaliencyData:
     """Images ``(N, C, H, W)`` float in [0, 1], masks ``(N, H, W) bool``, labels ``(N,)`` long,
-    and extra named region masks ``(N, H, W) bool`` (e.g. a decoy patch), all on the CPU."""
+    extra named region masks ``(N, H, W) bool`` (e.g. a decoy patch), all on the CPU, and named
+    per-sample fields ``(N,)`` as strings (a hospital, a camera: what ``slices`` select by)."""
 
     images: Tensor
     masks: Tensor
@@ -30,6 +31,7 @@ class SaliencyData:
     regions: dict[str, Tensor] = field(default_factory=dict)
     location: Location = ("data",)
     """The spec key the samples come from (``("data", "npz")`` ...), for error messages."""
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -64,10 +66,7 @@ def _from_folder(
     spec_dir: Path, images: str, masks: str, labels: str, classes: Sequence[str] | None
 ) -> dict[str, np.ndarray]:
     image_dir, mask_dir = spec_dir / images, spec_dir / masks
-    with open(spec_dir / labels, newline="", encoding="utf-8") as stream:
-        rows = [row for row in csv.reader(stream) if row and not row[0].startswith("#")]
-    if rows and rows[0][0].strip().lower() in ("file", "filename", "image", "name"):
-        rows = rows[1:]
+    header, rows = read_labels_csv(spec_dir / labels)
     image_list, mask_list, label_list = [], [], []
     first: tuple[str, tuple[int, ...]] | None = None
     for number, row in enumerate(rows, start=1):
@@ -97,7 +96,12 @@ def _from_folder(
         label_list.append(_label_index(label, classes))
     if not image_list:
         raise SpecRuntimeError(("data", "folder", "labels"), f"{labels} lists no images")
-    return {"images": np.stack(image_list), "masks": np.stack(mask_list), "labels": np.asarray(label_list)}
+    fields = {  # the columns after file,label, named by the header
+        name: as_strings([row[column].strip() if column < len(row) else "" for row in rows])
+        for column, name in enumerate(header)
+        if column >= 2
+    }
+    return {"images": np.stack(image_list), "masks": np.stack(mask_list), "labels": np.asarray(label_list), **fields}
 
 
 def _read_image(path: Path, shown: str, mode: str, where: Location) -> np.ndarray:
@@ -140,8 +144,8 @@ def _from_dataset(dataset: object, limit: int | None, where: Location) -> dict[s
         columns["images"].append(np.asarray(sample[0]))
         columns["masks"].append(np.asarray(sample[1]))
         columns["labels"].append(np.asarray(sample[2]))
-        for name, region in (sample[3] if len(sample) == 4 else {}).items():
-            columns.setdefault(name, []).append(np.asarray(region))
+        for name, value in (sample[3] if len(sample) == 4 else {}).items():  # masks, or per-sample fields
+            columns.setdefault(name, []).append(np.asarray(value))
     for key, values in columns.items():
         odd = next((i for i, value in enumerate(values) if value.shape != values[0].shape), None)
         if odd is not None:
@@ -177,10 +181,13 @@ def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float |
     labels = arrays["labels"][:limit].reshape(-1)
     if labels.shape[0] != count:
         raise SpecRuntimeError(where, f"{labels.shape[0]} labels for {count} images")
+    extra = {key: value[:limit] for key, value in arrays.items() if key not in ("images", "masks", "labels")}
+    fields = {key: as_strings(value) for key, value in extra.items() if value.ndim == 1}
+    for key, values in fields.items():
+        if len(values) != count:
+            raise SpecRuntimeError(where, f"per-sample field {key!r} has {len(values)} values for {count} images")
     regions = {
-        key: torch.from_numpy(np.ascontiguousarray(value[:limit])).bool()
-        for key, value in arrays.items()
-        if key not in ("images", "masks", "labels")
+        key: torch.from_numpy(np.ascontiguousarray(value)).bool() for key, value in extra.items() if key not in fields
     }
     for key, region in regions.items():
         if tuple(region.shape) != (count, height, width):
@@ -191,6 +198,7 @@ def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float |
         labels=_class_indices(labels, where),
         regions=regions,
         location=where,
+        fields=fields,
     )
 
 

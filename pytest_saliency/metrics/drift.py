@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .intervals import RESAMPLES, bootstrap_means, percentile_bounds
+
 __all__ = [
     "ClusterShift",
     "DriftResult",
@@ -644,6 +646,28 @@ class DriftResult:
     @property
     def mean_abs_shift(self) -> float:
         return self.shift.mean_abs_shift
+
+    def image_shifts(self) -> Tensor:
+        """``(N, k)`` float64: per image and cluster, the summed ``share_b - share_a`` of the image's
+        kept segments in the cluster. Its column means are ``shift.shift``."""
+        n, k = int(self.scores_a.shape[0]), self.shift.clusters
+        table = torch.zeros(n * k, dtype=torch.float64, device=self.share_a.device)
+        change = self.share_b.double() - self.share_a.double()
+        table.index_add_(0, self.point_image * k + self.assignment.to(self.point_image.device), change)
+        return table.reshape(n, k).cpu()
+
+    def shift_intervals(
+        self, *, generator: torch.Generator, resamples: int = RESAMPLES
+    ) -> dict[str, tuple[float, float]]:
+        """95 % percentile-bootstrap bounds of ``max_abs_shift`` and ``mean_abs_shift``,
+        resampling the images (the clusters stay fixed; ``mean_abs_shift`` averages over the
+        clusters that are non-empty in the data). See docs/methods.md, "Intervals and decisions"."""
+        shifts = bootstrap_means(self.image_shifts(), generator=generator, resamples=resamples).abs()  # (B, k)
+        filled = self.shift.count > 0
+        largest = shifts.max(dim=1).values if shifts.shape[1] else torch.zeros(resamples, dtype=torch.float64)
+        average = shifts[:, filled].mean(dim=1) if bool(filled.any()) else torch.zeros(resamples, dtype=torch.float64)
+        bounds = {name: percentile_bounds(values) for name, values in (("max_abs_shift", largest), ("mean_abs_shift", average))}
+        return {name: (float(lower), float(upper)) for name, (lower, upper) in bounds.items()}
 
     def representative_segments(self, cluster: int) -> list[tuple[int, int]]:
         """``(image index, segment id)`` of the cluster's representatives, nearest first."""

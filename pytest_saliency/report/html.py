@@ -87,8 +87,10 @@ def view(document: dict[str, Any], title: str | None = None, expand: bool = Fals
         key = f"{result.get('spec', '')}\0{result.get('spec_path', '')}"
         spec = specs.setdefault(
             key,
-            {"name": result.get("spec", ""), "path": result.get("spec_path", ""), "checks": [], "anchor": ""},
+            {"name": result.get("spec", ""), "path": result.get("spec_path", ""), "checks": [], "anchor": "", "weights": None, "overrides": {}},
         )
+        spec["weights"] = spec["weights"] or result.get("weights")
+        spec["overrides"] = spec["overrides"] or result.get("overrides") or {}
         spec["checks"].append(item_view(result, len(spec["checks"])))
     for index, spec in enumerate(specs.values()):
         spec["anchor"] = f"spec-{index}-{_slug(spec['name'])}"
@@ -116,7 +118,7 @@ def item_view(result: dict[str, Any], position: int) -> dict[str, Any]:
     test_id = result.get("check", "") + (f"[{variant}]" if variant else "")
     status = result.get("status", "error")
     measurements = [
-        {"name": "", "value": None, "threshold": "", "passed": False, "interval": None, **measurement}
+        {"name": "", "value": None, "threshold": "", "passed": False, "interval": None, "lower": None, "upper": None, "inconclusive": False, **measurement}
         for measurement in result.get("measurements") or []
         if isinstance(measurement, dict)
     ]
@@ -359,7 +361,7 @@ def _threshold_number(threshold: str) -> float | None:
 
 
 def _counts(statuses: Any) -> dict[str, int]:
-    counts = {"total": 0, "passed": 0, "failed": 0, "warned": 0, "error": 0}
+    counts = {"total": 0, "passed": 0, "failed": 0, "warned": 0, "inconclusive": 0, "error": 0}
     for status in statuses:
         counts["total"] += 1
         if status in counts:
@@ -369,7 +371,7 @@ def _counts(statuses: Any) -> dict[str, int]:
 
 def _worst_status(statuses: Any) -> str:
     seen = set(statuses)
-    for status in ("error", "failed", "warned", "passed"):
+    for status in ("error", "failed", "inconclusive", "warned", "passed"):
         if status in seen:
             return status
     return "passed"

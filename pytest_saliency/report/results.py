@@ -21,7 +21,7 @@ from typing import Any
 FORMAT = "pytest-saliency-results"
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "results.schema.json"
-STATUSES = ("passed", "failed", "warned", "error")
+STATUSES = ("passed", "failed", "warned", "inconclusive", "error")
 
 # Defaults for keys a result may lack (a spec error has no kind, method or measurements).
 _DEFAULTS: dict[str, Any] = {
@@ -68,13 +68,20 @@ def normalise(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_document(
-    results: Iterable[dict[str, Any]], *, artifacts: Iterable[str] = (), created: str | None = None
+    results: Iterable[dict[str, Any]],
+    *,
+    artifacts: Iterable[str] = (),
+    created: str | None = None,
+    overrides: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The results document (see ``results.schema.json``) for these item results."""
+    """The results document (see ``results.schema.json``) for these item results;
+    ``overrides``: the run's ``--saliency-set KEY=VALUE`` arguments."""
     from .. import __version__
 
     rows = sorted((normalise(result) for result in results), key=result_key)
     counts = {status: sum(1 for row in rows if row["status"] == status) for status in STATUSES}
+    if not counts["inconclusive"]:  # only runs that decide by interval have any; older readers know four
+        del counts["inconclusive"]
     listed = list(dict.fromkeys([*artifacts, *(path for row in rows for path in row.get("artifacts") or [])]))
     generator = {"name": "pytest-saliency", "version": __version__, "python": sys.version.split()[0]}
     try:
@@ -90,6 +97,7 @@ def build_document(
         "created": created or _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
         "summary": {"total": len(rows), **counts},
         "artifacts": listed,
+        "overrides": list(overrides),
         "results": rows,
     }
 
@@ -173,12 +181,16 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_run_outputs(
-    results: Iterable[dict[str, Any]], *, report_path: str | None = None, json_path: str | None = None
+    results: Iterable[dict[str, Any]],
+    *,
+    report_path: str | None = None,
+    json_path: str | None = None,
+    overrides: Iterable[str] = (),
 ) -> list[str]:
     """Write ``--saliency-json`` and ``--saliency-report`` for a run's results; returns lines for
     the terminal (the paths written, or why one could not be written). Never raises for an
     unwritable path or a missing Jinja2: the test outcomes matter more than the report."""
-    document = build_document(results, artifacts=[shown_path(report_path)] if report_path else [])
+    document = build_document(results, artifacts=[shown_path(report_path)] if report_path else [], overrides=overrides)
     lines = []
     if json_path:
         try:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import io
+import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
-STATUS_STYLE = {"passed": "green", "ok": "green", "failed": "bold red", "warned": "yellow", "error": "bold red"}
+STATUS_STYLE = {
+    "passed": "green",
+    "ok": "green",
+    "failed": "bold red",
+    "warned": "yellow",
+    "inconclusive": "yellow",
+    "error": "bold red",
+}
 
 
 def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -> str:
-    """Per spec, a row per check item (its test id and status) followed by a row per
-    measurement (value, threshold, ok/failed). Coloured only when ``markup`` (``--color``)."""
+    """Per spec, its name and path, the weights file tested and its sha256, then a row per check
+    item (its test id and status) followed by a row per measurement (value ± interval, threshold,
+    ok/failed/inconclusive). Coloured only when ``markup`` (``--color``)."""
     from rich import box
     from rich.console import Console
     from rich.markup import escape
@@ -31,7 +41,11 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
     )
     for spec, rows in by_spec.items():
         path = rows[0].get("spec_path")
-        table = Table(title=escape(f"{spec} ({path})" if path else spec), title_justify="left", box=box.SIMPLE_HEAD)
+        console.print(escape(f"{spec} ({path})" if path else spec), soft_wrap=True)
+        weights = next((result["weights"] for result in rows if result.get("weights")), None)
+        if weights:  # the spec's name first: one line naming what was tested, whatever the terminal's width
+            console.print(escape(f"{spec} weights {weights['path']} sha256:{weights['sha256'][:16]}"), soft_wrap=True)
+        table = Table(box=box.SIMPLE_HEAD)
         table.add_column("check / measured", overflow="fold")
         table.add_column("value", justify="right", no_wrap=True)
         table.add_column("threshold", no_wrap=True)
@@ -43,12 +57,52 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
                 {"name": result.get("message", ""), "value": None, "threshold": "", "passed": False}
             ]
             for measurement in measurements:
-                status = "ok" if measurement.get("passed") else ("failed" if result["status"] == "passed" else result["status"])
+                status = _measurement_status(measurement, result["status"])
                 table.add_row(
                     "  " + escape(measurement["name"]), _value(measurement), escape(measurement["threshold"]), _status(status, markup)
                 )
         console.print(table)
+        for line in worst_slice_lines(rows):
+            console.print(escape(line), soft_wrap=True)
     return buffer.getvalue()
+
+
+def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
+    """Per sliced check and method, the slice whose measurement lies furthest on the wrong side of
+    its threshold (or nearest to it, when all pass), e.g. ``worst slice of cov[grad]: camera=b
+    gtc.mean 0.4100 (want >= 0.5) failed``. Undefined values are the worst."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for result in results:
+        if result.get("slice"):
+            groups.setdefault((result["check"], result.get("method") or ""), []).append(result)
+    lines = []
+    for (check, method), members in groups.items():
+        candidates = [(_margin(m), result, m) for result in members for m in result.get("measurements") or []]
+        if not candidates:
+            continue
+        _, result, measurement = min(candidates, key=lambda candidate: candidate[0])
+        where = f"{check}[{method}]" if method else check
+        value = "undefined" if measurement["value"] is None else f"{measurement['value']:.4f}"
+        slice_ = result["slice"]
+        status = _measurement_status(measurement, result["status"])
+        lines.append(
+            f"worst slice of {where} ({len(members)} slices): {slice_['by']}={slice_['value']} "
+            f"{measurement['name']} {value} (want {measurement['threshold']}) {status}"
+        )
+    return lines
+
+
+_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$")
+
+
+def _margin(measurement: dict[str, Any]) -> float:
+    """How far the value lies on the right side of its threshold (negative: the wrong side)."""
+    match = _THRESHOLD.match(measurement.get("threshold", ""))
+    value = measurement.get("value")
+    if value is None or match is None:
+        return -math.inf
+    limit = float(match.group(2))
+    return value - limit if match.group(1).startswith(">") else limit - value
 
 
 def _status(status: str, markup: bool) -> str:
@@ -56,11 +110,15 @@ def _status(status: str, markup: bool) -> str:
     return f"[{style}]{status}[/]" if style else status
 
 
+def _measurement_status(measurement: dict[str, Any], item_status: str) -> str:
+    if measurement.get("passed"):
+        return "ok"
+    if measurement.get("inconclusive"):
+        return "inconclusive"
+    return "failed" if item_status in ("passed", "inconclusive") else item_status
+
+
 def _value(measurement: dict[str, Any]) -> str:
-    value = measurement["value"]
-    if value is None:
-        return "—"
-    shown = f"{value:.4f}"
-    if measurement.get("interval") is not None:
-        shown += f" ± {measurement['interval']:.3f}"
-    return shown
+    from .text import shown_value
+
+    return "—" if measurement["value"] is None else shown_value(measurement, 4, 3)

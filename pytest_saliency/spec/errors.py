@@ -20,8 +20,12 @@ class SpecProblem:
     line: int
     column: int
     message: str
+    origin: str | None = None
+    """Set for a value given on the command line: the option, e.g. ``--saliency-set model.weights``."""
 
     def __str__(self) -> str:
+        if self.origin is not None:
+            return f"{self.origin}: {self.message}"
         return f"{self.path}:{self.line}:{self.column}: {self.message}"
 
 
@@ -29,7 +33,7 @@ class SpecError(Exception):
     """A spec file that cannot run; ``problems`` lists every problem found, in file order."""
 
     def __init__(self, problems: Sequence[SpecProblem]) -> None:
-        self.problems = sorted(problems, key=lambda problem: (problem.line, problem.column))
+        self.problems = sorted(problems, key=lambda problem: (problem.origin is None, problem.line, problem.column))
         super().__init__("\n".join(str(problem) for problem in self.problems))
 
 

@@ -294,6 +294,29 @@ class CheckKind(_Strict):
     methods: list[str] | None = Field(default=None, min_length=1, description="attribution names; default: all")
 
 
+class SlicesSpec(_Strict):
+    """One test per value of a per-sample field of the data (hospital, skin tone, camera)."""
+
+    by: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.-]*$")] = Field(
+        description="the field: an (N,) array of the npz, a column of the folder's labels CSV, or a key of a Dataset item's dict"
+    )
+    values: list[str | int] | None = Field(
+        default=None, min_length=1, description="the slices to test (default: every value in the data; required for a Dataset factory)"
+    )
+
+
+class SlicedCheck(CheckKind):
+    """A check that can run once per slice of the data (``slices``)."""
+
+    slices: SlicesSpec | None = Field(default=None, description="one test per value of a per-sample field")
+
+    @model_validator(mode="after")
+    def _slices_or_per_class(self) -> SlicedCheck:
+        if self.slices is not None and getattr(self, "per_class", False):
+            raise ValueError("per_class and slices do not combine: give one of them")
+        return self
+
+
 class LevelsSpec(_Strict):
     low: Fraction = 0.30
     high: Fraction = 0.70
@@ -305,7 +328,7 @@ class LevelsSpec(_Strict):
         return self
 
 
-class SharedInterestCheck(CheckKind):
+class SharedInterestCheck(SlicedCheck):
     """Thresholds on IoU, ground-truth coverage and saliency coverage (Boggust et al. 2022)."""
 
     iou: AggregateThresholds | None = None
@@ -325,7 +348,7 @@ class SharedInterestCheck(CheckKind):
         return {name: value for name in names if (value := getattr(self, name)) is not None}
 
 
-class PatternsCheck(CheckKind):
+class PatternsCheck(SlicedCheck):
     """Limits on the fraction of samples in each of the eight behaviour patterns."""
 
     max_fraction: dict[PatternName, Fraction] = Field(default_factory=dict)
@@ -424,7 +447,7 @@ class DriftCheck(CheckKind):
         return self
 
 
-class RegionCheck(CheckKind):
+class RegionCheck(SlicedCheck):
     """Importance of a named region (contextual decomposition, or occlusion)."""
 
     uses_attributions: ClassVar[bool] = False
@@ -449,6 +472,8 @@ class RegionCheck(CheckKind):
         return self
 
 
+Decide = Literal["point", "interval"]
+
 CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns", "fidelity", "drift", "region")
 
 
@@ -458,6 +483,7 @@ class CheckSpec(_ExactlyOne):
     CHOICES: ClassVar[tuple[str, ...]] = CHECK_KINDS
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="test name: letters, digits, _ . -")
     severity: Literal["fail", "warn"] = "fail"
+    decide: Decide | None = Field(default=None, description="point or interval (default: the spec's decide)")
     marks: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(default_factory=list)
     description: str | None = None
     shared_interest: SharedInterestCheck | None = None
@@ -486,7 +512,15 @@ class Spec(_Strict):
     saliency: SaliencySpec = Field(default_factory=SaliencySpec)
     target: Literal["label", "predicted"] = "label"
     seed: int = 0
+    decide: Decide = Field(
+        default="point",
+        description="point: a threshold is met by the measured value; interval: by its 95 % interval (else inconclusive)",
+    )
     checks: list[CheckSpec] = Field(min_length=1)
+
+    def decide_for(self, check: CheckSpec) -> str:
+        """How ``check``'s thresholds are decided: its own ``decide``, else the spec's."""
+        return check.decide or self.decide
 
     @field_validator("checks")
     @classmethod

@@ -31,6 +31,20 @@ class SourceMap:
     def __init__(self) -> None:
         self.values: dict[Location, Position] = {}
         self.keys: dict[Location, Position] = {}
+        self.overrides: dict[Location, str] = {}  # locations set on the command line -> the option
+
+    def override(self, location: Location) -> tuple[Location, str] | None:
+        """``(where, option)`` when ``location`` or a mapping above it (``where``) was set on the
+        command line by ``option`` (``--saliency-set model.weights``), or when ``location`` is not
+        in the file and an override below it created it."""
+        for depth in range(len(location), -1, -1):
+            if location[:depth] in self.overrides:
+                return location[:depth], self.overrides[location[:depth]]
+        if location not in self.values:  # a mapping an override created on its way
+            for where, option in self.overrides.items():
+                if where[: len(location)] == location:
+                    return where, option
+        return None
 
     def value(self, location: Location) -> Position:
         """Position of the value at ``location``, or of its nearest enclosing value."""

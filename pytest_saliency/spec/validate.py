@@ -12,7 +12,8 @@ import types
 import typing
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError, SpecProblem, did_you_mean
+from .overrides import Override, Problem, apply_overrides, substitute_environment
 from .schema import _AGGREGATE, CAPTUM_METHODS, RANDOM_METHOD, Spec
 from .source import DuplicateKey, Location, SourceMap, load_yaml
 
@@ -34,6 +36,9 @@ class LoadedSpec:
     spec: Spec
     path: Path
     source: SourceMap
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Values that came from outside the file, by dotted key: ``{"value": ..., "from": ...}``
+    (``${VAR}`` substitutions and ``--saliency-set`` overrides)."""
 
     @property
     def name(self) -> str:
@@ -47,9 +52,32 @@ class LoadedSpec:
         """A path written in the spec, relative to the spec file."""
         return (self.directory / relative).resolve()
 
+    def slice_values(self, check_index: int) -> list[str]:
+        """The slices a check with ``slices`` expands into: its ``values``, else every value of
+        the field in the data (sorted), as strings. Reads one array of the npz or one column of
+        the labels CSV, never the images."""
+        config = self.spec.checks[check_index].config
+        slices = getattr(config, "slices", None)
+        assert slices is not None
+        if slices.values is not None:
+            return [str(value) for value in slices.values]
+        values = per_sample_field(self, slices.by)
+        assert values is not None, "validated: the field exists"
+        return [str(value) for value in np.unique(values)]
+
     def problem(self, location: Location, message: str) -> SpecProblem:
-        line, column = self.source.value(location)
-        return SpecProblem(str(self.path), line, column, f"{format_location(location)}: {message}")
+        return positioned(self.source, str(self.path), location, f"{format_location(location)}: {message}")
+
+
+def positioned(source: SourceMap, shown: str, location: Location, message: str, *, at_key: bool = False) -> SpecProblem:
+    """``message`` about ``location``, at its line and column in the file, or at the option that
+    set it (``--saliency-set model.weights: message``, without repeating the key)."""
+    line, column = source.key(location) if at_key else source.value(location)
+    override = source.override(location)
+    if override is None:
+        return SpecProblem(shown, line, column, message)
+    where, option = override
+    return SpecProblem(shown, line, column, message.removeprefix(f"{format_location(where)}: "), origin=option)
 
 
 def spec_stem(path: Path) -> str:
@@ -81,8 +109,19 @@ def format_location(location: Location) -> str:
     return text or "spec"
 
 
-def load_spec(path: Path, display: str | None = None) -> LoadedSpec:
-    """Read and validate a spec file; raise :class:`SpecError` listing every problem."""
+def load_spec(
+    path: Path,
+    display: str | None = None,
+    *,
+    overrides: Sequence[Override] = (),
+    base: Path | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> LoadedSpec:
+    """Read and validate a spec file; raise :class:`SpecError` listing every problem.
+
+    ``${VAR}`` / ``${VAR:-default}`` in its strings are read from ``environment`` (default:
+    ``os.environ``), then ``overrides`` (``--saliency-set``) are applied, their relative paths
+    taken from ``base`` (default: the working directory); see :mod:`.overrides`."""
     shown = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -104,15 +143,26 @@ def load_spec(path: Path, display: str | None = None) -> LoadedSpec:
         raise SpecError([SpecProblem(shown, line, column, message)]) from None
     if not isinstance(data, dict):
         raise SpecError([SpecProblem(shown, 1, 1, "a spec is a mapping with version, model, data, attributions, checks")])
+    data, substituted, problems = substitute_environment(data, environment)
+    overridden, more = apply_overrides(data, source, overrides, base or Path.cwd())
+    problems += more
+    if problems:
+        raise SpecError([_outside_problem(source, shown, problem) for problem in problems])
     try:
         spec = Spec.model_validate(data)
     except ValidationError as error:
         raise SpecError(_problems_from_validation(error, source, shown)) from None
-    loaded = LoadedSpec(spec, Path(shown), source)
+    loaded = LoadedSpec(spec, Path(shown), source, {**substituted, **overridden})
     problems = list(_cross_check(loaded))
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def _outside_problem(source: SourceMap, shown: str, problem: Problem) -> SpecProblem:
+    if problem.origin is not None:
+        return SpecProblem(shown, 0, 0, problem.message, origin=problem.origin)
+    return positioned(source, shown, problem.location, f"{format_location(problem.location)}: {problem.message}")
 
 
 # --- pydantic errors -> positioned one-liners ---------------------------------------------
@@ -157,25 +207,24 @@ def _problems_from_validation(error: ValidationError, source: SourceMap, shown: 
     for item in error.errors():
         location = tuple(part for part in item["loc"] if isinstance(part, int | str))
         kind = item["type"]
+        where, at_key = location, True
         if kind == "extra_forbidden":
             *parent, key = location
             model = _model_at(tuple(parent))
             hint = did_you_mean(str(key), model.model_fields) if model else ""
-            line, column = source.key(location)
             message = f"{format_location(tuple(parent))}: unknown key {key!r}{hint}"
         elif kind == "missing":
             *parent, key = location
-            line, column = source.key(tuple(parent))
+            where = tuple(parent)
             message = f"{format_location(tuple(parent))}: missing required key {key!r}"
         else:
             if location and location[-1] == "[key]":
-                location = location[:-1]
-                line, column = source.key(location)
+                location = where = location[:-1]
                 message = f"{format_location(location[:-1])}: bad key {location[-1]!r}: {_message(item)}"
             else:
-                line, column = source.value(location)
+                at_key = False
                 message = f"{format_location(location)}: {_message(item)}"
-        problems.setdefault(location, SpecProblem(shown, line, column, message))
+        problems.setdefault(location, positioned(source, shown, where, message, at_key=at_key))
     return list(problems.values())
 
 
@@ -219,6 +268,77 @@ def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
                 ("checks", index, check.kind, "per_class"), "per_class needs the class names: add data.classes"
             )
     yield from _check_files(loaded)
+    yield from _check_slices(loaded)
+
+
+def as_strings(values: Any) -> np.ndarray:
+    """Per-sample field values as an ``(N,)`` array of strings (how slices are named and matched)."""
+    return np.asarray(values).reshape(-1).astype(str)
+
+
+def per_sample_field(loaded: LoadedSpec, name: str) -> np.ndarray | None:
+    """The ``(N,)`` values of the data's per-sample field ``name`` as strings (the first ``limit``):
+    an npz array or a labels-CSV column; None when the data has no such field or it is only
+    known by running a Dataset factory."""
+    data = loaded.spec.data
+    if data.npz is not None:
+        with np.load(loaded.resolve(data.npz), allow_pickle=False) as archive:
+            if name not in archive.files or archive[name].ndim != 1:
+                return None
+            return as_strings(archive[name])[: data.limit]
+    if data.folder is not None:
+        header, rows = read_labels_csv(loaded.resolve(data.folder.labels))
+        if name not in header[2:]:
+            return None
+        column = header.index(name)
+        return as_strings([row[column].strip() if column < len(row) else "" for row in rows])[: data.limit]
+    return None
+
+
+def read_labels_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A folder data set's labels CSV: its header (``[]`` without one; a header's first cell is
+    file, filename, image or name) and its rows (``#`` comments and empty lines skipped)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = [row for row in csv.reader(stream) if row and not row[0].startswith("#")]
+    if rows and rows[0][0].strip().lower() in ("file", "filename", "image", "name"):
+        return [cell.strip() for cell in rows[0]], rows[1:]
+    return [], rows
+
+
+def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
+    """A check's ``slices.by`` must name a per-sample field of the data (or list its values)."""
+    data = loaded.spec.data
+    for index, check in enumerate(loaded.spec.checks):
+        slices = getattr(check.config, "slices", None)
+        if slices is None or slices.values is not None:
+            continue
+        where = ("checks", index, check.kind, "slices")
+        if data.factory is not None:
+            yield loaded.problem(
+                where, "a Dataset's fields are known only when it runs: list the slices to test in slices.values"
+            )
+            continue
+        try:
+            found = per_sample_field(loaded, slices.by)
+        except (OSError, ValueError, zipfile.BadZipFile):
+            continue  # the data file's own problem is reported at data
+        if found is None:
+            yield loaded.problem(where + ("by",), f"the data has no per-sample field {slices.by!r}{_fields_hint(loaded, slices.by)}")
+
+
+def _fields_hint(loaded: LoadedSpec, name: str) -> str:
+    data = loaded.spec.data
+    if data.npz is not None:
+        shapes = npz_shapes(loaded.resolve(data.npz))
+        fields = [key for key, shape in shapes.items() if len(shape) == 1 and key != "labels"]
+        where = "(N,) arrays of the npz"
+    else:
+        assert data.folder is not None
+        fields = read_labels_csv(loaded.resolve(data.folder.labels))[0][2:]
+        where = "columns of the labels CSV after file,label"
+    return (did_you_mean(name, fields) or "") + f"; its fields ({where}): {', '.join(fields) or 'none'}"
 
 
 def _captum_has(method: str) -> bool:
@@ -248,7 +368,7 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         named += [(("data", "folder", key), getattr(spec.data.folder, key)) for key in ("images", "masks", "labels")]
     missing = False
     for location, relative in named:
-        problem = _path_problem(loaded, relative) if relative is not None else None
+        problem = _path_problem(loaded, location, relative) if relative is not None else None
         if problem is not None:
             missing = True
             yield loaded.problem(location, problem)
@@ -256,8 +376,8 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         yield from _check_npz(loaded, loaded.resolve(spec.data.npz))
 
 
-def _path_problem(loaded: LoadedSpec, relative: str) -> str | None:
-    """Why the file a spec names cannot be used (absent, or a path the OS refuses), or None."""
+def _path_problem(loaded: LoadedSpec, location: Location, relative: str) -> str | None:
+    """Why the file named at ``location`` cannot be used (absent, or a path the OS refuses), or None."""
     if "\x00" in relative:
         return "a path cannot hold a NUL character: remove it"
     try:
@@ -265,7 +385,10 @@ def _path_problem(loaded: LoadedSpec, relative: str) -> str | None:
     except OSError as error:  # a name too long for the file system, and the like
         shown = relative if len(relative) <= 24 else relative[:24] + "…"
         return f"unusable path {shown}: {error.strerror or error}"
-    return None if exists else f"file not found: {relative} (paths are relative to the spec file)"
+    if exists:
+        return None
+    relative_to = "where the command runs" if loaded.source.override(location) else "the spec file"
+    return f"file not found: {relative} (paths are relative to {relative_to})"
 
 
 def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -314,10 +437,12 @@ def _check_npz(loaded: LoadedSpec, path: Path) -> Iterator[SpecProblem]:
         yield loaded.problem(
             ("model", "normalize", "mean"), f"normalize has {len(normalize.mean)} values but the images have {channels} channels"
         )
-    extra = [key for key in shapes if key not in ("images", "masks", "labels")]
+    extra = [key for key in shapes if key not in ("images", "masks", "labels") and shapes[key] != spatial[:1]]
     for key in extra:
         if shapes[key] != spatial:
-            yield loaded.problem(where, f"extra mask {key!r} is {shapes[key]}, expected (N, H, W) = {spatial}")
+            yield loaded.problem(
+                where, f"extra mask {key!r} is {shapes[key]}, expected (N, H, W) = {spatial} (or (N,) for a per-sample field)"
+            )
     for index, check in enumerate(loaded.spec.checks):
         region = check.region
         if region is not None and region.mask is not None and region.mask not in extra:

@@ -238,8 +238,8 @@ BOX = str.maketrans(dict.fromkeys("│┃║|", " "))
 
 
 def summary_rows(output: str) -> list[dict[str, str]]:
-    """The summary table(s) as rows ``{spec, check, method, measured, value, threshold, status,
-    ok}``: one per measurement; ``status`` is the item's, ``ok`` the measurement's own status when
+    """The summary table(s) as rows ``{spec, check, method, measured, value, interval, threshold,
+    status, ok}``: one per measurement (``interval``: the half-width after ``±``, or ""); ``status`` is the item's, ``ok`` the measurement's own status when
     the table shows one apart from the item's.
 
     The layout belongs to ``report/terminal.py`` and changes, so this reads it loosely: a header
@@ -286,13 +286,15 @@ def summary_rows(output: str) -> list[dict[str, str]]:
                 check_id = f"{check_id}[{cells['method']}]"
             measured, status, ok = cells.get("measured", ""), cells["status"], cells["status"]
         match = TEST_ID.match(check_id)
+        value, _, interval = cells["value"].partition("±")  # "0.3301 ± 0.028": value and interval
         rows.append(
             {
                 "spec": (cells["spec"] or (rows[-1]["spec"] if rows else "")) if "spec" in cells else spec,
                 "check": match["check"] if match else check_id,
                 "method": (match["method"] or "") if match else "",
                 "measured": measured,
-                "value": cells["value"],
+                "value": value.strip(),
+                "interval": interval.strip(),
                 "threshold": cells["threshold"],
                 "status": status,
                 "ok": ok,

@@ -87,9 +87,9 @@ def test_failing_check_shows_location_measured_threshold_and_worst_samples(
         [
             "*_ cov[[]grad] _*",
             COV_FAILS,
-            "  measured  value   threshold  status",
-            "  iou.mean  0.6400  >= 0.9     FAIL",
-            "  gtc.min   1.0000  >= 0.9     ok",
+            "  measured  value            threshold  status",
+            "  iou.mean  0.6400 ± 0.0000  >= 0.9     FAIL",
+            "  gtc.min   1.0000           >= 0.9     ok",
             "  samples: 6",
             "  worst samples by iou (of 6; 0 undefined):",
             "  sample     label  predicted    iou    gtc     sc  patterns",
@@ -149,9 +149,9 @@ def test_patterns_check_fails_on_the_distractor_fraction(
     result.stdout.fnmatch_lines(
         [
             f"{LOCATION}: check 'pat' [grad] failed: fraction distractor = 1 (want <= 0.05)",
-            "  measured             value   threshold  status",
-            "  fraction distractor  1.0000  <= 0.05    FAIL",
-            "  fraction confuser    0.0000  <= 0.5     ok",
+            "  measured             value            threshold  status",
+            "  fraction distractor  1.0000 ± 0.1952  <= 0.05    FAIL",
+            "  fraction confuser    0.0000 ± 0.1952  <= 0.5     ok",
             "  samples: 6",
             "  pattern counts over 6 samples with defined scores (0 undefined): distractor 6",
             "  samples in distractor:",
@@ -210,7 +210,7 @@ def test_severity_warn_passes_with_a_warning_and_strict_makes_it_fail(
             "*warnings summary*",
             "specs/x.saliency.yaml::cov[grad]",
             f"  {LOCATION}: SaliencyWarning: {headline}",
-            "    measured  value   threshold  status",
+            "    measured  value            threshold  status",
         ],
         consecutive=True,
     )
@@ -221,7 +221,7 @@ def test_severity_warn_passes_with_a_warning_and_strict_makes_it_fail(
     strict = run("--saliency-strict")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
     strict.assert_outcomes(failed=1)
-    strict.stdout.fnmatch_lines([f"{LOCATION}: {headline}", "  iou.mean  0.6400  >= 0.9     FAIL"])
+    strict.stdout.fnmatch_lines([f"{LOCATION}: {headline}", "  iou.mean  0.6400 ± 0.0000  >= 0.9     FAIL"])
     assert cells(helpers.summary_rows(strict.stdout.str()), "check", "value", "status") == [("cov", "0.6400", "failed")]
     assert "SaliencyWarning" not in strict.stdout.str()
     helpers.assert_no_traceback(strict.stdout.str())
@@ -295,6 +295,9 @@ def test_measurements_are_junit_properties(write_spec: WriteSpec, run: Run, proj
     assert list(properties) == [
         "saliency.iou.mean",
         "saliency.iou.mean.threshold",
+        "saliency.iou.mean.interval",
+        "saliency.iou.mean.lower",
+        "saliency.iou.mean.upper",
         "saliency.iou.mean.status",
         "saliency.status",
     ]
@@ -332,7 +335,7 @@ def test_cuda_device_runs_there_or_says_it_is_missing(
     result.assert_outcomes(failed=1)
     if torch.cuda.is_available():  # the same exact numbers on the GPU
         result.stdout.fnmatch_lines(
-            [COV_FAILS, "  measured  value   threshold  status", "  iou.mean  0.6400  >= 0.9     FAIL"],
+            [COV_FAILS, "  measured  value            threshold  status", "  iou.mean  0.6400 ± 0.0000  >= 0.9     FAIL"],
             consecutive=True,
         )
     else:

@@ -65,8 +65,8 @@ def test_model_that_reads_the_decoy_fails(
     result.stdout.fnmatch_lines(
         [
             f"{location}: check 'decoy-unused' failed: share.mean = 1 (want <= 0.05)",
-            "  measured    value   threshold  status",
-            "  share.mean  1.0000  <= 0.05    FAIL",
+            "  measured    value            threshold  status",
+            "  share.mean  1.0000 ± 0.0000  <= 0.05    FAIL",
             "  samples: 6",
             f"  region mask 'decoy', {method.replace('_', ' ')}; samples with the largest share (of 6; 0 undefined, 0 with an empty region):",
             "  sample     label  predicted  share  signed",

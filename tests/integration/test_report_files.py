@@ -176,6 +176,9 @@ def test_junit_properties_are_rounded_with_threshold_and_status(write_spec: Writ
     assert properties == {
         "saliency.iou.mean": "0.64",  # 0.6399999856948853 as float32 maths gives it
         "saliency.iou.mean.threshold": ">= 0.9",
+        "saliency.iou.mean.interval": "0.0",  # every sample scores the same
+        "saliency.iou.mean.lower": "0.64",
+        "saliency.iou.mean.upper": "0.64",
         "saliency.iou.mean.status": "failed",
         "saliency.status": "failed",
     }

@@ -80,8 +80,8 @@ def test_failures_and_spec_errors_travel_back_from_workers(
     result.stdout.fnmatch_lines(
         [
             "specs/x.saliency.yaml:11: check 'cov' [grad] failed: iou.mean = 0.64 (want >= 0.9)",
-            "  measured  value   threshold  status",
-            "  iou.mean  0.6400  >= 0.9     FAIL",
+            "  measured  value            threshold  status",
+            "  iou.mean  0.6400 ± 0.0000  >= 0.9     FAIL",
         ],
         consecutive=True,
     )

@@ -479,3 +479,24 @@ def test_rank_correlation_invariant_to_monotone_transforms(rows, data, transform
     torch.testing.assert_close(rank_correlation(a, f(b)), rho, equal_nan=True, rtol=0, atol=1e-12)
     defined = ~torch.isnan(rho)
     torch.testing.assert_close(rank_correlation(a, a)[defined], torch.ones(int(defined.sum()), dtype=torch.float64))
+
+
+def test_shift_intervals_bootstrap_the_images():
+    """Each image's per-cluster contributions average to the shifts; the bootstrap bounds hold
+    the measured shifts' range and are [0, 0] for a version against itself
+    (docs/methods.md, "Intervals and decisions")."""
+    images, seg, obj, decoy = make_scene(n=12)
+    attr_a = attribution_maps(seg, obj, decoy, obj_level=1.0, decoy_level=0.3, background=0.1, seed=1)
+    attr_b = attribution_maps(seg, obj, decoy, obj_level=0.6, decoy_level=1.5, background=0.05, seed=2)
+    result = attribution_drift(attr_a, attr_b, images, keep=2, clusters=3)
+    torch.testing.assert_close(result.image_shifts().mean(dim=0), result.shift.shift.double(), rtol=0, atol=1e-12)
+    bounds = result.shift_intervals(generator=torch.Generator().manual_seed(0), resamples=400)
+    low, high = bounds["max_abs_shift"]
+    assert 0 <= low <= high and low <= result.max_abs_shift + 1e-12
+    again = result.shift_intervals(generator=torch.Generator().manual_seed(0), resamples=400)
+    assert again == bounds  # seeded
+    same = attribution_drift(attr_a, attr_a, images, keep=2, clusters=3)
+    assert same.shift_intervals(generator=torch.Generator().manual_seed(0)) == {
+        "max_abs_shift": (0.0, 0.0),
+        "mean_abs_shift": (0.0, 0.0),
+    }

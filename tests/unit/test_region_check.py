@@ -68,7 +68,7 @@ class FakeEngine:
         masks = torch.ones(n, *images.shape[2:], dtype=torch.bool) if masks is None else masks
         self.model = ModelUnderTest(network, normalize).eval()
         self.data = SaliencyData(images, masks, labels, regions)
-        self.spec = SimpleNamespace(checks=checks or [], data=SimpleNamespace(classes=["a", "b"]))
+        self.spec = SimpleNamespace(checks=checks or [], seed=0, data=SimpleNamespace(classes=["a", "b"]))
         self.device = torch.device("cpu")
         self.batch_size = batch_size
         self.targets = labels
