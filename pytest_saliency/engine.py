@@ -133,17 +133,22 @@ class SpecEngine:
             self._attributions[method] = self._attribute(self.model, method, f"{self.loaded.name}: {method}")
         return self._attributions[method]
 
-    def _attribute(self, model: ModelUnderTest, method: str, label: str) -> Tensor:
-        """Attributions of ``model`` for the spec's method ``method``, for :attr:`targets`,
-        batched and seeded the same way whatever the model."""
+    def attributions_of(self, model: ModelUnderTest, method: str, label: str, targets: Tensor | None = None) -> Tensor:
+        """``(N, C, H, W)`` attributions of another ``model`` (a randomised copy, say) by the spec's
+        method ``method``, on the CPU, not cached; ``targets`` ``(N,)`` default to :attr:`targets`."""
+        return self._attribute(model, method, label, targets)
+
+    def _attribute(self, model: ModelUnderTest, method: str, label: str, targets: Tensor | None = None) -> Tensor:
+        """Attributions of ``model`` for the spec's method ``method``, for ``targets`` (default
+        :attr:`targets`), batched and seeded the same way whatever the model."""
         attributor = Attributor(self.spec.attributions[method], model, self.batch_size, ("attributions", method))
         torch.manual_seed(self.spec.seed)
         generator = torch.Generator().manual_seed(self.spec.seed)
         parts = []
         for done, part in enumerate(self.batches(), start=1):
             images = self.data.images[part].to(self.device)
-            targets = self.targets[part].to(self.device)
-            parts.append(attributor(images, targets, generator).cpu())
+            batch_targets = (self.targets if targets is None else targets)[part].to(self.device)
+            parts.append(attributor(images, batch_targets, generator).cpu())
             if self.progress:
                 self.progress(label, done * self.batch_size, len(self.data))
         return torch.cat(parts)
