@@ -127,10 +127,8 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     intervals = [auc_interval(row) for row in values]
     measurements = []
     if config.final is not None:
-        what = "cascading, all listed layers" if config.test == "cascading" else "independent"
-        measurements.append(
-            Measurement.compare(f"final {name} (after {layers[-1]}, {what})", means[-1], config.final, intervals[-1])
-        )
+        what = f"all {len(layers)} layers randomised" if config.test == "cascading" else f"only {layers[-1]} randomised"
+        measurements.append(Measurement.compare(f"final {name} ({what})", means[-1], config.final, intervals[-1]))
     for step, layer in enumerate(layers, start=1):
         for threshold in (config.every_step, (config.per_layer or {}).get(layer)):
             if threshold is not None:
