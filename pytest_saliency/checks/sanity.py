@@ -35,7 +35,9 @@ from ..metrics.sanity import (
     other_classes,
     parameterised_layers,
     randomised_models,
+    self_similarity,
     similarity,
+    similarity_to,
 )
 from ..spec.errors import SpecRuntimeError, did_you_mean
 from ..spec.schema import SanityCheck
@@ -118,10 +120,11 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     engine = request.engine
     name = config.similarity_name
     network = engine.model.network
-    curve = [similarity(name, trained, trained)]
+    compare = similarity_to(name, trained)
+    curve = [self_similarity(trained)]
     order: Order = "cascading" if config.test == "cascading" else "independent"
     for _, maps in _randomised_maps(request, channels, layers, order):
-        curve.append(similarity(name, trained, maps))
+        curve.append(compare(maps))
     values = torch.stack(curve).float()  # (1 + steps, N)
     means = [aggregate(row, "mean") for row in values]
     intervals = [auc_interval(row) for row in values]

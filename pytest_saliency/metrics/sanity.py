@@ -26,7 +26,7 @@ entropy) is NaN.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -50,19 +50,16 @@ ENTROPY_BINS = 100
 def average_ranks(values: Tensor) -> Tensor:
     """Ranks ``1..F`` of each row of ``(N, ...)`` values, flattened to ``(N, F)`` float64; tied
     values share the mean of their ranks (``scipy.stats.rankdata(method="average")``)."""
-    flat = values.flatten(1).double()
+    flat = values.flatten(1)
     n, f = flat.shape
-    order = flat.argsort(dim=1, stable=True)
-    ordered = flat.gather(1, order)
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    group = starts.cumsum(dim=1) - 1 + f * torch.arange(n, device=flat.device).unsqueeze(1)
-    positions = torch.arange(f, device=flat.device, dtype=torch.float64).expand(n, f).flatten()
-    first = torch.zeros(n * f, dtype=torch.float64, device=flat.device).scatter_reduce(
-        0, group.flatten(), positions, "amin", include_self=False
-    )
-    last = torch.zeros_like(first).scatter_reduce(0, group.flatten(), positions, "amax", include_self=False)
-    ranked = ((first + last) / 2 + 1).gather(0, group.flatten()).view(n, f)
+    ordered, order = flat.sort(dim=1)  # ties need no stable order: they share one rank
+    boundary = ordered[:, 1:] != ordered[:, :-1]
+    true = torch.ones(n, 1, dtype=torch.bool, device=flat.device)
+    starts, ends = torch.cat([true, boundary], dim=1), torch.cat([boundary, true], dim=1)
+    positions = torch.arange(f, device=flat.device).expand(n, f)
+    first = torch.where(starts, positions, 0).cummax(dim=1).values  # where each tie group starts
+    last = torch.where(ends, positions, f).flip(1).cummin(dim=1).values.flip(1)  # and ends
+    ranked = (first + last).double() / 2 + 1
     return torch.empty_like(ranked).scatter_(1, order, ranked)
 
 
@@ -77,15 +74,13 @@ def _pearson(a: Tensor, b: Tensor) -> Tensor:
 def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of signed maps, ``(N, ...)`` twice in, ``(N,)`` float64 out;
     NaN where either map is constant (or holds NaN)."""
-    rho = _pearson(average_ranks(a), average_ranks(b))
-    broken = a.flatten(1).isnan().any(dim=1) | b.flatten(1).isnan().any(dim=1)
-    return torch.where(broken.to(rho.device), torch.nan, rho)
+    return similarity_to("spearman", a)(b)
 
 
 def spearman_abs(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of the absolute maps (Adebayo et al.'s "absolute value"
     variant), ``(N, ...)`` twice in, ``(N,)`` out."""
-    return spearman(a.abs(), b.abs())
+    return similarity_to("spearman_abs", a)(b)
 
 
 def ssim(a: Tensor, b: Tensor, window: int = SSIM_WINDOW) -> Tensor:
@@ -118,10 +113,35 @@ def ssim(a: Tensor, b: Tensor, window: int = SSIM_WINDOW) -> Tensor:
 
 def similarity(name: Similarity, a: Tensor, b: Tensor) -> Tensor:
     """The named similarity of ``(N, H, W)`` map pairs, ``(N,)`` float64 out."""
-    functions = {"spearman": spearman, "spearman_abs": spearman_abs, "ssim": ssim}
-    if name not in functions:
+    return similarity_to(name, a)(b)
+
+
+def similarity_to(name: Similarity, reference: Tensor) -> Callable[[Tensor], Tensor]:
+    """``compare(maps)``: the named similarity of ``(N, H, W)`` maps with the fixed ``(N, H, W)``
+    ``reference`` maps, ``(N,)`` float64; the reference's ranks are computed once, not at each
+    comparison (a randomisation test compares one reference with every step)."""
+    if name == "ssim":
+        return lambda maps: ssim(reference, maps)
+    if name not in ("spearman", "spearman_abs"):
         raise ValueError(f"unknown similarity {name!r}; expected one of {SIMILARITIES}")
-    return functions[name](a, b)
+    prepare = (lambda maps: maps.abs()) if name == "spearman_abs" else (lambda maps: maps)
+    reference_ranks = average_ranks(prepare(reference))
+    reference_broken = reference.flatten(1).isnan().any(dim=1)
+
+    def compare(maps: Tensor) -> Tensor:
+        rho = _pearson(reference_ranks, average_ranks(prepare(maps)))
+        broken = reference_broken.to(rho.device) | maps.flatten(1).isnan().any(dim=1).to(rho.device)
+        return torch.where(broken, torch.nan, rho)
+
+    return compare
+
+
+def self_similarity(maps: Tensor) -> Tensor:
+    """The similarity of ``(N, H, W)`` maps with themselves, ``(N,)`` float64: 1 by every
+    measure here, NaN for a constant map (no ranks, no structure) or one holding NaN."""
+    flat = maps.flatten(1)
+    undefined = (flat.amax(dim=1) == flat.amin(dim=1)) | flat.isnan().any(dim=1)
+    return torch.where(undefined, torch.nan, torch.ones(flat.shape[0], dtype=torch.float64, device=flat.device))
 
 
 # --- eMPRT -----------------------------------------------------------------------------------
