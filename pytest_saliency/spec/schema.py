@@ -476,6 +476,19 @@ class SanityCheck(CheckKind):
     score: ThresholdField | None = Field(default=None, description="efficient: mean eMPRT score; higher is better")
     bins: Annotated[int, Field(ge=2, le=10000)] = Field(default=100, description="efficient: histogram bins")
 
+    @field_validator("layers", "per_layer", mode="before")
+    @classmethod
+    def _numbers_name_layers(cls, value: Any) -> Any:
+        """``nn.Sequential`` layers are named by their index: ``[10, 6]`` means ``["10", "6"]``."""
+        def name(item: Any) -> Any:
+            return str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+
+        if isinstance(value, list):
+            return [name(item) for item in value]
+        if isinstance(value, dict):
+            return {name(key): item for key, item in value.items()}
+        return value
+
     @model_validator(mode="after")
     def _thresholds_fit_the_test(self) -> SanityCheck:
         steps = ("final", "every_step", "per_layer")

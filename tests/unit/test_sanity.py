@@ -282,6 +282,11 @@ def test_sanity_block_errors(block: dict[str, object], message: str) -> None:
         SanityCheck.model_validate(block)
 
 
+def test_sequential_layer_indices_may_be_written_as_numbers() -> None:
+    check = SanityCheck.model_validate({"layers": [10, "features.3"], "per_layer": {10: "<= 0.5"}})
+    assert check.layers == ["10", "features.3"] and list(check.per_layer or {}) == ["10"]
+
+
 def test_sanity_defaults() -> None:
     check = SanityCheck.model_validate({"final": "<= 0.3"})
     assert (check.test, check.layers, check.similarity_name, check.bins) == ("cascading", None, "spearman_abs", 100)
