@@ -53,8 +53,17 @@ from .base import (
 __all__ = ["evaluate"]
 
 Location = tuple[str | int, ...]
-NETWORK = "network."
+NETWORK = "network"
 """Layer names in a spec are relative to the user's network inside :class:`ModelUnderTest`."""
+
+
+def _path(layer: str) -> str:
+    """Where ``layer`` (a name in the network; ``""`` the network itself) is in the model."""
+    return f"{NETWORK}.{layer}" if layer else NETWORK
+
+
+def _shown(layer: str) -> str:
+    return layer or "<network>"
 
 
 def evaluate(request: CheckRequest) -> Outcome:
@@ -99,18 +108,23 @@ def _layers(request: CheckRequest, config: SanityCheck, location: Location) -> l
     return layers
 
 
-def _randomised_maps(request: CheckRequest, channels: ChannelReduction, layers: list[str], order: Order) -> Iterator[tuple[str, Tensor]]:
+def _randomised_maps(
+    request: CheckRequest, config: SanityCheck, channels: ChannelReduction, layers: list[str], order: Order
+) -> Iterator[tuple[str, Tensor]]:
     """Yield ``(layer, (N, H, W) maps)`` of the randomised copies, one step at a time."""
     engine = request.engine
     method = request.method
     assert method is not None
-    location = ("checks", engine.spec.checks.index(request.check), "sanity", "layers")
-    steps = randomised_models(engine.model, [NETWORK + layer for layer in layers], order, engine.spec.seed)
+    location: Location = ("checks", engine.spec.checks.index(request.check), "sanity")
+    steps = randomised_models(engine.model, [_path(layer) for layer in layers], order, engine.spec.seed)
     for step, layer in enumerate(layers, start=1):
         try:
             _, model = next(steps)
         except TypeError as error:  # a parameterised module without reset_parameters
-            raise SpecRuntimeError(location, f"cannot re-initialise layer {layer!r}: {error}") from None
+            where = location + ("layers", step - 1) if config.layers is not None else location
+            raise SpecRuntimeError(
+                where, f"cannot re-initialise layer {_shown(layer)!r}: {error}; list the other layers in layers"
+            ) from None
         label = f"{engine.loaded.name}: {method} with {step}/{len(layers)} layers randomised"
         assert isinstance(model, ModelUnderTest)
         yield layer, reduce_channels(engine.attributions_of(model, method, label), channels)
@@ -123,19 +137,19 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     compare = similarity_to(name, trained)
     curve = [self_similarity(trained)]
     order: Order = "cascading" if config.test == "cascading" else "independent"
-    for _, maps in _randomised_maps(request, channels, layers, order):
+    for _, maps in _randomised_maps(request, config, channels, layers, order):
         curve.append(compare(maps))
     values = torch.stack(curve).float()  # (1 + steps, N)
     means = [aggregate(row, "mean") for row in values]
     intervals = [auc_interval(row) for row in values]
     measurements = []
     if config.final is not None:
-        what = f"all {len(layers)} layers randomised" if config.test == "cascading" else f"only {layers[-1]} randomised"
+        what = f"all {len(layers)} layers randomised" if config.test == "cascading" else f"only {_shown(layers[-1])} randomised"
         measurements.append(Measurement.compare(f"final {name} ({what})", means[-1], config.final, intervals[-1]))
     for step, layer in enumerate(layers, start=1):
         for threshold in (config.every_step, (config.per_layer or {}).get(layer)):
             if threshold is not None:
-                measurements.append(Measurement.compare(f"{name} after {layer}", means[step], threshold, intervals[step]))
+                measurements.append(Measurement.compare(f"{name} after {_shown(layer)}", means[step], threshold, intervals[step]))
     cumulative = "cumulatively, top-down as listed" if config.test == "cascading" else "one at a time, the others trained"
     details = [
         (
@@ -145,7 +159,7 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     ]
     rows = [{"step": 0, "randomised": "none (trained)", "type": "", name: means[0], "± 95%": intervals[0]}]
     rows += [
-        {"step": step, "randomised": layer, "type": type(network.get_submodule(layer)).__name__, name: means[step], "± 95%": intervals[step]}
+        {"step": step, "randomised": _shown(layer), "type": type(network.get_submodule(layer)).__name__, name: means[step], "± 95%": intervals[step]}
         for step, layer in enumerate(layers, start=1)
     ]
     details += sample_table(rows, ["step", "randomised", "type", name, "± 95%"])
@@ -211,7 +225,7 @@ def _efficient(request: CheckRequest, config: SanityCheck, trained: Tensor, chan
     engine = request.engine
     assert config.score is not None
     randomised = trained
-    for _, maps in _randomised_maps(request, channels, layers, "cascading"):
+    for _, maps in _randomised_maps(request, config, channels, layers, "cascading"):
         randomised = maps  # only the fully randomised model's maps are compared
     scores = efficient_mprt_score(trained, randomised, config.bins).float()
     before, after = histogram_entropy(trained, config.bins), histogram_entropy(randomised, config.bins)

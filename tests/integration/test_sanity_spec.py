@@ -54,8 +54,10 @@ def test_gradient_passes_and_the_edge_map_fails_with_the_similarity_per_layer(
     line = helpers.position(path.read_text(), "- id: randomisation").split(":")[0]
     result.stdout.fnmatch_lines(
         [
-            f"specs/x.saliency.yaml:{line}: check 'randomisation' [[]edge] failed: "
-            "final spearman_abs (all 3 layers randomised) = 1 (want <= 0.5)",
+            (
+                f"specs/x.saliency.yaml:{line}: check 'randomisation' [[]edge] failed: "
+                "final spearman_abs (all 3 layers randomised) = 1 (want <= 0.5)"
+            ),
             "*cascading randomisation of 3 layers (cumulatively, top-down as listed; seed 0): spearman_abs *6 samples",
             "*step      randomised    type  spearman_abs  ± 95%",
             "*   0  none (trained)                 1.000  0.000",
@@ -145,4 +147,21 @@ def test_spec_errors_are_positioned(
     assert result.ret != pytest.ExitCode.OK
     text = path.read_text()
     result.stdout.fnmatch_lines([f"specs/x.saliency.yaml:{helpers.position(text, needle)}: checks[[]0[]].sanity*{message}"])
+    helpers.assert_no_traceback(result.stdout.str())
+
+
+def test_a_layer_that_cannot_be_re_initialised_is_a_positioned_error(
+    project: pytest.Pytester, write_spec, helpers: SimpleNamespace
+) -> None:
+    """``tinymodel.Focus`` holds a parameter of its own and has no ``reset_parameters()``."""
+    path = write_spec(checks=sanity_check("randomisation", final='"<= 0.5"'))
+    result = project.runpytest_inprocess()
+    result.assert_outcomes(failed=1)
+    where = helpers.position(path.read_text(), "final")
+    result.stdout.fnmatch_lines(
+        [
+            f"specs/x.saliency.yaml:{where}: checks[[]0[]].sanity: cannot re-initialise layer '<network>': "
+            "module (Focus) has parameters but no reset_parameters(); list the other layers in layers"
+        ]
+    )
     helpers.assert_no_traceback(result.stdout.str())

@@ -43,14 +43,14 @@ import torch
 
 quantus = pytest.importorskip("quantus", reason="the Quantus comparison needs `pip install -e .[bench]`")
 
-from quantus.functions.similarity_func import correlation_spearman  # noqa: E402
-from quantus.functions.similarity_func import ssim as quantus_ssim  # noqa: E402
+from quantus.functions.similarity_func import correlation_spearman
+from quantus.functions.similarity_func import ssim as quantus_ssim
 
-from examples.shapes.model import load  # noqa: E402
-from pytest_saliency.attribution import Attributor  # noqa: E402
-from pytest_saliency.loaders.models import ModelUnderTest  # noqa: E402
-from pytest_saliency.metrics.saliency import reduce_channels  # noqa: E402
-from pytest_saliency.metrics.sanity import (  # noqa: E402
+from examples.shapes.model import load
+from pytest_saliency.attribution import Attributor
+from pytest_saliency.loaders.models import ModelUnderTest
+from pytest_saliency.metrics.saliency import reduce_channels
+from pytest_saliency.metrics.sanity import (
     efficient_mprt_score,
     parameterised_layers,
     randomised_models,
@@ -58,7 +58,7 @@ from pytest_saliency.metrics.sanity import (  # noqa: E402
     spearman_abs,
     ssim,
 )
-from pytest_saliency.spec.schema import AttributionSpec  # noqa: E402
+from pytest_saliency.spec.schema import AttributionSpec
 
 SHAPES = Path(__file__).resolve().parents[2] / "examples" / "shapes"
 SEED = 42  # Quantus' default
