@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 import pytest_saliency.checks.sanity  # noqa: F401  (imported once here, not in every in-process run)
+from pytest_saliency.report.results import validation_errors
 
 SANITY_MODEL = '''\
 import torch
@@ -78,7 +79,9 @@ def test_json_and_html_reports_carry_the_curve(sanity_project: pytest.Pytester, 
     write_spec(model=MODEL, attributions=METHODS, checks=checks)
     result = sanity_project.runpytest_inprocess("--saliency-json", "out/results.json", "--saliency-report", "out/report.html")
     result.assert_outcomes(passed=1)
-    (item,) = json.loads((sanity_project.path / "out" / "results.json").read_text())["results"]
+    document = json.loads((sanity_project.path / "out" / "results.json").read_text())
+    assert validation_errors(document) == []  # the shipped results schema
+    (item,) = document["results"]
     sanity = item["sanity"]
     assert item["kind"] == "sanity"
     assert sanity["test"] == "cascading" and sanity["similarity"] == "spearman_abs"

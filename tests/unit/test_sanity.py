@@ -24,7 +24,9 @@ from pytest_saliency.metrics.sanity import (
     parameterised_layers,
     randomised_models,
     reinitialise,
+    self_similarity,
     similarity,
+    similarity_to,
     spearman,
     spearman_abs,
     ssim,
@@ -100,6 +102,25 @@ def test_similarity_by_name() -> None:
     assert similarity("ssim", a, a).tolist() == pytest.approx([1.0] * 3)
     with pytest.raises(ValueError, match="unknown similarity"):
         similarity("hog", a, a)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["spearman", "spearman_abs", "ssim"])
+def test_a_fixed_reference_gives_the_pairwise_similarity(name: str) -> None:
+    generator = torch.Generator().manual_seed(4)
+    reference = (torch.rand(4, 9, 9, generator=generator) * 3).round() - 1
+    compare = similarity_to(name, reference)  # type: ignore[arg-type]
+    for _ in range(2):  # the reference's ranks are reused
+        maps = torch.rand(4, 9, 9, generator=generator) - 0.5
+        torch.testing.assert_close(compare(maps), similarity(name, reference, maps))  # type: ignore[arg-type]
+
+
+def test_self_similarity_is_one_except_for_constant_maps() -> None:
+    maps = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    maps[1] = 0.25
+    expected = [1.0, math.nan, 1.0]
+    assert self_similarity(maps).tolist() == pytest.approx(expected, nan_ok=True)
+    for name in ("spearman", "spearman_abs", "ssim"):
+        assert similarity(name, maps, maps).tolist() == pytest.approx(expected, nan_ok=True)  # type: ignore[arg-type]
 
 
 @settings(max_examples=30, deadline=None)
