@@ -109,9 +109,15 @@ def _layers(request: CheckRequest, config: SanityCheck, location: Location) -> l
 
 
 def _randomised_maps(
-    request: CheckRequest, config: SanityCheck, channels: ChannelReduction, layers: list[str], order: Order
+    request: CheckRequest,
+    config: SanityCheck,
+    channels: ChannelReduction,
+    layers: list[str],
+    order: Order,
+    last_only: bool = False,
 ) -> Iterator[tuple[str, Tensor]]:
-    """Yield ``(layer, (N, H, W) maps)`` of the randomised copies, one step at a time."""
+    """Yield ``(layer, (N, H, W) maps)`` of the randomised copies, one step at a time (with
+    ``last_only``, only the last step's: the layers before it are re-initialised, not explained)."""
     engine = request.engine
     method = request.method
     assert method is not None
@@ -125,6 +131,8 @@ def _randomised_maps(
             raise SpecRuntimeError(
                 where, f"cannot re-initialise layer {_shown(layer)!r}: {error}; list the other layers in layers"
             ) from None
+        if last_only and step < len(layers):
+            continue
         label = f"{engine.loaded.name}: {method} with {step}/{len(layers)} layers randomised"
         assert isinstance(model, ModelUnderTest)
         yield layer, reduce_channels(engine.attributions_of(model, method, label), channels)
@@ -149,7 +157,8 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     for step, layer in enumerate(layers, start=1):
         for threshold in (config.every_step, (config.per_layer or {}).get(layer)):
             if threshold is not None:
-                measurements.append(Measurement.compare(f"{name} after {_shown(layer)}", means[step], threshold, intervals[step]))
+                step_name = f"after {_shown(layer)}" if config.test == "cascading" else f"with only {_shown(layer)} randomised"
+                measurements.append(Measurement.compare(f"{name} {step_name}", means[step], threshold, intervals[step]))
     cumulative = "cumulatively, top-down as listed" if config.test == "cascading" else "one at a time, the others trained"
     details = [
         (
@@ -224,9 +233,7 @@ def _random_logit(request: CheckRequest, config: SanityCheck, trained: Tensor, c
 def _efficient(request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, layers: list[str]) -> Outcome:
     engine = request.engine
     assert config.score is not None
-    randomised = trained
-    for _, maps in _randomised_maps(request, config, channels, layers, "cascading"):
-        randomised = maps  # only the fully randomised model's maps are compared
+    ((_, randomised),) = _randomised_maps(request, config, channels, layers, "cascading", last_only=True)
     scores = efficient_mprt_score(trained, randomised, config.bins).float()
     before, after = histogram_entropy(trained, config.bins), histogram_entropy(randomised, config.bins)
     mean, interval = aggregate(scores, "mean"), auc_interval(scores)

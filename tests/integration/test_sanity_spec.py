@@ -168,3 +168,18 @@ def test_a_layer_that_cannot_be_re_initialised_is_a_positioned_error(
         ]
     )
     helpers.assert_no_traceback(result.stdout.str())
+
+
+def test_independent_randomisation_names_each_layer_alone(sanity_project: pytest.Pytester, write_spec) -> None:
+    checks = sanity_check("alone", methods="[grad]", test="independent", every_step='"<= 1"', final='"<= 1"')
+    write_spec(model=MODEL, attributions=METHODS, checks=checks)
+    result = sanity_project.runpytest_inprocess("--saliency-json", "out/results.json")
+    result.assert_outcomes(passed=1)
+    (item,) = json.loads((sanity_project.path / "out" / "results.json").read_text())["results"]
+    assert [m["name"] for m in item["measurements"]] == [
+        "final spearman_abs (only 0 randomised)",
+        "spearman_abs with only 6 randomised",
+        "spearman_abs with only 2 randomised",
+        "spearman_abs with only 0 randomised",
+    ]
+    assert item["measurements"][0]["value"] == item["measurements"][-1]["value"] == item["sanity"]["curve"][-1]
