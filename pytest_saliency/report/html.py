@@ -296,7 +296,7 @@ def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
     markers = [
         {"x": x(i), "y": y(v), "name": names[i], "value": v} for i, v in enumerate(curve) if isinstance(v, int | float)
     ]
-    final = _threshold_number(sanity.get("final") or "") if sanity.get("final") else None
+    final = _threshold_number(sanity["final"]) if sanity.get("final") else None
     x_axis_y = SANITY_PLOT["height"] - SANITY_PLOT["bottom"]
     return {
         **SANITY_PLOT,
