@@ -20,8 +20,9 @@ from torch import Tensor
 from .loaders.models import ModelUnderTest
 from .metrics.fidelity import gaussian_blur
 from .memory import is_out_of_memory
+from .metrics.sanity import edge_map
 from .spec.errors import Location, SpecRuntimeError, did_you_mean, first_line
-from .spec.schema import RANDOM_METHOD, AttributionSpec
+from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
 
 
 def _tuples(value: Any) -> Any:
@@ -71,7 +72,7 @@ class Attributor:
 
         self.spec = spec
         self.location = location
-        if spec.method == RANDOM_METHOD:
+        if spec.method in BUILTIN_METHODS:
             return
         method_class = getattr(captum.attr, spec.method, None)
         if not isinstance(method_class, type):
@@ -105,9 +106,13 @@ class Attributor:
         """Attributions for ``(N, C, H, W)`` images and ``(N,)`` targets, ``(N, C', H, W)``.
 
         ``method: random`` gives uniform noise in [0, 1) from ``generator`` (seeded per spec):
-        the reference a real method must beat."""
+        the reference a real method must beat. ``method: edge`` gives the Sobel gradient
+        magnitude of each image channel (:func:`~pytest_saliency.metrics.sanity.edge_map`): it
+        ignores the model, so a parameter randomisation check must fail it."""
         if self.spec.method == RANDOM_METHOD:
             return torch.rand(images.shape, generator=generator).to(images.device)
+        if self.spec.method == EDGE_METHOD:
+            return edge_map(images.detach().float())
         params = dict(self.params)
         if self.spec.baseline is not None:
             params["baselines"] = make_baseline(self.spec.baseline, images, generator)

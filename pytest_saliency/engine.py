@@ -166,12 +166,18 @@ class SpecEngine:
             self._attributions[method] = self._attribute(self.model, method, f"{self.loaded.name}: {method}")
         return self._attributions[method]
 
-    def _attribute(self, model: ModelUnderTest, method: str, label: str) -> Tensor:
-        """Attributions of ``model`` for the spec's method ``method``, for :attr:`targets`,
-        batched and seeded the same way whatever the model; out of memory, retried once at half
-        the batch."""
+    def attributions_of(self, model: ModelUnderTest, method: str, label: str, targets: Tensor | None = None) -> Tensor:
+        """``(N, C, H, W)`` attributions of another ``model`` (a randomised copy, say) by the spec's
+        method ``method``, on the CPU, not cached; ``targets`` ``(N,)`` default to :attr:`targets`."""
+        return self._attribute(model, method, label, targets)
+
+    def _attribute(self, model: ModelUnderTest, method: str, label: str, targets: Tensor | None = None) -> Tensor:
+        """Attributions of ``model`` for the spec's method ``method``, for ``targets`` (default
+        :attr:`targets`), batched and seeded the same way whatever the model; out of memory,
+        retried once at half the batch."""
         self.logits  # noqa: B018  (the model and data are checked before any attribution)
         location = ("attributions", method)
+        chosen = self.targets if targets is None else targets
 
         def attribute(batch_size: int) -> Tensor:
             attributor = Attributor(self.spec.attributions[method], model, batch_size, location)
@@ -180,8 +186,7 @@ class SpecEngine:
             parts = []
             for part in self.batches(batch_size=batch_size):
                 images = self.data.images[part].to(self.device)
-                targets = self.targets[part].to(self.device)
-                parts.append(attributor(images, targets, generator).cpu())
+                parts.append(attributor(images, chosen[part].to(self.device), generator).cpu())
                 if self.progress:
                     self.progress(label, part.stop, len(self.data))
             return torch.cat(parts)

@@ -141,6 +141,7 @@ def item_view(result: dict[str, Any], position: int) -> dict[str, Any]:
         "patterns": pattern_chart(result),
         "fidelity": fidelity_plot(result),
         "drift": drift_view(result),
+        "sanity": sanity_plot(result),
         "artifacts": result.get("artifacts") or [],
         "anchor": f"{position}-{_slug(test_id)}",
     }
@@ -267,6 +268,53 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         "plot_right": PLOT["width"] - PLOT["right"],
         "aucs": _aucs(result),
         "score": (result.get("fidelity") or {}).get("score") if isinstance(result.get("fidelity"), dict) else result.get("score"),
+    }
+
+
+SANITY_PLOT = {**PLOT, "right": 24, "bottom": 70}  # room for the layer names under the axis
+
+
+def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
+    """A sanity check's similarity after each randomisation step (Adebayo et al.'s cascading
+    curve: the trained model first, then one more layer randomised at each step), with the
+    ``final`` threshold as a dashed line."""
+    sanity = result.get("sanity")
+    curve = sanity.get("curve") if isinstance(sanity, dict) else None
+    if not isinstance(sanity, dict) or not isinstance(curve, list) or len(curve) < 2:
+        return None
+    steps = sanity.get("steps")
+    names = [str(step) for step in steps] if isinstance(steps, list) and len(steps) == len(curve) else [str(i) for i in range(len(curve))]
+    values = [v for v in curve if isinstance(v, int | float)]
+    low, high = min([0.0, *values]), max([1.0, *values])
+    inner_w = SANITY_PLOT["width"] - SANITY_PLOT["left"] - SANITY_PLOT["right"]
+    inner_h = SANITY_PLOT["height"] - SANITY_PLOT["top"] - SANITY_PLOT["bottom"]
+
+    def x(position: int) -> float:
+        return round(SANITY_PLOT["left"] + inner_w * position / (len(curve) - 1), 1)
+
+    def y(value: float) -> float:
+        return round(SANITY_PLOT["top"] + inner_h * (1 - (value - low) / (high - low)), 1)
+
+    markers = [
+        {"x": x(i), "y": y(v), "name": names[i], "value": v} for i, v in enumerate(curve) if isinstance(v, int | float)
+    ]
+    final = _threshold_number(sanity["final"]) if sanity.get("final") else None
+    x_axis_y = SANITY_PLOT["height"] - SANITY_PLOT["bottom"]
+    return {
+        **SANITY_PLOT,
+        "points": " ".join(f"{m['x']},{m['y']}" for m in markers),
+        "markers": markers,
+        "labels": [{"x": x(i), "name": name} for i, name in enumerate(names)],
+        "ticks_y": [{"y": y(v), "label": f"{v:.2g}"} for v in _ticks(low, high)],
+        "threshold": None if final is None or not low <= final <= high else {"y": y(final), "text": sanity["final"]},
+        "x_axis_y": x_axis_y,
+        "plot_right": SANITY_PLOT["width"] - SANITY_PLOT["right"],
+        "similarity": sanity.get("similarity", ""),
+        "axis_label": (
+            "layer randomised alone (the others trained)"
+            if sanity.get("test") == "independent"
+            else "layers randomised, cumulatively from the output down"
+        ),
     }
 
 

@@ -207,8 +207,11 @@ CAPTUM_METHODS: frozenset[str] = frozenset(
         "InternalInfluence",
     }
 )  # fmt: skip
-# Built in, not from captum: seeded uniform noise, the reference an attribution must beat.
+# Built in, not from captum: seeded uniform noise, the reference an attribution must beat, and
+# the image's Sobel edges, a model-independent map that a randomisation sanity check must reject.
 RANDOM_METHOD = "random"
+EDGE_METHOD = "edge"
+BUILTIN_METHODS: frozenset[str] = frozenset({RANDOM_METHOD, EDGE_METHOD})
 LAYER_METHODS = frozenset(name for name in CAPTUM_METHODS if name.startswith("Layer")) | {
     "GuidedGradCam",
     "InternalInfluence",
@@ -257,10 +260,10 @@ class AttributionSpec(_Strict):
     def _layer_when_needed(self) -> AttributionSpec:
         if self.method in LAYER_METHODS and self.layer is None:
             raise ValueError(f"{self.method} attributes to a layer: add layer: <dotted module name>")
-        if self.layer is not None and self.method in CAPTUM_METHODS | {RANDOM_METHOD} and self.method not in LAYER_METHODS:
+        if self.layer is not None and self.method in CAPTUM_METHODS | BUILTIN_METHODS and self.method not in LAYER_METHODS:
             raise ValueError(f"{self.method} takes no layer; remove layer")
-        if self.method == RANDOM_METHOD and (self.params or self.init or self.baseline is not None or self.noise_tunnel):
-            raise ValueError("method random takes no params, init, baseline or noise_tunnel")
+        if self.method in BUILTIN_METHODS and (self.params or self.init or self.baseline is not None or self.noise_tunnel):
+            raise ValueError(f"method {self.method} takes no params, init, baseline or noise_tunnel")
         return self
 
 
@@ -472,9 +475,84 @@ class RegionCheck(SlicedCheck):
         return self
 
 
+SanityTest = Literal["cascading", "independent", "random_logit", "efficient"]
+SimilarityName = Literal["spearman", "spearman_abs", "ssim"]
+
+
+class SanityCheck(CheckKind):
+    """Does the explanation depend on the model? Parameter randomisation (Adebayo et al. 2018),
+    random logit (Sixt et al. 2020) and efficient MPRT (Hedström et al. 2023)."""
+
+    test: SanityTest = Field(
+        default="cascading",
+        description="cascading: re-initialise layers top-down, cumulatively; independent: one at a time; "
+        "random_logit: compare with another class's explanation; efficient: eMPRT entropy score",
+    )
+    layers: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1, description="dotted module names, in order (default: every parameterised layer, top-down)"
+    )
+    similarity: SimilarityName | None = Field(
+        default=None, description="default: spearman_abs (cascading, independent), ssim (random_logit)"
+    )
+    channels: Literal["sum", "abs_sum", "max_abs", "positive"] | None = Field(
+        default=None, description="channel reduction of the compared maps (default: saliency.channels)"
+    )
+    final: ThresholdField | None = Field(
+        default=None, description="mean similarity after the last step (random_logit: the mean similarity); lower is better"
+    )
+    every_step: ThresholdField | None = Field(default=None, description="mean similarity after each randomised layer")
+    per_layer: dict[Annotated[str, Field(min_length=1)], ThresholdField] | None = Field(
+        default=None, min_length=1, description="layer name -> threshold on the mean similarity after that layer"
+    )
+    score: ThresholdField | None = Field(default=None, description="efficient: mean eMPRT score; higher is better")
+    bins: Annotated[int, Field(ge=2, le=10000)] = Field(default=100, description="efficient: histogram bins")
+
+    @field_validator("layers", "per_layer", mode="before")
+    @classmethod
+    def _numbers_name_layers(cls, value: Any) -> Any:
+        """``nn.Sequential`` layers are named by their index: ``[10, 6]`` means ``["10", "6"]``."""
+        def name(item: Any) -> Any:
+            return str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+
+        if isinstance(value, list):
+            return [name(item) for item in value]
+        if isinstance(value, dict):
+            return {name(key): item for key, item in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds_fit_the_test(self) -> SanityCheck:
+        steps = ("final", "every_step", "per_layer")
+        given = [name for name in steps if getattr(self, name) is not None]
+        if self.test == "efficient":
+            if self.score is None:
+                raise ValueError('test efficient needs score (the eMPRT score, e.g. score: ">= 0.1")')
+            if given or self.similarity is not None:
+                raise ValueError(f"test efficient takes score and bins, not {', '.join(given) or 'similarity'}")
+            return self
+        if self.score is not None or "bins" in self.model_fields_set:
+            raise ValueError(f"score and bins go with test: efficient, not with test: {self.test}")
+        if self.test == "random_logit":
+            if self.final is None or self.every_step is not None or self.per_layer is not None or self.layers is not None:
+                raise ValueError('test random_logit takes final (e.g. final: "<= 0.5"), not layers, every_step or per_layer')
+            return self
+        if not given:
+            raise ValueError(f"give at least one of {', '.join(steps)}")
+        if self.layers is not None and self.per_layer is not None:
+            unknown = [name for name in self.per_layer if name not in self.layers]
+            if unknown:
+                raise ValueError(f"per_layer names {unknown[0]!r}, which is not in layers{did_you_mean(unknown[0], self.layers)}")
+        return self
+
+    @property
+    def similarity_name(self) -> SimilarityName:
+        """The similarity used: the given one, or the test's default."""
+        return self.similarity or ("ssim" if self.test == "random_logit" else "spearman_abs")
+
+
 Decide = Literal["point", "interval"]
 
-CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns", "fidelity", "drift", "region")
+CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns", "fidelity", "drift", "region", "sanity")
 
 
 class CheckSpec(_ExactlyOne):
@@ -491,6 +569,7 @@ class CheckSpec(_ExactlyOne):
     fidelity: FidelityCheck | None = None
     drift: DriftCheck | None = None
     region: RegionCheck | None = None
+    sanity: SanityCheck | None = None
 
     @property
     def kind(self) -> str:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError, SpecProblem, did_you_mean
 from .overrides import Override, Problem, apply_overrides, substitute_environment
-from .schema import _AGGREGATE, CAPTUM_METHODS, RANDOM_METHOD, Spec
+from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
 from .source import DuplicateKey, Location, SourceMap, load_yaml
 
 SPEC_SUFFIXES: tuple[str, ...] = (".saliency.yaml", ".saliency.yml")
@@ -250,9 +250,9 @@ def _message(item: Any) -> str:
 def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     spec = loaded.spec
     for name, attribution in spec.attributions.items():
-        known = attribution.method in CAPTUM_METHODS or attribution.method == RANDOM_METHOD
+        known = attribution.method in CAPTUM_METHODS | BUILTIN_METHODS
         if not known and not _captum_has(attribution.method):
-            hint = did_you_mean(attribution.method, CAPTUM_METHODS | {RANDOM_METHOD})
+            hint = did_you_mean(attribution.method, CAPTUM_METHODS | BUILTIN_METHODS)
             yield loaded.problem(
                 ("attributions", name, "method"),
                 f"unknown captum attribution method {attribution.method!r}{hint}",

@@ -592,3 +592,25 @@ def test_find_chromium_honours_the_environment(monkeypatch: pytest.MonkeyPatch, 
     assert screenshot.find_chromium() is None
     with pytest.raises(FileNotFoundError, match="apt-get install chromium"):
         screenshot.screenshot(tmp_path / "r.html", tmp_path / "r.png")
+
+
+def test_sanity_curve_is_plotted_with_its_final_threshold() -> None:
+    result = {
+        "sanity": {
+            "test": "cascading", "similarity": "spearman_abs", "final": "<= 0.3",
+            "steps": ["original", "10", "6", "3", "0"], "curve": [1.0, 0.8, 0.67, None, 0.11],
+        }
+    }
+    plot = report_html.sanity_plot(result)
+    assert plot is not None
+    assert [marker["name"] for marker in plot["markers"]] == ["original", "10", "6", "0"]  # null: no point
+    assert [label["name"] for label in plot["labels"]] == ["original", "10", "6", "3", "0"]
+    top, bottom = plot["top"], plot["x_axis_y"]
+    assert plot["markers"][0]["y"] == top  # similarity 1 at the top, 0 on the axis
+    assert plot["threshold"]["y"] == pytest.approx(bottom - 0.3 * (bottom - top), abs=0.1)
+    assert plot["axis_label"] == "layers randomised, cumulatively from the output down"
+    document = {"generator": {"version": "0", "pytest": "9"}, "results": [{"check": "s", "status": "passed", "measurements": [], **result}]}
+    html = report_html.render_html(document)
+    assert html.count('class="marker-sanity"') == 4 and '<svg class="chart sanity"' in html
+    assert report_html.sanity_plot({"sanity": {"test": "random_logit"}}) is None
+    assert report_html.sanity_plot({"measurements": []}) is None

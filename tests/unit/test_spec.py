@@ -220,7 +220,7 @@ ERRORS: dict[str, tuple[str, int, int, str]] = {
     ),
     "two check kinds in one check": (
         BASE.replace("  - id: coverage\n", '  - id: coverage\n    fidelity: {gap: ">= 0.1"}\n'),
-        9, 5, "checks[0]: give exactly one of shared_interest, patterns, fidelity, drift, region (got shared_interest, fidelity)",
+        9, 5, "checks[0]: give exactly one of shared_interest, patterns, fidelity, drift, region, sanity (got shared_interest, fidelity)",
     ),
     "unsupported version": (
         BASE.replace("version: 1", "version: 2"),
