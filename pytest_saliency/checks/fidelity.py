@@ -1,4 +1,5 @@
-"""``fidelity`` checks: thresholds on MIF/LIF curve AUCs and their gap (Brocki & Chung 2022)."""
+"""``fidelity`` checks: thresholds on MIF/LIF curve AUCs and their gap (Brocki & Chung 2022), and
+on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from ..metrics.fidelity import fidelity_curves
 from ..spec.schema import FidelityCheck
 from .base import CheckRequest, Measurement, Outcome
 
-ORDER_NAMES = {"mif": "most important first", "lif": "least important first", "random": "random order"}
+ORDER_NAMES = {
+    "mif": "most important first",
+    "lif": "least important first",
+    "random": "random order",
+    "insertion": "most important put back first into the blurred image; raw score",
+}
 
 
 def evaluate(request: CheckRequest) -> Outcome:
@@ -37,7 +43,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     measurements = []
     if config.gap is not None:
         measurements.append(Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval))
-    for order, threshold in (("mif", config.mif_auc), ("lif", config.lif_auc)):
+    for order, threshold in (("mif", config.mif_auc), ("lif", config.lif_auc), ("insertion", config.insertion_auc)):
         if threshold is not None:
             measurements.append(
                 Measurement.compare(f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order))
