@@ -601,6 +601,7 @@ def fidelity_curves(
                     pixels = units.view(-1, h, w)
                 mask = pixels.unsqueeze(1)
                 if inserting[job_order[job_id]]:
+                    assert blurred is not None
                     torch.where(mask, blurred[rows], images[rows], out=batch[out])
                     if fill == "noisy_linear":
                         removed[out] = False

@@ -103,8 +103,8 @@ def sensitivity(
                 )
             )
         per_perturbation.append(torch.stack(values, dim=1).double().cpu())
-    values = torch.cat(per_perturbation)  # (N, n_perturb_samples)
-    return values.amax(dim=1), values.mean(dim=1)
+    relative_changes = torch.cat(per_perturbation)  # (N, n_perturb_samples)
+    return relative_changes.amax(dim=1), relative_changes.mean(dim=1)
 
 
 def infidelity(
