@@ -5,9 +5,10 @@ NeurIPS 2019 (docs/methods.md, "Robustness"). Nothing is reimplemented: captum's
 ``sensitivity_max`` and ``infidelity`` do the arithmetic; this module feeds them batches and
 seeded perturbations.
 
-- Perturbations are drawn per sample, from a generator seeded by the spec's seed and the
-  sample's position, so a sample's scores do not depend on the batch it is in, nor on the other
-  samples.
+- Perturbations are drawn per sample and perturbation, from a generator seeded by the spec's
+  seed, the sample's position and the perturbation's number, so a sample's scores do not depend
+  on the batch it is in, nor on the other samples, and only one perturbation of a batch is held
+  at a time.
 - Max and average sensitivity come from the same perturbations: captum's ``sensitivity_max`` is
   called once per perturbation (``n_perturb_samples=1``, whose "max" is that perturbation's
   relative change ``‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖``), and the max and the mean are taken over those
@@ -36,13 +37,15 @@ _SALT_SENSITIVITY, _SALT_INFIDELITY = 0x61, 0x62
 
 
 def _per_sample_noise(
-    positions: range, shape: tuple[int, ...], seed: int, salt: int, kind: Literal["uniform", "normal"]
+    positions: range, perturbation: int, shape: tuple[int, ...], seed: int, salt: int, kind: Literal["uniform", "normal"]
 ) -> Tensor:
-    """``(len(positions), *shape)`` noise, sample ``i``'s drawn from its own seeded CPU generator
-    (uniform in ``[-1, 1]`` or standard normal)."""
+    """``(len(positions), *shape)`` noise of one perturbation: sample ``i``'s drawn from a CPU
+    generator seeded by ``(seed, salt, i, perturbation)`` (uniform in ``[-1, 1]`` or standard
+    normal), so it is the same whatever batch the sample is in."""
     draws = []
-    for position in positions:  # one generator per sample: scores independent of the batching
-        generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) * 1_000_033 + position)
+    for position in positions:  # one generator per sample and perturbation: a few per batch
+        key = ((int(seed) * 1_000_003 + salt) * 1_000_033 + position) * 1_009 + perturbation
+        generator = torch.Generator().manual_seed(key % 2**63)
         if kind == "uniform":
             draws.append(torch.rand(shape, generator=generator) * 2 - 1)
         else:
@@ -85,8 +88,6 @@ def sensitivity(
         batch, batch_target = images[start : start + batch_size], target[start : start + batch_size]
         batch_clean = clean[start : start + batch_size].to(images.device)
         positions = range(start, start + len(batch))
-        noise = _per_sample_noise(positions, (n_perturb_samples, *batch.shape[1:]), seed, _SALT_SENSITIVITY, "uniform")
-        noise = (perturb_radius * noise).to(device=batch.device, dtype=batch.dtype)
 
         def explanation(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> tuple[Tensor]:
             # a tuple: captum 0.9 iterates over the clean explanation as a tuple of inputs
@@ -95,7 +96,8 @@ def sensitivity(
 
         values = []
         for j in range(n_perturb_samples):
-            shift = noise[:, j]
+            noise = _per_sample_noise(positions, j, tuple(batch.shape[1:]), seed, _SALT_SENSITIVITY, "uniform")
+            shift = (perturb_radius * noise).to(device=batch.device, dtype=batch.dtype)
             values.append(
                 sensitivity_max(
                     explanation, batch, perturb_func=lambda x, _radius, shift=shift: x + shift,
@@ -139,16 +141,16 @@ def infidelity(
     for start in range(0, len(images), batch_size):
         batch, batch_target = images[start : start + batch_size], target[start : start + batch_size]
         positions = range(start, start + len(batch))
-        noise = _per_sample_noise(positions, (n_perturb_samples, *batch.shape[1:]), seed, _SALT_INFIDELITY, "normal")
-        noise = (noise_std * noise).to(device=batch.device, dtype=batch.dtype)
         served = 0
 
         def perturb(inputs: Tensor) -> tuple[Tensor, Tensor]:
             # captum repeats each sample m times in a row (repeat_interleave): serve the next m
             # of its perturbations in that layout
             nonlocal served
-            m = inputs.shape[0] // len(batch)
-            perturbation = noise[:, served : served + m].reshape(inputs.shape)
+            m = inputs.shape[0] // len(positions)
+            shape = tuple(inputs.shape[1:])
+            draws = [_per_sample_noise(positions, served + t, shape, seed, _SALT_INFIDELITY, "normal") for t in range(m)]
+            perturbation = (noise_std * torch.stack(draws, dim=1)).reshape(inputs.shape).to(inputs.device, inputs.dtype)
             served += m
             return perturbation, inputs - perturbation
 

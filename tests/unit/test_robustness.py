@@ -29,6 +29,11 @@ def workload():
     return model, images, target, explain
 
 
+def noise_of(salt: int, kind: str) -> torch.Tensor:
+    """``(N, N_PERTURB, 3, 12, 12)``: every sample's perturbations, as the module draws them."""
+    return torch.stack([_per_sample_noise(range(N), j, (3, 12, 12), SEED, salt, kind) for j in range(N_PERTURB)], dim=1)
+
+
 def replay(noise: torch.Tensor, infidelity: bool):
     """A captum perturb_func that serves ``noise`` ``(N, n, ...)`` in captum's repeat_interleave layout."""
     served = 0
@@ -49,7 +54,7 @@ def test_max_sensitivity_is_captums_and_the_mean_uses_the_same_perturbations() -
     high, mean = robustness.sensitivity(
         explain, images, target, clean, perturb_radius=0.05, n_perturb_samples=N_PERTURB, batch_size=2, seed=SEED
     )
-    noise = 0.05 * _per_sample_noise(range(N), (N_PERTURB, 3, 12, 12), SEED, _SALT_SENSITIVITY, "uniform")
+    noise = 0.05 * noise_of(_SALT_SENSITIVITY, "uniform")
     theirs = sensitivity_max(
         lambda x, target: (explain(x[0] if isinstance(x, tuple) else x, target),), images,
         perturb_func=replay(noise, infidelity=False), perturb_radius=0.05, n_perturb_samples=N_PERTURB, target=target,
@@ -74,7 +79,7 @@ def test_infidelity_is_captums(normalize: bool) -> None:
         model, images, attributions, target, noise_std=0.05, n_perturb_samples=N_PERTURB,
         normalize=normalize, batch_size=2, seed=SEED,
     )
-    noise = 0.05 * _per_sample_noise(range(N), (N_PERTURB, 3, 12, 12), SEED, _SALT_INFIDELITY, "normal")
+    noise = 0.05 * noise_of(_SALT_INFIDELITY, "normal")
     theirs = captum_infidelity(
         model, replay(noise, infidelity=True), images, attributions, target=target,
         n_perturb_samples=N_PERTURB, normalize=normalize,
