@@ -32,6 +32,8 @@ __all__ = ["infidelity", "sensitivity"]
 
 Explain = Callable[[Tensor, Tensor], Tensor]
 """``(B, C, H, W)`` inputs and ``(B,)`` targets -> ``(B, C', H, W)`` attributions."""
+Progress = Callable[[int, int], None]
+"""Called after each captum call with ``(images done, images in all)``."""
 
 _SALT_SENSITIVITY, _SALT_INFIDELITY = 0x61, 0x62
 
@@ -64,6 +66,7 @@ def sensitivity(
     norm_ord: Literal["fro", "inf"] = "fro",
     batch_size: int = 64,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Max- and average sensitivity (Yeh et al. 2019) through ``captum.metrics.sensitivity_max``.
 
@@ -74,6 +77,7 @@ def sensitivity(
         perturb_radius: each input value moves by uniform noise in ``[-r, r]`` (captum's default
             perturbation, an L∞ ball).
         n_perturb_samples: perturbations per image.
+        batch_size: images per captum call; ``seed``: seeds the perturbations.
         norm_ord: ``"fro"`` (captum's default) or ``"inf"`` for the norm of the change.
 
     Returns:
@@ -105,6 +109,8 @@ def sensitivity(
                 )
             )
         per_perturbation.append(torch.stack(values, dim=1).double().cpu())
+        if progress is not None:
+            progress(start + len(batch), len(images))
     relative_changes = torch.cat(per_perturbation)  # (N, n_perturb_samples)
     return relative_changes.amax(dim=1), relative_changes.mean(dim=1)
 
@@ -120,6 +126,7 @@ def infidelity(
     normalize: bool = True,
     batch_size: int = 64,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> Tensor:
     """Infidelity (Yeh et al. 2019) through ``captum.metrics.infidelity``:
     ``E_I[(Iᵀ Φ(x) − (f(x) − f(x − I)))²]`` with ``I ~ N(0, noise_std²)`` on every input value and
@@ -161,4 +168,6 @@ def infidelity(
                 max_examples_per_batch=len(batch), normalize=normalize,
             ).double().cpu()
         )
+        if progress is not None:
+            progress(start + len(batch), len(images))
     return torch.cat(scores)
