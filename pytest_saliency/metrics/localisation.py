@@ -111,10 +111,10 @@ def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     return _undefined_where_empty(_mass_inside(flat, mask), mask)
 
 
-def _top_hits(flat: Tensor, mask: Tensor, k: Tensor) -> Tensor:
-    """``|top-k(a) ∩ s|`` per row for per-row counts ``k`` (``(N,)`` long, ``1 <= k <= P``);
-    pixels tied with the k-th largest value count by their share of the mask."""
-    cut = flat.sort(dim=1, descending=True).values.gather(1, (k - 1).view(-1, 1))
+def _top_hits(flat: Tensor, mask: Tensor, k: Tensor, cut: Tensor) -> Tensor:
+    """``|top-k(a) ∩ s|`` per row for per-row counts ``k`` (``(N,)`` long, ``1 <= k <= P``) and
+    the k-th largest value of each row ``cut`` (``(N, 1)``); pixels tied with the cut count by
+    their share of the mask."""
     above, tied = flat > cut, flat == cut
     hits_above = (above & mask).sum(dim=1).double()
     still_needed = k.double() - above.sum(dim=1).double()
@@ -129,9 +129,10 @@ def relevance_rank_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     ``(N, H, W)`` in, ``(N,)`` out; NaN for an empty mask. Ties at the cut: module docstring.
     """
     flat, mask = _flat_pair(maps, masks)
-    size = mask.sum(dim=1)
-    hits = _top_hits(flat, mask, size.clamp(min=1))
-    return _undefined_where_empty(hits / size.clamp(min=1).double(), mask)
+    size = mask.sum(dim=1).clamp(min=1)
+    cut = flat.sort(dim=1, descending=True).values.gather(1, (size - 1).view(-1, 1))
+    hits = _top_hits(flat, mask, size, cut)
+    return _undefined_where_empty(hits / size.double(), mask)
 
 
 def top_k_intersection(maps: Tensor, masks: Tensor, k: int) -> Tensor:
@@ -145,22 +146,16 @@ def top_k_intersection(maps: Tensor, masks: Tensor, k: int) -> Tensor:
     if not 1 <= k <= flat.shape[1]:
         raise ValueError(f"k must be between 1 and the {flat.shape[1]} pixels of a map, got {k}")
     counts = torch.full((flat.shape[0],), k, dtype=torch.long, device=flat.device)
-    return _undefined_where_empty(_top_hits(flat, mask, counts) / k, mask)
+    cut = flat.topk(k, dim=1).values[:, -1:]
+    return _undefined_where_empty(_top_hits(flat, mask, counts, cut) / k, mask)
 
 
 def _average_ranks(flat: Tensor) -> Tensor:
     """1-based ranks of each row of ``(N, P)`` values, tied values sharing their mean rank."""
-    n, p = flat.shape
     values, order = flat.sort(dim=1)
-    starts = torch.ones_like(values, dtype=torch.bool)
-    starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    group = starts.long().cumsum(dim=1) - 1 + torch.arange(n, device=flat.device).view(-1, 1) * p
-    position = torch.arange(1, p + 1, device=flat.device, dtype=torch.float64).expand(n, p).reshape(-1)
-    first = torch.full((n * p,), math.inf, dtype=torch.float64, device=flat.device)
-    last = torch.zeros((n * p,), dtype=torch.float64, device=flat.device)
-    first.scatter_reduce_(0, group.reshape(-1), position, reduce="amin")
-    last.scatter_reduce_(0, group.reshape(-1), position, reduce="amax")
-    mean_rank = ((first + last) / 2)[group.reshape(-1)].view(n, p)
+    first = torch.searchsorted(values, values, side="left")  # 0-based position of the first tie
+    last = torch.searchsorted(values, values, side="right")  # 1-based position of the last
+    mean_rank = (first + last + 1).double() / 2
     return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
 
 
