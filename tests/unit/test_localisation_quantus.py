@@ -121,3 +121,10 @@ def test_sparseness_of_an_all_zero_map_is_undefined_not_flat() -> None:
     assert expected[0] == pytest.approx(0.0, abs=1e-9) and np.isnan(got[0])
     # One pixel: exactly 1 - 1/P here; Quantus' 1e-7 on the 143 zeros moves it by 1.4e-5.
     assert got[1] == pytest.approx(1 - 1 / SIZE**2, abs=1e-12) and expected[1] == pytest.approx(got[1], abs=2e-5)
+
+
+def test_auc_equals_quantus_with_ties_counted_one_half() -> None:
+    maps, masks = workload()
+    maps = (maps * 3).floor()  # four levels: many ties
+    expected = quantus_scores(quantus.AUC(**options()), maps, masks)
+    np.testing.assert_allclose(localisation.auc(maps, masks).numpy()[:-1], expected[:-1], atol=1e-12, rtol=0)
