@@ -147,3 +147,13 @@ def test_auc_equals_sklearn_with_ties(maps: np.ndarray, masks: np.ndarray) -> No
             assert score == pytest.approx(roc_auc_score(s.ravel(), a.ravel()), abs=1e-12)
         else:
             assert math.isnan(score)
+
+
+@settings(max_examples=40, deadline=None)
+@given(masks=arrays(np.bool_, (2, 9, 13), elements=st.booleans() | st.just(False)), radius=st.integers(0, 12))
+def test_the_pointing_games_grown_mask_is_the_disc_dilation(masks: np.ndarray, radius: int) -> None:
+    s = torch.from_numpy(masks)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    disc = (offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2 <= radius**2).float()
+    reference = torch.nn.functional.conv2d(s.float().unsqueeze(1), disc.view(1, 1, *disc.shape), padding=radius)
+    assert torch.equal(localisation._grow(s, radius), reference.squeeze(1) > 0.5)
