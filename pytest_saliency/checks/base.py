@@ -197,5 +197,8 @@ def score_outcome(
         f"(of {len(indices)}; {undefined} undefined):"
     ]
     details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high)
-    result_extra = {"per_sample": {"index": indices.tolist(), **{name: json_floats(v) for name, v in chosen.items()}}}
-    return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra={**result_extra, **(extra or {})})
+    per_sample = {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}}
+    return Outcome(
+        measurements, samples=len(indices), undefined=undefined, details=details,
+        extra={"per_sample": per_sample, **(extra or {})},
+    )
