@@ -49,8 +49,9 @@ def evaluate(request: CheckRequest) -> Outcome:
                 Measurement.compare(f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order))
             )
     summary = result.to_dict()
+    fill = "blur (insertion)" if config.orders == ["insertion"] else config.fill
     details = [
-        f"{config.score} of the {config.score_of} class, fill {config.fill}, unit {config.unit}, "
+        f"{config.score} of the {config.score_of} class, fill {fill}, unit {config.unit}, "
         f"{len(summary['fractions'])} fractions from 0 to {summary['fractions'][-1]:.2f}",
     ]
     for order in result.orders:

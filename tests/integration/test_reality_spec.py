@@ -156,6 +156,7 @@ def test_insertion_auc_from_yaml(project: pytest.Pytester, write_spec, helpers) 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*check 'insert' [[]grad] failed: insertion AUC = * (want >= *)",
+         "*logit of the predicted class, fill blur (insertion), unit pixel, 4 fractions from 0 to 0.75",
          "*INSERTION AUC * ± * (most important put back first into the blurred image; raw score); mean curve: *"]
     )
 
