@@ -253,3 +253,61 @@ def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     lines = ["  ".join(c.rjust(widths[c]) for c in columns)]
     lines += ["  ".join(cell(row[c]).rjust(widths[c]) for c in columns) for row in rows]
     return lines
+
+
+def worst_sample_lines(
+    engine: SpecEngine,
+    chosen: dict[str, Tensor],
+    indices: Tensor,
+    metric: str,
+    wants_high: bool,
+    names: dict[str, str] | None = None,
+) -> list[str]:
+    """Table lines for the samples furthest on the wrong side of ``metric`` among ``chosen``
+    ``(M,)`` scores of the samples ``indices`` (undefined last): sample, label, predicted and every
+    score, under its name in ``names`` if there is one."""
+    names = names or {}
+    rows = []
+    for position in worst_positions(chosen[metric], wants_high):
+        index = int(indices[position])
+        row: dict[str, Any] = {"sample": index, **label_and_prediction(engine, index)}
+        row.update({names.get(name, name): float(values[position]) for name, values in chosen.items()})
+        rows.append(row)
+    if not rows:
+        return []
+    return sample_table(rows, ["sample", "label", "predicted", *(names.get(name, name) for name in chosen)])
+
+
+def score_outcome(
+    request: CheckRequest,
+    scores: dict[str, Tensor],
+    thresholds: dict[str, dict[str, Threshold]],
+    heading: str,
+    extra: dict[str, Any] | None = None,
+) -> Outcome:
+    """The outcome of a check whose thresholds are aggregates of per-sample ``(N,)`` scores:
+    every ``metric.aggregate`` over the request's samples against its threshold, the number of
+    samples with an undefined score, and the worst samples by the first failing metric (else the
+    first one) after the line ``heading``; the JSON result carries every selected sample's scores."""
+    selection = request.selection
+    indices = selection.nonzero().flatten()
+    chosen = {name: values[selection] for name, values in scores.items()}
+    measurements = [
+        Measurement.compare(f"{metric}.{how}", aggregate(chosen[metric], how), threshold)
+        for metric, by_aggregate in thresholds.items()
+        for how, threshold in by_aggregate.items()
+    ]
+    undefined = int(torch.stack([values.isnan() for values in chosen.values()]).any(dim=0).sum())
+    focus = next((m for m in measurements if not m.passed), measurements[0])
+    metric, how = focus.name.rsplit(".", 1)
+    wants_high = thresholds[metric][how].wants_high
+    details = [
+        f"{heading}; samples with the {'smallest' if wants_high else 'largest'} {metric} "
+        f"(of {len(indices)}; {undefined} undefined):"
+    ]
+    details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high)
+    per_sample = {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}}
+    return Outcome(
+        measurements, samples=len(indices), undefined=undefined, details=details,
+        extra={"per_sample": per_sample, **(extra or {})},
+    )

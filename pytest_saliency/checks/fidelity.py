@@ -1,4 +1,5 @@
-"""``fidelity`` checks: thresholds on MIF/LIF curve AUCs and their gap (Brocki & Chung 2022)."""
+"""``fidelity`` checks: thresholds on MIF/LIF curve AUCs and their gap (Brocki & Chung 2022), and
+on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from ..spec.schema import FidelityCheck
 from ..spec.validate import format_location
 from .base import CheckRequest, Measurement, Outcome
 
-ORDER_NAMES = {"mif": "most important first", "lif": "least important first", "random": "random order"}
+ORDER_NAMES = {
+    "mif": "most important first",
+    "lif": "least important first",
+    "random": "random order",
+    "insertion": "most important put back first into the blurred image; raw score",
+}
 
 
 def evaluate(request: CheckRequest) -> Outcome:
@@ -50,15 +56,16 @@ def evaluate(request: CheckRequest) -> Outcome:
         measurements.append(
             Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval, samples=defined)
         )
-    for order, threshold in (("mif", config.mif_auc), ("lif", config.lif_auc)):
+    for order, threshold in (("mif", config.mif_auc), ("lif", config.lif_auc), ("insertion", config.insertion_auc)):
         if threshold is not None:
             measurements.append(
                 Measurement.compare(
                     f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order), samples=defined
                 )
             )
+    fill = "blur (insertion)" if config.orders == ["insertion"] else config.fill
     details = [
-        f"{config.score} of the {config.score_of} class, fill {config.fill}, unit {config.unit}, "
+        f"{config.score} of the {config.score_of} class, fill {fill}, unit {config.unit}, "
         f"{len(summary['fractions'])} fractions from 0 to {summary['fractions'][-1]:.2f}",
     ]
     for order in result.orders:

@@ -36,6 +36,7 @@ from .base import (
     measure,
     sample_table,
     worst_positions,
+    worst_sample_lines,
 )
 
 __all__ = ["evaluate"]
@@ -66,7 +67,7 @@ def evaluate(request: CheckRequest) -> Outcome:
         f"{_describe(config)}, {_METHOD_NAMES[config.method]}; samples with the {order} {metric} "
         f"(of {len(indices)}; {undefined} undefined, {empty} with an empty region):"
     ]
-    details += _worst(request, chosen, indices, metric, wants_high)
+    details += worst_sample_lines(engine, chosen, indices, metric, wants_high, _COLUMNS)
     extra: dict[str, Any] = {
         "region": {"method": config.method, "mask": config.mask, "box": config.box},
         "per_sample": {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}},
@@ -152,19 +153,6 @@ def _unsupported(error: UnsupportedLayerError) -> str:
         f"contextual decomposition cannot walk {where} ({type_name}): it has no CD rule{what} "
         "(register one with pytest_saliency.metrics.decomposition.register_rule), or use method: occlusion"
     )
-
-
-def _worst(request: CheckRequest, chosen: dict[str, Tensor], indices: Tensor, metric: str, wants_high: bool) -> list[str]:
-    """Table lines for the samples furthest on the wrong side of ``metric`` (undefined last)."""
-    rows = []
-    for position in worst_positions(chosen[metric], wants_high):
-        index = int(indices[position])
-        row: dict[str, Any] = {"sample": index, **label_and_prediction(request.engine, index)}
-        row.update({_COLUMNS.get(name, name): float(values[position]) for name, values in chosen.items()})
-        rows.append(row)
-    if not rows:
-        return []
-    return sample_table(rows, ["sample", "label", "predicted", *(_COLUMNS.get(name, name) for name in chosen)])
 
 
 _COLUMNS = {"signed_share": "signed"}

@@ -38,6 +38,14 @@ Networks" (2022), and their code (github.com/lenbrocki/Feature-Perturbation-Augm
    ``1.96 * sqrt(var_MIF + var_LIF) / sqrt(N)`` (:func:`fidelity_gap`; the variances are the
    per-order population variances ``numpy.var`` of the authors' notebook, ``ddof = 0``).
 
+Insertion (Petsiuk, Das, Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
+Models", BMVC 2018; docs/methods.md, "Insertion") runs the other way: it starts from the
+blurred image (the ``"blur"`` fill, whatever ``fill`` is) and puts the most important units back
+first; at fraction ``f`` the ``floor(f * U)`` most important units are the image's own and the
+rest are blurred. Its curve is the raw score, as in RISE (not divided by the clean score: it
+ends near the clean score and starts at the blurred image's); higher AUC is better. It uses the
+MIF order's ranks, so it shares the sort, the clean pass and the batches of the other orders.
+
 The engine: every order's ranks come from one sort of the importance; the clean images are
 scored once; (order, fraction) pairs whose set of removed units is the same (``k = 0``, ``k = U``,
 or two fractions with the same ``k``) are scored once and shared; the perturbed inputs of all
@@ -93,11 +101,11 @@ __all__ = [
     "removal_counts",
 ]
 
-Order = Literal["mif", "lif", "random"]
+Order = Literal["mif", "lif", "random", "insertion"]
 Fill = Literal["zeros", "mean", "blur", "uniform", "noisy_linear"]
 Score = Literal["probability", "logit", "accuracy"]
 
-ORDERS: tuple[str, ...] = ("mif", "lif", "random")
+ORDERS: tuple[str, ...] = ("mif", "lif", "random", "insertion")
 FILLS: tuple[str, ...] = ("zeros", "mean", "blur", "uniform", "noisy_linear")
 SCORES: tuple[str, ...] = ("probability", "logit", "accuracy")
 
@@ -232,7 +240,7 @@ class FidelityResult:
     Attributes:
         fractions: ``(S,)`` float64, the fractions of units removed at each curve point.
         curves: order -> ``(N, S)`` normalised curves (divided by the clean score; raw for
-            ``score="accuracy"``; NaN rows for undefined samples).
+            ``score="accuracy"`` and for ``insertion``; NaN rows for undefined samples).
         auc: order -> ``(N,)`` trapezoid AUC of each normalised curve over ``fractions``.
         scores: order -> ``(N, S)`` raw scores (probability, logit or 0/1 correctness).
         clean: ``(N,)`` raw score of each clean image (the value at fraction 0); NaN for an
@@ -400,7 +408,8 @@ def _unit_importance(importance: Tensor, unit: int) -> Tensor:
 
 
 def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
-    """``(O, N, U)`` int32 rank of each unit in each order (0 = removed first).
+    """``(O, N, U)`` int32 rank of each unit in each order (0 = removed first; for
+    ``insertion``, 0 = the first to stay blurred: the LIF ranks).
 
     MIF sorts by (importance, seeded random tie key), both descending, in one sort: the float32
     importance is mapped to an order-preserving int32 (``-0.0`` counts as ``0.0``) and packed
@@ -418,7 +427,7 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
         return rank.scatter_(1, sequence, positions)
 
     mif_rank: Tensor | None = None
-    if "mif" in orders or "lif" in orders:
+    if {"mif", "lif", "insertion"} & set(orders):
         bits = (importance.to(torch.float32) + 0.0).contiguous().view(torch.int32)
         ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
         ties = torch.randint(0, 2**32, (n, u), generator=_generator(seed, _SALT_TIES), dtype=torch.int64)
@@ -429,7 +438,7 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
     for order in orders:
         if order == "mif":
             ranks.append(mif_rank)
-        elif order == "lif":
+        elif order in ("lif", "insertion"):  # insertion blurs the U - k least important units
             ranks.append((u - 1) - mif_rank)
         else:
             keys = torch.rand((n, u), generator=_generator(seed, _SALT_RANDOM_ORDER)).to(device)
@@ -479,7 +488,8 @@ def fidelity_curves(
         fractions: fractions of units removed at each curve point, non-decreasing in ``[0, 1]``;
             default ``0, 1/steps, ..., (steps-1)/steps``.
         steps: number of default fractions (ignored when ``fractions`` is given).
-        orders: any of ``"mif"``, ``"lif"``, ``"random"``.
+        orders: any of ``"mif"``, ``"lif"``, ``"random"``, ``"insertion"`` (RISE: the most
+            important units put back first into the blurred image; its curve is not normalised).
         fill: ``"zeros" | "mean" | "blur" | "uniform" | "noisy_linear"`` (module docstring).
         unit: patch side ``K`` (1 = pixels); a patch's importance is the sum over it.
         score: ``"probability"`` (softmax of the target), ``"logit"`` or ``"accuracy"``
@@ -538,17 +548,21 @@ def fidelity_curves(
         counts = removal_counts(frac, n_units)
         ranks = _ranks(unit_imp, orders, seed)
 
-        # Jobs: (order index, k). The removed set of k = 0 (clean) and k = U does not depend on
-        # the order, so those are computed once; duplicated counts are computed once.
+        # Jobs: (order index, units removed). The removed set of k = 0 (clean) and k = U does not
+        # depend on the order, so those are computed once (k = U of insertion only when it blurs
+        # like the fill); duplicated counts are computed once. Insertion at k inserted units
+        # removes (blurs) U - k.
+        inserting = [order == "insertion" for order in orders]
         job_index: dict[tuple[int, int], int] = {}
         job_order: list[int] = []
         job_k: list[int] = []
 
         def job(order_idx: int, k: int) -> int:
-            key = (0, k) if k in (0, n_units) else (order_idx, k)
+            shared = k == 0 or (k == n_units and (not inserting[order_idx] or fill == "blur"))
+            key = (0, k) if shared else (order_idx, k)
             if key not in job_index:
                 job_index[key] = len(job_order)
-                job_order.append(key[0])
+                job_order.append(order_idx)  # a shared job builds the same input for every order
                 job_k.append(key[1])
             return job_index[key]
 
@@ -558,10 +572,14 @@ def fidelity_curves(
         if score != "accuracy" or bool((counts == 0).any()):
             job(0, 0)
         point_jobs = torch.tensor(
-            [[job(o, int(k)) for k in counts.tolist()] for o in range(len(orders))], dtype=torch.long
+            [[job(o, n_units - int(k) if inserting[o] else int(k)) for k in counts.tolist()] for o in range(len(orders))],
+            dtype=torch.long,
         )
 
         fill_source = _make_fill(fill, images, seed, noise_std, batch_size)
+        blurred = None
+        if any(inserting):
+            blurred = fill_source if fill == "blur" else _make_fill("blur", images, seed, noise_std, batch_size)
         total = len(job_order) * n
         results = torch.empty(total, dtype=torch.float32, device=device)
         for start in range(0, total, batch_size):
@@ -582,7 +600,12 @@ def fidelity_curves(
                 else:
                     pixels = units.view(-1, h, w)
                 mask = pixels.unsqueeze(1)
-                if fill == "zeros":
+                if inserting[job_order[job_id]]:
+                    assert blurred is not None
+                    torch.where(mask, blurred[rows], images[rows], out=batch[out])
+                    if fill == "noisy_linear":
+                        removed[out] = False
+                elif fill == "zeros":
                     # exact for finite inputs, and several times faster than masked_fill
                     torch.mul(images[rows], mask.logical_not(), out=batch[out])
                 elif fill == "noisy_linear":
@@ -612,6 +635,9 @@ def fidelity_curves(
         denominator = torch.where(defined, clean, torch.ones_like(clean))
         normalised = raw / denominator.view(1, -1, 1)
         normalised[:, ~defined] = math.nan
+    if "insertion" in orders:  # RISE's curve is the raw score
+        index = orders.index("insertion")
+        normalised[index] = torch.where(defined.view(-1, 1), raw[index], math.nan)
     curves = {order: normalised[i] for i, order in enumerate(orders)}
     return FidelityResult(
         fractions=frac,

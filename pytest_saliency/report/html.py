@@ -28,7 +28,7 @@ PATTERN_NAMES = (
     "distractor",
     "context_confusion",
 )  # the order of metrics.patterns.PATTERNS (not imported: it would import torch)
-CURVE_ORDERS = ("mif", "lif", "random")
+CURVE_ORDERS = ("mif", "lif", "random", "insertion")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 

@@ -374,7 +374,9 @@ class FidelityCheck(CheckKind):
     fractions: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = Field(
         default=None, min_length=2, description="explicit removed fractions (overrides steps)"
     )
-    orders: list[Literal["mif", "lif", "random"]] = Field(default_factory=lambda: ["mif", "lif"], min_length=1)
+    orders: list[Literal["mif", "lif", "random", "insertion"]] = Field(
+        default_factory=lambda: ["mif", "lif"], min_length=1
+    )
     unit: Annotated[str, Field(pattern=r"^(pixel|patch:[1-9]\d*)$")] = "pixel"
     fill: Literal["zeros", "mean", "blur", "uniform", "noisy_linear"] = "zeros"
     score: Literal["probability", "logit", "accuracy"] = "probability"
@@ -389,14 +391,17 @@ class FidelityCheck(CheckKind):
     gap: ThresholdField | None = Field(default=None, description="mean AUC(LIF) - mean AUC(MIF)")
     mif_auc: ThresholdField | None = None
     lif_auc: ThresholdField | None = Field(default=None, description="the perturbation-artifact bound")
+    insertion_auc: ThresholdField | None = Field(
+        default=None, description="RISE insertion: AUC of the score as pixels return to a blurred image"
+    )
 
     @model_validator(mode="after")
     def _some_threshold(self) -> FidelityCheck:
-        if self.gap is None and self.mif_auc is None and self.lif_auc is None:
-            raise ValueError("give at least one of gap, mif_auc, lif_auc")
+        if self.gap is None and self.mif_auc is None and self.lif_auc is None and self.insertion_auc is None:
+            raise ValueError("give at least one of gap, mif_auc, lif_auc, insertion_auc")
         if self.fractions is not None and sorted(self.fractions) != self.fractions:
             raise ValueError("fractions must increase")
-        needed = {"gap": ("mif", "lif"), "mif_auc": ("mif",), "lif_auc": ("lif",)}
+        needed = {"gap": ("mif", "lif"), "mif_auc": ("mif",), "lif_auc": ("lif",), "insertion_auc": ("insertion",)}
         for name, orders in needed.items():
             missing = [order for order in orders if getattr(self, name) is not None and order not in self.orders]
             if missing:
@@ -475,6 +480,110 @@ class RegionCheck(SlicedCheck):
         return self
 
 
+ChannelReductionName = Literal["sum", "abs_sum", "max_abs", "positive"]
+LOCALISATION_METRICS: tuple[str, ...] = (
+    "pointing_game",
+    "attribution_localisation",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
+    "top_k_intersection",
+    "auc",
+    "energy_pointing_game",
+)
+
+
+class LocalisationCheck(CheckKind):
+    """How much of each map falls on the ground-truth mask: the localisation family
+    (pointing game, attribution localisation, relevance mass / rank accuracy, top-k intersection,
+    ROC-AUC, energy-based pointing game)."""
+
+    pointing_game: AggregateThresholds | None = Field(default=None, description="1 when the map's maximum is on the mask")
+    attribution_localisation: AggregateThresholds | None = Field(default=None, description="positive mass on the mask")
+    relevance_mass_accuracy: AggregateThresholds | None = Field(default=None, description="signed mass on the mask")
+    relevance_rank_accuracy: AggregateThresholds | None = Field(default=None, description="top-|mask| pixels on the mask")
+    top_k_intersection: AggregateThresholds | None = Field(default=None, description="top-k pixels on the mask")
+    auc: AggregateThresholds | None = Field(default=None, description="ROC-AUC of the map for the mask")
+    energy_pointing_game: AggregateThresholds | None = Field(
+        default=None, description="positive mass in the mask's bounding box"
+    )
+    tolerance: Annotated[int, Field(ge=0)] = Field(default=15, description="pointing game: pixels around the mask")
+    k: PositiveInt | None = Field(default=None, description="top_k_intersection: how many top pixels")
+    channels: ChannelReductionName | None = Field(
+        default=None, description="channel reduction of the attributions (default: saliency.channels)"
+    )
+    per_class: bool = False
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> LocalisationCheck:
+        if not self.metrics():
+            raise ValueError(f"give at least one of {', '.join(LOCALISATION_METRICS)}")
+        if self.top_k_intersection is not None and self.k is None:
+            raise ValueError("top_k_intersection needs k: the number of top pixels, such as k: 100")
+        return self
+
+    def metrics(self) -> dict[str, dict[str, Threshold]]:
+        return {name: value for name in LOCALISATION_METRICS if (value := getattr(self, name)) is not None}
+
+
+class ComplexityCheck(CheckKind):
+    """How concentrated each map is: sparseness (Gini index) and complexity (entropy)."""
+
+    sparseness: AggregateThresholds | None = Field(default=None, description="Gini index of |map|, higher is sparser")
+    complexity: AggregateThresholds | None = Field(default=None, description="entropy of |map| in nats, lower is simpler")
+    channels: ChannelReductionName | None = Field(
+        default=None, description="channel reduction of the attributions (default: saliency.channels)"
+    )
+    per_class: bool = False
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> ComplexityCheck:
+        if not self.metrics():
+            raise ValueError("give at least one of sparseness, complexity")
+        return self
+
+    def metrics(self) -> dict[str, dict[str, Threshold]]:
+        names = ("sparseness", "complexity")
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
+
+
+class RobustnessCheck(CheckKind):
+    """How stable the attribution is under small input changes (max / average sensitivity) and how
+    well it predicts the effect of noise on the model (infidelity), both as captum.metrics compute
+    them (Yeh et al. 2019)."""
+
+    max_sensitivity: AggregateThresholds | None = Field(
+        default=None, description="largest relative change of the attribution over the perturbations"
+    )
+    avg_sensitivity: AggregateThresholds | None = Field(
+        default=None, description="mean relative change of the attribution over the same perturbations"
+    )
+    infidelity: AggregateThresholds | None = Field(
+        default=None, description="mean squared error of attribution x noise against the change of the target logit"
+    )
+    perturb_radius: Annotated[float, Field(gt=0)] = Field(
+        default=0.02, description="sensitivity: uniform noise in [-r, r] on every input value"
+    )
+    n_perturb_samples: Annotated[int, Field(ge=1, le=1000)] = 10
+    norm_ord: Literal["fro", "inf"] = Field(
+        default="fro", description="sensitivity: the norm of the attribution change, Frobenius or max-abs"
+    )
+    noise_std: Annotated[float, Field(gt=0)] = Field(
+        default=0.003, description="infidelity: standard deviation of the Gaussian perturbation I"
+    )
+    normalize: bool = Field(default=True, description="infidelity: rescale the attribution by the best scalar first")
+    batch_size: PositiveInt | None = Field(default=None, description="images per captum call (default: data.batch_size)")
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> RobustnessCheck:
+        if not self.metrics():
+            raise ValueError("give at least one of max_sensitivity, avg_sensitivity, infidelity")
+        return self
+
+    def metrics(self) -> dict[str, dict[str, Threshold]]:
+        names = ("max_sensitivity", "avg_sensitivity", "infidelity")
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
+
+
 SanityTest = Literal["cascading", "independent", "random_logit", "efficient"]
 SimilarityName = Literal["spearman", "spearman_abs", "ssim"]
 
@@ -494,7 +603,7 @@ class SanityCheck(CheckKind):
     similarity: SimilarityName | None = Field(
         default=None, description="default: spearman_abs (cascading, independent), ssim (random_logit)"
     )
-    channels: Literal["sum", "abs_sum", "max_abs", "positive"] | None = Field(
+    channels: ChannelReductionName | None = Field(
         default=None, description="channel reduction of the compared maps (default: saliency.channels)"
     )
     final: ThresholdField | None = Field(
@@ -552,7 +661,17 @@ class SanityCheck(CheckKind):
 
 Decide = Literal["point", "interval"]
 
-CHECK_KINDS: tuple[str, ...] = ("shared_interest", "patterns", "fidelity", "drift", "region", "sanity")
+CHECK_KINDS: tuple[str, ...] = (
+    "shared_interest",
+    "patterns",
+    "fidelity",
+    "drift",
+    "region",
+    "sanity",
+    "localisation",
+    "complexity",
+    "robustness",
+)
 
 
 class CheckSpec(_ExactlyOne):
@@ -570,6 +689,9 @@ class CheckSpec(_ExactlyOne):
     drift: DriftCheck | None = None
     region: RegionCheck | None = None
     sanity: SanityCheck | None = None
+    localisation: LocalisationCheck | None = None
+    complexity: ComplexityCheck | None = None
+    robustness: RobustnessCheck | None = None
 
     @property
     def kind(self) -> str:

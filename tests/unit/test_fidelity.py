@@ -21,6 +21,7 @@ from pytest_saliency.metrics.fidelity import (
     default_fractions,
     fidelity_curves,
     fidelity_gap,
+    gaussian_blur,
     removal_counts,
 )
 from pytest_saliency.metrics.saliency import reduce_channels
@@ -284,6 +285,42 @@ def test_lif_is_the_reverse_of_mif() -> None:
     assert torch.equal(result.curves["lif"], flipped.curves["mif"])
 
 
+def test_insertion_puts_the_most_important_pixels_back_into_the_blurred_image() -> None:
+    # RISE insertion (docs/methods.md, "Insertion"): at fraction f the floor(f * 16) most
+    # important pixels are the image's own, the rest the blurred image's; the curve is the raw score.
+    model = PixelSetModel(torch.eye(4))
+    generator = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 1, 4, 4, generator=generator)
+    importance = torch.rand(2, 4, 4, generator=generator)  # no ties
+    fractions = [i / 16 for i in range(17)]
+    blurred = gaussian_blur(images)
+    expected = torch.empty(2, 17)
+    order = importance.flatten(1).argsort(dim=1, descending=True)
+    for k in range(17):
+        kept = torch.zeros(2, 16, dtype=torch.bool).scatter_(1, order[:, :k], True).view(2, 1, 4, 4)
+        expected[:, k] = model(torch.where(kept, images, blurred))[:, 0]
+    for fill in ("zeros", "blur", "noisy_linear"):  # the fill of the other orders does not matter
+        result = fidelity_curves(
+            model, images, importance, target=torch.zeros(2, dtype=torch.long), fractions=fractions,
+            orders=("mif", "insertion"), fill=fill, score="logit",
+        )
+        torch.testing.assert_close(result.curves["insertion"], expected)
+        torch.testing.assert_close(result.scores["insertion"], expected)
+        torch.testing.assert_close(result.auc["insertion"], curve_auc(expected, fractions))
+
+
+def test_insertion_rewards_the_pixels_the_model_reads() -> None:
+    pixels = torch.zeros(8, 8)
+    pixels[2:4, 2:4] = 1.0
+    model = PixelSetModel(pixels)
+    noise = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    images = 0.1 * noise + 5.0 * pixels  # a bright patch that blurring dims
+    target = torch.zeros(3, dtype=torch.long)
+    right = fidelity_curves(model, images, pixels.expand(3, 8, 8) + 0.0, target=target, orders=("insertion",), score="logit")
+    wrong = fidelity_curves(model, images, 1.0 - pixels.expand(3, 8, 8), target=target, orders=("insertion",), score="logit")
+    assert right.mean_auc("insertion") > wrong.mean_auc("insertion")
+
+
 def test_random_attribution_has_no_gap_within_its_interval() -> None:
     model = small_cnn(3, classes=3, seed=1)
     images, _ = data(48, 3, size=10, seed=2)
@@ -485,7 +522,7 @@ def test_curves_start_at_one_and_mif_removes_in_importance_order(seed: int, leve
         model, images, importance, target=torch.zeros(2, dtype=torch.long), steps=steps,
         orders=ORDERS, score="logit", seed=seed,
     )
-    for order in ORDERS:
+    for order in ("mif", "lif", "random"):  # removal curves; insertion starts from the blurred image
         torch.testing.assert_close(result.curves[order][:, 0], torch.ones(2))
         # removing more never increases a sum of non-negative pixels
         assert (result.scores[order].diff(dim=1) <= 1e-5).all()

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_saliency.spec import SpecError, Spec, Threshold, json_schema, load_spec
+from pytest_saliency.spec.schema import CHECK_KINDS
 from pytest_saliency.spec.source import load_yaml
 
 # --- thresholds ------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ ERRORS: dict[str, tuple[str, int, int, str]] = {
     ),
     "two check kinds in one check": (
         BASE.replace("  - id: coverage\n", '  - id: coverage\n    fidelity: {gap: ">= 0.1"}\n'),
-        9, 5, "checks[0]: give exactly one of shared_interest, patterns, fidelity, drift, region, sanity (got shared_interest, fidelity)",
+        9, 5, f"checks[0]: give exactly one of {', '.join(CHECK_KINDS)} (got shared_interest, fidelity)",
     ),
     "unsupported version": (
         BASE.replace("version: 1", "version: 2"),
