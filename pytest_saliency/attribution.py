@@ -21,7 +21,7 @@ from .loaders.models import ModelUnderTest
 from .metrics.fidelity import gaussian_blur
 from .memory import is_out_of_memory
 from .metrics.sanity import edge_map
-from .spec.errors import Location, SpecRuntimeError, did_you_mean, first_line
+from .errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
 
 

@@ -22,17 +22,14 @@ from typing import Any, Literal
 
 import pytest
 
+from ._constants import spec_stem
+
 UpdateMode = Literal["missing", "changed", "all"]
 UPDATE_MODES: tuple[str, ...] = ("missing", "changed", "all")
 DEFAULT_MODE: UpdateMode = "changed"
 DEFAULT_DIRNAME = "saliency-baselines"
 """The folder, beside each spec file, that holds its baselines unless ``saliency_baseline_dir`` says otherwise."""
 ACTIONS: tuple[str, ...] = ("created", "updated", "unchanged")
-_SPEC_SUFFIXES = (".saliency.yaml", ".saliency.yml")
-
-
-class BaselineEnvironmentWarning(UserWarning):
-    """A baseline was made with another torch or library version, or on another device."""
 
 
 def ci_is_set(environ: Mapping[str, str] | None = None) -> bool:
@@ -40,14 +37,6 @@ def ci_is_set(environ: Mapping[str, str] | None = None) -> bool:
     or ``no`` (CI services set ``CI=true``)."""
     value = (environ if environ is not None else os.environ).get("CI")
     return value is not None and value.strip().lower() not in ("", "0", "false", "no")
-
-
-def spec_stem(path: Path) -> str:
-    """``shapes`` for ``shapes.saliency.yaml``."""
-    for suffix in _SPEC_SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
 
 
 def baseline_name(baseline: str, check_id: str, method: str) -> str:

@@ -24,14 +24,16 @@ import json
 import os
 import re
 import shlex
-import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from ._io import sync_directory, write_temporary
+from .errors import SaliencyError
 
 __all__ = [
     "BaselineCorruptError",
@@ -63,7 +65,7 @@ def update_command(spec_path: str | os.PathLike[str] | None) -> str:
     return f"pytest --saliency-update-baselines {target}"
 
 
-class BaselineError(Exception):
+class BaselineError(SaliencyError):
     """Base class of the baseline store's errors."""
 
 
@@ -222,57 +224,6 @@ def environment_warnings(
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic files
-# --------------------------------------------------------------------------------------------
-
-
-def _write_all(handle: BinaryIO, data: bytes) -> None:
-    """Write ``data`` in chunks (one seam, so tests can interrupt a write halfway)."""
-    view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        handle.write(view[start : start + _CHUNK])
-
-
-def _file_mode() -> int:
-    """The permissions a plain ``open()`` would give a new file (``0o666`` less the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _write_temporary(directory: Path, stem: str, data: bytes) -> Path:
-    """Write ``data`` to a new temporary file in ``directory``, flushed and fsynced.
-
-    ``mkstemp`` creates the file readable by its owner only; it gets the usual permissions, so a
-    baseline written on a shared CI volume stays readable by the other jobs."""
-    descriptor, name = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".tmp")
-    path = Path(name)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            os.chmod(path, _file_mode())
-            _write_all(handle, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _sync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported everywhere (Windows)
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-# --------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------
 
@@ -333,8 +284,8 @@ class BaselineStore:
         temporary: list[Path] = []
         backup: Path | None = None
         try:
-            temporary.append(_write_temporary(self.directory, name, payload))
-            temporary.append(_write_temporary(self.directory, name, text.encode("utf-8")))
+            temporary.append(write_temporary(self.directory, name, payload))
+            temporary.append(write_temporary(self.directory, name, text.encode("utf-8")))
             if tensor_path.exists():
                 backup = self.directory / f".{name}.{uuid.uuid4().hex}.bak"
                 try:
@@ -351,7 +302,7 @@ class BaselineStore:
                 else:
                     tensor_path.unlink(missing_ok=True)
                 raise
-            _sync_directory(self.directory)
+            sync_directory(self.directory)
         finally:
             for path in temporary:
                 path.unlink(missing_ok=True)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._constants import spec_stem
+from .errors import CheckFailed, DeviceUnavailable, SaliencyWarning, SpecInvalid
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
@@ -19,22 +21,6 @@ if TYPE_CHECKING:
 
 
 DEBUG_HINT = "(--saliency-debug shows the traceback)"
-
-
-class SaliencyWarning(UserWarning):
-    """A check with ``severity: warn`` that did not meet its thresholds."""
-
-
-class CheckFailed(Exception):
-    """A check's measurements did not meet their thresholds."""
-
-
-class SpecInvalid(Exception):
-    """The spec file has errors; no check of it runs."""
-
-
-class DeviceUnavailable(Exception):
-    """``--saliency-device`` (or the ``saliency_device`` ini value) names no usable device."""
 
 
 def shown_path(config: pytest.Config, path: Path) -> str:
@@ -162,8 +148,6 @@ class SpecErrorItem(pytest.Item):
         return self.path, self.problems[0].line - 1, "spec error"
 
     def saliency_result(self) -> dict[str, Any]:
-        from .spec.validate import spec_stem
-
         return {
             "spec": spec_stem(self.path),  # as CheckItem names it when the spec has no name
             "spec_path": self.problems[0].path,
@@ -281,7 +265,7 @@ class CheckItem(pytest.Item):
         a problem with what the spec names (model, data, attributions), or any other exception
         raised while the check ran, at the check. ``--saliency-debug`` (or ``-vv``) adds the
         original traceback."""
-        from .spec.errors import SpecRuntimeError, describe_exception
+        from .errors import SpecRuntimeError, describe_exception
 
         error = excinfo.value
         if isinstance(error, CheckFailed | SaliencyWarning):  # SaliencyWarning: under -W error

@@ -25,7 +25,7 @@ from .loaders.models import ModelUnderTest, load_model
 from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .spec.errors import Location, SpecRuntimeError, model_stage
+from .errors import Location, SpecRuntimeError, model_stage
 from .spec.schema import AgainstSpec
 from .spec.validate import LoadedSpec
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-from .spec.errors import Location, SpecRuntimeError
+from .errors import Location, SpecRuntimeError
 
 T = TypeVar("T")
 

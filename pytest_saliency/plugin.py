@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._constants import SPEC_SUFFIXES
 from .baseline_session import settings_from_config
 from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
@@ -19,7 +20,6 @@ from .session import SESSION_KEY, SaliencySession
 if TYPE_CHECKING:
     from .engine import SpecEngine
 
-SPEC_SUFFIXES = (".saliency.yaml", ".saliency.yml")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..baseline_session import BaselineSettings
 from ..engine import SpecEngine
 from ..metrics.intervals import mean_interval, quantile_interval
-from ..spec.errors import SpecRuntimeError, did_you_mean
+from ..errors import SpecRuntimeError, did_you_mean
 from ..spec.schema import CheckSpec, Threshold
 
 

@@ -41,12 +41,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..baseline_session import BaselineEnvironmentWarning, BaselineSettings, baseline_name
+from .._io import write_atomic
+from ..baseline_session import BaselineSettings, baseline_name
 from ..baselines import (
     BaselineCorruptError,
     BaselineStore,
     MissingBaselineError,
-    _write_temporary,
     check_compatible,
     content_hash,
     environment_warnings,
@@ -64,7 +64,7 @@ from ..metrics.drift import (
     patch_segments,
     segment_attribution,
 )
-from ..spec.errors import Location, SpecRuntimeError, did_you_mean, first_line
+from ..errors import BaselineEnvironmentWarning, Location, SpecRuntimeError, did_you_mean, first_line
 from ..spec.schema import DriftCheck, Threshold
 from .base import CheckRequest, Measurement, Outcome, measure
 
@@ -394,12 +394,7 @@ def _write_obtained(path: Path, request: CheckRequest, outcome: Outcome, baselin
         **outcome.to_dict(),
     }
     text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _write_temporary(path.parent, path.name, text.encode("utf-8"))
-    try:
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomic(path, text)
 
 
 # --------------------------------------------------------------------------------------------

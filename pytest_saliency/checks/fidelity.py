@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..memory import run_with_half_batch_retry
 from ..metrics.fidelity import FidelityResult, fidelity_curves
-from ..spec.errors import Location
+from ..errors import Location
 from ..spec.schema import FidelityCheck
 from ..spec.validate import format_location
 from .base import CheckRequest, Measurement, Outcome

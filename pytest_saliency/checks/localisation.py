@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..metrics import localisation
 from ..metrics.saliency import reduce_channels
-from ..spec.errors import SpecRuntimeError
+from ..errors import SpecRuntimeError
 from ..spec.schema import LocalisationCheck
 from .base import CheckRequest, Outcome, score_outcome
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..metrics.intervals import wilson_interval
-from ..metrics.patterns import PATTERNS, behaviour_patterns, pattern_fractions
+from .._constants import PATTERN_NAMES
+from ..metrics.patterns import behaviour_patterns, pattern_fractions
 from ..spec.schema import PatternsCheck, Threshold
 from .base import CheckRequest, Measurement, Outcome
 from .shared_interest import worst_rows, worst_table
@@ -27,7 +28,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     limits = [(name, Threshold("<=", 0.0)) for name in config.forbid]
     limits += [(name, Threshold("<=", value)) for name, value in config.max_fraction.items() if name not in config.forbid]
     limits += [(name, Threshold(">=", value)) for name, value in config.min_fraction.items()]
-    counts = {name: int(total) for name, total in zip(PATTERNS, patterns[defined].sum(dim=0).tolist())}
+    counts = {name: int(total) for name, total in zip(PATTERN_NAMES, patterns[defined].sum(dim=0).tolist())}
     trials = int(defined.sum())
     lower, upper = wilson_interval(torch.tensor([counts[name] for name, _ in limits]), torch.tensor(trials))
     measurements = [
@@ -47,7 +48,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     shown = failing or [name for name in bounded if counts.get(name)]
     worst_in = shown[0] if shown else None
     if worst_in is not None:
-        members = patterns[:, PATTERNS.index(worst_in)].nonzero().flatten()
+        members = patterns[:, PATTERN_NAMES.index(worst_in)].nonzero().flatten()
         in_pattern = {name: values[members] for name, values in chosen.items()}
         worst = worst_rows(request, in_pattern, indices[members], "iou", wants_high=True)
     else:

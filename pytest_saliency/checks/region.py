@@ -26,7 +26,7 @@ from torch import Tensor
 from ..memory import run_with_half_batch_retry
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
-from ..spec.errors import Location, SpecRuntimeError, did_you_mean
+from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..spec.schema import RegionCheck
 from .base import (
     CheckRequest,

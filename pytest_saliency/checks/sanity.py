@@ -39,7 +39,7 @@ from ..metrics.sanity import (
     similarity,
     similarity_to,
 )
-from ..spec.errors import SpecRuntimeError, did_you_mean
+from ..errors import SpecRuntimeError, did_you_mean
 from ..spec.schema import SanityCheck
 from .base import (
     CheckRequest,

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ..metrics.patterns import PATTERNS, behaviour_patterns
+from .._constants import PATTERN_NAMES
+from ..metrics.patterns import behaviour_patterns
 from ..spec.schema import SharedInterestCheck
 from .base import (
     CheckRequest,
@@ -78,7 +79,7 @@ def worst_rows(
                 "index": index,
                 **label_and_prediction(engine, index),
                 **{m: json_floats(chosen[m][position : position + 1])[0] for m in ("iou", "gtc", "sc")},
-                "patterns": [n for n, hit in zip(PATTERNS, patterns[position].tolist()) if hit],
+                "patterns": [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist()) if hit],
             }
         )
     return rows

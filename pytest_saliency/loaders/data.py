@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..spec.errors import Location, SpecRuntimeError, first_line, model_stage
+from ..errors import Location, SpecRuntimeError, first_line, model_stage
 from ..spec.schema import DataSpec
 from ..spec.validate import as_strings, read_labels_csv
 from .imports import call_factory, resolve_callable

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..spec.errors import SpecRuntimeError, describe_exception
+from ..errors import SpecRuntimeError, describe_exception
 
 
 def resolve_callable(reference: str, search_paths: Sequence[Path], location: tuple[str | int, ...]) -> Callable[..., Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..spec.errors import Location, SpecRuntimeError, first_line
+from ..errors import Location, SpecRuntimeError, first_line
 from ..spec.schema import ModelSpec, NormalizeSpec
 from .imports import call_factory, resolve_callable
 

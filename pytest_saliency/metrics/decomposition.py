@@ -73,6 +73,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import SaliencyError
+
 __all__ = [
     "DecompositionContext",
     "Rule",
@@ -92,7 +94,7 @@ __all__ = [
 Target = Union[int, Tensor]
 
 
-class UnsupportedLayerError(TypeError):
+class UnsupportedLayerError(SaliencyError, TypeError):
     """Contextual decomposition met a module or an operation it has no rule for.
 
     Attributes: ``path`` (the dotted name inside the model of the module that holds the node,

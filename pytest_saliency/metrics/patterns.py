@@ -12,16 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-PATTERNS: tuple[str, ...] = (
-    "human_aligned",
-    "sufficient_subset",
-    "sufficient_context",
-    "context_dependent",
-    "confuser",
-    "insufficient_subset",
-    "distractor",
-    "context_confusion",
-)
+from .._constants import PATTERN_NAMES
+
 DEFAULT_LOW = 0.30
 DEFAULT_HIGH = 0.70
 
@@ -38,7 +30,7 @@ def behaviour_patterns(
     """Assign the eight patterns to ``N`` samples.
 
     Takes ``(N,)`` float scores and ``(N,) bool`` correctness; returns ``(N, 8) bool`` whose
-    columns follow :data:`PATTERNS`.
+    columns follow :data:`PATTERN_NAMES`.
     """
 
     def level(scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,4 +54,4 @@ def pattern_fractions(patterns: Tensor) -> dict[str, float]:
     """Fraction of samples in each pattern, from ``(N, 8) bool``; an empty batch gives 0."""
     count = max(patterns.shape[0], 1)
     totals = patterns.sum(dim=0).tolist()
-    return {name: total / count for name, total in zip(PATTERNS, totals)}
+    return {name: total / count for name, total in zip(PATTERN_NAMES, totals)}

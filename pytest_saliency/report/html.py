@@ -15,24 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .results import write_text_atomic
+from .._constants import PATTERN_NAMES
+from .._io import write_atomic
+from ..errors import SaliencyError
 
 TEMPLATES = Path(__file__).parent / "templates"
-PATTERN_NAMES = (
-    "human_aligned",
-    "sufficient_subset",
-    "sufficient_context",
-    "context_dependent",
-    "confuser",
-    "insufficient_subset",
-    "distractor",
-    "context_confusion",
-)  # the order of metrics.patterns.PATTERNS (not imported: it would import torch)
 CURVE_ORDERS = ("mif", "lif", "random", "insertion")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
-class ReportDependencyError(ImportError):
+class ReportDependencyError(SaliencyError, ImportError):
     """The HTML report needs Jinja2 (``pip install 'pytest-saliency[report]'``)."""
 
 
@@ -45,7 +37,7 @@ def render_html(document: dict[str, Any], title: str | None = None, expand: bool
 
 def write_html(path: str | os.PathLike[str], document: dict[str, Any], title: str | None = None, expand: bool = False) -> Path:
     """Render and write the report, atomically."""
-    return write_text_atomic(path, render_html(document, title, expand))
+    return write_atomic(path, render_html(document, title, expand))
 
 
 def _environment() -> Any:

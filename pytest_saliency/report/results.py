@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime as _datetime
 import json
-import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from .._io import json_safe, write_atomic
+from ..errors import SaliencyError
 
 FORMAT = "pytest-saliency-results"
 SCHEMA_VERSION = 1
@@ -40,7 +41,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(SaliencyError, ValueError):
     """A results file that is not JSON, or not a pytest-saliency results document this version reads."""
 
 
@@ -64,7 +65,7 @@ def normalise(result: dict[str, Any]) -> dict[str, Any]:
     """A copy of one item's result with every required key, and JSON-safe values (NaN -> null)."""
     out = {key: value for key, value in _DEFAULTS.items() if key not in result}
     out.update(result)
-    return _json_safe(out)  # type: ignore[no-any-return]
+    return json_safe(out)  # type: ignore[no-any-return]
 
 
 def build_document(
@@ -108,7 +109,7 @@ def dumps(document: dict[str, Any]) -> str:
 
 def write_document(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
     """Write the document as JSON, atomically."""
-    return write_text_atomic(path, dumps(document))
+    return write_atomic(path, dumps(document))
 
 
 def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -141,43 +142,6 @@ def validation_errors(document: Any) -> list[str]:
         f"{'/'.join(map(str, error.absolute_path)) or '(top level)'}: {error.message}"
         for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     ]
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``,
-    so a reader (or a crash) never sees a half-written file. Creates missing parent folders."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it 0600; a report is for others to read
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON types: NaN/inf -> None, tuples -> lists, other objects -> str."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if hasattr(value, "item"):  # numpy and torch scalars
-        try:
-            return _json_safe(value.item())
-        except (TypeError, ValueError):
-            pass
-    return str(value)
 
 
 def write_run_outputs(

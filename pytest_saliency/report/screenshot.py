@@ -9,6 +9,7 @@ profile, so it works offline in CI containers (``--no-sandbox``: CI runs as root
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from .._io import write_atomic
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 SIZE = (1200, 1600)
@@ -75,9 +78,7 @@ def screenshot(
         if finished.returncode != 0 or not shot.is_file():
             tail = "\n".join((finished.stderr or finished.stdout).strip().splitlines()[-5:])
             raise RuntimeError(f"{browser} exited with {finished.returncode} and no screenshot:\n{tail}")
-        temporary = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(shot, temporary)
-        os.replace(temporary, target)
+        write_atomic(target, shot.read_bytes())
     return target
 
 
@@ -86,9 +87,9 @@ def _to_palette(png: Path) -> None:
 
     with Image.open(png) as picture:
         quantized = picture.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    temporary = png.with_name(f".{png.name}.tmp")
-    quantized.save(temporary, format="PNG", optimize=True)
-    os.replace(temporary, png)
+    buffer = io.BytesIO()
+    quantized.save(buffer, format="PNG", optimize=True)
+    write_atomic(png, buffer.getvalue())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import did_you_mean
+from ..errors import did_you_mean
 
 PatternName = Literal[
     "human_aligned",

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Location
+from ..errors import Location
 Position = tuple[int, int]
 
 

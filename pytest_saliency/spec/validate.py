@@ -21,12 +21,12 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .errors import SpecError, SpecProblem, did_you_mean
+from .._constants import SPEC_SUFFIXES, spec_stem
+from ..errors import SpecError, SpecProblem, did_you_mean
 from .overrides import Override, Problem, apply_overrides, substitute_environment
 from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
 from .source import DuplicateKey, Location, SourceMap, load_yaml
 
-SPEC_SUFFIXES: tuple[str, ...] = (".saliency.yaml", ".saliency.yml")
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,6 @@ def positioned(source: SourceMap, shown: str, location: Location, message: str, 
         return SpecProblem(shown, line, column, message)
     where, option = override
     return SpecProblem(shown, line, column, message.removeprefix(f"{format_location(where)}: "), origin=option)
-
-
-def spec_stem(path: Path) -> str:
-    """``shapes`` for ``shapes.saliency.yaml``."""
-    name = path.name
-    for suffix in SPEC_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def is_spec_file(path: Path) -> bool:

@@ -229,7 +229,7 @@ def test_severity_warn_passes_with_a_warning_and_strict_makes_it_fail(
 
 def test_warnings_as_errors_fail_with_the_same_text(write_spec: WriteSpec, run: Run, helpers: SimpleNamespace) -> None:
     write_spec(looks_at="both", checks=WARN_ONLY)
-    result = run("-W", "error::pytest_saliency.collect.SaliencyWarning")
+    result = run("-W", "error::pytest_saliency.errors.SaliencyWarning")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([COV_FAILS.replace("failed:", "failed (severity: warn):")])

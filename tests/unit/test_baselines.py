@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from pytest_saliency import baselines
+from pytest_saliency import _io, baselines
 from pytest_saliency.baselines import (
     BaselineCorruptError,
     BaselineMismatchError,
@@ -78,8 +78,8 @@ def test_save_replaces_the_previous_version(tmp_path):
 
 
 def half_then_fail(fail_on_call: int):
-    """A ``_write_all`` that writes half the bytes and raises on the given call."""
-    real = baselines._write_all
+    """A ``write_all`` that writes half the bytes and raises on the given call."""
+    real = _io.write_all
     count = {"n": 0}
 
     def write(handle, data):
@@ -97,7 +97,7 @@ def test_interrupted_write_leaves_the_previous_baseline_intact(tmp_path, monkeyp
     store = BaselineStore(tmp_path)
     store.save("production", *sample(1.0))
     before = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}
-    monkeypatch.setattr(baselines, "_write_all", half_then_fail(fail_on_call))
+    monkeypatch.setattr(_io, "write_all", half_then_fail(fail_on_call))
     with pytest.raises(OSError, match="disk full"):
         store.save("production", *sample(2.0))
     assert {name: (tmp_path / name).read_bytes() for name in files(tmp_path)} == before  # no temp files left

@@ -20,20 +20,20 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_saliency import baselines as baselines_module
+from pytest_saliency import _io, baselines as baselines_module
+from pytest_saliency._constants import spec_stem
 from pytest_saliency.baseline_session import (
-    BaselineEnvironmentWarning,
     BaselineSettings,
     baseline_name,
     ci_is_set,
-    spec_stem,
     summary_lines,
 )
+from pytest_saliency.errors import BaselineEnvironmentWarning
 from pytest_saliency.checks.base import CheckRequest
 from pytest_saliency.checks.drift import evaluate
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.spec import load_spec
-from pytest_saliency.spec.errors import SpecRuntimeError
+from pytest_saliency.errors import SpecRuntimeError
 
 TWINS = '''\
 import torch
@@ -360,7 +360,7 @@ def test_an_interrupted_update_leaves_the_previous_baseline_intact(project, monk
         handle.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(baselines_module, "_write_all", interrupted)
+    monkeypatch.setattr(_io, "write_all", interrupted)
     write_spec(project, weights="decoy.pt", against=BASELINE)
     with pytest.raises(SpecRuntimeError) as error:
         run(path, baselines=BaselineSettings(mode="all"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pytest_saliency.memory import is_out_of_memory, run_with_half_batch_retry
-from pytest_saliency.spec.errors import SpecRuntimeError
+from pytest_saliency.errors import SpecRuntimeError
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_saliency.metrics.patterns import PATTERNS, behaviour_patterns, pattern_fractions
+from pytest_saliency.metrics.patterns import PATTERN_NAMES, behaviour_patterns, pattern_fractions
 
 NAN = math.nan
 
@@ -26,11 +26,11 @@ def assigned(
         **levels,
     )
     assert row.shape == (1, 8) and row.dtype == torch.bool
-    return {name for name, hit in zip(PATTERNS, row[0].tolist()) if hit}
+    return {name for name, hit in zip(PATTERN_NAMES, row[0].tolist()) if hit}
 
 
 def test_pattern_names_and_order() -> None:
-    assert PATTERNS == (
+    assert PATTERN_NAMES == (
         "human_aligned",
         "sufficient_subset",
         "sufficient_context",
@@ -83,9 +83,9 @@ def test_a_batch_gives_one_row_per_sample() -> None:
         torch.tensor([True, False, False]),
     )
     assert patterns.shape == (3, 8)
-    assert patterns[0, PATTERNS.index("human_aligned")]
-    assert patterns[1, PATTERNS.index("distractor")]
-    assert patterns[2, PATTERNS.index("confuser")]
+    assert patterns[0, PATTERN_NAMES.index("human_aligned")]
+    assert patterns[1, PATTERN_NAMES.index("distractor")]
+    assert patterns[2, PATTERN_NAMES.index("confuser")]
     assert patterns.sum().item() == 3
 
 
@@ -163,7 +163,7 @@ def test_pattern_fractions() -> None:
         torch.tensor([True, True, False, True]),
     )
     fractions = pattern_fractions(patterns)
-    assert list(fractions) == list(PATTERNS)
+    assert list(fractions) == list(PATTERN_NAMES)
     assert fractions["human_aligned"] == pytest.approx(0.5)
     assert fractions["distractor"] == pytest.approx(0.25)
     assert sum(fractions.values()) == pytest.approx(0.75)  # the medium sample is in none
@@ -171,7 +171,7 @@ def test_pattern_fractions() -> None:
 
 def test_pattern_fractions_of_an_empty_batch_are_zero() -> None:
     fractions = pattern_fractions(torch.zeros(0, 8, dtype=torch.bool))
-    assert fractions == {name: 0.0 for name in PATTERNS}
+    assert fractions == {name: 0.0 for name in PATTERN_NAMES}
 
 
 # --- properties ------------------------------------------------------------------------------

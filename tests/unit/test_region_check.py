@@ -23,7 +23,7 @@ from pytest_saliency.engine import SpecEngine
 from pytest_saliency.metrics.region import cd_region_scores, centre, occlusion_scores, relative_share
 from pytest_saliency.loaders.data import SaliencyData
 from pytest_saliency.loaders.models import ModelUnderTest
-from pytest_saliency.spec.errors import SpecRuntimeError
+from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.spec.schema import CheckSpec, NormalizeSpec
 
 SIZE = 4

@@ -341,22 +341,6 @@ def test_load_document_checks_format_and_version(tmp_path: Path) -> None:
             report_results.load_document(path)
 
 
-def test_atomic_write_replaces_whole_files_and_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "out" / "results.json"
-    report_results.write_text_atomic(target, "first")
-    assert target.read_text() == "first"
-    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
-
-    def crash(*args: Any) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        report_results.write_text_atomic(target, "second")
-    assert target.read_text() == "first"  # the old file stands, whole
-    assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary left
-
-
 def test_write_run_outputs_reports_paths_and_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     lines = report_results.write_run_outputs(sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json"))

@@ -1,4 +1,6 @@
-"""Spec errors: one line each, ``path:line:col: message``."""
+"""Every error and warning of pytest-saliency, under one root each: :class:`SaliencyError` and
+:class:`SaliencyWarning`'s siblings below. A spec problem reads as one line,
+``path:line:col: message (fix)``; this module imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from dataclasses import dataclass
 
 Location = tuple[str | int, ...]
 """A place in a spec as the keys and indices that lead to it: ``("checks", 0, "fidelity")``."""
+
+
+class SaliencyError(Exception):
+    """The root of every error pytest-saliency raises on purpose: catch it to catch them all."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class SpecProblem:
         return f"{self.path}:{self.line}:{self.column}: {self.message}"
 
 
-class SpecError(Exception):
+class SpecError(SaliencyError):
     """A spec file that cannot run; ``problems`` lists every problem found, in file order."""
 
     def __init__(self, problems: Sequence[SpecProblem]) -> None:
@@ -46,7 +52,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class SpecRuntimeError(Exception):
+class SpecRuntimeError(SaliencyError):
     """A problem found while loading what a spec names (model, weights, data), tied to the key
     in the spec that named it, so it can be reported as ``path:line:col: message``."""
 
@@ -79,3 +85,24 @@ def describe_exception(error: BaseException) -> str:
     """``ExceptionType: first line of its message`` (just the type when the message is empty)."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+class CheckFailed(SaliencyError):
+    """A check's measurements did not meet their thresholds."""
+
+
+class SpecInvalid(SaliencyError):
+    """The spec file has errors; no check of it runs."""
+
+
+class DeviceUnavailable(SaliencyError):
+    """``--saliency-device`` (or the ``saliency_device`` ini value) names no usable device."""
+
+
+class SaliencyWarning(UserWarning):
+    """A check with ``severity: warn`` that did not meet its thresholds (or, under
+    ``decide: interval``, could not decide)."""
+
+
+class BaselineEnvironmentWarning(UserWarning):
+    """A baseline was made with another torch or library version, or on another device."""

@@ -1,0 +1,30 @@
+"""Names shared across the package, in a module that imports nothing (the plugin, the spec
+language and the reports read them without loading torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPEC_SUFFIXES: tuple[str, ...] = (".saliency.yaml", ".saliency.yml")
+"""What a spec file's name ends with; pytest collects such files wherever it collects tests."""
+
+PATTERN_NAMES: tuple[str, ...] = (
+    "human_aligned",
+    "sufficient_subset",
+    "sufficient_context",
+    "context_dependent",
+    "confuser",
+    "insufficient_subset",
+    "distractor",
+    "context_confusion",
+)
+"""The eight Shared Interest behaviour patterns, in the order of the authors' table
+(docs/methods.md#behaviour-patterns): the correct-prediction four, then the incorrect four."""
+
+
+def spec_stem(path: Path) -> str:
+    """``shapes`` for ``shapes.saliency.yaml``: a spec's name when it gives none."""
+    for suffix in SPEC_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
