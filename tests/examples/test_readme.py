@@ -23,7 +23,7 @@ def test_readme_shows_the_shipped_spec_verbatim() -> None:
 
 def test_every_check_example_in_the_spec_reference_is_a_valid_check() -> None:
     reference = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
-    examples = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", reference, re.S)]
+    examples = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", reference, re.DOTALL)]
     checks = [item for block in examples if isinstance(block, list) for item in block if isinstance(item, dict) and "id" in item]
     assert {"on-the-shape", "concentrated", "stable", "insertion"} <= {check["id"] for check in checks}
     for check in checks:
@@ -33,8 +33,8 @@ def test_every_check_example_in_the_spec_reference_is_a_valid_check() -> None:
 def heading_anchors(markdown: str) -> set[str]:
     """GitHub's anchors of a page's headings (outside code blocks): lower case, punctuation
     dropped, spaces to hyphens."""
-    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
-    headings = re.findall(r"^#{1,6} (.+)$", prose, re.M)
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.DOTALL | re.MULTILINE)
+    headings = re.findall(r"^#{1,6} (.+)$", prose, re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
@@ -43,7 +43,7 @@ def test_every_relative_link_of_the_readme_and_docs_resolves() -> None:
     with a ``#fragment``, one of its headings."""
     broken = []
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        prose = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+        prose = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
         for target in re.findall(r"\]\(([^)\s]+)\)", prose):
             if re.match(r"[a-z]+:", target):
                 continue
