@@ -6,6 +6,8 @@ so it imports nothing heavy: torch, captum and pydantic load when a spec file is
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._constants import SPEC_SUFFIXES
-from .baseline_session import settings_from_config
+from .baseline_session import DEFAULT_DIRNAME, ci_is_set, settings_from_config
 from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
 
@@ -113,6 +115,30 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "saliency-session")
     config.addinivalue_line("markers", "saliency: a check from a *.saliency.yaml spec file")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """One header line with the device and baseline settings of the run, as pytest-randomly
+    prints its seed: ``saliency: device auto (CUDA when available), baselines compare, folder
+    saliency-baselines/ beside each spec``. ``auto`` is resolved only when torch is already
+    imported (the header never imports it)."""
+    session = config.stash[SESSION_KEY]
+    device = session.device
+    torch = sys.modules.get("torch")
+    if device == "auto":
+        if torch is None:
+            device += " (CUDA when available)"
+        else:
+            device += " (cuda)" if torch.cuda.is_available() else " (cpu)"
+    settings = session.baselines
+    mode = "compare" if settings.mode is None else f"update ({settings.mode})"
+    if ci_is_set():
+        mode += ", allowed with CI set" if settings.updating else ", updates refused with CI set"
+    if settings.directory is None:
+        folder = f"{DEFAULT_DIRNAME}/ beside each spec"
+    else:
+        folder = os.path.relpath(settings.directory, config.rootpath) + "/"
+    return f"saliency: device {device}, baselines {mode}, folder {folder}"
 
 
 def _output_path(config: pytest.Config, name: str) -> str | None:

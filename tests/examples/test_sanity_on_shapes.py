@@ -1,6 +1,6 @@
 """``examples/sanity.saliency.yaml`` on the shipped model: gradients pass the randomisation,
 random-logit and eMPRT checks, the model-independent edge map fails all three, with the numbers
-the README reports (deterministic on the CPU; the tolerance absorbs float differences between
+the spec reference (``docs/spec.md``, "sanity") reports (deterministic on the CPU; the tolerance absorbs float differences between
 machines)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pytest_saliency.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 0.01
-README_CURVE = {"grad": [1.00, 0.80, 0.67, 0.28, 0.11], "edge": [1.00, 1.00, 1.00, 1.00, 1.00]}
-README_VALUES = {("class-sensitive", "grad"): 0.707, ("class-sensitive", "edge"): 1.0,
+QUOTED_CURVE = {"grad": [1.00, 0.80, 0.67, 0.28, 0.11], "edge": [1.00, 1.00, 1.00, 1.00, 1.00]}
+QUOTED_VALUES = {("class-sensitive", "grad"): 0.707, ("class-sensitive", "edge"): 1.0,
                  ("disorder-when-random", "grad"): 0.917, ("disorder-when-random", "edge"): 0.0}  # fmt: skip
 
 
@@ -34,21 +34,21 @@ def outcome(engine: SpecEngine, check_id: str, method: str):  # type: ignore[no-
 
 
 @pytest.mark.parametrize("method", ["grad", "edge"])
-def test_randomisation_curve_is_the_readmes(engine: SpecEngine, method: str) -> None:
+def test_randomisation_curve_is_the_quoted_one(engine: SpecEngine, method: str) -> None:
     result = outcome(engine, "randomisation", method)
     assert result.extra["sanity"]["steps"] == ["original", "10", "6", "3", "0"]
-    assert result.extra["sanity"]["curve"] == pytest.approx(README_CURVE[method], abs=TOLERANCE)
+    assert result.extra["sanity"]["curve"] == pytest.approx(QUOTED_CURVE[method], abs=TOLERANCE)
     assert result.passed == (method == "grad")
 
 
-@pytest.mark.parametrize(("check_id", "method"), list(README_VALUES))
-def test_random_logit_and_emprt_are_the_readmes(engine: SpecEngine, check_id: str, method: str) -> None:
+@pytest.mark.parametrize(("check_id", "method"), list(QUOTED_VALUES))
+def test_random_logit_and_emprt_are_the_quoted_ones(engine: SpecEngine, check_id: str, method: str) -> None:
     result = outcome(engine, check_id, method)
-    assert result.measurements[0].value == pytest.approx(README_VALUES[check_id, method], abs=TOLERANCE)
+    assert result.measurements[0].value == pytest.approx(QUOTED_VALUES[check_id, method], abs=TOLERANCE)
     assert result.passed == (method == "grad")
 
 
-def test_the_readme_quotes_these_numbers() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "0.80 → 0.67 → 0.28 → 0.11" in readme
-    assert "0.707" in readme and "0.917" in readme
+def test_the_spec_reference_quotes_these_numbers() -> None:
+    reference = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
+    assert "0.80 → 0.67 → 0.28 → 0.11" in reference
+    assert "0.707" in reference and "0.917" in reference

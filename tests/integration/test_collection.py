@@ -165,3 +165,49 @@ def test_collection_imports_no_torch_and_builds_no_model(project: pytest.Pyteste
 
     probe = json.loads((project.path / "imported.json").read_text())
     assert probe == {"heavy": [], "items": 10}
+
+
+def test_the_header_names_the_device_and_the_baseline_settings(
+    project: pytest.Pytester, helpers: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As pytest-randomly prints its seed: the defaults, with ``auto`` resolved because torch is
+    already imported in this process (the header itself never imports it)."""
+    import torch
+
+    monkeypatch.delenv("CI", raising=False)
+    (project.path / "specs" / "x.saliency.yaml").write_text(helpers.spec_yaml(), encoding="utf-8")
+    result = project.runpytest_inprocess("--collect-only")
+    assert result.ret == pytest.ExitCode.OK
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert f"saliency: device auto ({device}), baselines compare, folder saliency-baselines/ beside each spec" in result.outlines
+
+
+@pytest.mark.parametrize(
+    ("arguments", "ci", "expected"),
+    [
+        ((), "true", "baselines compare, updates refused with CI set"),
+        (("--saliency-update-baselines",), None, "baselines update (changed)"),
+        (
+            ("--saliency-update-baselines", "--saliency-update-mode=missing", "--saliency-allow-ci-update"),
+            "true",
+            "baselines update (missing), allowed with CI set",
+        ),
+    ],
+)
+def test_the_header_shows_an_update_run_and_a_configured_folder(
+    project: pytest.Pytester,
+    helpers: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: tuple[str, ...],
+    ci: str | None,
+    expected: str,
+) -> None:
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    project.makeini("[pytest]\nsaliency_baseline_dir = ci/baselines\nsaliency_device = cpu\n")
+    (project.path / "specs" / "x.saliency.yaml").write_text(helpers.spec_yaml(), encoding="utf-8")
+    result = project.runpytest_inprocess("--collect-only", *arguments)
+    assert result.ret == pytest.ExitCode.OK
+    assert f"saliency: device cpu, {expected}, folder ci/baselines/" in result.outlines

@@ -1,0 +1,168 @@
+"""The package's import structure: the plugin module is light, and no module imports itself back.
+
+pytest imports ``pytest_saliency.plugin`` in every run of an environment where the package is
+installed, so it must not pull in torch or captum. And an import cycle (two modules that need
+each other, even through an import inside a function) works only as long as nobody reorders the
+imports; every module should have one place in a layering.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "pytest_saliency"
+HEAVY = ("torch", "captum", "torchvision")
+
+
+def test_importing_the_plugin_loads_neither_torch_nor_captum() -> None:
+    """A fresh interpreter, run from the repository root so that this checkout's package is the
+    one imported."""
+    probe = (
+        "import json, sys\n"
+        "import pytest_saliency.plugin\n"
+        f"print(json.dumps({{'file': pytest_saliency.plugin.__file__, "
+        f"'heavy': sorted(name for name in {HEAVY!r} if name in sys.modules)}}))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(completed.stdout)
+    assert Path(loaded["file"]) == PACKAGE / "plugin.py"
+    assert loaded["heavy"] == []
+
+
+# --- the graph of imports inside the package --------------------------------------------------
+
+
+def module_name(path: Path) -> str:
+    """``pytest_saliency.report.html`` for ``pytest_saliency/report/html.py``; a package's
+    ``__init__.py`` is the package itself."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def type_checking_blocks(tree: ast.Module) -> set[int]:
+    """Ids of the import nodes under ``if TYPE_CHECKING:``, which never run."""
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            guarded.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    return guarded
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, int]]:
+    """The package's modules that ``name`` imports when it runs, at module level or inside a
+    function, with the line of each import (``from . import x`` names the submodule ``x`` when
+    there is one, else the package)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    guarded = type_checking_blocks(tree)
+    is_package = path.name == "__init__.py"
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        found.extend((target, node.lineno) for target in targets if target in modules and target != name)
+    return found
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """module -> {imported module: line of the (first) import}."""
+    modules = package_modules()
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        edges = graph.setdefault(name, {})
+        for target, line in imported_modules(name, path, modules):
+            edges.setdefault(target, line)
+    return graph
+
+
+def strongly_connected(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Tarjan's components with more than one module: each holds at least one cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def one_cycle(graph: dict[str, dict[str, int]], component: list[str]) -> list[str]:
+    """A shortest cycle through the component's first module, as ``a:12 -> b`` steps (``12``:
+    the line of ``a`` that imports ``b``)."""
+    start, members = component[0], set(component)
+    previous: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for target in graph[node]:
+            if target == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(previous[path[-1]])
+                path.reverse()
+                steps = list(zip(path, path[1:] + [start], strict=True))
+                return [f"{a}:{graph[a][b]} -> {b}" for a, b in steps]
+            if target in members and target not in previous:
+                previous[target] = node
+                queue.append(target)
+    raise AssertionError(f"no cycle through {start}")  # a component of two or more always has one
+
+
+def test_the_import_graph_sees_relative_lazy_and_package_imports() -> None:
+    """The graph is built right: edges this package is known to have, of each import form."""
+    graph = import_graph()
+    assert "pytest_saliency.collect" in graph["pytest_saliency.plugin"]  # from .collect import ...
+    assert "pytest_saliency.engine" in graph["pytest_saliency.session"]  # inside a function
+    assert "pytest_saliency.metrics.shared_interest" in graph["pytest_saliency.engine"]  # from .metrics import x
+    assert all(target in graph for edges in graph.values() for target in edges)
+
+
+def test_no_import_cycle_inside_the_package() -> None:
+    """Module-level and function-level imports count (the ones under ``if TYPE_CHECKING:`` never
+    run and do not)."""
+    graph = import_graph()
+    cycles = [" ; ".join(one_cycle(graph, component)) for component in strongly_connected(graph)]
+    assert not cycles, "import cycles inside pytest_saliency/:\n" + "\n".join(cycles)
