@@ -178,45 +178,44 @@ class Case:
     failed: int = 2
 
 
+def broken_npz(name: str, change: Callable[[dict[str, np.ndarray]], None], message: str) -> Case:
+    """A spec reading ``name``: the project's arrays after ``change``; the line points at the path."""
+    return Case({"data": f"npz: ../{name}"}, files=with_arrays(name, change), at=f"../{name}", message=message)
+
+
 CATALOGUE: dict[str, Case] = {
     # --- data values ---------------------------------------------------------------------------
-    "nan-in-images": Case(
-        {"data": "npz: ../nan.npz"},
-        files=with_arrays("nan.npz", _nan_in_sample_2),
-        at="../nan.npz",
-        message="data.npz: images hold NaN or inf in 1 of 6 samples (first: sample 2): clean or drop those images",
+    "nan-in-images": broken_npz(
+        "nan.npz",
+        _nan_in_sample_2,
+        "data.npz: images hold NaN or inf in 1 of 6 samples (first: sample 2): clean or drop those images",
     ),
-    "images-in-0-255": Case(
-        {"data": "npz: ../bright.npz"},
-        files=with_arrays("bright.npz", _times_255),
-        at="../bright.npz",
-        message="data.npz: float32 images range over [0, 255], outside [0, 1]: store them as uint8, "
+    "images-in-0-255": broken_npz(
+        "bright.npz",
+        _times_255,
+        "data.npz: float32 images range over [0, 255], outside [0, 1]: store them as uint8, "
         "or set data.scale: 255 to divide them",
     ),
-    "images-already-normalised": Case(
-        {"data": "npz: ../centred.npz"},
-        files=with_arrays("centred.npz", _normalised),
-        at="../centred.npz",
-        message="data.npz: images range over [-0.5, 0.5], outside [0, 1]: if they are already normalised, "
+    "images-already-normalised": broken_npz(
+        "centred.npz",
+        _normalised,
+        "data.npz: images range over [-0.5, 0.5], outside [0, 1]: if they are already normalised, "
         "store them unnormalised in [0, 1] and give the normalisation as model.normalize",
     ),
-    "fractional-labels": Case(
-        {"data": "npz: ../fractional.npz"},
-        files=with_arrays("fractional.npz", _fractional_labels),
-        at="../fractional.npz",
-        message="data.npz: labels must be integer class indices, got 0.37 (sample 0): store class indices 0, 1, ...",
+    "fractional-labels": broken_npz(
+        "fractional.npz",
+        _fractional_labels,
+        "data.npz: labels must be integer class indices, got 0.37 (sample 0): store class indices 0, 1, ...",
     ),
-    "negative-label": Case(
-        {"data": "npz: ../negative.npz"},
-        files=with_arrays("negative.npz", _negative_label),
-        at="../negative.npz",
-        message="data.npz: label -1 (sample 2) is negative: labels are class indices 0, 1, ...",
+    "negative-label": broken_npz(
+        "negative.npz",
+        _negative_label,
+        "data.npz: label -1 (sample 2) is negative: labels are class indices 0, 1, ...",
     ),
-    "label-beyond-the-logits": Case(
-        {"data": "npz: ../five.npz"},
-        files=with_arrays("five.npz", _label_5),
-        at="../five.npz",
-        message="data.npz: label 5 (sample 3) is outside the model's 3 classes (its logits are (N, 3)): "
+    "label-beyond-the-logits": broken_npz(
+        "five.npz",
+        _label_5,
+        "data.npz: label 5 (sample 3) is outside the model's 3 classes (its logits are (N, 3)): "
         "labels are class indices 0..2",
     ),
     "classes-do-not-match-the-logits": Case(
