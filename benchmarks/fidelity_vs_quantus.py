@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 import warnings
-from typing import Callable
 
 import numpy as np
 import torch
+from _timing import best_of, cpu_name
 from torch import Tensor, nn
 
 from pytest_saliency.metrics.fidelity import fidelity_curves
@@ -84,17 +83,6 @@ class TimedModel(nn.Module):
         self.seconds, self.calls, self.inputs = 0.0, 0, 0
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def make_workload(channels: int, n: int, size: int, seed: int) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
     """Seeded model, images, clean predictions and gradient-saliency importance ``(N, H, W)``."""
     torch.manual_seed(seed)
@@ -106,15 +94,6 @@ def make_workload(channels: int, n: int, size: int, seed: int) -> tuple[nn.Modul
     model(x).gather(1, target[:, None]).sum().backward()
     importance = x.grad.abs().sum(dim=1).detach()
     return model, images, target, importance
-
-
-def best_of(repeats: int, run: Callable[[], object]) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def pixel_flipping(quantus, channels: int, args: argparse.Namespace) -> dict[str, float]:
@@ -262,7 +241,7 @@ def main() -> None:
     import quantus
 
     print(
-        f"machine: {_cpu_name()}, torch {torch.__version__} "
+        f"machine: {cpu_name()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), quantus {quantus.__version__}, numpy {np.__version__}; "
         f"{args.images} images, batch size {args.batch_size}, best of {args.repeats}; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"

@@ -13,13 +13,12 @@ Run: ``pip install -e ".[bench]"`` then ``python benchmarks/localisation_vs_quan
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from _timing import best_of, cpu_name
 
 from pytest_saliency.metrics import complexity, localisation
 
@@ -35,16 +34,6 @@ def workload(images: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Ten
         & (columns >= corners[:, 1].view(-1, 1, 1)) & (columns < (corners[:, 1] + sides[:, 1]).view(-1, 1, 1))
     )
     return maps, masks
-
-
-def best_of(function: Callable[[], object], repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -77,7 +66,7 @@ def main() -> None:
     }
     print(f"# {arguments.images} maps of {arguments.size}x{arguments.size}, best of {arguments.repeats}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, quantus {quantus.__version__}, "
-          f"{platform.processor() or platform.machine()}")
+          f"{cpu_name()}")
     print(f"{'metric':<26}{'ours (s)':>10}{'quantus (s)':>13}{'ratio':>8}")
     for name, (ours, metric) in pairs.items():
 
@@ -88,7 +77,7 @@ def main() -> None:
                                          batch_size=arguments.images), dtype=np.float64)
 
         np.testing.assert_allclose(ours().numpy(), theirs(), atol=1e-5, rtol=0, err_msg=name)
-        ours_time, their_time = best_of(ours, arguments.repeats), best_of(theirs, arguments.repeats)
+        ours_time, their_time = best_of(arguments.repeats, ours)[0], best_of(arguments.repeats, theirs)[0]
         print(f"{name:<26}{ours_time:>10.4f}{their_time:>13.4f}{their_time / ours_time:>7.1f}x")
 
 

@@ -23,16 +23,16 @@ is. Run: ``pip install -e ".[bench]"`` then ``python benchmarks/sanity_vs_quantu
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import best_of, cpu_name
 
 from pytest_saliency.checks.base import CheckRequest
 from pytest_saliency.checks.sanity import evaluate
@@ -61,26 +61,6 @@ checks:
 """
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def best_of(repeats: int, run: Callable[[], object]) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def saliency(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
     """Quantus' explain function: captum Saliency (abs), summed over channels, ``(N, 1, H, W)``."""
     from captum.attr import Saliency
@@ -100,7 +80,7 @@ def main() -> None:
     import quantus
 
     print(
-        f"machine: {_cpu_name()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"machine: {cpu_name()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"quantus {quantus.__version__}, numpy {np.__version__}; {args.images} images, batch size "
         f"{args.batch_size}, best of {args.repeats}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
@@ -152,7 +132,7 @@ def main() -> None:
             if run is None:  # the trained attributions already computed (by the spec's other checks)
                 engine = fresh_engine()
                 engine.attributions("grad")
-                run = lambda engine=engine: ours(engine)
+                run = functools.partial(ours, engine)
             seconds, result = best_of(1, run)
             times[name] = min(times.get(name, float("inf")), seconds)
             results[name] = result  # type: ignore[assignment]
