@@ -42,6 +42,14 @@ def test_pattern_names_and_order() -> None:
     )
 
 
+def test_the_spec_language_accepts_exactly_the_pattern_names() -> None:
+    from typing import get_args
+
+    from pytest_saliency.spec.schema import PatternName
+
+    assert get_args(PatternName) == PATTERN_NAMES
+
+
 # Consistent hand-made samples (IoU <= min(GTC, SC) as for real regions). GTC low forces IoU
 # low, and so does SC low: the subset and context patterns always come with the IoU-low one.
 @pytest.mark.parametrize(
