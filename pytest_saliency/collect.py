@@ -186,6 +186,7 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         from .checks import evaluator
         from .checks.base import CheckRequest
+        from .report.format import rounded
 
         engine = self.parent.engine()
         engine.logits  # noqa: B018  (the model's output and the labels are checked before any check runs)
@@ -198,12 +199,12 @@ class CheckItem(pytest.Item):
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
             name = f"saliency.{measurement.name}"
-            self.user_properties.append((name, _significant(measurement.value)))
+            self.user_properties.append((name, rounded(measurement.value)))
             self.user_properties.append((f"{name}.threshold", measurement.threshold))
             if measurement.interval is not None and measurement.lower is not None and measurement.upper is not None:
-                self.user_properties.append((f"{name}.interval", _significant(measurement.interval)))
-                self.user_properties.append((f"{name}.lower", _significant(measurement.lower)))
-                self.user_properties.append((f"{name}.upper", _significant(measurement.upper)))
+                self.user_properties.append((f"{name}.interval", rounded(measurement.interval)))
+                self.user_properties.append((f"{name}.lower", rounded(measurement.lower)))
+                self.user_properties.append((f"{name}.upper", rounded(measurement.upper)))
             self.user_properties.append((f"{name}.status", measurement.status))
         self.user_properties.append(("saliency.status", self._status()))
         if self.outcome.passed:
@@ -252,7 +253,7 @@ class CheckItem(pytest.Item):
         return f"{self.parent.loaded.path}:{line}"
 
     def _failure_text(self) -> str:
-        from .report.text import failure_text
+        from .report.terminal import failure_text
 
         assert self.outcome is not None
         what = f" [{self.variant}]" if self.variant else ""
@@ -306,9 +307,3 @@ class CheckItem(pytest.Item):
             "overrides": self.parent.loaded.overrides,
             **outcome,
         }
-
-
-def _significant(value: float, digits: int = 6) -> float:
-    """``value`` rounded to ``digits`` significant digits (junit properties read 0.64, not
-    0.6399999856948853)."""
-    return float(f"{value:.{digits}g}")

@@ -18,6 +18,7 @@ from typing import Any
 from .._constants import PATTERN_NAMES
 from .._io import write_atomic
 from ..errors import SaliencyError
+from .format import fixed, percent, signed
 
 TEMPLATES = Path(__file__).parent / "templates"
 CURVE_ORDERS = ("mif", "lif", "random", "insertion")
@@ -54,19 +55,10 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["num"] = number
-    environment.filters["signed"] = lambda value, digits=3: "—" if value is None else f"{value:+.{digits}f}"
-    environment.filters["pct"] = lambda value: "—" if value is None else f"{100 * value:.1f} %"
+    environment.filters["num"] = fixed
+    environment.filters["signed"] = signed
+    environment.filters["pct"] = percent
     return environment
-
-
-def number(value: Any, digits: int = 4) -> str:
-    """A measured value as the summary shows it: fixed decimals, ``—`` when undefined."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    return f"{value:.{digits}f}"
 
 
 # --- the view: plain data for the templates ----------------------------------------------------

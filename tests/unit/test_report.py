@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from pytest_saliency.cli import main
-from pytest_saliency.collect import _significant
 from pytest_saliency.report import html as report_html
+from pytest_saliency.report.format import rounded
 from pytest_saliency.report import progress as report_progress
 from pytest_saliency.report import results as report_results
 from pytest_saliency.report import thumbnails
@@ -351,10 +351,10 @@ def test_write_run_outputs_reports_paths_and_problems(tmp_path: Path, monkeypatc
 
 
 def test_significant_digits_for_junit() -> None:
-    assert _significant(0.6399999856948853) == 0.64
-    assert _significant(123456789.0) == 123457000.0
-    assert _significant(1.23456789e-7) == 1.23457e-7
-    assert math.isnan(_significant(float("nan")))
+    assert rounded(0.6399999856948853) == 0.64
+    assert rounded(123456789.0) == 123457000.0
+    assert rounded(1.23456789e-7) == 1.23457e-7
+    assert math.isnan(rounded(float("nan")))
 
 
 # --- HTML ---------------------------------------------------------------------------------------
