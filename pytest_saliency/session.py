@@ -69,7 +69,7 @@ class SaliencySession:
     def write_reports(self) -> None:
         """Write the JSON results and HTML report the options ask for (on the controller only)."""
         if self.wants_thumbnails:
-            from .report.results import write_run_outputs
+            from .report.outputs import write_run_outputs
 
             self.report_lines = write_run_outputs(
                 self.results,

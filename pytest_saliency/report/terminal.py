@@ -16,6 +16,7 @@ from typing import Any
 from .._io import json_safe
 from .format import DASH, UNDEFINED, fixed, significant, with_interval
 
+
 def failure_text(location: str, title: str, result: dict[str, Any]) -> str:
     """``path:line: title`` then a measured-vs-threshold table, the sample counts and details."""
     result = json_safe(result)

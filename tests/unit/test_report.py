@@ -18,6 +18,7 @@ import torch
 
 from pytest_saliency.cli import main
 from pytest_saliency.report import html as report_html
+from pytest_saliency.report import outputs as report_outputs
 from pytest_saliency.report.format import rounded
 from pytest_saliency.report import progress as report_progress
 from pytest_saliency.report import results as report_results
@@ -343,10 +344,10 @@ def test_load_document_checks_format_and_version(tmp_path: Path) -> None:
 
 def test_write_run_outputs_reports_paths_and_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    lines = report_results.write_run_outputs(sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json"))
+    lines = report_outputs.write_run_outputs(sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json"))
     assert lines == ["saliency results (JSON): r.json", "saliency report (HTML): r.html"]
     (tmp_path / "blocked").write_text("a file, not a folder")
-    lines = report_results.write_run_outputs(sample_results(), json_path=str(tmp_path / "blocked" / "r.json"))
+    lines = report_outputs.write_run_outputs(sample_results(), json_path=str(tmp_path / "blocked" / "r.json"))
     assert lines[0].startswith("saliency results (JSON): could not write blocked/r.json")
 
 
