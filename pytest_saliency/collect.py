@@ -15,6 +15,8 @@ from .errors import CheckFailed, DeviceUnavailable, SaliencyWarning, SpecInvalid
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .checks.base import Outcome
     from .engine import SpecEngine
     from .spec import CheckSpec, LoadedSpec, SpecProblem
@@ -221,12 +223,19 @@ class CheckItem(pytest.Item):
 
     def _attach_thumbnails(self, engine: SpecEngine) -> None:
         """Example thumbnails for the HTML report, made here (on the xdist worker, where the
-        tensors are) so that they travel back with the result. A failure only loses them."""
+        tensors are) so that they travel back with the result: the engine's tensors go to
+        :func:`~pytest_saliency.report.thumbnails.attach`. A failure only loses them."""
         from .report.thumbnails import attach
 
         assert self.outcome is not None
+        extra = self.outcome.extra
         try:
-            attach(self.outcome.extra, engine, self.method)
+            maps: Tensor | None = None
+            regions: Tensor | None = None
+            if extra.get("worst") and self.method is not None:  # the worst examples' strips show the saliency
+                maps = engine.saliency_maps(self.method)
+                regions, _ = engine.saliency_regions(self.method)
+            attach(extra, engine.data.images, engine.data.masks, maps, regions)
         except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
             self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
 

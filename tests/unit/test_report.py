@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import math
-import os
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,10 +18,10 @@ import torch
 from pytest_saliency.cli import main
 from pytest_saliency.report import html as report_html
 from pytest_saliency.report import outputs as report_outputs
-from pytest_saliency.report.format import rounded
 from pytest_saliency.report import progress as report_progress
 from pytest_saliency.report import results as report_results
 from pytest_saliency.report import thumbnails
+from pytest_saliency.report.format import rounded
 
 Image = pytest.importorskip("PIL.Image")
 jsonschema = pytest.importorskip("jsonschema")
@@ -264,14 +263,10 @@ def test_segment_crop_cuts_the_segment_of_the_grid() -> None:
 
 def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> None:
     images = torch.rand(4, 3, 16, 16)
+    masks = torch.rand(4, 16, 16) > 0.5
     maps = torch.rand(4, 16, 16)
-    engine = SimpleNamespace(
-        data=SimpleNamespace(images=images, masks=torch.rand(4, 16, 16) > 0.5),
-        saliency_maps=lambda method: maps,
-        saliency_regions=lambda method: (maps > 0.5, torch.ones(4, dtype=torch.bool)),
-    )
     extra: dict[str, Any] = {"worst": [{"index": 3}, {"index": 1}]}
-    thumbnails.attach(extra, engine, "grad")  # type: ignore[arg-type]
+    thumbnails.attach(extra, images, masks, maps, maps > 0.5)
     assert all(decode(row["thumbnail"]).size == (390, 96) for row in extra["worst"])
 
     drift: dict[str, Any] = {
@@ -280,7 +275,7 @@ def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> N
             "clusters": [{"cluster": 0, "representatives": [[0, 3], [2, 0], [1, 1], [3, 2]]}, {"cluster": 1, "representatives": []}],
         }
     }
-    thumbnails.attach(drift, engine, "grad")  # type: ignore[arg-type]
+    thumbnails.attach(drift, images, masks)
     clusters = drift["drift"]["clusters"]
     assert len(clusters[0]["crops"]) == thumbnails.CROPS_PER_CLUSTER
     assert "crops" not in clusters[1]
