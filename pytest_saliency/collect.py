@@ -92,7 +92,7 @@ class SpecFile(pytest.File):
                         warnings.simplefilter("always", pytest.PytestUnknownMarkWarning)
                         marks[check.id].append(getattr(pytest.mark, name))
                 except pytest.fail.Exception as error:
-                    problems.append(self.loaded.problem(location, error.msg))
+                    problems.append(self.loaded.problem(location, str(error)))
                     continue
                 for warning in caught:
                     line, _ = self.loaded.source.value(location)

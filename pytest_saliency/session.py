@@ -11,6 +11,8 @@ import pytest
 from .baseline_session import BaselineSettings, summary_lines
 
 if TYPE_CHECKING:
+    from pluggy import Result
+
     from .engine import EngineCache
     from .spec.overrides import Override
 
@@ -42,7 +44,7 @@ class SaliencySession:
         return self._engines
 
     @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Result[None], None]:
         """Erase a progress bar whose computation did not finish when the item ends."""
         try:
             yield

@@ -13,12 +13,15 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._constants import PATTERN_NAMES
 from .._io import write_atomic
 from ..errors import SaliencyError
 from .format import fixed, percent, signed
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
 CURVE_ORDERS = ("mif", "lif", "random", "insertion")
@@ -41,7 +44,7 @@ def write_html(path: str | os.PathLike[str], document: dict[str, Any], title: st
     return write_atomic(path, render_html(document, title, expand))
 
 
-def _environment() -> Any:
+def _environment() -> jinja2.Environment:
     try:
         import jinja2
     except ImportError:
@@ -181,7 +184,7 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
     bars = []
     for row, name in enumerate(names):
         fraction = values[name] or 0.0
-        limit = limits.get(name)
+        bound = limits.get(name)
         bars.append(
             {
                 "name": name,
@@ -189,8 +192,8 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
                 "fraction": fraction,
                 "y": row * 22,
                 "width": round(BAR_WIDTH * fraction / scale, 1),
-                "limit": None if limit is None else {"text": limit[0], "x": round(BAR_WIDTH * limit[1] / scale, 1)},
-                "failing": limit is not None and not limit[2],
+                "limit": None if bound is None else {"text": bound[0], "x": round(BAR_WIDTH * bound[1] / scale, 1)},
+                "failing": bound is not None and not bound[2],
             }
         )
     return {"bars": bars, "height": len(bars) * 22, "bar_width": BAR_WIDTH}
@@ -225,7 +228,7 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         return round(PLOT["top"] + inner_h * (1 - (value - low) / (high - low)), 1)
 
     def points(curve: Sequence[float | None]) -> list[tuple[float, float]]:
-        return [(x(f), y(v)) for f, v in zip(fractions, curve) if v is not None]
+        return [(x(f), y(v)) for f, v in zip(fractions, curve, strict=False) if v is not None]  # a shorter curve stops early
 
     lines = []
     for order in [o for o in CURVE_ORDERS if o in curves] + [o for o in curves if o not in CURVE_ORDERS]:
@@ -336,8 +339,10 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def drift_view(result: dict[str, Any]) -> dict[str, Any] | None:
     """Clusters (largest ``|shift|`` first) with their shares under A and B and example crops."""
-    drift = result.get("drift") if isinstance(result.get("drift"), dict) else result
-    clusters = drift.get("clusters") if isinstance(drift, dict) else None
+    drift = result.get("drift")
+    if not isinstance(drift, dict):  # a drift check's own result holds the clusters
+        drift = result
+    clusters = drift.get("clusters")
     if not isinstance(clusters, list) or not clusters:
         return None
     rows = []

@@ -51,7 +51,8 @@ def schema() -> dict[str, Any]:
     """The JSON Schema of the results document (draft 2020-12)."""
     from importlib.resources import files
 
-    return json.loads(files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    document: dict[str, Any] = json.loads(files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    return document
 
 
 def result_key(result: dict[str, Any]) -> tuple[Any, ...]:
@@ -66,7 +67,8 @@ def normalise(result: dict[str, Any]) -> dict[str, Any]:
     """A copy of one item's result with every required key, and JSON-safe values (NaN -> null)."""
     out = {key: value for key, value in _DEFAULTS.items() if key not in result}
     out.update(result)
-    return json_safe(out)  # type: ignore[no-any-return]
+    safe: dict[str, Any] = json_safe(out)
+    return safe
 
 
 def build_document(
@@ -128,7 +130,7 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     problems = validation_errors(document)
     if problems:
         raise ResultsFileError(f"{path}: does not match the results schema: {problems[0]}")
-    return document  # type: ignore[no-any-return]
+    return document
 
 
 def validation_errors(document: Any) -> list[str]:

@@ -154,7 +154,7 @@ _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$")
 def _margin(measurement: dict[str, Any]) -> float:
     """How far the value lies on the right side of its threshold (negative: the wrong side)."""
     match = _THRESHOLD.match(measurement.get("threshold", ""))
-    value = measurement.get("value")
+    value: float | None = measurement.get("value")
     if value is None or match is None:
         return -math.inf
     limit = float(match.group(2))

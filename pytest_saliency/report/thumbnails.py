@@ -190,8 +190,10 @@ def attach(
             index = int(row["index"])
             normalised, _ = normalize_maps(maps[index : index + 1])
             row["thumbnail"] = example_strip(images[index], normalised[0], masks[index], regions[index])
-    drift = extra.get("drift") if isinstance(extra.get("drift"), dict) else extra
-    clusters = drift.get("clusters") if isinstance(drift, dict) else None
+    drift = extra.get("drift")
+    if not isinstance(drift, dict):  # a drift check's own extra holds the clusters
+        drift = extra
+    clusters = drift.get("clusters")
     if isinstance(clusters, list):
         patch = _patch(drift)
         if patch is None:
