@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 DEBUG_HINT = "(--saliency-debug shows the traceback)"
 
 
-def shown_path(config: pytest.Config, path: Path) -> str:
+def invocation_relative(config: pytest.Config, path: Path) -> str:
     """``path`` relative to where pytest was invoked, as pytest shows locations."""
     try:
         return os.path.relpath(path, config.invocation_params.dir)
@@ -46,7 +46,7 @@ class SpecFile(pytest.File):
         try:
             self.loaded = load_spec(
                 self.path,
-                display=shown_path(self.config, self.path),
+                display=invocation_relative(self.config, self.path),
                 overrides=session.overrides,
                 base=self.config.invocation_params.dir,
             )
