@@ -60,7 +60,9 @@ class SpecFile(pytest.File):
             return
         for index, check in enumerate(spec.checks):
             slices = self.loaded.slice_values(index) if getattr(check.config, "slices", None) else None
-            for name, method, class_index, slice_value in _variants(spec.attributions, spec.data.classes, check, slices):
+            for name, method, class_index, slice_value in _variants(
+                spec.attributions, spec.data.classes, check, slices
+            ):
                 # The id is given as a string so that pytest parses "check[variant]" the way it
                 # parses the ids it reads back from its cache: pytest 9.2 keeps the brackets of a
                 # plain name as part of the name, and --lf then no longer finds failed checks.
@@ -112,7 +114,9 @@ class SpecFile(pytest.File):
             raise DeviceUnavailable(message) from None
         key = (str(self.path), self.path.stat().st_mtime_ns, str(device))
         search_paths = (self.config.rootpath,)
-        return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress))
+        return session.engines.get(
+            key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress)
+        )
 
 
 def _variants(
@@ -122,7 +126,9 @@ def _variants(
     ``check[method-class]``, ``check[method-field=value]`` with ``slices``."""
     config = check.config
     methods: list[str | None] = list(config.methods or attributions) if config.uses_attributions else [None]
-    class_indices: list[int | None] = list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
+    class_indices: list[int | None] = (
+        list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
+    )
     by = getattr(getattr(config, "slices", None), "by", None)
     values: list[str | None] = list(slices) if slices is not None else [None]
     for method in methods:
@@ -167,7 +173,13 @@ class CheckItem(pytest.Item):
     parent: SpecFile
 
     def __init__(
-        self, *, check_index: int, method: str | None, class_index: int | None, slice_value: str | None = None, **kwargs: Any
+        self,
+        *,
+        check_index: int,
+        method: str | None,
+        class_index: int | None,
+        slice_value: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.check_index = check_index
@@ -268,7 +280,9 @@ class CheckItem(pytest.Item):
         what = f" [{self.variant}]" if self.variant else ""
         verdict = "inconclusive" if self.outcome.inconclusive else "failed"
         severity = " (severity: warn)" if self.check.severity == "warn" else ""
-        return failure_text(self._location(), f"check {self.check.id!r}{what} {verdict}{severity}", self.outcome.to_dict())
+        return failure_text(
+            self._location(), f"check {self.check.id!r}{what} {verdict}{severity}", self.outcome.to_dict()
+        )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         """One line for whatever went wrong, at its place in the spec: the check's failure text,

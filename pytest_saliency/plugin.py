@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .engine import SpecEngine
 
 
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("saliency", "saliency checks (pytest-saliency)")
     group.addoption(

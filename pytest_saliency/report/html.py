@@ -39,7 +39,9 @@ def render_html(document: dict[str, Any], title: str | None = None, expand: bool
     return template.render(report=view(document, title, expand))
 
 
-def write_html(path: str | os.PathLike[str], document: dict[str, Any], title: str | None = None, expand: bool = False) -> Path:
+def write_html(
+    path: str | os.PathLike[str], document: dict[str, Any], title: str | None = None, expand: bool = False
+) -> Path:
     """Render and write the report, atomically."""
     return write_atomic(path, render_html(document, title, expand))
 
@@ -74,7 +76,14 @@ def view(document: dict[str, Any], title: str | None = None, expand: bool = Fals
         key = f"{result.get('spec', '')}\0{result.get('spec_path', '')}"
         spec = specs.setdefault(
             key,
-            {"name": result.get("spec", ""), "path": result.get("spec_path", ""), "checks": [], "anchor": "", "weights": None, "overrides": {}},
+            {
+                "name": result.get("spec", ""),
+                "path": result.get("spec_path", ""),
+                "checks": [],
+                "anchor": "",
+                "weights": None,
+                "overrides": {},
+            },
         )
         spec["weights"] = spec["weights"] or result.get("weights")
         spec["overrides"] = spec["overrides"] or result.get("overrides") or {}
@@ -105,7 +114,17 @@ def item_view(result: dict[str, Any], position: int) -> dict[str, Any]:
     test_id = result.get("check", "") + (f"[{variant}]" if variant else "")
     status = result.get("status", "error")
     measurements = [
-        {"name": "", "value": None, "threshold": "", "passed": False, "interval": None, "lower": None, "upper": None, "inconclusive": False, **measurement}
+        {
+            "name": "",
+            "value": None,
+            "threshold": "",
+            "passed": False,
+            "interval": None,
+            "lower": None,
+            "upper": None,
+            "inconclusive": False,
+            **measurement,
+        }
         for measurement in result.get("measurements") or []
         if isinstance(measurement, dict)
     ]
@@ -173,7 +192,11 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
         if name.startswith("fraction "):
             limit = _threshold_number(measurement.get("threshold", ""))
             if limit is not None:
-                limits[name.removeprefix("fraction ")] = (measurement["threshold"], limit, bool(measurement.get("passed")))
+                limits[name.removeprefix("fraction ")] = (
+                    measurement["threshold"],
+                    limit,
+                    bool(measurement.get("passed")),
+                )
     names = [n for n in PATTERN_NAMES if n in counts] + [n for n in counts if n not in PATTERN_NAMES]
     values = {n: fractions.get(n) if isinstance(fractions.get(n), int | float) else None for n in names}
     total = sum(int(counts[n]) for n in names)
@@ -228,7 +251,9 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         return round(PLOT["top"] + inner_h * (1 - (value - low) / (high - low)), 1)
 
     def points(curve: Sequence[float | None]) -> list[tuple[float, float]]:
-        return [(x(f), y(v)) for f, v in zip(fractions, curve, strict=False) if v is not None]  # a shorter curve stops early
+        return [
+            (x(f), y(v)) for f, v in zip(fractions, curve, strict=False) if v is not None
+        ]  # a shorter curve stops early
 
     lines = []
     for order in [o for o in CURVE_ORDERS if o in curves] + [o for o in curves if o not in CURVE_ORDERS]:
@@ -254,7 +279,9 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         "x_axis_y": PLOT["height"] - PLOT["bottom"],
         "plot_right": PLOT["width"] - PLOT["right"],
         "aucs": _aucs(result),
-        "score": (result.get("fidelity") or {}).get("score") if isinstance(result.get("fidelity"), dict) else result.get("score"),
+        "score": (result.get("fidelity") or {}).get("score")
+        if isinstance(result.get("fidelity"), dict)
+        else result.get("score"),
     }
 
 
@@ -270,7 +297,11 @@ def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(sanity, dict) or not isinstance(curve, list) or len(curve) < 2:
         return None
     steps = sanity.get("steps")
-    names = [str(step) for step in steps] if isinstance(steps, list) and len(steps) == len(curve) else [str(i) for i in range(len(curve))]
+    names = (
+        [str(step) for step in steps]
+        if isinstance(steps, list) and len(steps) == len(curve)
+        else [str(i) for i in range(len(curve))]
+    )
     values = [v for v in curve if isinstance(v, int | float)]
     low, high = min([0.0, *values]), max([1.0, *values])
     inner_w = SANITY_PLOT["width"] - SANITY_PLOT["left"] - SANITY_PLOT["right"]
@@ -314,10 +345,16 @@ def _fidelity_data(result: dict[str, Any]) -> tuple[dict[str, list[float | None]
     for source in sources:
         curves = source.get("curves")
         if isinstance(curves, dict) and curves:
-            return {str(k): list(v) for k, v in curves.items() if isinstance(v, list)}, list(source.get("fractions") or [])
+            return {str(k): list(v) for k, v in curves.items() if isinstance(v, list)}, list(
+                source.get("fractions") or []
+            )
         orders = source.get("orders")
         if isinstance(orders, dict) and orders:
-            found = {str(k): list(v["mean_curve"]) for k, v in orders.items() if isinstance(v, dict) and isinstance(v.get("mean_curve"), list)}
+            found = {
+                str(k): list(v["mean_curve"])
+                for k, v in orders.items()
+                if isinstance(v, dict) and isinstance(v.get("mean_curve"), list)
+            }
             if found:
                 return found, list(source.get("fractions") or [])
     return {}, []

@@ -36,5 +36,7 @@ def write_run_outputs(
         except (OSError, ReportDependencyError) as error:
             lines.append(f"saliency report (HTML): could not write {shown_path(report_path)}: {error}")
         except Exception as error:  # noqa: BLE001  (a rendering bug must not turn the run into an internal error)
-            lines.append(f"saliency report (HTML): could not render {shown_path(report_path)}: {type(error).__name__}: {error}")
+            lines.append(
+                f"saliency report (HTML): could not render {shown_path(report_path)}: {type(error).__name__}: {error}"
+            )
     return lines

@@ -123,10 +123,12 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ResultsFileError(f"{path}: cannot read a results file: {error}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ResultsFileError(f"{path}: not a pytest-saliency results file (no \"format\": \"{FORMAT}\")")
+        raise ResultsFileError(f'{path}: not a pytest-saliency results file (no "format": "{FORMAT}")')
     version = document.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ResultsFileError(f"{path}: results schema version {version!r}; this pytest-saliency reads version {SCHEMA_VERSION}")
+        raise ResultsFileError(
+            f"{path}: results schema version {version!r}; this pytest-saliency reads version {SCHEMA_VERSION}"
+        )
     problems = validation_errors(document)
     if problems:
         raise ResultsFileError(f"{path}: does not match the results schema: {problems[0]}")

@@ -22,7 +22,9 @@ def failure_text(location: str, title: str, result: dict[str, Any]) -> str:
     result = json_safe(result)
     rows = [("measured", "value", "threshold", "status")]
     for measurement in result["measurements"]:
-        rows.append((measurement["name"], with_interval(measurement, 4), measurement["threshold"], _failure_status(measurement)))
+        rows.append(
+            (measurement["name"], with_interval(measurement, 4), measurement["threshold"], _failure_status(measurement))
+        )
     failing = [m for m in result["measurements"] if not m["passed"]]
     summary = "; ".join(_why(m) for m in failing)
     lines = [f"{location}: {title}" + (f": {summary}" if summary else "")]
@@ -44,7 +46,11 @@ def _why(measurement: dict[str, Any]) -> str:
     if not measurement.get("inconclusive"):
         return f"{text} (want {measurement['threshold']})"
     lower, upper = measurement.get("lower"), measurement.get("upper")
-    bounds = f"interval [{significant(lower)}, {significant(upper)}]" if lower is not None and upper is not None else "no interval"
+    bounds = (
+        f"interval [{significant(lower)}, {significant(upper)}]"
+        if lower is not None and upper is not None
+        else "no interval"
+    )
     needed = measurement.get("needed_samples")
     now = measurement.get("samples")
     more = (
@@ -115,7 +121,10 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
             for measurement in measurements:
                 status = _measurement_status(measurement, result["status"])
                 table.add_row(
-                    "  " + escape(measurement["name"]), _value(measurement), escape(measurement["threshold"]), _status(status, markup)
+                    "  " + escape(measurement["name"]),
+                    _value(measurement),
+                    escape(measurement["threshold"]),
+                    _status(status, markup),
                 )
         console.print(table)
         for line in worst_slice_lines(rows):
