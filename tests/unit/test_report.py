@@ -21,7 +21,8 @@ from pytest_saliency.report import outputs as report_outputs
 from pytest_saliency.report import progress as report_progress
 from pytest_saliency.report import results as report_results
 from pytest_saliency.report import thumbnails
-from pytest_saliency.report.format import rounded
+from pytest_saliency.report.format import fixed, percent, rounded, signed, significant, with_interval
+from pytest_saliency.report.terminal import failure_text
 
 Image = pytest.importorskip("PIL.Image")
 jsonschema = pytest.importorskip("jsonschema")
@@ -279,6 +280,58 @@ def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> N
     clusters = drift["drift"]["clusters"]
     assert len(clusters[0]["crops"]) == thumbnails.CROPS_PER_CLUSTER
     assert "crops" not in clusters[1]
+
+
+def test_attach_without_maps_leaves_the_worst_rows_without_thumbnails() -> None:
+    """A check without an attribution method passes no maps: its rows get no strip."""
+    extra: dict[str, Any] = {"worst": [{"index": 0}]}
+    thumbnails.attach(extra, torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool))
+    assert "thumbnail" not in extra["worst"][0]
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def test_formatters_show_undefined_values_as_the_caller_asks() -> None:
+    assert fixed(0.33012) == "0.3301" and fixed(None) == "—" and fixed(None, undefined="undefined") == "undefined"
+    assert fixed("circle") == "circle" and fixed(True) == "True"  # labels and flags as they are
+    assert significant(1.23456e-5) == "1.235e-05" and significant(None) == "undefined"
+    assert signed(0.125) == "+0.125" and signed(-0.5, 1) == "-0.5" and signed(None) == "—"
+    assert percent(0.125) == "12.5 %" and percent(None) == "—"
+    measurement = {"value": 0.33012, "interval": 0.02101}
+    assert with_interval(measurement) == "0.3301 ± 0.0210"
+    assert with_interval(measurement, 4, 3) == "0.3301 ± 0.021"
+    assert with_interval({"value": 0.5, "interval": None}) == "0.5000"
+    assert with_interval({"value": None, "interval": 0.1}, undefined="—") == "—"
+
+
+def test_failure_text_reads_nan_as_undefined() -> None:
+    """An outcome's own dict (not yet JSON-safe) may carry NaN: the text shows no ``± nan``."""
+    nan = float("nan")
+    result = {
+        "samples": 1,
+        "undefined": 0,
+        "measurements": [
+            {"name": "gtc.mean", "value": 0.25, "threshold": ">= 0.5", "passed": False, "interval": nan},
+            {
+                "name": "iou.mean",
+                "value": 0.25,
+                "threshold": ">= 0.2",
+                "passed": False,
+                "interval": nan,
+                "lower": nan,
+                "upper": nan,
+                "inconclusive": True,
+                "needed_samples": None,
+            },
+        ],
+        "details": [],
+    }
+    text = failure_text("s.saliency.yaml:3", "check 'c' failed", result)
+    assert "nan" not in text
+    assert "gtc.mean = 0.25 (want >= 0.5)" in text
+    assert "iou.mean = 0.25, no interval straddles >= 0.2: it needs at least 2 samples" in text
+    assert result["measurements"][0]["interval"] != result["measurements"][0]["interval"]  # the input is left as it was
 
 
 # --- JSON results -------------------------------------------------------------------------------
