@@ -15,6 +15,8 @@ from .errors import CheckFailed, DeviceUnavailable, SaliencyWarning, SpecInvalid
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .checks.base import Outcome
     from .engine import SpecEngine
     from .spec import CheckSpec, LoadedSpec, SpecProblem
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 DEBUG_HINT = "(--saliency-debug shows the traceback)"
 
 
-def shown_path(config: pytest.Config, path: Path) -> str:
+def invocation_relative(config: pytest.Config, path: Path) -> str:
     """``path`` relative to where pytest was invoked, as pytest shows locations."""
     try:
         return os.path.relpath(path, config.invocation_params.dir)
@@ -44,7 +46,7 @@ class SpecFile(pytest.File):
         try:
             self.loaded = load_spec(
                 self.path,
-                display=shown_path(self.config, self.path),
+                display=invocation_relative(self.config, self.path),
                 overrides=session.overrides,
                 base=self.config.invocation_params.dir,
             )
@@ -58,7 +60,9 @@ class SpecFile(pytest.File):
             return
         for index, check in enumerate(spec.checks):
             slices = self.loaded.slice_values(index) if getattr(check.config, "slices", None) else None
-            for name, method, class_index, slice_value in _variants(spec.attributions, spec.data.classes, check, slices):
+            for name, method, class_index, slice_value in _variants(
+                spec.attributions, spec.data.classes, check, slices
+            ):
                 # The id is given as a string so that pytest parses "check[variant]" the way it
                 # parses the ids it reads back from its cache: pytest 9.2 keeps the brackets of a
                 # plain name as part of the name, and --lf then no longer finds failed checks.
@@ -90,7 +94,7 @@ class SpecFile(pytest.File):
                         warnings.simplefilter("always", pytest.PytestUnknownMarkWarning)
                         marks[check.id].append(getattr(pytest.mark, name))
                 except pytest.fail.Exception as error:
-                    problems.append(self.loaded.problem(location, error.msg))
+                    problems.append(self.loaded.problem(location, str(error)))
                     continue
                 for warning in caught:
                     line, _ = self.loaded.source.value(location)
@@ -110,7 +114,9 @@ class SpecFile(pytest.File):
             raise DeviceUnavailable(message) from None
         key = (str(self.path), self.path.stat().st_mtime_ns, str(device))
         search_paths = (self.config.rootpath,)
-        return session.engines.get(key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress))
+        return session.engines.get(
+            key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress)
+        )
 
 
 def _variants(
@@ -120,7 +126,9 @@ def _variants(
     ``check[method-class]``, ``check[method-field=value]`` with ``slices``."""
     config = check.config
     methods: list[str | None] = list(config.methods or attributions) if config.uses_attributions else [None]
-    class_indices: list[int | None] = list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
+    class_indices: list[int | None] = (
+        list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
+    )
     by = getattr(getattr(config, "slices", None), "by", None)
     values: list[str | None] = list(slices) if slices is not None else [None]
     for method in methods:
@@ -165,7 +173,13 @@ class CheckItem(pytest.Item):
     parent: SpecFile
 
     def __init__(
-        self, *, check_index: int, method: str | None, class_index: int | None, slice_value: str | None = None, **kwargs: Any
+        self,
+        *,
+        check_index: int,
+        method: str | None,
+        class_index: int | None,
+        slice_value: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.check_index = check_index
@@ -186,6 +200,7 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         from .checks import evaluator
         from .checks.base import CheckRequest
+        from .report.format import rounded
 
         engine = self.parent.engine()
         engine.logits  # noqa: B018  (the model's output and the labels are checked before any check runs)
@@ -198,12 +213,12 @@ class CheckItem(pytest.Item):
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
             name = f"saliency.{measurement.name}"
-            self.user_properties.append((name, _significant(measurement.value)))
+            self.user_properties.append((name, rounded(measurement.value)))
             self.user_properties.append((f"{name}.threshold", measurement.threshold))
             if measurement.interval is not None and measurement.lower is not None and measurement.upper is not None:
-                self.user_properties.append((f"{name}.interval", _significant(measurement.interval)))
-                self.user_properties.append((f"{name}.lower", _significant(measurement.lower)))
-                self.user_properties.append((f"{name}.upper", _significant(measurement.upper)))
+                self.user_properties.append((f"{name}.interval", rounded(measurement.interval)))
+                self.user_properties.append((f"{name}.lower", rounded(measurement.lower)))
+                self.user_properties.append((f"{name}.upper", rounded(measurement.upper)))
             self.user_properties.append((f"{name}.status", measurement.status))
         self.user_properties.append(("saliency.status", self._status()))
         if self.outcome.passed:
@@ -220,12 +235,19 @@ class CheckItem(pytest.Item):
 
     def _attach_thumbnails(self, engine: SpecEngine) -> None:
         """Example thumbnails for the HTML report, made here (on the xdist worker, where the
-        tensors are) so that they travel back with the result. A failure only loses them."""
+        tensors are) so that they travel back with the result: the engine's tensors go to
+        :func:`~pytest_saliency.report.thumbnails.attach`. A failure only loses them."""
         from .report.thumbnails import attach
 
         assert self.outcome is not None
+        extra = self.outcome.extra
         try:
-            attach(self.outcome.extra, engine, self.method)
+            maps: Tensor | None = None
+            regions: Tensor | None = None
+            if extra.get("worst") and self.method is not None:  # the worst examples' strips show the saliency
+                maps = engine.saliency_maps(self.method)
+                regions, _ = engine.saliency_regions(self.method)
+            attach(extra, engine.data.images, engine.data.masks, maps, regions)
         except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
             self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
 
@@ -252,13 +274,15 @@ class CheckItem(pytest.Item):
         return f"{self.parent.loaded.path}:{line}"
 
     def _failure_text(self) -> str:
-        from .report.text import failure_text
+        from .report.terminal import failure_text
 
         assert self.outcome is not None
         what = f" [{self.variant}]" if self.variant else ""
         verdict = "inconclusive" if self.outcome.inconclusive else "failed"
         severity = " (severity: warn)" if self.check.severity == "warn" else ""
-        return failure_text(self._location(), f"check {self.check.id!r}{what} {verdict}{severity}", self.outcome.to_dict())
+        return failure_text(
+            self._location(), f"check {self.check.id!r}{what} {verdict}{severity}", self.outcome.to_dict()
+        )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         """One line for whatever went wrong, at its place in the spec: the check's failure text,
@@ -306,9 +330,3 @@ class CheckItem(pytest.Item):
             "overrides": self.parent.loaded.overrides,
             **outcome,
         }
-
-
-def _significant(value: float, digits: int = 6) -> float:
-    """``value`` rounded to ``digits`` significant digits (junit properties read 0.64, not
-    0.6399999856948853)."""
-    return float(f"{value:.{digits}g}")

@@ -266,7 +266,7 @@ class SpecEngine:
         """The file the spec's model comes from (its ``weights``, or its ``torchscript`` file):
         ``{"path": ..., "sha256": ...}``, the path relative to the working directory when it lies
         below it; None for a factory without weights. Every report names it."""
-        from .report.results import shown_path
+        from .report.format import shown_path
 
         name = self.spec.model.weights or self.spec.model.torchscript
         if name is None:

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,8 +20,9 @@ from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
 
 if TYPE_CHECKING:
-    from .engine import SpecEngine
+    from pluggy import Result
 
+    from .engine import SpecEngine
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -157,7 +158,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | None:
     if file_path.name.endswith(SPEC_SUFFIXES):
-        return SpecFile.from_parent(parent, path=file_path)  # type: ignore[no-any-return]
+        return SpecFile.from_parent(parent, path=file_path)
     return None
 
 
@@ -170,7 +171,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     if call.when != "call" or not isinstance(item, CheckItem | SpecErrorItem):
@@ -178,10 +181,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     result = item.saliency_result()
     if report.failed and not result["measurements"] and result["status"] != "error":
         result.update(status="error", message=str(report.longrepr).splitlines()[0] if report.longrepr else "")
-    report.saliency = result  # travels back from xdist workers with the report
+    # Travels back from xdist workers with the report (xdist sends a report's __dict__); TestReport
+    # declares no such field, and a subclass would not survive that round trip.
+    report.saliency = result  # type: ignore[attr-defined]
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # the controller prints the one merged summary
     session = config.stash[SESSION_KEY]

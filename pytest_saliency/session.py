@@ -11,6 +11,8 @@ import pytest
 from .baseline_session import BaselineSettings, summary_lines
 
 if TYPE_CHECKING:
+    from pluggy import Result
+
     from .engine import EngineCache
     from .spec.overrides import Override
 
@@ -42,7 +44,7 @@ class SaliencySession:
         return self._engines
 
     @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Result[None], None]:
         """Erase a progress bar whose computation did not finish when the item ends."""
         try:
             yield
@@ -69,7 +71,7 @@ class SaliencySession:
     def write_reports(self) -> None:
         """Write the JSON results and HTML report the options ask for (on the controller only)."""
         if self.wants_thumbnails:
-            from .report.results import write_run_outputs
+            from .report.outputs import write_run_outputs
 
             self.report_lines = write_run_outputs(
                 self.results,

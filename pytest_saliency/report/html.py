@@ -13,11 +13,15 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._constants import PATTERN_NAMES
 from .._io import write_atomic
 from ..errors import SaliencyError
+from .format import fixed, percent, signed
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
 CURVE_ORDERS = ("mif", "lif", "random", "insertion")
@@ -35,12 +39,14 @@ def render_html(document: dict[str, Any], title: str | None = None, expand: bool
     return template.render(report=view(document, title, expand))
 
 
-def write_html(path: str | os.PathLike[str], document: dict[str, Any], title: str | None = None, expand: bool = False) -> Path:
+def write_html(
+    path: str | os.PathLike[str], document: dict[str, Any], title: str | None = None, expand: bool = False
+) -> Path:
     """Render and write the report, atomically."""
     return write_atomic(path, render_html(document, title, expand))
 
 
-def _environment() -> Any:
+def _environment() -> jinja2.Environment:
     try:
         import jinja2
     except ImportError:
@@ -54,19 +60,10 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["num"] = number
-    environment.filters["signed"] = lambda value, digits=3: "—" if value is None else f"{value:+.{digits}f}"
-    environment.filters["pct"] = lambda value: "—" if value is None else f"{100 * value:.1f} %"
+    environment.filters["num"] = fixed
+    environment.filters["signed"] = signed
+    environment.filters["pct"] = percent
     return environment
-
-
-def number(value: Any, digits: int = 4) -> str:
-    """A measured value as the summary shows it: fixed decimals, ``—`` when undefined."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    return f"{value:.{digits}f}"
 
 
 # --- the view: plain data for the templates ----------------------------------------------------
@@ -79,7 +76,14 @@ def view(document: dict[str, Any], title: str | None = None, expand: bool = Fals
         key = f"{result.get('spec', '')}\0{result.get('spec_path', '')}"
         spec = specs.setdefault(
             key,
-            {"name": result.get("spec", ""), "path": result.get("spec_path", ""), "checks": [], "anchor": "", "weights": None, "overrides": {}},
+            {
+                "name": result.get("spec", ""),
+                "path": result.get("spec_path", ""),
+                "checks": [],
+                "anchor": "",
+                "weights": None,
+                "overrides": {},
+            },
         )
         spec["weights"] = spec["weights"] or result.get("weights")
         spec["overrides"] = spec["overrides"] or result.get("overrides") or {}
@@ -110,7 +114,17 @@ def item_view(result: dict[str, Any], position: int) -> dict[str, Any]:
     test_id = result.get("check", "") + (f"[{variant}]" if variant else "")
     status = result.get("status", "error")
     measurements = [
-        {"name": "", "value": None, "threshold": "", "passed": False, "interval": None, "lower": None, "upper": None, "inconclusive": False, **measurement}
+        {
+            "name": "",
+            "value": None,
+            "threshold": "",
+            "passed": False,
+            "interval": None,
+            "lower": None,
+            "upper": None,
+            "inconclusive": False,
+            **measurement,
+        }
         for measurement in result.get("measurements") or []
         if isinstance(measurement, dict)
     ]
@@ -178,7 +192,11 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
         if name.startswith("fraction "):
             limit = _threshold_number(measurement.get("threshold", ""))
             if limit is not None:
-                limits[name.removeprefix("fraction ")] = (measurement["threshold"], limit, bool(measurement.get("passed")))
+                limits[name.removeprefix("fraction ")] = (
+                    measurement["threshold"],
+                    limit,
+                    bool(measurement.get("passed")),
+                )
     names = [n for n in PATTERN_NAMES if n in counts] + [n for n in counts if n not in PATTERN_NAMES]
     values = {n: fractions.get(n) if isinstance(fractions.get(n), int | float) else None for n in names}
     total = sum(int(counts[n]) for n in names)
@@ -189,7 +207,7 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
     bars = []
     for row, name in enumerate(names):
         fraction = values[name] or 0.0
-        limit = limits.get(name)
+        bound = limits.get(name)
         bars.append(
             {
                 "name": name,
@@ -197,8 +215,8 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
                 "fraction": fraction,
                 "y": row * 22,
                 "width": round(BAR_WIDTH * fraction / scale, 1),
-                "limit": None if limit is None else {"text": limit[0], "x": round(BAR_WIDTH * limit[1] / scale, 1)},
-                "failing": limit is not None and not limit[2],
+                "limit": None if bound is None else {"text": bound[0], "x": round(BAR_WIDTH * bound[1] / scale, 1)},
+                "failing": bound is not None and not bound[2],
             }
         )
     return {"bars": bars, "height": len(bars) * 22, "bar_width": BAR_WIDTH}
@@ -233,7 +251,9 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         return round(PLOT["top"] + inner_h * (1 - (value - low) / (high - low)), 1)
 
     def points(curve: Sequence[float | None]) -> list[tuple[float, float]]:
-        return [(x(f), y(v)) for f, v in zip(fractions, curve) if v is not None]
+        return [
+            (x(f), y(v)) for f, v in zip(fractions, curve, strict=False) if v is not None
+        ]  # a shorter curve stops early
 
     lines = []
     for order in [o for o in CURVE_ORDERS if o in curves] + [o for o in curves if o not in CURVE_ORDERS]:
@@ -259,7 +279,9 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         "x_axis_y": PLOT["height"] - PLOT["bottom"],
         "plot_right": PLOT["width"] - PLOT["right"],
         "aucs": _aucs(result),
-        "score": (result.get("fidelity") or {}).get("score") if isinstance(result.get("fidelity"), dict) else result.get("score"),
+        "score": (result.get("fidelity") or {}).get("score")
+        if isinstance(result.get("fidelity"), dict)
+        else result.get("score"),
     }
 
 
@@ -275,7 +297,11 @@ def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(sanity, dict) or not isinstance(curve, list) or len(curve) < 2:
         return None
     steps = sanity.get("steps")
-    names = [str(step) for step in steps] if isinstance(steps, list) and len(steps) == len(curve) else [str(i) for i in range(len(curve))]
+    names = (
+        [str(step) for step in steps]
+        if isinstance(steps, list) and len(steps) == len(curve)
+        else [str(i) for i in range(len(curve))]
+    )
     values = [v for v in curve if isinstance(v, int | float)]
     low, high = min([0.0, *values]), max([1.0, *values])
     inner_w = SANITY_PLOT["width"] - SANITY_PLOT["left"] - SANITY_PLOT["right"]
@@ -319,10 +345,16 @@ def _fidelity_data(result: dict[str, Any]) -> tuple[dict[str, list[float | None]
     for source in sources:
         curves = source.get("curves")
         if isinstance(curves, dict) and curves:
-            return {str(k): list(v) for k, v in curves.items() if isinstance(v, list)}, list(source.get("fractions") or [])
+            return {str(k): list(v) for k, v in curves.items() if isinstance(v, list)}, list(
+                source.get("fractions") or []
+            )
         orders = source.get("orders")
         if isinstance(orders, dict) and orders:
-            found = {str(k): list(v["mean_curve"]) for k, v in orders.items() if isinstance(v, dict) and isinstance(v.get("mean_curve"), list)}
+            found = {
+                str(k): list(v["mean_curve"])
+                for k, v in orders.items()
+                if isinstance(v, dict) and isinstance(v.get("mean_curve"), list)
+            }
             if found:
                 return found, list(source.get("fractions") or [])
     return {}, []
@@ -344,8 +376,10 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def drift_view(result: dict[str, Any]) -> dict[str, Any] | None:
     """Clusters (largest ``|shift|`` first) with their shares under A and B and example crops."""
-    drift = result.get("drift") if isinstance(result.get("drift"), dict) else result
-    clusters = drift.get("clusters") if isinstance(drift, dict) else None
+    drift = result.get("drift")
+    if not isinstance(drift, dict):  # a drift check's own result holds the clusters
+        drift = result
+    clusters = drift.get("clusters")
     if not isinstance(clusters, list) or not clusters:
         return None
     rows = []

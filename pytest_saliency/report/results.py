@@ -1,4 +1,5 @@
-"""Machine-readable results (``--saliency-json``): the document, its JSON Schema, atomic writes.
+"""Machine-readable results (``--saliency-json``): the document, its JSON Schema, reading and
+writing it (atomically).
 
 The document's shape is ``results.schema.json`` beside this module (version
 :data:`SCHEMA_VERSION`); :func:`schema` loads it. Results are sorted so that two runs of the same
@@ -50,7 +51,8 @@ def schema() -> dict[str, Any]:
     """The JSON Schema of the results document (draft 2020-12)."""
     from importlib.resources import files
 
-    return json.loads(files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    document: dict[str, Any] = json.loads(files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    return document
 
 
 def result_key(result: dict[str, Any]) -> tuple[Any, ...]:
@@ -65,7 +67,8 @@ def normalise(result: dict[str, Any]) -> dict[str, Any]:
     """A copy of one item's result with every required key, and JSON-safe values (NaN -> null)."""
     out = {key: value for key, value in _DEFAULTS.items() if key not in result}
     out.update(result)
-    return json_safe(out)  # type: ignore[no-any-return]
+    safe: dict[str, Any] = json_safe(out)
+    return safe
 
 
 def build_document(
@@ -120,14 +123,16 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ResultsFileError(f"{path}: cannot read a results file: {error}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ResultsFileError(f"{path}: not a pytest-saliency results file (no \"format\": \"{FORMAT}\")")
+        raise ResultsFileError(f'{path}: not a pytest-saliency results file (no "format": "{FORMAT}")')
     version = document.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ResultsFileError(f"{path}: results schema version {version!r}; this pytest-saliency reads version {SCHEMA_VERSION}")
+        raise ResultsFileError(
+            f"{path}: results schema version {version!r}; this pytest-saliency reads version {SCHEMA_VERSION}"
+        )
     problems = validation_errors(document)
     if problems:
         raise ResultsFileError(f"{path}: does not match the results schema: {problems[0]}")
-    return document  # type: ignore[no-any-return]
+    return document
 
 
 def validation_errors(document: Any) -> list[str]:
@@ -142,43 +147,3 @@ def validation_errors(document: Any) -> list[str]:
         f"{'/'.join(map(str, error.absolute_path)) or '(top level)'}: {error.message}"
         for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     ]
-
-
-def write_run_outputs(
-    results: Iterable[dict[str, Any]],
-    *,
-    report_path: str | None = None,
-    json_path: str | None = None,
-    overrides: Iterable[str] = (),
-) -> list[str]:
-    """Write ``--saliency-json`` and ``--saliency-report`` for a run's results; returns lines for
-    the terminal (the paths written, or why one could not be written). Never raises for an
-    unwritable path or a missing Jinja2: the test outcomes matter more than the report."""
-    document = build_document(results, artifacts=[shown_path(report_path)] if report_path else [], overrides=overrides)
-    lines = []
-    if json_path:
-        try:
-            write_document(json_path, document)
-            lines.append(f"saliency results (JSON): {shown_path(json_path)}")
-        except OSError as error:
-            lines.append(f"saliency results (JSON): could not write {shown_path(json_path)}: {error}")
-    if report_path:
-        from .html import ReportDependencyError, write_html
-
-        try:
-            write_html(report_path, document)
-            lines.append(f"saliency report (HTML): {shown_path(report_path)}")
-        except (OSError, ReportDependencyError) as error:
-            lines.append(f"saliency report (HTML): could not write {shown_path(report_path)}: {error}")
-        except Exception as error:  # noqa: BLE001  (a rendering bug must not turn the run into an internal error)
-            lines.append(f"saliency report (HTML): could not render {shown_path(report_path)}: {type(error).__name__}: {error}")
-    return lines
-
-
-def shown_path(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it, else as it is."""
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return path
-    return path if relative.startswith("..") else relative

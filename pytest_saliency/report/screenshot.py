@@ -93,14 +93,18 @@ def _to_palette(png: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_saliency.report.screenshot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_saliency.report.screenshot", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("results", type=Path, help="a results file written by pytest --saliency-json")
     parser.add_argument("png", type=Path, help="the screenshot to write")
     parser.add_argument("--width", type=int, default=SIZE[0])
     parser.add_argument("--height", type=int, default=SIZE[1])
     parser.add_argument("--html", type=Path, default=None, help="also keep the rendered report here")
     parser.add_argument("--expand", action="store_true", help="open the passing checks too")
-    parser.add_argument("--palette", action="store_true", help="store a 256-colour PNG (about half the size; for committing)")
+    parser.add_argument(
+        "--palette", action="store_true", help="store a 256-colour PNG (about half the size; for committing)"
+    )
     arguments = parser.parse_args(argv)
 
     from .html import write_html

@@ -1,12 +1,74 @@
-"""The end-of-session summary: one rich table per spec, rendered to the terminal's width."""
+"""What pytest prints: an item's failure block (what ``repr_failure`` returns) and the
+end-of-session summary, one rich table per spec rendered to the terminal's width.
+
+Results pass through :func:`~pytest_saliency._io.json_safe` first, so an undefined value is
+``None`` here whatever the check gave (NaN included).
+"""
 
 from __future__ import annotations
 
 import io
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .._io import json_safe
+from .format import DASH, UNDEFINED, fixed, significant, with_interval
+
+
+def failure_text(location: str, title: str, result: dict[str, Any]) -> str:
+    """``path:line: title`` then a measured-vs-threshold table, the sample counts and details."""
+    result = json_safe(result)
+    rows = [("measured", "value", "threshold", "status")]
+    for measurement in result["measurements"]:
+        rows.append(
+            (measurement["name"], with_interval(measurement, 4), measurement["threshold"], _failure_status(measurement))
+        )
+    failing = [m for m in result["measurements"] if not m["passed"]]
+    summary = "; ".join(_why(m) for m in failing)
+    lines = [f"{location}: {title}" + (f": {summary}" if summary else "")]
+    lines += ["  " + line for line in _columns(rows)]
+    undefined = f" ({result['undefined']} undefined, left out of the aggregates)" if result["undefined"] else ""
+    lines.append(f"  samples: {result['samples']}{undefined}")
+    lines += ["  " + line for line in result.get("details", [])]
+    return "\n".join(lines)
+
+
+def _failure_status(measurement: dict[str, Any]) -> str:
+    if measurement["passed"]:
+        return "ok"
+    return "INCONCLUSIVE" if measurement.get("inconclusive") else "FAIL"
+
+
+def _why(measurement: dict[str, Any]) -> str:
+    text = f"{measurement['name']} = {significant(measurement['value'])}"
+    if not measurement.get("inconclusive"):
+        return f"{text} (want {measurement['threshold']})"
+    lower, upper = measurement.get("lower"), measurement.get("upper")
+    bounds = (
+        f"interval [{significant(lower)}, {significant(upper)}]"
+        if lower is not None and upper is not None
+        else "no interval"
+    )
+    needed = measurement.get("needed_samples")
+    now = measurement.get("samples")
+    more = (
+        f"about {needed} samples (now {now}) would likely decide it"
+        if needed
+        else "more samples would not decide it (the value sits on the threshold)"
+        if lower is not None
+        else "it needs at least 2 samples"
+    )
+    return f"{text}, {bounds} straddles {measurement['threshold']}: {more}"
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+# --- the end-of-session summary ---------------------------------------------------------------
 
 STATUS_STYLE = {
     "passed": "green",
@@ -29,7 +91,7 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
 
     by_spec: dict[str, list[dict[str, Any]]] = {}
     for result in results:
-        by_spec.setdefault(result["spec"], []).append(result)
+        by_spec.setdefault(result["spec"], []).append(json_safe(result))
     buffer = io.StringIO()
     console = Console(
         file=buffer,
@@ -59,7 +121,10 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
             for measurement in measurements:
                 status = _measurement_status(measurement, result["status"])
                 table.add_row(
-                    "  " + escape(measurement["name"]), _value(measurement), escape(measurement["threshold"]), _status(status, markup)
+                    "  " + escape(measurement["name"]),
+                    _value(measurement),
+                    escape(measurement["threshold"]),
+                    _status(status, markup),
                 )
         console.print(table)
         for line in worst_slice_lines(rows):
@@ -72,7 +137,7 @@ def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
     its threshold (or nearest to it, when all pass), e.g. ``worst slice of cov[grad]: camera=b
     gtc.mean 0.4100 (want >= 0.5) failed``. Undefined values are the worst."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for result in results:
+    for result in map(json_safe, results):
         if result.get("slice"):
             groups.setdefault((result["check"], result.get("method") or ""), []).append(result)
     lines = []
@@ -82,7 +147,7 @@ def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
             continue
         _, result, measurement = min(candidates, key=lambda candidate: candidate[0])
         where = f"{check}[{method}]" if method else check
-        value = "undefined" if measurement["value"] is None else f"{measurement['value']:.4f}"
+        value = fixed(measurement["value"], 4, undefined=UNDEFINED)
         slice_ = result["slice"]
         status = _measurement_status(measurement, result["status"])
         lines.append(
@@ -98,7 +163,7 @@ _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$")
 def _margin(measurement: dict[str, Any]) -> float:
     """How far the value lies on the right side of its threshold (negative: the wrong side)."""
     match = _THRESHOLD.match(measurement.get("threshold", ""))
-    value = measurement.get("value")
+    value: float | None = measurement.get("value")
     if value is None or match is None:
         return -math.inf
     limit = float(match.group(2))
@@ -119,6 +184,4 @@ def _measurement_status(measurement: dict[str, Any], item_status: str) -> str:
 
 
 def _value(measurement: dict[str, Any]) -> str:
-    from .text import shown_value
-
-    return "—" if measurement["value"] is None else shown_value(measurement, 4, 3)
+    return with_interval(measurement, 4, 3, undefined=DASH)

@@ -18,14 +18,11 @@ from __future__ import annotations
 import base64
 import io
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from ..engine import SpecEngine
 
 PANEL = 96  # target side of one panel, pixels
 CROP = 48  # target side of a drift segment crop
@@ -167,31 +164,40 @@ def _hstack(panels: list[Tensor]) -> Tensor:
 # --- attaching thumbnails to a result ---------------------------------------------------------
 
 
-def attach(extra: dict[str, Any], engine: SpecEngine, method: str | None) -> None:
-    """Add thumbnails to one item's ``extra`` data, in place:
+def attach(
+    extra: dict[str, Any],
+    images: Tensor,
+    masks: Tensor,
+    maps: Tensor | None = None,
+    regions: Tensor | None = None,
+) -> None:
+    """Add thumbnails to one item's ``extra`` data, in place, from the spec's ``images``
+    ``(N, C, H, W)``, ground-truth ``masks`` ``(N, H, W) bool`` and, for a check with an
+    attribution method, its saliency ``maps`` ``(N, H, W)`` and binarised ``regions``
+    ``(N, H, W) bool``:
 
     - each row of ``extra["worst"]`` (the worst examples a Shared Interest or patterns check
-      chose) gets ``thumbnail``: :func:`example_strip` of that sample for ``method``;
+      chose) gets ``thumbnail``: :func:`example_strip` of that sample (when ``maps`` and
+      ``regions`` are given);
     - each drift cluster with ``representatives`` (``[image, segment]`` pairs) gets ``crops``:
       :func:`segment_crop` of its first few representatives.
     """
     worst = extra.get("worst")
-    if worst and method is not None:
-        maps = engine.saliency_maps(method)
-        regions, _ = engine.saliency_regions(method)
+    if worst and maps is not None and regions is not None:
         from ..metrics.saliency import normalize_maps
 
         for row in worst:
             index = int(row["index"])
             normalised, _ = normalize_maps(maps[index : index + 1])
-            row["thumbnail"] = example_strip(engine.data.images[index], normalised[0], engine.data.masks[index], regions[index])
-    drift = extra.get("drift") if isinstance(extra.get("drift"), dict) else extra
-    clusters = drift.get("clusters") if isinstance(drift, dict) else None
+            row["thumbnail"] = example_strip(images[index], normalised[0], masks[index], regions[index])
+    drift = extra.get("drift")
+    if not isinstance(drift, dict):  # a drift check's own extra holds the clusters
+        drift = extra
+    clusters = drift.get("clusters")
     if isinstance(clusters, list):
         patch = _patch(drift)
         if patch is None:
             return
-        images = engine.data.images
         columns = math.ceil(images.shape[3] / patch)
         for cluster in clusters:
             crops = []

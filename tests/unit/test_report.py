@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import math
-import os
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,11 +16,13 @@ import pytest
 import torch
 
 from pytest_saliency.cli import main
-from pytest_saliency.collect import _significant
 from pytest_saliency.report import html as report_html
+from pytest_saliency.report import outputs as report_outputs
 from pytest_saliency.report import progress as report_progress
 from pytest_saliency.report import results as report_results
 from pytest_saliency.report import thumbnails
+from pytest_saliency.report.format import fixed, percent, rounded, signed, significant, with_interval
+from pytest_saliency.report.terminal import failure_text
 
 Image = pytest.importorskip("PIL.Image")
 jsonschema = pytest.importorskip("jsonschema")
@@ -263,14 +264,10 @@ def test_segment_crop_cuts_the_segment_of_the_grid() -> None:
 
 def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> None:
     images = torch.rand(4, 3, 16, 16)
+    masks = torch.rand(4, 16, 16) > 0.5
     maps = torch.rand(4, 16, 16)
-    engine = SimpleNamespace(
-        data=SimpleNamespace(images=images, masks=torch.rand(4, 16, 16) > 0.5),
-        saliency_maps=lambda method: maps,
-        saliency_regions=lambda method: (maps > 0.5, torch.ones(4, dtype=torch.bool)),
-    )
     extra: dict[str, Any] = {"worst": [{"index": 3}, {"index": 1}]}
-    thumbnails.attach(extra, engine, "grad")  # type: ignore[arg-type]
+    thumbnails.attach(extra, images, masks, maps, maps > 0.5)
     assert all(decode(row["thumbnail"]).size == (390, 96) for row in extra["worst"])
 
     drift: dict[str, Any] = {
@@ -279,10 +276,62 @@ def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> N
             "clusters": [{"cluster": 0, "representatives": [[0, 3], [2, 0], [1, 1], [3, 2]]}, {"cluster": 1, "representatives": []}],
         }
     }
-    thumbnails.attach(drift, engine, "grad")  # type: ignore[arg-type]
+    thumbnails.attach(drift, images, masks)
     clusters = drift["drift"]["clusters"]
     assert len(clusters[0]["crops"]) == thumbnails.CROPS_PER_CLUSTER
     assert "crops" not in clusters[1]
+
+
+def test_attach_without_maps_leaves_the_worst_rows_without_thumbnails() -> None:
+    """A check without an attribution method passes no maps: its rows get no strip."""
+    extra: dict[str, Any] = {"worst": [{"index": 0}]}
+    thumbnails.attach(extra, torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool))
+    assert "thumbnail" not in extra["worst"][0]
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def test_formatters_show_undefined_values_as_the_caller_asks() -> None:
+    assert fixed(0.33012) == "0.3301" and fixed(None) == "—" and fixed(None, undefined="undefined") == "undefined"
+    assert fixed("circle") == "circle" and fixed(True) == "True"  # labels and flags as they are
+    assert significant(1.23456e-5) == "1.235e-05" and significant(None) == "undefined"
+    assert signed(0.125) == "+0.125" and signed(-0.5, 1) == "-0.5" and signed(None) == "—"
+    assert percent(0.125) == "12.5 %" and percent(None) == "—"
+    measurement = {"value": 0.33012, "interval": 0.02101}
+    assert with_interval(measurement) == "0.3301 ± 0.0210"
+    assert with_interval(measurement, 4, 3) == "0.3301 ± 0.021"
+    assert with_interval({"value": 0.5, "interval": None}) == "0.5000"
+    assert with_interval({"value": None, "interval": 0.1}, undefined="—") == "—"
+
+
+def test_failure_text_reads_nan_as_undefined() -> None:
+    """An outcome's own dict (not yet JSON-safe) may carry NaN: the text shows no ``± nan``."""
+    nan = float("nan")
+    result = {
+        "samples": 1,
+        "undefined": 0,
+        "measurements": [
+            {"name": "gtc.mean", "value": 0.25, "threshold": ">= 0.5", "passed": False, "interval": nan},
+            {
+                "name": "iou.mean",
+                "value": 0.25,
+                "threshold": ">= 0.2",
+                "passed": False,
+                "interval": nan,
+                "lower": nan,
+                "upper": nan,
+                "inconclusive": True,
+                "needed_samples": None,
+            },
+        ],
+        "details": [],
+    }
+    text = failure_text("s.saliency.yaml:3", "check 'c' failed", result)
+    assert "nan" not in text
+    assert "gtc.mean = 0.25 (want >= 0.5)" in text
+    assert "iou.mean = 0.25, no interval straddles >= 0.2: it needs at least 2 samples" in text
+    assert result["measurements"][0]["interval"] != result["measurements"][0]["interval"]  # the input is left as it was
 
 
 # --- JSON results -------------------------------------------------------------------------------
@@ -343,18 +392,18 @@ def test_load_document_checks_format_and_version(tmp_path: Path) -> None:
 
 def test_write_run_outputs_reports_paths_and_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    lines = report_results.write_run_outputs(sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json"))
+    lines = report_outputs.write_run_outputs(sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json"))
     assert lines == ["saliency results (JSON): r.json", "saliency report (HTML): r.html"]
     (tmp_path / "blocked").write_text("a file, not a folder")
-    lines = report_results.write_run_outputs(sample_results(), json_path=str(tmp_path / "blocked" / "r.json"))
+    lines = report_outputs.write_run_outputs(sample_results(), json_path=str(tmp_path / "blocked" / "r.json"))
     assert lines[0].startswith("saliency results (JSON): could not write blocked/r.json")
 
 
 def test_significant_digits_for_junit() -> None:
-    assert _significant(0.6399999856948853) == 0.64
-    assert _significant(123456789.0) == 123457000.0
-    assert _significant(1.23456789e-7) == 1.23457e-7
-    assert math.isnan(_significant(float("nan")))
+    assert rounded(0.6399999856948853) == 0.64
+    assert rounded(123456789.0) == 123457000.0
+    assert rounded(1.23456789e-7) == 1.23457e-7
+    assert math.isnan(rounded(float("nan")))
 
 
 # --- HTML ---------------------------------------------------------------------------------------
