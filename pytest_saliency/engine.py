@@ -257,7 +257,7 @@ class SpecEngine:
     @cached_property
     def data_hash(self) -> str:
         """A short hash of the images and labels (what a drift baseline must have been made from)."""
-        from .baselines import content_hash
+        from .baselines.store import content_hash
 
         return content_hash({"images": self.data.images, "labels": self.data.labels})
 
@@ -281,7 +281,7 @@ class SpecEngine:
     @cached_property
     def weights_hash(self) -> str:
         """A short hash of the spec's own model's parameters and buffers."""
-        from .baselines import content_hash
+        from .baselines.store import content_hash
 
         return content_hash(self.model.state_dict())
 
