@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ from pytest_saliency.baselines.store import (
     environment_warnings,
     make_metadata,
 )
-from pytest_saliency.errors import BaselineError, MissingSnapshotError, SnapshotCorruptError, SaliencyError
+from pytest_saliency.errors import BaselineError, MissingSnapshotError, SaliencyError, SnapshotCorruptError
 
 SPEC = "specs/shapes.saliency.yaml"
 
@@ -228,3 +231,11 @@ def test_drift_baseline_round_trip(tmp_path):
         tensors["scores_a"], first.scores_b, images, patch_segments(16, 16, 4), keep=3, centres=tensors["centres"]
     )
     assert torch.equal(again.shift.shift, first.shift.shift)
+
+
+def test_the_package_and_its_settings_import_without_torch():
+    """The plugin loads ``pytest_saliency.baselines`` (settings, summary) in every pytest run."""
+    probe = "import sys, pytest_saliency.baselines; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "False"

@@ -24,12 +24,11 @@ from pytest_saliency import _io
 from pytest_saliency._constants import spec_stem
 from pytest_saliency.baselines.settings import BaselineSettings, ci_is_set, snapshot_name, update_command
 from pytest_saliency.baselines.summary import summary_lines
-from pytest_saliency.errors import SnapshotEnvironmentWarning
 from pytest_saliency.checks.base import CheckRequest
 from pytest_saliency.checks.drift import evaluate
 from pytest_saliency.engine import SpecEngine
+from pytest_saliency.errors import SnapshotEnvironmentWarning, SpecDeprecationWarning, SpecError, SpecRuntimeError
 from pytest_saliency.spec import load_spec
-from pytest_saliency.errors import SpecRuntimeError
 
 TWINS = '''\
 import torch
@@ -254,10 +253,22 @@ def test_the_shipped_example_fails_and_names_the_decoy_cluster():
 
 
 # --------------------------------------------------------------------------------------------
-# Against a stored baseline
+# Against a stored snapshot
 # --------------------------------------------------------------------------------------------
 
 BASELINE = "{snapshot: production}"
+
+
+def test_the_former_key_names_the_same_files_and_warns_at_its_line(project):
+    path = write_spec(project, against="{baseline: production}")
+    with pytest.warns(SpecDeprecationWarning, match=r"against\.baseline: 'baseline' is the former name of 'snapshot'") as caught:
+        created = run(path, baselines=BaselineSettings(mode="missing"))
+    assert created.extra["baseline"]["action"] == "created" and all(file.is_file() for file in stored(project))
+    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if "against:" in text)
+    assert {(Path(item.filename), item.lineno) for item in caught if item.category is SpecDeprecationWarning} == {(path, line)}
+    with pytest.raises(SpecError, match="give exactly one of weights, model, snapshot, baseline"):
+        load_spec(write_spec(project, against="{snapshot: production, baseline: production}"))
+    assert run(write_spec(project, against=BASELINE)).extra["baseline"]["action"] == "compared"
 
 
 def stored(project: Path, name: str = "production.drift.grad") -> tuple[Path, Path]:
