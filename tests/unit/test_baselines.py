@@ -213,7 +213,7 @@ def test_content_hash(tmp_path):
     path.write_bytes(buffer.getvalue())
     assert content_hash(path) == content_hash(buffer.getvalue()) == content_hash(str(path))
     with pytest.raises(TypeError):
-        content_hash(3.5)  # type: ignore[arg-type]
+        content_hash(3.5)  # type: ignore[arg-type]  (a float on purpose: the refusal is what is tested)
 
 
 def test_drift_baseline_round_trip(tmp_path):
