@@ -225,8 +225,8 @@ class SpecEngine:
 
         ``weights``: the spec's own factory, kwargs and normalize with other weights; ``model``: a
         whole model block. ``location`` is where the ``against`` block is in the spec (errors)."""
-        if against.baseline is not None:
-            raise ValueError("a stored baseline has no model; load it with the baseline store")
+        if against.stored is not None:
+            raise ValueError("a stored snapshot has no model; load it with the snapshot store")
         key = against.model_dump_json()
         if key not in self._references:
             self.model  # noqa: B018  (the spec's own model loads first: its errors point at model:)
