@@ -30,7 +30,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
 
 def write_temporary(directory: Path, stem: str, data: bytes) -> Path:
     """Write ``data`` to a new temporary file in ``directory``, flushed and fsynced, for the
-    caller to move into place (several files that must change together: the baseline store).
+    caller to move into place (several files that must change together: the snapshot store).
 
     ``mkstemp`` creates the file readable by its owner only; it gets the permissions a plain
     ``open()`` would give, so a file written on a shared CI volume stays readable by the others."""

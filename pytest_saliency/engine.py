@@ -225,8 +225,8 @@ class SpecEngine:
 
         ``weights``: the spec's own factory, kwargs and normalize with other weights; ``model``: a
         whole model block. ``location`` is where the ``against`` block is in the spec (errors)."""
-        if against.baseline is not None:
-            raise ValueError("a stored baseline has no model; load it with the baseline store")
+        if against.stored is not None:
+            raise ValueError("a stored snapshot has no model; load it with the snapshot store")
         key = against.model_dump_json()
         if key not in self._references:
             self.model  # noqa: B018  (the spec's own model loads first: its errors point at model:)
@@ -257,7 +257,7 @@ class SpecEngine:
     @cached_property
     def data_hash(self) -> str:
         """A short hash of the images and labels (what a drift baseline must have been made from)."""
-        from .baselines import content_hash
+        from .baselines.store import content_hash
 
         return content_hash({"images": self.data.images, "labels": self.data.labels})
 
@@ -281,7 +281,7 @@ class SpecEngine:
     @cached_property
     def weights_hash(self) -> str:
         """A short hash of the spec's own model's parameters and buffers."""
-        from .baselines import content_hash
+        from .baselines.store import content_hash
 
         return content_hash(self.model.state_dict())
 

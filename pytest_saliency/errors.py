@@ -8,7 +8,7 @@ import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-
+from pathlib import Path
 
 Location = tuple[str | int, ...]
 """A place in a spec as the keys and indices that lead to it: ``("checks", 0, "fidelity")``."""
@@ -104,5 +104,28 @@ class SaliencyWarning(UserWarning):
     ``decide: interval``, could not decide)."""
 
 
-class BaselineEnvironmentWarning(UserWarning):
-    """A baseline was made with another torch or library version, or on another device."""
+class BaselineError(SaliencyError):
+    """The root of the drift baselines' errors: the stored snapshots and the options that update
+    them (``--saliency-update-baselines``)."""
+
+
+class MissingSnapshotError(BaselineError, FileNotFoundError):
+    """No stored snapshot under that name; the message gives the command that creates it."""
+
+    def __init__(self, name: str, path: Path, command: str) -> None:
+        self.name = name
+        self.path = path
+        self.command = command
+        super().__init__(f"no baseline {name!r} at {path}; create it with: {command}")
+
+
+class SnapshotCorruptError(BaselineError):
+    """A snapshot's tensor file does not match its metadata (an interrupted update or a hand edit)."""
+
+
+class SnapshotEnvironmentWarning(UserWarning):
+    """A snapshot was made with another torch or library version, or on another device."""
+
+
+class SpecDeprecationWarning(FutureWarning):
+    """A spec key that still works but has a new name (the warning, at the key's line, says which)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ._constants import SPEC_SUFFIXES
-from .baseline_session import DEFAULT_DIRNAME, ci_is_set, settings_from_config
+from .baselines.settings import DEFAULT_DIRNAME, ci_is_set, settings_from_config
 from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .baseline_session import BaselineSettings, summary_lines
+from .baselines import BaselineSettings, summary_lines
 
 if TYPE_CHECKING:
     from pluggy import Result

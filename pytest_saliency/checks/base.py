@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..baseline_session import BaselineSettings
+from ..baselines import BaselineSettings
 from ..engine import SpecEngine
 from ..metrics.intervals import mean_interval, quantile_interval
 from ..errors import SpecRuntimeError, did_you_mean

@@ -3,7 +3,7 @@
 IMACS (Schoop et al., "IMACS: Image Model Attribution Comparison Summaries", Google, 2022;
 docs/methods.md#attribution-drift-imacs), with the stages of :mod:`pytest_saliency.metrics.drift`. Per attribution
 method, version **A** is the reference (``against``: other weights, a whole other model, or a
-stored baseline) and version **B** the spec's own model, the version under test:
+stored snapshot) and version **B** the spec's own model, the version under test:
 
 1. both versions attribute the same images for the same targets (the spec's ``target``);
 2. each image is cut into ``patch × patch`` segments, a segment scores its summed
@@ -19,58 +19,59 @@ Embedding (this project's choice): ``activations`` pools a layer of the **refere
 each segment (default: its last ``Conv2d``), so A's and B's segments are described in one
 feature space; ``colour_texture`` is a descriptor of the pixels alone.
 
-Stored baselines: the reference model is not available when comparing with a baseline, so the
-baseline stores, beside A's segment scores and the k-means centres, the activation embedding of
-*every* segment of every image made with the baselined model's layer (an ``(N, S, D)`` table,
-float16 when it fits). Comparing with a baseline then uses exactly the embedder a comparison
-with the weights would use. With ``colour_texture`` the table is not needed (the descriptor is a
-function of the images, whose hash the baseline records), and the baseline stays small.
+Stored snapshots: the reference model is not available when comparing with a snapshot, so the
+snapshot (:mod:`pytest_saliency.baselines.drift`) stores, beside A's segment scores and the
+k-means centres, what the embedder needs; comparing with a snapshot then uses exactly the
+embedder a comparison with the weights would use.
 """
 
 from __future__ import annotations
 
-import datetime as _datetime
-import json
 import math
-import os
 import warnings
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._io import write_atomic
-from ..baseline_session import BaselineSettings, baseline_name
-from ..baselines import (
-    BaselineCorruptError,
-    BaselineStore,
-    MissingBaselineError,
-    check_compatible,
-    content_hash,
-    environment_warnings,
-    make_metadata,
+from ..baselines.drift import (
+    Snapshot,
+    expected_settings,
+    fresh_snapshot,
+    obtained_summary,
+    snapshot_location,
+    unused_snapshots,
+    update_snapshot,
 )
+from ..baselines.settings import snapshot_name, update_command
+from ..baselines.store import SnapshotStore, check_compatible, environment_warnings
 from ..engine import SpecEngine
+from ..errors import (
+    Location,
+    MissingSnapshotError,
+    SnapshotCorruptError,
+    SnapshotEnvironmentWarning,
+    SpecRuntimeError,
+    did_you_mean,
+    first_line,
+)
 from ..loaders.models import ModelUnderTest
 from ..metrics.drift import (
     DriftResult,
-    EmbedSpec,
     Embedder,
+    EmbedSpec,
     activation_embedder,
     colour_texture_embeddings,
     drift_from_scores,
     patch_segments,
     segment_attribution,
 )
-from ..errors import BaselineEnvironmentWarning, Location, SpecRuntimeError, did_you_mean, first_line
 from ..spec.schema import DriftCheck, Threshold
 from .base import CheckRequest, Measurement, Outcome, measure
 
 CLUSTERS_SHOWN = 5
 REPRESENTATIVES_SHOWN = 3
-FLOAT16_LIMIT = 6.0e4
 GROUND_TRUTH = "ground_truth"
 
 
@@ -84,10 +85,10 @@ def evaluate(request: CheckRequest) -> Outcome:
     segments = patch_segments(images.shape[2], images.shape[3], config.segments.patch, device=device)
     scores_b = segment_attribution(engine.attributions(method).to(device), segments)
 
-    baseline: dict[str, Any] | None = None
+    snapshot: dict[str, Any] | None = None
     notes: list[str] = []
-    if config.against.baseline is not None:
-        result, against, baseline, notes = _against_baseline(request, config, location, images, segments, scores_b)
+    if config.against.stored is not None:
+        result, against, snapshot, notes = _against_snapshot(request, config, location, images, segments, scores_b)
     else:
         result, against = _against_version(request, config, location, images, segments, scores_b)
 
@@ -112,17 +113,16 @@ def evaluate(request: CheckRequest) -> Outcome:
         "drift": result.to_dict(),
         "regions": {name: {k: v for k, v in region.items() if k != "line"} for name, region in regions.items()},
     }
-    outcome = Outcome(measurements, samples=int(result.scores_a.shape[0]), undefined=undefined, details=details, extra=extra)
-    if baseline is not None:
-        obtained = Path(baseline["folder"]) / f"{baseline['name']}.obtained.json"
-        if outcome.passed:
-            obtained.unlink(missing_ok=True)  # a stale summary of an earlier mismatch would mislead
-        else:
-            _write_obtained(obtained, request, outcome, baseline)
-            baseline["obtained"] = str(obtained)
+    outcome = Outcome(
+        measurements, samples=int(result.scores_a.shape[0]), undefined=undefined, details=details, extra=extra
+    )
+    if snapshot is not None:
+        obtained = obtained_summary(snapshot, request, outcome)
+        if obtained is not None:
+            snapshot["obtained"] = str(obtained)
             outcome.details.append(f"obtained drift summary written to {obtained}")
             extra["artifacts"] = [str(obtained)]
-        extra["baseline"] = baseline
+        extra["baseline"] = snapshot  # the results' key for the snapshot entry, kept for their readers
     return outcome
 
 
@@ -137,12 +137,16 @@ def _against_version(
     engine, method = request.engine, request.method
     assert method is not None
     where = location + ("against",)
-    scores_a = segment_attribution(engine.reference_attributions(config.against, method, where).to(engine.device), segments)
+    scores_a = segment_attribution(
+        engine.reference_attributions(config.against, method, where).to(engine.device), segments
+    )
     embed: EmbedSpec = _colour_texture(engine.batch_size)
     if config.embedding.kind == "activations":
         reference = engine.reference_model(config.against, where)
         layer = _layer(reference, config, location)
-        embed = _guarded(activation_embedder(reference, f"network.{layer}", batch_size=engine.batch_size), layer, location)
+        embed = _guarded(
+            activation_embedder(reference, f"network.{layer}", batch_size=engine.batch_size), layer, location
+        )
     result = drift_from_scores(
         scores_a, scores_b, images, segments,
         keep=config.keep, embed=embed, clusters=config.clusters, seed=engine.spec.seed,
@@ -153,7 +157,9 @@ def _against_version(
     else:
         assert against.model is not None
         model = against.model
-        shown = f"model {model.factory or model.torchscript}" + (f" with weights {model.weights}" if model.weights else "")
+        shown = f"model {model.factory or model.torchscript}" + (
+            f" with weights {model.weights}" if model.weights else ""
+        )
     return result, shown
 
 
@@ -164,9 +170,11 @@ def _layer(model: ModelUnderTest, config: DriftCheck, location: Location) -> str
     if config.embedding.layer is not None:
         if config.embedding.layer not in names:
             hint = did_you_mean(config.embedding.layer, names)
-            raise SpecRuntimeError(location + ("embedding", "layer"), f"the model has no layer {config.embedding.layer!r}{hint}")
+            raise SpecRuntimeError(
+                location + ("embedding", "layer"), f"the model has no layer {config.embedding.layer!r}{hint}"
+            )
         return config.embedding.layer
-    convs = [
+    convs: list[str] = [
         name
         for name, module in network.named_modules()
         if name and (isinstance(module, nn.Conv2d) or getattr(module, "original_name", None) == "Conv2d")
@@ -211,60 +219,82 @@ def _colour_texture(batch_size: int) -> Embedder:
 
 
 # --------------------------------------------------------------------------------------------
-# A: a stored baseline
+# A: a stored snapshot
 # --------------------------------------------------------------------------------------------
 
 
-def _against_baseline(
+def _against_snapshot(
     request: CheckRequest, config: DriftCheck, location: Location, images: Tensor, segments: Tensor, scores_b: Tensor
 ) -> tuple[DriftResult, str, dict[str, Any], list[str]]:
     engine, method, check = request.engine, request.method, request.check
-    assert method is not None and config.against.baseline is not None
+    stored = config.against.stored
+    assert method is not None and stored is not None
     settings = request.baselines
     spec_path = engine.loaded.path
     folder = settings.folder(spec_path)
-    store = BaselineStore(folder)
-    where = location + ("against", "baseline")
-    name = baseline_name(config.against.baseline, check.id, method)
+    store = SnapshotStore(folder)
+    where = snapshot_location(engine, config, location)
+    name = snapshot_name(stored, check.id, method)
     try:
         store.tensor_path(name)
     except ValueError as error:
         raise SpecRuntimeError(where, str(error)) from None
-    expected = _expected_settings(engine, config, method)
-    entry: dict[str, Any] = {"name": name, "folder": str(folder), "path": str(store.tensor_path(name)), "action": "compared"}
+    expected = expected_settings(engine, config, method)
+    entry: dict[str, Any] = {
+        "name": name,
+        "folder": str(folder),
+        "path": str(store.tensor_path(name)),
+        "action": "compared",
+    }
     if settings.mode is not None:
-        entry["action"] = _update(store, name, request, config, location, images, segments, scores_b, expected, settings)
-        entry["unused"] = _unused(store, engine, folder)
+
+        def fresh() -> Snapshot:
+            if config.embedding.kind != "activations":
+                return fresh_snapshot(
+                    request, config, images, segments, scores_b, expected, _colour_texture(engine.batch_size), None
+                )
+            layer = _layer(engine.model, config, location)
+            embed = _guarded(
+                activation_embedder(engine.model, f"network.{layer}", batch_size=engine.batch_size), layer, location
+            )
+            return fresh_snapshot(request, config, images, segments, scores_b, expected, embed, layer)
+
+        entry["action"] = update_snapshot(store, name, fresh, expected, settings.mode, where)
+        entry["unused"] = unused_snapshots(store, engine, folder)
 
     try:
         tensors, metadata = store.load(name, spec_path=spec_path)
-    except MissingBaselineError:
+    except MissingSnapshotError:
         raise SpecRuntimeError(
-            where, f"no baseline {name!r} in {folder}; create it with: {settings.command(spec_path, 'missing')}"
+            where, f"no baseline {name!r} in {folder}; create it with: {update_command(spec_path, 'missing')}"
         ) from None
-    except BaselineCorruptError as error:
+    except SnapshotCorruptError as error:
         raise SpecRuntimeError(where, str(error)) from None
     problems = check_compatible(metadata, expected)
     needed = ["scores_a", "centres"] + (["embeddings"] if config.embedding.kind == "activations" else [])
     absent = [key for key in needed if key not in tensors]
     if not problems and not absent and tuple(tensors["scores_a"].shape) != tuple(scores_b.shape):
-        problems.append(f"segment scores: baseline has {tuple(tensors['scores_a'].shape)}, this run {tuple(scores_b.shape)}")
+        problems.append(
+            f"segment scores: baseline has {tuple(tensors['scores_a'].shape)}, this run {tuple(scores_b.shape)}"
+        )
     if absent:
         problems.append(f"the baseline lacks {', '.join(absent)}")
     if problems:
         raise SpecRuntimeError(
             where,
             f"baseline {name!r} in {folder} was made from other data or settings and is refused: "
-            f"{'; '.join(problems)}. If the change is intended, rewrite it with: {settings.command(spec_path)}",
+            f"{'; '.join(problems)}. If the change is intended, rewrite it with: {update_command(spec_path)}",
         )
     notes = []
     for note in environment_warnings(metadata, device=engine.device):
-        warnings.warn(BaselineEnvironmentWarning(f"baseline {name!r}: {note}"), stacklevel=1)
+        warnings.warn(SnapshotEnvironmentWarning(f"baseline {name!r}: {note}"), stacklevel=1)
         notes.append(f"note: baseline {note} (numbers may move slightly)")
 
     device = engine.device
     embed: EmbedSpec = (
-        tensors["embeddings"].to(device).float() if config.embedding.kind == "activations" else _colour_texture(engine.batch_size)
+        tensors["embeddings"].to(device).float()
+        if config.embedding.kind == "activations"
+        else _colour_texture(engine.batch_size)
     )
     result = drift_from_scores(
         tensors["scores_a"].to(device), scores_b, images, segments,
@@ -272,129 +302,8 @@ def _against_baseline(
         centres=tensors["centres"].to(device),
     )  # fmt: skip
     made = metadata.get("created", "?")
-    shown = f"baseline {config.against.baseline!r} ({name}, made {made}, weights {metadata.get('weights_hash')})"
+    shown = f"baseline {stored!r} ({name}, made {made}, weights {metadata.get('weights_hash')})"
     return result, shown, entry, notes
-
-
-def _expected_settings(engine: SpecEngine, config: DriftCheck, method: str) -> dict[str, Any]:
-    """What a baseline must have been made with to be comparable with this run."""
-    return {
-        "data_hash": engine.data_hash,
-        "segments": {"patch": config.segments.patch},
-        "keep": config.keep,
-        "clusters": config.clusters,
-        "embedding": config.embedding.model_dump(mode="json"),
-        "target": engine.spec.target,
-        "attribution": engine.spec.attributions[method].model_dump(mode="json"),
-    }
-
-
-def _fresh(
-    request: CheckRequest, config: DriftCheck, location: Location, images: Tensor, segments: Tensor, scores: Tensor,
-    expected: dict[str, Any],
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The baseline the spec's own model makes now: its segment scores, the k-means centres fitted
-    on its kept segments and, for ``activations``, the embedding of every segment."""
-    engine, check = request.engine, request.check
-    n, s = scores.shape
-    tensors: dict[str, Tensor] = {"scores_a": scores.detach().float().cpu()}
-    embed: EmbedSpec = _colour_texture(engine.batch_size)
-    layer = None
-    if config.embedding.kind == "activations":
-        layer = _layer(engine.model, config, location)
-        every = torch.arange(s, device=images.device).expand(n, s)
-        embedder = _guarded(activation_embedder(engine.model, f"network.{layer}", batch_size=engine.batch_size), layer, location)
-        table = embedder(images=images, segments=segments, indices=every).reshape(n, s, -1)
-        if table.numel() == 0 or (bool(torch.isfinite(table).all()) and float(table.abs().max()) < FLOAT16_LIMIT):
-            table = table.half()  # half the size of float32, and plenty for k-means
-        tensors["embeddings"] = table.cpu()
-        embed = table.float()
-    fitted = drift_from_scores(
-        scores, scores, images, segments, keep=config.keep, embed=embed, clusters=config.clusters, seed=engine.spec.seed
-    )
-    tensors["centres"] = fitted.centres.detach().float().cpu()
-    settings = {key: value for key, value in expected.items() if key != "data_hash"}
-    spec_hash = content_hash(
-        json.dumps(
-            {"check": config.model_dump(mode="json", exclude={"max_shift", "mean_shift", "min_rank_correlation"}),
-             "data": engine.spec.data.model_dump(mode="json"), "seed": engine.spec.seed, **settings},
-            sort_keys=True,
-        ).encode()
-    )  # fmt: skip
-    metadata = make_metadata(
-        spec_hash=spec_hash,
-        settings=settings,
-        weights_hash=engine.weights_hash,
-        data_hash=engine.data_hash,
-        device=engine.device,
-        seed=engine.spec.seed,
-        spec=str(engine.loaded.path),
-        check=check.id,
-        method=request.method,
-        baseline=config.against.baseline,
-        embedding_layer=layer,
-        num_images=n,
-        num_segments=s,
-    )
-    return tensors, metadata
-
-
-def _update(
-    store: BaselineStore, name: str, request: CheckRequest, config: DriftCheck, location: Location,
-    images: Tensor, segments: Tensor, scores: Tensor, expected: dict[str, Any], settings: BaselineSettings,
-) -> str:
-    """Write the baseline as the update mode says; return created, updated or unchanged."""
-    exists = store.exists(name)
-    if exists and settings.mode == "missing":
-        return "unchanged"
-    tensors, metadata = _fresh(request, config, location, images, segments, scores, expected)
-    if exists and settings.mode == "changed":
-        try:
-            stored, stored_metadata = store.load(name)
-        except BaselineCorruptError:
-            stored, stored_metadata = {}, {}
-        same = (
-            not check_compatible(stored_metadata, expected)
-            and set(stored) == set(tensors)
-            and all(stored[key].dtype == value.dtype and torch.equal(stored[key], value) for key, value in tensors.items())
-        )
-        if same:
-            return "unchanged"
-    try:
-        store.save(name, tensors, metadata)
-    except OSError as error:
-        raise SpecRuntimeError(
-            location + ("against", "baseline"),
-            f"cannot write baseline {name!r} in {store.directory}: {error}; the previous baseline, if any, is unchanged",
-        ) from None
-    return "updated" if exists else "created"
-
-
-def _unused(store: BaselineStore, engine: SpecEngine, folder: Path) -> list[str]:
-    """Stored baselines in this spec's folder that no drift check of the spec names (whatever
-    this run selected): reported, never deleted."""
-    spec = engine.spec
-    named = {
-        baseline_name(check.drift.against.baseline, check.id, method)
-        for check in spec.checks
-        if check.drift is not None and check.drift.against.baseline is not None
-        for method in (check.drift.methods or spec.attributions)
-    }
-    return [str(folder / stored) for stored in store.names() if stored not in named]
-
-
-def _write_obtained(path: Path, request: CheckRequest, outcome: Outcome, baseline: dict[str, Any]) -> None:
-    """Write the obtained summary of a mismatch beside its baseline, atomically."""
-    record = {
-        "baseline": baseline["name"],
-        "spec": str(request.engine.loaded.path),
-        "check": request.check.id,
-        "method": request.method,
-        "written": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
-        **outcome.to_dict(),
-    }
-    text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
-    write_atomic(path, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +332,9 @@ def _measurements(config: DriftCheck, result: DriftResult, seed: int) -> list[Me
         )  # fmt: skip
     if config.min_rank_correlation is not None:
         rho = result.rank_correlation[~torch.isnan(result.rank_correlation)]
-        measurements.append(measure("rank correlation mean", rho, "mean", Threshold(">=", config.min_rank_correlation), seed))
+        measurements.append(
+            measure("rank correlation mean", rho, "mean", Threshold(">=", config.min_rank_correlation), seed)
+        )
     return measurements
 
 
@@ -491,12 +402,14 @@ def _cluster_lines(result: DriftResult, regions: dict[str, dict[str, Any]], patc
     ]
     described = result.shift.describe()
     order = [index for index in result.shift.order() if int(result.shift.count[index]) > 0]
-    for index, line in list(zip(order, described))[:CLUSTERS_SHOWN]:
+    for index, line in list(zip(order, described, strict=False))[:CLUSTERS_SHOWN]:
         tags = [f"holds the {name}" for name, region in regions.items() if region.get("cluster") == index]
         examples = []
         for image, segment in result.representative_segments(index)[:REPRESENTATIVES_SHOWN]:
             row, column = divmod(segment, columns)
-            examples.append(f"image {image} [{row * patch}:{(row + 1) * patch}, {column * patch}:{(column + 1) * patch}]")
+            examples.append(
+                f"image {image} [{row * patch}:{(row + 1) * patch}, {column * patch}:{(column + 1) * patch}]"
+            )
         suffix = (f" [{', '.join(tags)}]" if tags else "") + (f"; e.g. {', '.join(examples)}" if examples else "")
         lines.append(f"  {line}{suffix}")
     if len(order) > CLUSTERS_SHOWN:

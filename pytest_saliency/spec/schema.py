@@ -415,14 +415,27 @@ class FidelityCheck(CheckKind):
 
 
 class AgainstSpec(_ExactlyOne):
-    """The version a drift check compares with: other weights, a whole model, or a baseline."""
+    """The version a drift check compares with: other weights, a whole model, or a stored snapshot."""
 
-    CHOICES: ClassVar[tuple[str, ...]] = ("weights", "model", "baseline")
+    CHOICES: ClassVar[tuple[str, ...]] = ("weights", "model", "snapshot", "baseline")
     weights: str | None = Field(default=None, description="another state_dict for the same factory")
     model: ModelSpec | None = None
-    baseline: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(
-        default=None, description="a stored baseline, written by --saliency-update-baselines"
+    snapshot: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(
+        default=None, description="a stored snapshot, written by --saliency-update-baselines"
     )
+    baseline: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(
+        default=None, description="deprecated: the former name of snapshot (warns)"
+    )
+
+    @property
+    def snapshot_key(self) -> Literal["snapshot", "baseline"] | None:
+        """The key that names the stored snapshot (``baseline``: the deprecated alias), if any."""
+        return "snapshot" if self.snapshot is not None else "baseline" if self.baseline is not None else None
+
+    @property
+    def stored(self) -> str | None:
+        """The stored snapshot's name, under either key."""
+        return self.snapshot if self.snapshot is not None else self.baseline
 
 
 class SegmentsSpec(_Strict):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-import pytest_saliency.baselines  # noqa: F401  (imported once here, not in every in-process run)
+import pytest_saliency.baselines.store  # noqa: F401  (imported once here, not in every in-process run)
 import pytest_saliency.checks.drift  # noqa: F401
 
 TWINS = '''\
@@ -141,7 +141,7 @@ def test_versions_from_yaml_itself_passes_and_the_decoy_twin_fails(twins, helper
 
 
 def test_baseline_workflow(twins):
-    spec = write(twins, drift_check("stable", "{baseline: production}"))
+    spec = write(twins, drift_check("stable", "{snapshot: production}"))
     folder = twins.path / "specs" / "saliency-baselines" / "x"
 
     missing = twins.runpytest()
@@ -149,7 +149,7 @@ def test_baseline_workflow(twins):
     command = "pytest --saliency-update-baselines --saliency-update-mode=missing specs/x.saliency.yaml"
     missing.stdout.fnmatch_lines(
         literal(
-            "specs/x.saliency.yaml:*:*: checks[0].drift.against.baseline: no baseline 'production.stable.grad' "
+            "specs/x.saliency.yaml:*:*: checks[0].drift.against.snapshot: no baseline 'production.stable.grad' "
             f"in specs/saliency-baselines/x; create it with: {command}"
         )
     )
@@ -166,7 +166,7 @@ def test_baseline_workflow(twins):
     twins.runpytest().assert_outcomes(passed=1)  # compares, writes nothing
     assert (folder / "production.stable.grad.pt").read_bytes() == written
 
-    write(twins, drift_check("stable", "{baseline: production}"), weights="decoy.pt")  # a new version
+    write(twins, drift_check("stable", "{snapshot: production}"), weights="decoy.pt")  # a new version
     drifted = twins.runpytest()
     drifted.assert_outcomes(failed=1)
     drifted.stdout.fnmatch_lines(
@@ -189,12 +189,30 @@ def test_baseline_workflow(twins):
     rewrite.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=all): 0 created, 1 updated, 0 unchanged*"])
 
 
+def test_the_former_key_baseline_still_works_and_warns_at_its_line(twins):
+    write(twins, drift_check("stable", "{baseline: production}"))
+    folder = twins.path / "specs" / "saliency-baselines" / "x"
+    created = twins.runpytest("--saliency-update-baselines")
+    created.assert_outcomes(passed=1, warnings=1)
+    created.stdout.fnmatch_lines(
+        literal(
+            "*x.saliency.yaml:9: SpecDeprecationWarning: checks[0].drift.against.baseline: 'baseline' is the former "
+            "name of 'snapshot': write against: {snapshot: production} (the stored files stay as they are)"
+        )
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["production.stable.grad.json", "production.stable.grad.pt"]
+    write(twins, drift_check("stable", "{snapshot: production}"))  # the same files under the new key
+    renamed = twins.runpytest()
+    renamed.assert_outcomes(passed=1)
+    assert "SpecDeprecationWarning" not in renamed.stdout.str()
+
+
 def test_a_partial_update_touches_only_the_selected_baselines(twins):
-    write(twins, drift_check("one", "{baseline: production}"), drift_check("two", "{baseline: production}"))
+    write(twins, drift_check("one", "{snapshot: production}"), drift_check("two", "{snapshot: production}"))
     folder = twins.path / "specs" / "saliency-baselines" / "x"
     twins.runpytest("--saliency-update-baselines").assert_outcomes(passed=2)
     before = {path.name: path.read_bytes() for path in folder.iterdir()}
-    write(twins, drift_check("one", "{baseline: production}"), drift_check("two", "{baseline: production}"), weights="decoy.pt")
+    write(twins, drift_check("one", "{snapshot: production}"), drift_check("two", "{snapshot: production}"), weights="decoy.pt")
     result = twins.runpytest("--saliency-update-baselines", "-k", "one")
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=changed): 0 created, 1 updated, 0 unchanged*"])
@@ -206,14 +224,14 @@ def test_a_partial_update_touches_only_the_selected_baselines(twins):
 
 
 def test_a_baseline_with_other_segments_is_refused_in_one_line(twins, helpers):
-    spec = write(twins, drift_check("stable", "{baseline: production}"))
+    spec = write(twins, drift_check("stable", "{snapshot: production}"))
     twins.runpytest("--saliency-update-baselines").assert_outcomes(passed=1)
     spec.write_text(spec.read_text().replace("patch: 4", "patch: 8"))
     result = twins.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         literal(
-            "specs/x.saliency.yaml:*:*: checks[0].drift.against.baseline: baseline 'production.stable.grad' in "
+            "specs/x.saliency.yaml:*:*: checks[0].drift.against.snapshot: baseline 'production.stable.grad' in "
             "specs/saliency-baselines/x was made from other data or settings and is refused: segments: baseline has "
             "{'patch': 4}, this run has {'patch': 8}. If the change is intended, rewrite it with: "
             "pytest --saliency-update-baselines specs/x.saliency.yaml"
@@ -223,7 +241,7 @@ def test_a_baseline_with_other_segments_is_refused_in_one_line(twins, helpers):
 
 
 def test_updates_are_refused_under_ci_unless_allowed(twins, monkeypatch):
-    write(twins, drift_check("stable", "{baseline: production}"))
+    write(twins, drift_check("stable", "{snapshot: production}"))
     monkeypatch.setenv("CI", "true")
     refused = twins.runpytest("--saliency-update-baselines")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
@@ -236,7 +254,7 @@ def test_updates_are_refused_under_ci_unless_allowed(twins, monkeypatch):
 
 def test_the_baseline_directory_is_an_ini_option(twins):
     twins.makeini("[pytest]\nsaliency_baseline_dir = ci/baselines\n")
-    write(twins, drift_check("stable", "{baseline: production}"))
+    write(twins, drift_check("stable", "{snapshot: production}"))
     missing = twins.runpytest()
     missing.stdout.fnmatch_lines([f"*no baseline 'production.stable.grad' in {twins.path / 'ci' / 'baselines' / 'x'}; *"])
     twins.runpytest("--saliency-update-baselines").assert_outcomes(passed=1)
@@ -248,8 +266,8 @@ def test_the_baseline_directory_is_an_ini_option(twins):
 @pytest.mark.slow  # three fresh processes import torch: about 20 s on two cores
 def test_update_counts_reach_the_controller_under_xdist(twins):
     pytest.importorskip("xdist")
-    write(twins, drift_check("stable", "{baseline: production}"), name="a")
-    write(twins, drift_check("stable", "{baseline: production}"), name="b")
+    write(twins, drift_check("stable", "{snapshot: production}"), name="a")
+    write(twins, drift_check("stable", "{snapshot: production}"), name="b")
     result = twins.runpytest_subprocess("-n", "2", "--dist", "loadscope", "--saliency-update-baselines")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=changed): 2 created, 0 updated, 0 unchanged in *"])

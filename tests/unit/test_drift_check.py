@@ -20,20 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_saliency import _io, baselines as baselines_module
+from pytest_saliency import _io
 from pytest_saliency._constants import spec_stem
-from pytest_saliency.baseline_session import (
-    BaselineSettings,
-    baseline_name,
-    ci_is_set,
-    summary_lines,
-)
-from pytest_saliency.errors import BaselineEnvironmentWarning
+from pytest_saliency.baselines.settings import BaselineSettings, ci_is_set, snapshot_name, update_command
+from pytest_saliency.baselines.summary import summary_lines
 from pytest_saliency.checks.base import CheckRequest
 from pytest_saliency.checks.drift import evaluate
 from pytest_saliency.engine import SpecEngine
+from pytest_saliency.errors import SnapshotEnvironmentWarning, SpecDeprecationWarning, SpecError, SpecRuntimeError
 from pytest_saliency.spec import load_spec
-from pytest_saliency.errors import SpecRuntimeError
 
 TWINS = '''\
 import torch
@@ -215,7 +210,7 @@ def test_an_unknown_embedding_layer_is_a_spec_level_error(project):
     assert "no layer 'featurez' (did you mean 'features'?)" in error.value.message
 
 
-@pytest.mark.parametrize("against", ["{weights: clean.pt}", "{baseline: production}"])
+@pytest.mark.parametrize("against", ["{weights: clean.pt}", "{snapshot: production}"])
 def test_a_layer_the_model_never_calls_is_a_spec_level_error(project, against):
     path = write_spec(project, against=against, extra="embedding: {layer: unused}\n")
     with pytest.raises(SpecRuntimeError) as error:
@@ -258,10 +253,22 @@ def test_the_shipped_example_fails_and_names_the_decoy_cluster():
 
 
 # --------------------------------------------------------------------------------------------
-# Against a stored baseline
+# Against a stored snapshot
 # --------------------------------------------------------------------------------------------
 
-BASELINE = "{baseline: production}"
+BASELINE = "{snapshot: production}"
+
+
+def test_the_former_key_names_the_same_files_and_warns_at_its_line(project):
+    path = write_spec(project, against="{baseline: production}")
+    with pytest.warns(SpecDeprecationWarning, match=r"against\.baseline: 'baseline' is the former name of 'snapshot'") as caught:
+        created = run(path, baselines=BaselineSettings(mode="missing"))
+    assert created.extra["baseline"]["action"] == "created" and all(file.is_file() for file in stored(project))
+    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if "against:" in text)
+    assert {(Path(item.filename), item.lineno) for item in caught if item.category is SpecDeprecationWarning} == {(path, line)}
+    with pytest.raises(SpecError, match="give exactly one of weights, model, snapshot, baseline"):
+        load_spec(write_spec(project, against="{snapshot: production, baseline: production}"))
+    assert run(write_spec(project, against=BASELINE)).extra["baseline"]["action"] == "compared"
 
 
 def stored(project: Path, name: str = "production.drift.grad") -> tuple[Path, Path]:
@@ -273,7 +280,7 @@ def test_a_missing_baseline_fails_with_the_command_that_creates_it(project):
     path = write_spec(project, against=BASELINE)
     with pytest.raises(SpecRuntimeError) as error:
         run(path)
-    assert error.value.location == ("checks", 0, "drift", "against", "baseline")
+    assert error.value.location == ("checks", 0, "drift", "against", "snapshot")
     assert error.value.message == (
         f"no baseline 'production.drift.grad' in {project / 'saliency-baselines' / 'twin'}; create it with: "
         f"pytest --saliency-update-baselines --saliency-update-mode=missing {path}"
@@ -378,7 +385,7 @@ def test_a_baseline_from_another_environment_warns(project):
     json_path = stored(project)[1]
     metadata = json.loads(json_path.read_text())
     json_path.write_text(json.dumps({**metadata, "torch_version": "1.0.0"}))
-    with pytest.warns(BaselineEnvironmentWarning, match="torch_version: baseline made with 1.0.0"):
+    with pytest.warns(SnapshotEnvironmentWarning, match="torch_version: baseline made with 1.0.0"):
         outcome = run(path)
     assert outcome.passed and any(line.startswith("note: baseline torch_version") for line in outcome.details)
 
@@ -409,17 +416,16 @@ def test_baseline_settings_helpers(monkeypatch, tmp_path):
     assert BaselineSettings().mode is None and not BaselineSettings().updating
     assert BaselineSettings(mode="all").updating
     assert spec_stem(Path("a/shapes.saliency.yaml")) == "shapes" and spec_stem(Path("x.saliency.yml")) == "x"
-    assert baseline_name("production", "stable", "ig") == "production.stable.ig"
+    assert snapshot_name("production", "stable", "ig") == "production.stable.ig"
     assert BaselineSettings().folder(Path("specs/shapes.saliency.yaml")) == Path("specs/saliency-baselines/shapes")
     assert BaselineSettings(directory=tmp_path).folder(Path("specs/shapes.saliency.yaml")) == tmp_path / "shapes"
     for value, expected in (("true", True), ("1", True), ("yes", True), ("", False), ("0", False), ("false", False)):
         assert ci_is_set({"CI": value}) is expected
     assert ci_is_set({}) is False
-    settings = BaselineSettings()
-    assert settings.command("specs/a b.saliency.yaml") == "pytest --saliency-update-baselines 'specs/a b.saliency.yaml'"
-    assert settings.command("s.saliency.yaml", "all") == "pytest --saliency-update-baselines --saliency-update-mode=all s.saliency.yaml"
+    assert update_command("specs/a b.saliency.yaml") == "pytest --saliency-update-baselines 'specs/a b.saliency.yaml'"
+    assert update_command("s.saliency.yaml", "all") == "pytest --saliency-update-baselines --saliency-update-mode=all s.saliency.yaml"
     monkeypatch.setenv("CI", "true")
-    assert "CI is set here" in settings.command("s.saliency.yaml")
+    assert "CI is set here" in update_command("s.saliency.yaml")
 
 
 def test_summary_lines_count_each_action():

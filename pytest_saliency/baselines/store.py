@@ -1,6 +1,6 @@
-"""A directory of drift baselines: named tensor files with JSON metadata beside them.
+"""A directory of drift snapshots: named tensor files with JSON metadata beside them.
 
-A baseline ``NAME`` is two files in the store's directory: ``NAME.pt`` (a ``dict[str, Tensor]``
+A snapshot ``NAME`` is two files in the store's directory: ``NAME.pt`` (a ``dict[str, Tensor]``
 written with ``torch.save`` and read back with ``torch.load(..., weights_only=True)``, so loading
 never runs pickled code) and ``NAME.json`` (metadata: spec hash, settings, weights and data
 hashes, library and torch versions, device, seed, creation date, and the SHA-256 of ``NAME.pt``).
@@ -8,9 +8,9 @@ hashes, library and torch versions, device, seed, creation date, and the SHA-256
 Writes are atomic: each file is written to a temporary file in the same directory, flushed and
 fsynced, then moved into place with ``os.replace``. Both temporary files are complete before
 either replaces anything, and if the second replacement fails the first is rolled back, so an
-exception anywhere in :meth:`BaselineStore.save` leaves the previous baseline as it was. A crash
+exception anywhere in :meth:`SnapshotStore.save` leaves the previous snapshot as it was. A crash
 between the two replacements (power loss, SIGKILL) can only pair a new ``NAME.pt`` with the old
-``NAME.json``; the recorded hash catches that on load (:class:`BaselineCorruptError`).
+``NAME.json``; the recorded hash catches that on load (:class:`SnapshotCorruptError`).
 
 No pytest in here: the plugin decides when to load, compare or update.
 """
@@ -23,7 +23,6 @@ import io
 import json
 import os
 import re
-import shlex
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,69 +31,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._io import sync_directory, write_temporary
-from .errors import SaliencyError
+from .._io import sync_directory, write_temporary
+from ..errors import MissingSnapshotError, SnapshotCorruptError
+from .settings import update_command
 
 __all__ = [
-    "BaselineCorruptError",
-    "BaselineError",
-    "BaselineMismatchError",
-    "BaselineStore",
     "FORMAT_VERSION",
-    "MissingBaselineError",
+    "SnapshotStore",
     "check_compatible",
     "content_hash",
     "environment_warnings",
     "make_metadata",
-    "update_command",
 ]
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _CHUNK = 1 << 20
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
-
-
-def update_command(spec_path: str | os.PathLike[str] | None) -> str:
-    """The command that (re)creates the baselines of a spec file."""
-    target = shlex.quote(str(spec_path)) if spec_path is not None else "<spec file>"
-    return f"pytest --saliency-update-baselines {target}"
-
-
-class BaselineError(SaliencyError):
-    """Base class of the baseline store's errors."""
-
-
-class MissingBaselineError(BaselineError, FileNotFoundError):
-    """No baseline under that name; the message gives the command that creates it."""
-
-    def __init__(self, name: str, path: Path, spec_path: str | os.PathLike[str] | None = None) -> None:
-        self.name = name
-        self.path = path
-        self.spec_path = spec_path
-        super().__init__(f"no baseline {name!r} at {path}; create it with: {update_command(spec_path)}")
-
-
-class BaselineMismatchError(BaselineError):
-    """The stored baseline was made with other settings or data than this run."""
-
-    def __init__(self, name: str, problems: list[str], spec_path: str | os.PathLike[str] | None = None) -> None:
-        self.name = name
-        self.problems = list(problems)
-        self.spec_path = spec_path
-        listed = "; ".join(self.problems) if self.problems else "unknown difference"
-        super().__init__(
-            f"baseline {name!r} does not match this run ({listed}); "
-            f"if the change is intended, update it with: {update_command(spec_path)}"
-        )
-
-
-class BaselineCorruptError(BaselineError):
-    """The tensor file does not match its metadata (an interrupted update or a hand edit)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,7 +111,7 @@ def make_metadata(
     seed: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The metadata a drift baseline records; versions and the creation date are filled in."""
+    """The metadata a drift snapshot records; versions and the creation date are filled in."""
     return {
         "spec_hash": spec_hash,
         "settings": dict(settings or {}),
@@ -189,10 +141,10 @@ def _lookup(metadata: Mapping[str, Any], key: str) -> tuple[bool, Any]:
 
 
 def check_compatible(metadata: Mapping[str, Any], expected_settings: Mapping[str, Any]) -> list[str]:
-    """Every way a stored baseline differs from what this run expects, one message each.
+    """Every way a stored snapshot differs from what this run expects, one message each.
 
     Each key of ``expected_settings`` (e.g. ``data_hash``, ``segments``, ``clusters``, ``keep``,
-    ``embedding``) is looked up in the baseline's ``settings`` first, then at the top level of its
+    ``embedding``) is looked up in the snapshot's ``settings`` first, then at the top level of its
     metadata (where the hashes live), and compared after a JSON round trip (so a tuple equals a
     list). An empty list means compatible.
     """
@@ -207,10 +159,8 @@ def check_compatible(metadata: Mapping[str, Any], expected_settings: Mapping[str
     return problems
 
 
-def environment_warnings(
-    metadata: Mapping[str, Any], *, device: str | torch.device | None = None
-) -> list[str]:
-    """Differences of environment that do not invalidate a baseline but may move its numbers
+def environment_warnings(metadata: Mapping[str, Any], *, device: str | torch.device | None = None) -> list[str]:
+    """Differences of environment that do not invalidate a snapshot but may move its numbers
     slightly (torch or library version, device), one message each, for a warning."""
     current = {"torch_version": torch.__version__, "library_version": _library_version()}
     if device is not None:
@@ -228,8 +178,8 @@ def environment_warnings(
 # --------------------------------------------------------------------------------------------
 
 
-class BaselineStore:
-    """Drift baselines in one directory (created on the first save)."""
+class SnapshotStore:
+    """Drift snapshots in one directory (created on the first save)."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
@@ -249,13 +199,13 @@ class BaselineStore:
         return self.tensor_path(name).is_file() and self.metadata_path(name).is_file()
 
     def names(self) -> list[str]:
-        """The baselines in the directory (both files present), sorted."""
+        """The snapshots in the directory (both files present), sorted."""
         if not self.directory.is_dir():
             return []
         return sorted(path.stem for path in self.directory.glob("*.pt") if path.with_suffix(".json").is_file())
 
     def save(self, name: str, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]) -> Path:
-        """Write baseline ``name`` atomically and return the tensor file's path.
+        """Write snapshot ``name`` atomically and return the tensor file's path.
 
         Tensors are detached and moved to the CPU. ``metadata`` must be JSON-serialisable
         (NaN is refused); ``library_version``, ``torch_version`` and ``created`` are filled in
@@ -311,15 +261,18 @@ class BaselineStore:
         return tensor_path
 
     def load_metadata(self, name: str, *, spec_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The metadata of baseline ``name`` (:class:`MissingBaselineError` if absent)."""
+        """The metadata of snapshot ``name`` (:class:`MissingSnapshotError` if absent)."""
         json_path = self.metadata_path(name)
         if not json_path.is_file() or not self.tensor_path(name).is_file():
-            raise MissingBaselineError(name, self.tensor_path(name), spec_path)
+            raise MissingSnapshotError(name, self.tensor_path(name), update_command(spec_path))
         try:
-            return json.loads(json_path.read_text(encoding="utf-8"))
+            metadata: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
-            raise BaselineCorruptError(f"baseline metadata {json_path} is not valid JSON ({error}); "
-                                       f"recreate it with: {update_command(spec_path)}") from error
+            raise SnapshotCorruptError(
+                f"baseline metadata {json_path} is not valid JSON ({error}); "
+                f"recreate it with: {update_command(spec_path)}"
+            ) from error
+        return metadata
 
     def load(
         self,
@@ -328,25 +281,25 @@ class BaselineStore:
         spec_path: str | os.PathLike[str] | None = None,
         map_location: str | torch.device = "cpu",
     ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """``(tensors, metadata)`` of baseline ``name``.
+        """``(tensors, metadata)`` of snapshot ``name``.
 
-        Raises :class:`MissingBaselineError` (its message names ``pytest
+        Raises :class:`MissingSnapshotError` (its message names ``pytest
         --saliency-update-baselines <spec_path>``) when either file is absent, and
-        :class:`BaselineCorruptError` when the tensor file does not match the hash its metadata
+        :class:`SnapshotCorruptError` when the tensor file does not match the hash its metadata
         records.
         """
         metadata = self.load_metadata(name, spec_path=spec_path)
         payload = self.tensor_path(name).read_bytes()
         recorded = metadata.get("tensors_sha256")
         if recorded is not None and hashlib.sha256(payload).hexdigest() != recorded:
-            raise BaselineCorruptError(
+            raise SnapshotCorruptError(
                 f"baseline {name!r} in {self.directory}: the tensor file does not match its metadata "
                 f"(an interrupted update?); recreate it with: {update_command(spec_path)}"
             )
         tensors = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
         if not isinstance(tensors, dict):
-            raise BaselineCorruptError(f"baseline {name!r}: expected a dict of tensors, found {type(tensors).__name__}")
+            raise SnapshotCorruptError(f"baseline {name!r}: expected a dict of tensors, found {type(tensors).__name__}")
         return tensors, metadata
 
     def __repr__(self) -> str:
-        return f"BaselineStore({str(self.directory)!r})"
+        return f"SnapshotStore({str(self.directory)!r})"
