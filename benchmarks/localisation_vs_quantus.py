@@ -16,7 +16,7 @@ import argparse
 import platform
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

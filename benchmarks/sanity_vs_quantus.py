@@ -23,6 +23,7 @@ is. Run: ``pip install -e ".[bench]"`` then ``python benchmarks/sanity_vs_quantu
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import tempfile
@@ -152,7 +153,7 @@ def main() -> None:
             if run is None:  # the trained attributions already computed (by the spec's other checks)
                 engine = fresh_engine()
                 engine.attributions("grad")
-                run = lambda engine=engine: ours(engine)
+                run = functools.partial(ours, engine)
             seconds, result = best_of(1, run)
             times[name] = min(times.get(name, float("inf")), seconds)
             results[name] = result  # type: ignore[assignment]

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .loaders.models import ModelUnderTest
-from .metrics.fidelity import gaussian_blur
-from .memory import is_out_of_memory
-from .metrics.sanity import edge_map
 from .errors import Location, SpecRuntimeError, did_you_mean, first_line
+from .loaders.models import ModelUnderTest
+from .memory import is_out_of_memory
+from .metrics.fidelity import gaussian_blur
+from .metrics.sanity import edge_map
 from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
 
 

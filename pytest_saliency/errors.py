@@ -9,7 +9,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-
 Location = tuple[str | int, ...]
 """A place in a spec as the keys and indices that lead to it: ``("checks", 0, "fidelity")``."""
 

@@ -12,8 +12,8 @@ from torch import Tensor
 
 from ..baseline_session import BaselineSettings
 from ..engine import SpecEngine
-from ..metrics.intervals import mean_interval, quantile_interval
 from ..errors import SpecRuntimeError, did_you_mean
+from ..metrics.intervals import mean_interval, quantile_interval
 from ..spec.schema import CheckSpec, Threshold
 
 

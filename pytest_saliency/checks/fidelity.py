@@ -3,9 +3,9 @@ on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
+from ..errors import Location
 from ..memory import run_with_half_batch_retry
 from ..metrics.fidelity import FidelityResult, fidelity_curves
-from ..errors import Location
 from ..spec.schema import FidelityCheck
 from ..spec.validate import format_location
 from .base import CheckRequest, Measurement, Outcome

@@ -23,19 +23,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..memory import run_with_half_batch_retry
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
-from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..spec.schema import RegionCheck
 from .base import (
     CheckRequest,
     Outcome,
     json_floats,
-    label_and_prediction,
     measure,
-    sample_table,
-    worst_positions,
     worst_sample_lines,
 )
 

@@ -79,7 +79,7 @@ def worst_rows(
                 "index": index,
                 **label_and_prediction(engine, index),
                 **{m: json_floats(chosen[m][position : position + 1])[0] for m in ("iou", "gtc", "sc")},
-                "patterns": [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist()) if hit],
+                "patterns": [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist(), strict=True) if hit],
             }
         )
     return rows

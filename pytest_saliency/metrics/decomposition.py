@@ -66,7 +66,7 @@ import operator
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Any, Protocol, TypeAlias
 
 import torch
 import torch.fx
@@ -91,7 +91,7 @@ __all__ = [
     "split_bias",
 ]
 
-Target = Union[int, Tensor]
+Target: TypeAlias = int | Tensor
 
 
 class UnsupportedLayerError(SaliencyError, TypeError):

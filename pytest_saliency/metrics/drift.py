@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -279,7 +279,7 @@ def activation_embeddings(
     handle = layer.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            for part, part_indices in zip(images.split(chunk), indices.split(chunk)):
+            for part, part_indices in zip(images.split(chunk), indices.split(chunk), strict=True):
                 captured.clear()
                 model(part)
                 if not captured:
@@ -403,7 +403,8 @@ def kmeans(
         centres = _kmeans_plus_plus(x, k, generator)
     threshold = tol * float(x.var(dim=0, unbiased=False).mean()) if x.shape[0] > 1 else 0.0
     done = 0
-    for done in range(1, iterations + 1):
+    for _ in range(iterations):
+        done += 1
         assignment, distance = _nearest(x, centres)
         one_hot = F.one_hot(assignment, k).to(x.dtype)  # (P, k)
         counts = one_hot.sum(dim=0)
@@ -673,7 +674,7 @@ class DriftResult:
         """``(image index, segment id)`` of the cluster's representatives, nearest first."""
         chosen = self.representatives[cluster]
         chosen = chosen[chosen >= 0]
-        return list(zip(self.point_image[chosen].tolist(), self.point_segment[chosen].tolist()))
+        return list(zip(self.point_image[chosen].tolist(), self.point_segment[chosen].tolist(), strict=True))
 
     def baseline_tensors(self) -> dict[str, Tensor]:
         """What a drift baseline stores for the reference version: its segment scores and the
@@ -713,7 +714,7 @@ class DriftResult:
         return lines
 
 
-EmbedSpec = Union[Callable[..., Tensor], Tensor, Literal["colour_texture"]]
+EmbedSpec: TypeAlias = Callable[..., Tensor] | Tensor | Literal["colour_texture"]
 """How to embed kept segments: a name, an :class:`Embedder`, or ``(N, S, D)`` embeddings."""
 
 

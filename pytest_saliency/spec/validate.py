@@ -11,8 +11,7 @@ import re
 import types
 import typing
 import zipfile
-from collections.abc import Iterable, Iterator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from ..errors import SpecError, SpecProblem, did_you_mean
 from .overrides import Override, Problem, apply_overrides, substitute_environment
 from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
 from .source import DuplicateKey, Location, SourceMap, load_yaml
-
 
 
 @dataclass(frozen=True)

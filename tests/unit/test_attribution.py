@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from pytest_saliency.attribution import Attributor, gaussian_blur, make_baseline
-from pytest_saliency.loaders.models import ModelUnderTest
 from pytest_saliency.errors import SpecRuntimeError
+from pytest_saliency.loaders.models import ModelUnderTest
 from pytest_saliency.spec.schema import AttributionSpec, NoiseTunnelSpec
 
 BATCH = 4
