@@ -78,7 +78,8 @@ class Attributor:
         if not isinstance(method_class, type):
             raise SpecRuntimeError(location + ("method",), f"captum.attr has no method {spec.method!r}")
         init = _tuples(spec.init)
-        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))
+        # the signature of the class that is called: mypy warns only that a subclass's could differ
+        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))  # type: ignore[misc]
         if spec.layer is not None:
             try:
                 layer = model.network.get_submodule(spec.layer)
@@ -132,4 +133,5 @@ class Attributor:
         result = result.detach()
         if result.dim() == 4 and result.shape[-2:] != images.shape[-2:]:
             result = F.interpolate(result, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return result.float()
+        maps: Tensor = result.float()
+        return maps

@@ -279,7 +279,7 @@ def activation_embeddings(
     handle = layer.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            for part, part_indices in zip(images.split(chunk), indices.split(chunk), strict=True):
+            for part, part_indices in zip(torch.split(images, chunk), torch.split(indices, chunk), strict=True):
                 captured.clear()
                 model(part)
                 if not captured:

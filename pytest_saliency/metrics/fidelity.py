@@ -378,7 +378,7 @@ def _make_fill(
     if fill == "mean":
         return images.mean(dim=(2, 3), keepdim=True)
     if fill == "blur":
-        return torch.cat([gaussian_blur(chunk) for chunk in images.split(max(1, batch_size))])
+        return torch.cat([gaussian_blur(chunk) for chunk in torch.split(images, max(1, batch_size))])
     generator = _generator(seed, _SALT_FILL)
     shape = tuple(images.shape)
     if fill == "uniform":
@@ -437,13 +437,13 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
         mif_rank = rank_of(sequence)
     ranks = []
     for order in orders:
-        if order == "mif":
-            ranks.append(mif_rank)
-        elif order in ("lif", "insertion"):  # insertion blurs the U - k least important units
-            ranks.append((u - 1) - mif_rank)
-        else:
+        if order == "random":
             keys = torch.rand((n, u), generator=_generator(seed, _SALT_RANDOM_ORDER)).to(device)
             ranks.append(rank_of(keys.argsort(dim=1)))
+            continue
+        assert mif_rank is not None  # computed above for mif, lif and insertion
+        # insertion blurs the U - k least important units
+        ranks.append(mif_rank if order == "mif" else (u - 1) - mif_rank)
     return torch.stack(ranks)
 
 
@@ -613,9 +613,11 @@ def fidelity_curves(
                     removed[out] = pixels
                     batch[out] = images[rows]
                 else:
+                    assert fill_source is not None  # only the zeros fill has none
                     torch.where(mask, fill_source[rows], images[rows], out=batch[out])
             if fill == "noisy_linear":
                 imputed = linear_impute(batch, removed)
+                assert fill_source is not None
                 imputed.add_(fill_source.index_select(0, img_ids))
                 batch = torch.where(removed.unsqueeze(1), imputed, batch)
             logits = model(batch)
@@ -639,7 +641,7 @@ def fidelity_curves(
     if "insertion" in orders:  # RISE's curve is the raw score
         index = orders.index("insertion")
         normalised[index] = torch.where(defined.view(-1, 1), raw[index], math.nan)
-    curves = {order: normalised[i] for i, order in enumerate(orders)}
+    curves: dict[str, Tensor] = {order: normalised[i] for i, order in enumerate(orders)}
     return FidelityResult(
         fractions=frac,
         curves=curves,

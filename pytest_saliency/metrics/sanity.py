@@ -124,7 +124,7 @@ def similarity_to(name: Similarity, reference: Tensor) -> Callable[[Tensor], Ten
         return lambda maps: ssim(reference, maps)
     if name not in ("spearman", "spearman_abs"):
         raise ValueError(f"unknown similarity {name!r}; expected one of {SIMILARITIES}")
-    prepare = (lambda maps: maps.abs()) if name == "spearman_abs" else (lambda maps: maps)
+    prepare: Callable[[Tensor], Tensor] = (lambda maps: maps.abs()) if name == "spearman_abs" else (lambda maps: maps)
     reference_ranks = average_ranks(prepare(reference))
     reference_broken = reference.flatten(1).isnan().any(dim=1)
 
@@ -169,7 +169,8 @@ def histogram_entropy(maps: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
     index = index + ((flat >= edges.gather(1, index + 1)) & (index != bins - 1)).long()
     counts = torch.zeros(n, bins, dtype=torch.float64, device=flat.device).scatter_add_(1, index, torch.ones_like(flat))
     probabilities = counts / flat.shape[1]
-    return 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
+    entropy: Tensor = 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
+    return entropy
 
 
 def efficient_mprt_score(original: Tensor, randomised: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
@@ -207,7 +208,7 @@ def reinitialise(module: nn.Module, seed: int) -> None:
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed + 1)
         for _, target in targets:
-            target.reset_parameters()  # type: ignore[operator]
+            target.reset_parameters()
 
 
 def randomised_models(
