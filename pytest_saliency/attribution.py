@@ -20,8 +20,7 @@ from torch import Tensor
 from .errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .loaders.models import ModelUnderTest
 from .memory import is_out_of_memory
-from .metrics.fidelity import gaussian_blur
-from .metrics.sanity import edge_map
+from .metrics.image import edge_map, gaussian_blur
 from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
 
 
@@ -45,7 +44,7 @@ def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str
 
 def make_baseline(kind: str | float, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """A reference input for ``images`` ``(N, C, H, W)``: zeros, per-image channel mean, blur
-    (the fidelity check's :func:`~pytest_saliency.metrics.fidelity.gaussian_blur`), uniform noise
+    (the fidelity check's :func:`~pytest_saliency.metrics.image.gaussian_blur`), uniform noise
     in [0, 1], or a constant."""
     if isinstance(kind, float):
         return torch.full_like(images, kind)
@@ -108,7 +107,7 @@ class Attributor:
 
         ``method: random`` gives uniform noise in [0, 1) from ``generator`` (seeded per spec):
         the reference a real method must beat. ``method: edge`` gives the Sobel gradient
-        magnitude of each image channel (:func:`~pytest_saliency.metrics.sanity.edge_map`): it
+        magnitude of each image channel (:func:`~pytest_saliency.metrics.image.edge_map`): it
         ignores the model, so a parameter randomisation check must fail it."""
         if self.spec.method == RANDOM_METHOD:
             return torch.rand(images.shape, generator=generator).to(images.device)

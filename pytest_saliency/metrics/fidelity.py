@@ -60,7 +60,7 @@ Fills (every channel of a removed pixel takes the fill's value for that channel)
 
 - ``"zeros"``: 0 (the authors' choice);
 - ``"mean"``: the image's per-channel mean;
-- ``"blur"``: a Gaussian-blurred copy of the image, ``sigma = BLUR_SIGMA = 3`` pixels, kernel
+- ``"blur"``: a Gaussian-blurred copy of the image (:func:`~pytest_saliency.metrics.image.gaussian_blur`), ``sigma = BLUR_SIGMA = 3`` pixels, kernel
   ``2 * ceil(3 * sigma) + 1 = 19`` taps, separable, replicate padding at the border;
 - ``"uniform"``: uniform noise in ``[min, max]`` of the image (over all its channels and pixels),
   drawn once per image from ``seed`` and shared by every step and order;
@@ -84,11 +84,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.imputation import linear_impute
 from pytest_saliency.metrics.saliency import ChannelReduction, reduce_channels
 
 __all__ = [
-    "BLUR_SIGMA",
     "FILLS",
     "ORDERS",
     "SCORES",
@@ -98,7 +98,6 @@ __all__ = [
     "default_fractions",
     "fidelity_curves",
     "fidelity_gap",
-    "gaussian_blur",
     "removal_counts",
 ]
 
@@ -109,9 +108,6 @@ Score = Literal["probability", "logit", "accuracy"]
 ORDERS: tuple[str, ...] = ("mif", "lif", "random", "insertion")
 FILLS: tuple[str, ...] = ("zeros", "mean", "blur", "uniform", "noisy_linear")
 SCORES: tuple[str, ...] = ("probability", "logit", "accuracy")
-
-#: Standard deviation (pixels) of the Gaussian used by the ``"blur"`` fill.
-BLUR_SIGMA: float = 3.0
 
 #: z value of the two-sided 95 % normal interval used by the authors (``stats.norm.interval``).
 Z95: float = 1.96
@@ -345,22 +341,6 @@ class FidelityResult:
 # ---------------------------------------------------------------------------------------------
 # Fills
 # ---------------------------------------------------------------------------------------------
-
-
-def gaussian_blur(images: Tensor, sigma: float = BLUR_SIGMA) -> Tensor:
-    """Separable Gaussian blur of ``(N, C, H, W)`` images, ``2 * ceil(3 sigma) + 1`` taps,
-    replicate padding (any image size works)."""
-    radius = max(1, math.ceil(3.0 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    taps = (taps / taps.sum()).to(device=images.device, dtype=images.dtype)
-    n, c, h, w = images.shape
-    flat = images.reshape(n * c, 1, h, w)
-    flat = F.pad(flat, (radius, radius, 0, 0), mode="replicate")
-    flat = F.conv2d(flat, taps.view(1, 1, 1, -1))
-    flat = F.pad(flat, (0, 0, radius, radius), mode="replicate")
-    flat = F.conv2d(flat, taps.view(1, 1, -1, 1))
-    return flat.reshape(n, c, h, w)
 
 
 def _generator(seed: int, salt: int) -> torch.Generator:

@@ -242,19 +242,3 @@ def other_classes(targets: Tensor, num_classes: int, seed: int) -> Tensor:
     draws = torch.randint(0, num_classes - 1, tuple(targets.shape), generator=generator)
     cpu_targets = targets.cpu()
     return (draws + (draws >= cpu_targets).long()).to(targets.device)
-
-
-# --- the model-independent reference ---------------------------------------------------------
-
-
-def edge_map(images: Tensor) -> Tensor:
-    """Sobel gradient magnitude of each channel of ``(N, C, H, W)`` images (replicate padding),
-    ``(N, C, H, W)``: an "explanation" that ignores the model, which a parameter randomisation
-    test must reject (Adebayo et al. 2018, Fig. 1's edge detector)."""
-    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=images.dtype, device=images.device)
-    derive = torch.tensor([-1.0, 0.0, 1.0], dtype=images.dtype, device=images.device)
-    n, c, h, w = images.shape
-    flat = F.pad(images.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
-    kernels = torch.stack([torch.outer(smooth, derive), torch.outer(derive, smooth)]).unsqueeze(1)
-    gradients = F.conv2d(flat, kernels)
-    return gradients.square().sum(dim=1).sqrt().reshape(n, c, h, w)

@@ -21,9 +21,9 @@ from pytest_saliency.metrics.fidelity import (
     default_fractions,
     fidelity_curves,
     fidelity_gap,
-    gaussian_blur,
     removal_counts,
 )
+from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.saliency import reduce_channels
 
 # --- curve -> number arithmetic, on hand-computed fixtures -----------------------------------

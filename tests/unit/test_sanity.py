@@ -17,7 +17,6 @@ from torch import nn
 
 from pytest_saliency.metrics.sanity import (
     average_ranks,
-    edge_map,
     efficient_mprt_score,
     histogram_entropy,
     other_classes,
@@ -271,16 +270,6 @@ def test_other_classes_are_seeded_uniform_draws_among_the_others() -> None:
     assert counts[2] == 0 and counts.min().item() == 0 and (counts[[0, 1, 3, 4]] > 70).all()  # 100 each expected
     with pytest.raises(ValueError, match="at least 2 classes"):
         other_classes(torch.zeros(3, dtype=torch.long), 1, seed=0)
-
-
-def test_edge_map_is_the_sobel_magnitude() -> None:
-    images = torch.zeros(1, 2, 6, 6)
-    images[:, 0, :, 3:] = 1.0  # a vertical step between columns 2 and 3 in channel 0
-    edges = edge_map(images)
-    assert edges.shape == images.shape
-    assert edges[0, 1].eq(0).all()  # a constant channel has no edges
-    assert edges[0, 0, :, [2, 3]].eq(4.0).all()  # Sobel x response to a unit step: 1 + 2 + 1
-    assert edges[0, 0, :, [0, 1, 4, 5]].eq(0).all()
 
 
 # --- the spec block ----------------------------------------------------------------------------
