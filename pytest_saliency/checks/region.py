@@ -31,8 +31,8 @@ from ..spec.schema import RegionCheck
 from .base import (
     CheckRequest,
     Outcome,
-    json_floats,
     measure,
+    per_sample_json,
     worst_sample_lines,
 )
 
@@ -67,7 +67,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     details += worst_sample_lines(engine, chosen, indices, metric, wants_high, _COLUMNS)
     extra: dict[str, Any] = {
         "region": {"method": config.method, "mask": config.mask, "box": config.box},
-        "per_sample": {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}},
+        "per_sample": per_sample_json(indices, chosen),
     }
     return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
 

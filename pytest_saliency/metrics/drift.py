@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._io import json_number
 from .intervals import RESAMPLES, bootstrap_means, percentile_bounds
 
 __all__ = [
@@ -445,10 +446,6 @@ def representatives(points: Tensor, centres: Tensor, n: int, assignment: Tensor 
 # --------------------------------------------------------------------------------------------
 
 
-def _value(x: float) -> float | None:
-    return None if math.isnan(x) else round(x, 6)
-
-
 @dataclass(frozen=True)
 class ClusterShift:
     """Per-cluster attribution shares under versions A and B (all tensors ``(k,)``, on the CPU).
@@ -497,17 +494,17 @@ class ClusterShift:
         """A JSON-serialisable summary (NaN becomes ``None``)."""
         return {
             "num_images": self.num_images,
-            "max_abs_shift": round(self.max_abs_shift, 6),
-            "mean_abs_shift": round(self.mean_abs_shift, 6),
+            "max_abs_shift": json_number(self.max_abs_shift),
+            "mean_abs_shift": json_number(self.mean_abs_shift),
             "clusters": [
                 {
                     "cluster": index,
                     "count": int(self.count[index]),
-                    "share_a": _value(float(self.share_a[index])),
-                    "share_b": _value(float(self.share_b[index])),
-                    "shift": _value(float(self.shift[index])),
-                    "mean_share_a": _value(float(self.mean_share_a[index])),
-                    "mean_share_b": _value(float(self.mean_share_b[index])),
+                    "share_a": json_number(float(self.share_a[index])),
+                    "share_b": json_number(float(self.share_b[index])),
+                    "shift": json_number(float(self.shift[index])),
+                    "mean_share_a": json_number(float(self.mean_share_a[index])),
+                    "mean_share_b": json_number(float(self.mean_share_b[index])),
                 }
                 for index in range(self.clusters)
             ],
@@ -693,11 +690,11 @@ class DriftResult:
                 "segments_kept": int(self.assignment.shape[0]),
                 "undefined_a": self.undefined_a,
                 "undefined_b": self.undefined_b,
-                "inertia": None if self.inertia is None else round(self.inertia, 6),
+                "inertia": None if self.inertia is None else json_number(self.inertia),
                 "rank_correlation": {
-                    "mean": round(float(rho.mean()), 6) if rho.numel() else None,
-                    "median": round(float(rho.median()), 6) if rho.numel() else None,
-                    "min": round(float(rho.min()), 6) if rho.numel() else None,
+                    "mean": json_number(float(rho.mean())) if rho.numel() else None,
+                    "median": json_number(float(rho.median())) if rho.numel() else None,
+                    "min": json_number(float(rho.min())) if rho.numel() else None,
                     "undefined": int(self.rank_correlation.numel() - rho.numel()),
                 },
                 "settings": dict(self.settings),

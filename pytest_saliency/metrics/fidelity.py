@@ -84,6 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pytest_saliency._io import json_number
 from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.imputation import linear_impute
 from pytest_saliency.metrics.saliency import ChannelReduction, reduce_channels
@@ -222,12 +223,8 @@ def fidelity_gap(
 # ---------------------------------------------------------------------------------------------
 
 
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _json_list(values: Tensor) -> list[float | None]:
-    return [_json_float(float(v)) for v in values.detach().to(torch.float64).cpu().flatten()]
+    return [json_number(float(v), digits=None) for v in values.detach().to(torch.float64).cpu().flatten()]
 
 
 @dataclass(frozen=True)
@@ -315,8 +312,8 @@ class FidelityResult:
         orders: dict[str, Any] = {}
         for order in self.orders:
             orders[order] = {
-                "mean_auc": _json_float(self.mean_auc(order)),
-                "auc_interval": _json_float(self.auc_interval(order)),
+                "mean_auc": json_number(self.mean_auc(order), digits=None),
+                "auc_interval": json_number(self.auc_interval(order), digits=None),
                 "mean_curve": _json_list(self.mean_curve(order)),
                 "auc": _json_list(self.auc[order]),
             }
@@ -333,8 +330,8 @@ class FidelityResult:
         }
         if "mif" in self.auc and "lif" in self.auc:
             gap, half = self._gap()
-            out["gap"] = _json_float(gap)
-            out["gap_interval"] = _json_float(half)
+            out["gap"] = json_number(gap, digits=None)
+            out["gap_interval"] = json_number(half, digits=None)
         return out
 
 
