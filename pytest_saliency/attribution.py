@@ -77,8 +77,7 @@ class Attributor:
         if not isinstance(method_class, type):
             raise SpecRuntimeError(location + ("method",), f"captum.attr has no method {spec.method!r}")
         init = _tuples(spec.init)
-        # the signature of the class that is called: mypy warns only that a subclass's could differ
-        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))  # type: ignore[misc]
+        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))  # type: ignore[misc]  # the very class that is called: no other subclass's __init__
         if spec.layer is not None:
             try:
                 layer = model.network.get_submodule(spec.layer)

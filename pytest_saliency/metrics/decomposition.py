@@ -376,8 +376,7 @@ def _adaptive_max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx:
     """AdaptiveMaxPool: as MaxPool."""
     cls = next(c for c in type(module).__mro__ if c in _ADAPTIVE_MAX_POOL)
     output_size = cast(nn.modules.pooling._AdaptiveMaxPoolNd, module).output_size
-    # torch's stubs leave out the None entries (keep that input size) that the functional accepts
-    _, indices = _ADAPTIVE_MAX_POOL[cls](beta + gamma, output_size, return_indices=True)  # type: ignore[call-overload]
+    _, indices = _ADAPTIVE_MAX_POOL[cls](beta + gamma, output_size, return_indices=True)  # type: ignore[call-overload]  # torch's stubs leave out the None sizes (keep the input's) it accepts
     return _gather_at(indices, beta, gamma, _POOL_DIMS[cls])
 
 
