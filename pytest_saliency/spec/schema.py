@@ -20,18 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from .._constants import PatternName
 from ..errors import did_you_mean
-
-PatternName = Literal[
-    "human_aligned",
-    "sufficient_subset",
-    "sufficient_context",
-    "context_dependent",
-    "confuser",
-    "insufficient_subset",
-    "distractor",
-    "context_confusion",
-]
 
 _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _AGGREGATE = re.compile(r"^(mean|median|min|max|p(?:\d|[1-9]\d))$")
