@@ -4,11 +4,12 @@ language and the reports read them without loading torch)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 SPEC_SUFFIXES: tuple[str, ...] = (".saliency.yaml", ".saliency.yml")
 """What a spec file's name ends with; pytest collects such files wherever it collects tests."""
 
-PATTERN_NAMES: tuple[str, ...] = (
+PatternName = Literal[
     "human_aligned",
     "sufficient_subset",
     "sufficient_context",
@@ -17,7 +18,10 @@ PATTERN_NAMES: tuple[str, ...] = (
     "insufficient_subset",
     "distractor",
     "context_confusion",
-)
+]
+"""A Shared Interest behaviour pattern, as the spec language names it."""
+
+PATTERN_NAMES: tuple[str, ...] = get_args(PatternName)
 """The eight Shared Interest behaviour patterns, in the order of the authors' table
 (docs/methods.md#behaviour-patterns): the correct-prediction four, then the incorrect four."""
 

@@ -76,13 +76,21 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def json_number(value: float, digits: int | None = 6) -> float | None:
+    """``value`` as a JSON number rounded to ``digits`` decimals (``None``: as it is); NaN (an
+    undefined value) and infinities become ``None``, since JSON has neither."""
+    if not math.isfinite(value):
+        return None
+    return value if digits is None else round(value, digits)
+
+
 def json_safe(value: Any) -> Any:
     """``value`` as plain JSON types: NaN and inf become ``None`` (JSON has no NaN), tuples
     lists, numpy and torch scalars numbers, other objects their ``str``."""
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return json_number(value, digits=None)
     if isinstance(value, dict):
         return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

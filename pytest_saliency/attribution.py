@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .loaders.models import ModelUnderTest
-from .metrics.fidelity import gaussian_blur
-from .memory import is_out_of_memory
-from .metrics.sanity import edge_map
 from .errors import Location, SpecRuntimeError, did_you_mean, first_line
+from .loaders.models import ModelUnderTest
+from .memory import is_out_of_memory
+from .metrics.image import edge_map, gaussian_blur
 from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
 
 
@@ -45,7 +44,7 @@ def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str
 
 def make_baseline(kind: str | float, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """A reference input for ``images`` ``(N, C, H, W)``: zeros, per-image channel mean, blur
-    (the fidelity check's :func:`~pytest_saliency.metrics.fidelity.gaussian_blur`), uniform noise
+    (the fidelity check's :func:`~pytest_saliency.metrics.image.gaussian_blur`), uniform noise
     in [0, 1], or a constant."""
     if isinstance(kind, float):
         return torch.full_like(images, kind)
@@ -78,7 +77,7 @@ class Attributor:
         if not isinstance(method_class, type):
             raise SpecRuntimeError(location + ("method",), f"captum.attr has no method {spec.method!r}")
         init = _tuples(spec.init)
-        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))
+        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))  # type: ignore[misc]  # the very class that is called: no other subclass's __init__
         if spec.layer is not None:
             try:
                 layer = model.network.get_submodule(spec.layer)
@@ -107,7 +106,7 @@ class Attributor:
 
         ``method: random`` gives uniform noise in [0, 1) from ``generator`` (seeded per spec):
         the reference a real method must beat. ``method: edge`` gives the Sobel gradient
-        magnitude of each image channel (:func:`~pytest_saliency.metrics.sanity.edge_map`): it
+        magnitude of each image channel (:func:`~pytest_saliency.metrics.image.edge_map`): it
         ignores the model, so a parameter randomisation check must fail it."""
         if self.spec.method == RANDOM_METHOD:
             return torch.rand(images.shape, generator=generator).to(images.device)
@@ -132,4 +131,5 @@ class Attributor:
         result = result.detach()
         if result.dim() == 4 and result.shape[-2:] != images.shape[-2:]:
             result = F.interpolate(result, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return result.float()
+        maps: Tensor = result.float()
+        return maps

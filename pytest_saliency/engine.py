@@ -20,12 +20,12 @@ import torch
 from torch import Tensor
 
 from .attribution import Attributor
+from .errors import Location, SpecRuntimeError, model_stage
 from .loaders.data import SaliencyData, load_data
 from .loaders.models import ModelUnderTest, load_model
 from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .errors import Location, SpecRuntimeError, model_stage
 from .spec.schema import AgainstSpec
 from .spec.validate import LoadedSpec
 

@@ -71,7 +71,7 @@ def model_stage(location: Location, what: str) -> Iterator[None]:
         yield
     except SpecRuntimeError:
         raise
-    except Exception as error:  # noqa: BLE001  (user code can raise anything)
+    except Exception as error:  # user code can raise anything
         raise SpecRuntimeError(location, f"{what}: {describe_exception(error)}") from error
 
 

@@ -35,7 +35,7 @@ def run_with_half_batch_retry(run: Callable[[int], T], batch_size: int, location
     ``location`` that names the setting to lower."""
     try:
         return run(batch_size)
-    except Exception as error:  # noqa: BLE001  (only out-of-memory errors are handled)
+    except Exception as error:  # only out-of-memory errors are handled; the others are raised again
         if not is_out_of_memory(error):
             raise
         if batch_size == 1:
@@ -45,7 +45,7 @@ def run_with_half_batch_retry(run: Callable[[int], T], batch_size: int, location
     half = batch_size // 2
     try:
         result = run(half)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # as above
         if is_out_of_memory(error):
             raise _out_of_memory(location, setting, [batch_size, half]) from error
         raise

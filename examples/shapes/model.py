@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+
 def build(num_classes: int = 3) -> nn.Module:
     """Three conv blocks and a linear head; maps ``(N, 3, H, W)`` images to ``(N, num_classes)`` logits."""
     return nn.Sequential(

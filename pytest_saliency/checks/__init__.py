@@ -12,4 +12,5 @@ if TYPE_CHECKING:
 
 def evaluator(kind: str) -> Callable[[CheckRequest], Outcome]:
     """The ``evaluate`` function of ``pytest_saliency.checks.<kind>`` (imported on first use)."""
-    return importlib.import_module(f"{__name__}.{kind}").evaluate  # type: ignore[no-any-return]
+    evaluate: Callable[[CheckRequest], Outcome] = importlib.import_module(f"{__name__}.{kind}").evaluate
+    return evaluate

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import json_number
 from ..baselines import BaselineSettings
 from ..engine import SpecEngine
-from ..metrics.intervals import mean_interval, quantile_interval
 from ..errors import SpecRuntimeError, did_you_mean
+from ..metrics.intervals import mean_interval, quantile_interval
 from ..spec.schema import CheckSpec, Threshold
 
 
@@ -239,7 +240,13 @@ def label_and_prediction(engine: SpecEngine, index: int) -> dict[str, Any]:
 
 def json_floats(values: Tensor) -> list[float | None]:
     """``(M,)`` values as JSON numbers rounded to 6 decimals; NaN (undefined) becomes ``None``."""
-    return [None if v != v else round(v, 6) for v in values.tolist()]
+    return [json_number(v) for v in values.tolist()]
+
+
+def per_sample_json(indices: Tensor, scores: dict[str, Tensor]) -> dict[str, list[Any]]:
+    """The ``per_sample`` block of a JSON result: the samples' ``(M,)`` ``indices`` under
+    ``"index"``, then each ``(M,)`` score under its name (:func:`json_floats`)."""
+    return {"index": indices.tolist(), **{name: json_floats(values) for name, values in scores.items()}}
 
 
 def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
@@ -306,8 +313,7 @@ def score_outcome(
         f"(of {len(indices)}; {undefined} undefined):"
     ]
     details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high)
-    per_sample = {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}}
     return Outcome(
         measurements, samples=len(indices), undefined=undefined, details=details,
-        extra={"per_sample": per_sample, **(extra or {})},
+        extra={"per_sample": per_sample_json(indices, chosen), **(extra or {})},
     )

@@ -3,9 +3,9 @@ on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
+from ..errors import Location
 from ..memory import run_with_half_batch_retry
 from ..metrics.fidelity import FidelityResult, fidelity_curves
-from ..errors import Location
 from ..spec.schema import FidelityCheck
 from ..spec.validate import format_location
 from .base import CheckRequest, Measurement, Outcome
@@ -25,7 +25,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     device = engine.device
     target = engine.predictions if config.score_of == "predicted" else engine.data.labels
     attributions = engine.attributions(request.method)
-    label = f"{engine.loaded.name}: {request.method} curves"
+    label, report = f"{engine.loaded.name}: {request.method} curves", engine.progress
     location: Location = ("checks", engine.spec.checks.index(request.check), "fidelity")
     setting = f"{format_location(location)}.batch_size" if config.batch_size else "data.batch_size"
 
@@ -45,7 +45,7 @@ def evaluate(request: CheckRequest) -> Outcome:
             seed=engine.spec.seed,
             noise_std=config.noise_std,
             channels=config.channels or engine.spec.saliency.channels,
-            progress=(lambda done, total: engine.progress(label, done, total)) if engine.progress else None,
+            progress=(lambda done, total: report(label, done, total)) if report else None,
         )
 
     result = run_with_half_batch_retry(curves, config.batch_size or engine.batch_size, location, setting)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..errors import SpecRuntimeError
 from ..metrics import localisation
 from ..metrics.saliency import reduce_channels
-from ..errors import SpecRuntimeError
 from ..spec.schema import LocalisationCheck
 from .base import CheckRequest, Outcome, score_outcome
 

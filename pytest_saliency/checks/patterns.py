@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics.intervals import wilson_interval
 from .._constants import PATTERN_NAMES
+from ..metrics.intervals import wilson_interval
 from ..metrics.patterns import behaviour_patterns, pattern_fractions
 from ..spec.schema import PatternsCheck, Threshold
 from .base import CheckRequest, Measurement, Outcome
@@ -28,14 +28,14 @@ def evaluate(request: CheckRequest) -> Outcome:
     limits = [(name, Threshold("<=", 0.0)) for name in config.forbid]
     limits += [(name, Threshold("<=", value)) for name, value in config.max_fraction.items() if name not in config.forbid]
     limits += [(name, Threshold(">=", value)) for name, value in config.min_fraction.items()]
-    counts = {name: int(total) for name, total in zip(PATTERN_NAMES, patterns[defined].sum(dim=0).tolist())}
+    counts = {name: int(total) for name, total in zip(PATTERN_NAMES, patterns[defined].sum(dim=0).tolist(), strict=True)}
     trials = int(defined.sum())
     lower, upper = wilson_interval(torch.tensor([counts[name] for name, _ in limits]), torch.tensor(trials))
     measurements = [
         Measurement.compare(
             f"fraction {name}", fractions[name], limit, bounds=(float(low), float(high)), samples=trials
         )
-        for (name, limit), low, high in zip(limits, lower.tolist(), upper.tolist())
+        for (name, limit), low, high in zip(limits, lower.tolist(), upper.tolist(), strict=True)
     ]
     details = [
         f"pattern counts over {int(defined.sum())} samples with defined scores ({int((~defined).sum())} undefined): "

@@ -23,19 +23,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..memory import run_with_half_batch_retry
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
-from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..spec.schema import RegionCheck
 from .base import (
     CheckRequest,
     Outcome,
-    json_floats,
-    label_and_prediction,
     measure,
-    sample_table,
-    worst_positions,
+    per_sample_json,
     worst_sample_lines,
 )
 
@@ -70,7 +67,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     details += worst_sample_lines(engine, chosen, indices, metric, wants_high, _COLUMNS)
     extra: dict[str, Any] = {
         "region": {"method": config.method, "mask": config.mask, "box": config.box},
-        "per_sample": {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}},
+        "per_sample": per_sample_json(indices, chosen),
     }
     return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..loaders.models import ModelUnderTest
 from ..metrics.fidelity import auc_interval
 from ..metrics.saliency import ChannelReduction, reduce_channels
@@ -39,7 +40,6 @@ from ..metrics.sanity import (
     similarity,
     similarity_to,
 )
-from ..errors import SpecRuntimeError, did_you_mean
 from ..spec.schema import SanityCheck
 from .base import (
     CheckRequest,
@@ -52,7 +52,6 @@ from .base import (
 
 __all__ = ["evaluate"]
 
-Location = tuple[str | int, ...]
 NETWORK = "network"
 """Layer names in a spec are relative to the user's network inside :class:`ModelUnderTest`."""
 

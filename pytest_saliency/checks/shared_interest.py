@@ -8,14 +8,15 @@ from typing import Any
 import torch
 
 from .._constants import PATTERN_NAMES
+from .._io import json_number
 from ..metrics.patterns import behaviour_patterns
 from ..spec.schema import SharedInterestCheck
 from .base import (
     CheckRequest,
     Outcome,
-    json_floats,
     label_and_prediction,
     measure,
+    per_sample_json,
     sample_table,
     worst_positions,
 )
@@ -43,7 +44,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     worst = worst_rows(request, chosen, indices, metric, wants_high)
     details += worst_table(worst)
     extra = {
-        "per_sample": {"index": indices.tolist(), **{name: json_floats(values) for name, values in chosen.items()}},
+        "per_sample": per_sample_json(indices, chosen),
         "worst": worst,  # the report's thumbnails are added to these rows (report/thumbnails.py)
         "worst_by": metric,
     }
@@ -78,8 +79,8 @@ def worst_rows(
             {
                 "index": index,
                 **label_and_prediction(engine, index),
-                **{m: json_floats(chosen[m][position : position + 1])[0] for m in ("iou", "gtc", "sc")},
-                "patterns": [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist()) if hit],
+                **{m: json_number(float(chosen[m][position])) for m in ("iou", "gtc", "sc")},
+                "patterns": [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist(), strict=True) if hit],
             }
         )
     return rows

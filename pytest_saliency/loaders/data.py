@@ -131,14 +131,14 @@ def _label_index(label: str, classes: Sequence[str] | None) -> int:
 
 def _from_dataset(dataset: object, limit: int | None, where: Location) -> dict[str, np.ndarray]:
     try:
-        count = len(dataset)  # type: ignore[arg-type]
+        count = len(dataset)  # type: ignore[arg-type]  # whatever the factory returned: no __len__ raises TypeError
     except TypeError:
         raise SpecRuntimeError(where, "the data factory must return a Dataset with __len__ and __getitem__") from None
     count = min(count, limit) if limit else count
     columns: dict[str, list[np.ndarray]] = {"images": [], "masks": [], "labels": []}
     for index in range(count):
         with model_stage(where, f"reading sample {index} of the Dataset failed"):
-            sample = dataset[index]  # type: ignore[index]
+            sample = dataset[index]  # type: ignore[index]  # a Dataset by duck typing, as torch's DataLoader takes it
         if not isinstance(sample, tuple | list) or len(sample) not in (3, 4):
             raise SpecRuntimeError(where, "each sample must be (image, mask, label) or (image, mask, label, {name: mask})")
         columns["images"].append(np.asarray(sample[0]))

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecRuntimeError, describe_exception
+from ..errors import Location, SpecRuntimeError, describe_exception
 
 
-def resolve_callable(reference: str, search_paths: Sequence[Path], location: tuple[str | int, ...]) -> Callable[..., Any]:
+def resolve_callable(reference: str, search_paths: Sequence[Path], location: Location) -> Callable[..., Any]:
     """Import ``module:attr``; ``search_paths`` (the rootdir, the spec's folder) are tried first,
     as pytest does for conftest files. Failures raise :class:`SpecRuntimeError` at ``location``."""
     module_name, _, attribute = reference.partition(":")
@@ -24,7 +24,7 @@ def resolve_callable(reference: str, search_paths: Sequence[Path], location: tup
     finally:
         for path in added:
             sys.path.remove(path)
-    target: Any = module
+    target: object = module
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise SpecRuntimeError(location, f"module {module_name!r} has no attribute {attribute!r}")
@@ -34,7 +34,7 @@ def resolve_callable(reference: str, search_paths: Sequence[Path], location: tup
     return target
 
 
-def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], reference: str, location: tuple[str | int, ...]) -> Any:
+def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], reference: str, location: Location) -> Any:
     """Call a user factory; its exception becomes one line naming the factory."""
     try:
         return factory(**kwargs)

@@ -16,6 +16,9 @@ from .imports import call_factory, resolve_callable
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel on ``(N, C, H, W)`` inputs."""
 
+    mean: Tensor  # (1, C, 1, 1) buffers
+    std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -119,13 +122,13 @@ def load_model(
     spec_dir: Path,
     search_paths: Sequence[Path],
     device: torch.device,
-    location: tuple[str | int, ...] = ("model",),
+    location: Location = ("model",),
 ) -> ModelUnderTest:
     """Build the model a ``model:`` block names, in eval mode on ``device``."""
     if spec.torchscript is not None:
         path = spec_dir / spec.torchscript
         try:
-            network = torch.jit.load(str(path), map_location="cpu")
+            network = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         except RuntimeError as error:
             raise SpecRuntimeError(location + ("torchscript",), f"cannot load TorchScript {spec.torchscript}: {error}") from None
     else:
@@ -139,7 +142,7 @@ def load_model(
     return ModelUnderTest(network, spec.normalize, spec.output, location).to(device).eval()
 
 
-def _load_weights(network: nn.Module, path: Path, shown: str, location: tuple[str | int, ...]) -> None:
+def _load_weights(network: nn.Module, path: Path, shown: str, location: Location) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle refusals and corrupt files alike

@@ -66,7 +66,7 @@ import operator
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 import torch
 import torch.fx
@@ -91,7 +91,7 @@ __all__ = [
     "split_bias",
 ]
 
-Target = Union[int, Tensor]
+Target: TypeAlias = int | Tensor
 
 
 class UnsupportedLayerError(SaliencyError, TypeError):
@@ -186,7 +186,10 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path and name else path or name
 
 
-def _lookup(table: dict[type, Any], module: nn.Module) -> Any:
+_Entry = TypeVar("_Entry")
+
+
+def _lookup(table: dict[type, _Entry], module: nn.Module) -> _Entry | None:
     """The entry of ``table`` for ``module``'s class or a base whose ``forward`` it keeps."""
     cls = type(module)
     for base in cls.__mro__:
@@ -293,10 +296,10 @@ def propagate_elementwise_activation(beta: Tensor, gamma: Tensor, fn: Callable[[
 
 def _conv_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     """Conv (grouped and depthwise included): the biased-linear rule; conserves ``conv(beta + gamma)``."""
-    conv: nn.modules.conv._ConvNd = module  # type: ignore[assignment]
+    conv = cast(nn.modules.conv._ConvNd, module)
     bias = conv.bias
     if conv.padding_mode == "zeros":
-        functional = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(conv.kernel_size)]
+        functional: Callable[..., Tensor] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(conv.kernel_size)]
 
         def linear_map(x: Tensor) -> Tensor:
             return functional(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -304,7 +307,7 @@ def _conv_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decompositio
     else:  # reflect/replicate/circular padding is linear too: subtract the bias from the full conv
 
         def linear_map(x: Tensor) -> Tensor:
-            out = conv(x)
+            out: Tensor = conv(x)
             return out if bias is None else out - bias.view(1, -1, *([1] * (out.dim() - 2)))
 
     b = None if bias is None else bias.view(1, -1, *([1] * (beta.dim() - 2)))
@@ -313,7 +316,7 @@ def _conv_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decompositio
 
 def _linear_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     """Linear: the biased-linear rule; conserves ``linear(beta + gamma)``."""
-    lin: nn.Linear = module  # type: ignore[assignment]
+    lin = cast(nn.Linear, module)
     return propagate_linear(beta, gamma, lambda x: F.linear(x, lin.weight), lin.bias)
 
 
@@ -328,7 +331,7 @@ def _activation_rule(fn: Callable[[Tensor], Tensor]) -> Rule:
 
 def _leaky_relu_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     """LeakyReLU: the ReLU rule with the module's slope; conserves ``leaky_relu(beta + gamma)``."""
-    slope = module.negative_slope  # type: ignore[attr-defined]
+    slope = cast(nn.LeakyReLU, module).negative_slope
     return propagate_elementwise_activation(beta, gamma, lambda x: F.leaky_relu(x, slope))
 
 
@@ -361,15 +364,10 @@ def _gather_at(indices: Tensor, beta: Tensor, gamma: Tensor, spatial: int) -> tu
 def _max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     """MaxPool: both parts gathered at the argmax of ``pool(beta + gamma)``, which they conserve."""
     cls = next(c for c in type(module).__mro__ if c in _MAX_POOL)
-    pool = module
+    pool = cast(nn.modules.pooling._MaxPoolNd, module)
     _, indices = _MAX_POOL[cls](
-        beta + gamma,
-        pool.kernel_size,  # type: ignore[attr-defined]
-        pool.stride,  # type: ignore[attr-defined]
-        pool.padding,  # type: ignore[attr-defined]
-        pool.dilation,  # type: ignore[attr-defined]
-        ceil_mode=pool.ceil_mode,  # type: ignore[attr-defined]
-        return_indices=True,
+        beta + gamma, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+        ceil_mode=pool.ceil_mode, return_indices=True,
     )
     return _gather_at(indices, beta, gamma, _POOL_DIMS[cls])
 
@@ -377,7 +375,8 @@ def _max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decompos
 def _adaptive_max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     """AdaptiveMaxPool: as MaxPool."""
     cls = next(c for c in type(module).__mro__ if c in _ADAPTIVE_MAX_POOL)
-    _, indices = _ADAPTIVE_MAX_POOL[cls](beta + gamma, module.output_size, return_indices=True)  # type: ignore[attr-defined]
+    output_size = cast(nn.modules.pooling._AdaptiveMaxPoolNd, module).output_size
+    _, indices = _ADAPTIVE_MAX_POOL[cls](beta + gamma, output_size, return_indices=True)  # type: ignore[call-overload]  # torch's stubs leave out the None sizes (keep the input's) it accepts
     return _gather_at(indices, beta, gamma, _POOL_DIMS[cls])
 
 
@@ -388,7 +387,7 @@ def _separate_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decompos
 
 def _dropout_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     """Dropout and StochasticDepth: identity in eval mode, else one mask for both parts; conserves the output."""
-    if not module.training or module.p == 0:  # type: ignore[attr-defined]
+    if not module.training or module.p == 0:
         return beta, gamma
     keep = module(torch.ones_like(beta))  # one mask (scaled by 1/(1-p)) shared by both parts
     return beta * keep, gamma * keep
@@ -396,16 +395,16 @@ def _dropout_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decomposi
 
 def _batch_norm_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
     """BatchNorm: the affine rule with its scale and shift; conserves ``BN(beta + gamma)``."""
-    bn: nn.modules.batchnorm._BatchNorm = module  # type: ignore[assignment]
+    bn = cast(nn.modules.batchnorm._BatchNorm, module)
     total = beta + gamma
-    use_batch_stats = bn.training or bn.running_mean is None or bn.running_var is None
+    running_mean, running_var = bn.running_mean, bn.running_var
     shape = (1, -1) + (1,) * (total.dim() - 2)
-    if use_batch_stats:
+    if bn.training or running_mean is None or running_var is None:  # the batch's statistics
         dims = [0] + list(range(2, total.dim()))
         mean = total.mean(dim=dims)
         var = total.var(dim=dims, unbiased=False)
     else:
-        mean, var = bn.running_mean, bn.running_var
+        mean, var = running_mean, running_var
     scale = torch.rsqrt(var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
@@ -506,7 +505,7 @@ def _tracked(*values: Any) -> list[Any]:
     return found
 
 
-def _single_input(args: tuple, kwargs: dict) -> tuple[_Parts, tuple, dict]:
+def _single_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Parts, tuple[Any, ...], dict[str, Any]]:
     """``(x, other args, kwargs)`` where the decomposed ``x`` comes first and nothing else depends on the input."""
     if not args or not isinstance(args[0], _Parts) or _tracked(args[1:], kwargs):
         raise _Refused("CD applies it to one tensor computed from the input, given as its first argument")
@@ -530,13 +529,13 @@ def _out_of_place(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return call
 
 
-_OperationRule = Callable[[tuple, dict], Any]
+_OperationRule = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
 
 def _separately(fn: Callable[..., Any]) -> _OperationRule:
     """A linear, bias-free ``fn(x, ...)`` (pooling, ``mean``, ``flatten``, reshaping): applied to each part."""
 
-    def rule(args: tuple, kwargs: dict) -> _Parts:
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
         x, rest, kw = _single_input(args, kwargs)
         return x.map(lambda t: fn(t, *rest, **kw))
 
@@ -547,7 +546,7 @@ def _elementwise(fn: Callable[..., Tensor]) -> _OperationRule:
     """An activation ``fn(x, ...)`` with ``fn(0) = 0``: the ReLU rule; conserves ``fn(beta + gamma)``."""
     fn = _out_of_place(fn)
 
-    def rule(args: tuple, kwargs: dict) -> _Parts:
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
         x, rest, kw = _single_input(args, kwargs)
         return _Parts(*propagate_elementwise_activation(x.beta, x.gamma, lambda t: fn(t, *rest, **kw)))
 
@@ -558,7 +557,7 @@ def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spati
     """A functional max pool (``return_indices=False``: the trace calls ``with_indices`` itself
     otherwise): both parts gathered at the argmax of the pool of ``beta + gamma``."""
 
-    def rule(args: tuple, kwargs: dict) -> _Parts:
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
         x, rest, kw = _single_input(args, kwargs)
         _, indices = with_indices(x.beta + x.gamma, *rest, **kw)
         return _Parts(*_gather_at(indices, x.beta, x.gamma, spatial))
@@ -569,7 +568,7 @@ def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spati
 _DROPOUT_SIGNATURE = inspect.signature(F.dropout)
 
 
-def _dropout_function(args: tuple, kwargs: dict) -> _Parts:
+def _dropout_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     """``F.dropout``: identity unless training, else one mask for both parts; conserves the output."""
     x, rest, kw = _single_input(args, kwargs)
     bound = _DROPOUT_SIGNATURE.bind(x.beta, *rest, **kw)
@@ -581,7 +580,7 @@ def _dropout_function(args: tuple, kwargs: dict) -> _Parts:
     return x.map(lambda t: t * keep)
 
 
-def _add(args: tuple, kwargs: dict) -> _Parts:
+def _add(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     """``a + b`` of two decomposed tensors (a residual connection): the parts add; conserves ``a + b``."""
     if kwargs or len(args) != 2 or not all(isinstance(a, _Parts) for a in args):
         raise _Refused("CD adds two tensors computed from the input; a constant added is a bias it has no rule to share")
@@ -589,7 +588,7 @@ def _add(args: tuple, kwargs: dict) -> _Parts:
     return _Parts(a.beta + b.beta, a.gamma + b.gamma)
 
 
-def _mul(args: tuple, kwargs: dict) -> _Parts:
+def _mul(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     """``x * g`` of a decomposed ``x`` and a gate or a constant ``g``: ``(g * beta, g * gamma)``; conserves ``g * x``."""
     if kwargs or len(args) != 2:
         raise _Refused("CD multiplies exactly two operands")
@@ -603,7 +602,7 @@ def _mul(args: tuple, kwargs: dict) -> _Parts:
     return x.map(lambda t: t * factor)
 
 
-def _cat(args: tuple, kwargs: dict) -> _Parts:
+def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     """``torch.cat`` of decomposed tensors: the parts are concatenated; conserves the concatenation."""
     if not args or not isinstance(args[0], (list, tuple)):
         raise _Refused("CD concatenates a list of tensors given as the first argument")
@@ -613,7 +612,7 @@ def _cat(args: tuple, kwargs: dict) -> _Parts:
     return _Parts(torch.cat([t.beta for t in tensors], *rest, **kwargs), torch.cat([t.gamma for t in tensors], *rest, **kwargs))
 
 
-def _getitem(args: tuple, kwargs: dict) -> Any:
+def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Indexing: an element of a list or tuple as it is; a decomposed tensor indexed in each part."""
     container, index = args
     if isinstance(container, (list, tuple)):
@@ -626,7 +625,7 @@ def _getitem(args: tuple, kwargs: dict) -> Any:
 _METADATA = frozenset({"shape", "dtype", "device", "ndim"})
 
 
-def _getattr(args: tuple, kwargs: dict) -> Any:
+def _getattr(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``x.shape``, ``x.dtype``, ``x.device``, ``x.ndim``: read from ``beta`` (the same as the whole tensor's)."""
     x, name = args
     if isinstance(x, _Parts) and name in _METADATA:
@@ -637,7 +636,7 @@ def _getattr(args: tuple, kwargs: dict) -> Any:
 def _metadata_method(name: str) -> _OperationRule:
     """``x.size(...)``, ``x.dim()``: answered from ``beta``."""
 
-    def rule(args: tuple, kwargs: dict) -> Any:
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         x, rest, kw = _single_input(args, kwargs)
         return getattr(x.beta, name)(*rest, **kw)
 
@@ -718,7 +717,7 @@ class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return _is_leaf(m)
 
-    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         path = self.path_of_module(m)
         self._scopes.append((path, type(m)))
         try:
@@ -737,7 +736,7 @@ class _Tracer(torch.fx.Tracer):
 
 
 # model -> (what its trace depends on, the traced graph)
-_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.fx.Graph]] = weakref.WeakKeyDictionary()
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], torch.fx.Graph]] = weakref.WeakKeyDictionary()
 
 
 def _first_line(error: Exception) -> str:
@@ -777,7 +776,7 @@ class _Walker(torch.fx.Interpreter):
         self.node = n
         return super().run_node(n)
 
-    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
+    def call_module(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not _tracked(args, kwargs):
             return super().call_module(target, args, kwargs)
         module = self.fetch_attr(target)
@@ -788,11 +787,12 @@ class _Walker(torch.fx.Interpreter):
         if len(args) != 1 or kwargs or not isinstance(args[0], _Parts):
             raise UnsupportedLayerError(path, type(module), "CD applies it to one tensor computed from the input")
         x = args[0]
-        if rule is None:
-            return _Gate(gate(x.beta + x.gamma), path, type(module))
-        return _Parts(*rule(module, x.beta, x.gamma, DecompositionContext(path)))
+        if rule is not None:
+            return _Parts(*rule(module, x.beta, x.gamma, DecompositionContext(path)))
+        assert gate is not None  # a module without a rule has a gate (refused above otherwise)
+        return _Gate(gate(x.beta + x.gamma), path, type(module))
 
-    def _operation(self, rule: _OperationRule | None, name: str, args: tuple, kwargs: dict) -> Any:
+    def _operation(self, rule: _OperationRule | None, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             if rule is None:
                 raise _Refused(None)
@@ -805,17 +805,17 @@ class _Walker(torch.fx.Interpreter):
             path = _join(self.path, scope) or "<model>"
             raise UnsupportedLayerError(path, module_type, refusal.reason, operation=name) from None
 
-    def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+    def call_function(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not _tracked(args, kwargs):
             return super().call_function(target, args, kwargs)
         return self._operation(_FUNCTION_RULES.get(target), _operation_name(target), args, kwargs)
 
-    def call_method(self, target: Any, args: tuple, kwargs: dict) -> Any:
+    def call_method(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not _tracked(args, kwargs):
             return super().call_method(target, args, kwargs)
         return self._operation(_METHOD_RULES.get(target), _operation_name(target), args, kwargs)
 
-    def output(self, target: Any, args: tuple, kwargs: dict) -> _Parts:
+    def output(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
         result = args[0]
         if isinstance(result, _Gate):
             raise UnsupportedLayerError(result.path, result.module_type, "CD uses it only as a gate that multiplies features")
@@ -836,13 +836,13 @@ def _expand_mask(mask: Tensor, inputs: Tensor) -> Tensor:
         mask = mask.unsqueeze(0) if mask.dim() == 2 else mask
         mask = mask.unsqueeze(1)
     try:
-        torch.broadcast_shapes(mask.shape, inputs.shape)
+        shape = torch.broadcast_shapes(mask.shape, inputs.shape)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
     except RuntimeError:
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not fit inputs of shape {tuple(inputs.shape)}; "
             "expected (H, W), (N, H, W) or (N, C, H, W)"
         ) from None
-    if torch.broadcast_shapes(mask.shape, inputs.shape) != inputs.shape:
+    if shape != inputs.shape:
         raise ValueError(f"mask of shape {tuple(mask.shape)} is larger than inputs of shape {tuple(inputs.shape)}")
     return mask.to(inputs.dtype)
 

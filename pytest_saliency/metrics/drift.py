@@ -33,12 +33,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._io import json_number
 from .intervals import RESAMPLES, bootstrap_means, percentile_bounds
 
 __all__ = [
@@ -279,7 +280,7 @@ def activation_embeddings(
     handle = layer.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            for part, part_indices in zip(images.split(chunk), indices.split(chunk)):
+            for part, part_indices in zip(torch.split(images, chunk), torch.split(indices, chunk), strict=True):
                 captured.clear()
                 model(part)
                 if not captured:
@@ -403,7 +404,8 @@ def kmeans(
         centres = _kmeans_plus_plus(x, k, generator)
     threshold = tol * float(x.var(dim=0, unbiased=False).mean()) if x.shape[0] > 1 else 0.0
     done = 0
-    for done in range(1, iterations + 1):
+    for _ in range(iterations):
+        done += 1
         assignment, distance = _nearest(x, centres)
         one_hot = F.one_hot(assignment, k).to(x.dtype)  # (P, k)
         counts = one_hot.sum(dim=0)
@@ -442,10 +444,6 @@ def representatives(points: Tensor, centres: Tensor, n: int, assignment: Tensor 
 # --------------------------------------------------------------------------------------------
 # Per-cluster shift
 # --------------------------------------------------------------------------------------------
-
-
-def _value(x: float) -> float | None:
-    return None if math.isnan(x) else round(x, 6)
 
 
 @dataclass(frozen=True)
@@ -496,17 +494,17 @@ class ClusterShift:
         """A JSON-serialisable summary (NaN becomes ``None``)."""
         return {
             "num_images": self.num_images,
-            "max_abs_shift": round(self.max_abs_shift, 6),
-            "mean_abs_shift": round(self.mean_abs_shift, 6),
+            "max_abs_shift": json_number(self.max_abs_shift),
+            "mean_abs_shift": json_number(self.mean_abs_shift),
             "clusters": [
                 {
                     "cluster": index,
                     "count": int(self.count[index]),
-                    "share_a": _value(float(self.share_a[index])),
-                    "share_b": _value(float(self.share_b[index])),
-                    "shift": _value(float(self.shift[index])),
-                    "mean_share_a": _value(float(self.mean_share_a[index])),
-                    "mean_share_b": _value(float(self.mean_share_b[index])),
+                    "share_a": json_number(float(self.share_a[index])),
+                    "share_b": json_number(float(self.share_b[index])),
+                    "shift": json_number(float(self.shift[index])),
+                    "mean_share_a": json_number(float(self.mean_share_a[index])),
+                    "mean_share_b": json_number(float(self.mean_share_b[index])),
                 }
                 for index in range(self.clusters)
             ],
@@ -673,7 +671,7 @@ class DriftResult:
         """``(image index, segment id)`` of the cluster's representatives, nearest first."""
         chosen = self.representatives[cluster]
         chosen = chosen[chosen >= 0]
-        return list(zip(self.point_image[chosen].tolist(), self.point_segment[chosen].tolist()))
+        return list(zip(self.point_image[chosen].tolist(), self.point_segment[chosen].tolist(), strict=True))
 
     def baseline_tensors(self) -> dict[str, Tensor]:
         """What a drift baseline stores for the reference version: its segment scores and the
@@ -692,11 +690,11 @@ class DriftResult:
                 "segments_kept": int(self.assignment.shape[0]),
                 "undefined_a": self.undefined_a,
                 "undefined_b": self.undefined_b,
-                "inertia": None if self.inertia is None else round(self.inertia, 6),
+                "inertia": None if self.inertia is None else json_number(self.inertia),
                 "rank_correlation": {
-                    "mean": round(float(rho.mean()), 6) if rho.numel() else None,
-                    "median": round(float(rho.median()), 6) if rho.numel() else None,
-                    "min": round(float(rho.min()), 6) if rho.numel() else None,
+                    "mean": json_number(float(rho.mean())) if rho.numel() else None,
+                    "median": json_number(float(rho.median())) if rho.numel() else None,
+                    "min": json_number(float(rho.min())) if rho.numel() else None,
                     "undefined": int(self.rank_correlation.numel() - rho.numel()),
                 },
                 "settings": dict(self.settings),
@@ -713,7 +711,7 @@ class DriftResult:
         return lines
 
 
-EmbedSpec = Union[Callable[..., Tensor], Tensor, Literal["colour_texture"]]
+EmbedSpec: TypeAlias = Callable[..., Tensor] | Tensor | Literal["colour_texture"]
 """How to embed kept segments: a name, an :class:`Embedder`, or ``(N, S, D)`` embeddings."""
 
 

@@ -60,7 +60,7 @@ Fills (every channel of a removed pixel takes the fill's value for that channel)
 
 - ``"zeros"``: 0 (the authors' choice);
 - ``"mean"``: the image's per-channel mean;
-- ``"blur"``: a Gaussian-blurred copy of the image, ``sigma = BLUR_SIGMA = 3`` pixels, kernel
+- ``"blur"``: a Gaussian-blurred copy of the image (:func:`~pytest_saliency.metrics.image.gaussian_blur`), ``sigma = BLUR_SIGMA = 3`` pixels, kernel
   ``2 * ceil(3 * sigma) + 1 = 19`` taps, separable, replicate padding at the border;
 - ``"uniform"``: uniform noise in ``[min, max]`` of the image (over all its channels and pixels),
   drawn once per image from ``seed`` and shared by every step and order;
@@ -76,18 +76,20 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pytest_saliency._io import json_number
+from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.imputation import linear_impute
 from pytest_saliency.metrics.saliency import ChannelReduction, reduce_channels
 
 __all__ = [
-    "BLUR_SIGMA",
     "FILLS",
     "ORDERS",
     "SCORES",
@@ -97,7 +99,6 @@ __all__ = [
     "default_fractions",
     "fidelity_curves",
     "fidelity_gap",
-    "gaussian_blur",
     "removal_counts",
 ]
 
@@ -108,9 +109,6 @@ Score = Literal["probability", "logit", "accuracy"]
 ORDERS: tuple[str, ...] = ("mif", "lif", "random", "insertion")
 FILLS: tuple[str, ...] = ("zeros", "mean", "blur", "uniform", "noisy_linear")
 SCORES: tuple[str, ...] = ("probability", "logit", "accuracy")
-
-#: Standard deviation (pixels) of the Gaussian used by the ``"blur"`` fill.
-BLUR_SIGMA: float = 3.0
 
 #: z value of the two-sided 95 % normal interval used by the authors (``stats.norm.interval``).
 Z95: float = 1.96
@@ -225,12 +223,8 @@ def fidelity_gap(
 # ---------------------------------------------------------------------------------------------
 
 
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _json_list(values: Tensor) -> list[float | None]:
-    return [_json_float(float(v)) for v in values.detach().to(torch.float64).cpu().flatten()]
+    return [json_number(float(v), digits=None) for v in values.detach().to(torch.float64).cpu().flatten()]
 
 
 @dataclass(frozen=True)
@@ -318,8 +312,8 @@ class FidelityResult:
         orders: dict[str, Any] = {}
         for order in self.orders:
             orders[order] = {
-                "mean_auc": _json_float(self.mean_auc(order)),
-                "auc_interval": _json_float(self.auc_interval(order)),
+                "mean_auc": json_number(self.mean_auc(order), digits=None),
+                "auc_interval": json_number(self.auc_interval(order), digits=None),
                 "mean_curve": _json_list(self.mean_curve(order)),
                 "auc": _json_list(self.auc[order]),
             }
@@ -336,30 +330,14 @@ class FidelityResult:
         }
         if "mif" in self.auc and "lif" in self.auc:
             gap, half = self._gap()
-            out["gap"] = _json_float(gap)
-            out["gap_interval"] = _json_float(half)
+            out["gap"] = json_number(gap, digits=None)
+            out["gap_interval"] = json_number(half, digits=None)
         return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Fills
 # ---------------------------------------------------------------------------------------------
-
-
-def gaussian_blur(images: Tensor, sigma: float = BLUR_SIGMA) -> Tensor:
-    """Separable Gaussian blur of ``(N, C, H, W)`` images, ``2 * ceil(3 sigma) + 1`` taps,
-    replicate padding (any image size works)."""
-    radius = max(1, math.ceil(3.0 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    taps = (taps / taps.sum()).to(device=images.device, dtype=images.dtype)
-    n, c, h, w = images.shape
-    flat = images.reshape(n * c, 1, h, w)
-    flat = F.pad(flat, (radius, radius, 0, 0), mode="replicate")
-    flat = F.conv2d(flat, taps.view(1, 1, 1, -1))
-    flat = F.pad(flat, (0, 0, radius, radius), mode="replicate")
-    flat = F.conv2d(flat, taps.view(1, 1, -1, 1))
-    return flat.reshape(n, c, h, w)
 
 
 def _generator(seed: int, salt: int) -> torch.Generator:
@@ -377,7 +355,7 @@ def _make_fill(
     if fill == "mean":
         return images.mean(dim=(2, 3), keepdim=True)
     if fill == "blur":
-        return torch.cat([gaussian_blur(chunk) for chunk in images.split(max(1, batch_size))])
+        return torch.cat([gaussian_blur(chunk) for chunk in torch.split(images, max(1, batch_size))])
     generator = _generator(seed, _SALT_FILL)
     shape = tuple(images.shape)
     if fill == "uniform":
@@ -436,13 +414,13 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
         mif_rank = rank_of(sequence)
     ranks = []
     for order in orders:
-        if order == "mif":
-            ranks.append(mif_rank)
-        elif order in ("lif", "insertion"):  # insertion blurs the U - k least important units
-            ranks.append((u - 1) - mif_rank)
-        else:
+        if order == "random":
             keys = torch.rand((n, u), generator=_generator(seed, _SALT_RANDOM_ORDER)).to(device)
             ranks.append(rank_of(keys.argsort(dim=1)))
+            continue
+        assert mif_rank is not None  # computed above for mif, lif and insertion
+        # insertion blurs the U - k least important units
+        ranks.append(mif_rank if order == "mif" else (u - 1) - mif_rank)
     return torch.stack(ranks)
 
 
@@ -612,9 +590,11 @@ def fidelity_curves(
                     removed[out] = pixels
                     batch[out] = images[rows]
                 else:
+                    assert fill_source is not None  # only the zeros fill has none
                     torch.where(mask, fill_source[rows], images[rows], out=batch[out])
             if fill == "noisy_linear":
                 imputed = linear_impute(batch, removed)
+                assert fill_source is not None
                 imputed.add_(fill_source.index_select(0, img_ids))
                 batch = torch.where(removed.unsqueeze(1), imputed, batch)
             logits = model(batch)
@@ -638,7 +618,7 @@ def fidelity_curves(
     if "insertion" in orders:  # RISE's curve is the raw score
         index = orders.index("insertion")
         normalised[index] = torch.where(defined.view(-1, 1), raw[index], math.nan)
-    curves = {order: normalised[i] for i, order in enumerate(orders)}
+    curves: dict[str, Tensor] = {order: normalised[i] for i, order in enumerate(orders)}
     return FidelityResult(
         fractions=frac,
         curves=curves,

@@ -124,7 +124,8 @@ def linear_impute(
         return torch.mul(coef, v).addcmul_(uq, _box121(v), value=-1.0)
 
     def dot(a: Tensor, b: Tensor) -> Tensor:
-        return torch.linalg.vecdot(a.view(m, -1), b.view(m, -1)).view(m, 1, 1)
+        products: Tensor = torch.linalg.vecdot(a.view(m, -1), b.view(m, -1))
+        return products.view(m, 1, 1)
 
     b = neighbour_sum(known_values).mul_(unknown)
     x = torch.zeros_like(b)

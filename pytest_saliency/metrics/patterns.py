@@ -54,4 +54,4 @@ def pattern_fractions(patterns: Tensor) -> dict[str, float]:
     """Fraction of samples in each pattern, from ``(N, 8) bool``; an empty batch gives 0."""
     count = max(patterns.shape[0], 1)
     totals = patterns.sum(dim=0).tolist()
-    return {name: total / count for name, total in zip(PATTERN_NAMES, totals)}
+    return {name: total / count for name, total in zip(PATTERN_NAMES, totals, strict=True)}

@@ -55,6 +55,40 @@ def _per_sample_noise(
     return torch.stack(draws)
 
 
+def _clean_or_explained(
+    explain: Explain, batch: Tensor, batch_clean: Tensor
+) -> Callable[[Tensor | tuple[Tensor, ...], Tensor], tuple[Tensor]]:
+    """captum's explanation function for one batch: ``batch_clean`` for ``batch`` itself, else ``explain``."""
+
+    def explanation(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> tuple[Tensor]:
+        # a tuple: captum 0.9 iterates over the clean explanation as a tuple of inputs
+        x = inputs[0] if isinstance(inputs, tuple) else inputs
+        return (batch_clean if x is batch else explain(x, target),)
+
+    return explanation
+
+
+def _gaussian_perturbations(
+    positions: range, noise_std: float, seed: int
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """captum's perturbation function for the samples at ``positions``: each call serves the next
+    perturbations of each sample, so they do not depend on the batch split."""
+    served = 0
+
+    def perturb(inputs: Tensor) -> tuple[Tensor, Tensor]:
+        # captum repeats each sample m times in a row (repeat_interleave): serve the next m
+        # of its perturbations in that layout
+        nonlocal served
+        m = inputs.shape[0] // len(positions)
+        shape = tuple(inputs.shape[1:])
+        draws = [_per_sample_noise(positions, served + t, shape, seed, _SALT_INFIDELITY, "normal") for t in range(m)]
+        perturbation = (noise_std * torch.stack(draws, dim=1)).reshape(inputs.shape).to(inputs.device, inputs.dtype)
+        served += m
+        return perturbation, inputs - perturbation
+
+    return perturb
+
+
 def sensitivity(
     explain: Explain,
     images: Tensor,
@@ -92,12 +126,7 @@ def sensitivity(
         batch, batch_target = images[start : start + batch_size], target[start : start + batch_size]
         batch_clean = clean[start : start + batch_size].to(images.device)
         positions = range(start, start + len(batch))
-
-        def explanation(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> tuple[Tensor]:
-            # a tuple: captum 0.9 iterates over the clean explanation as a tuple of inputs
-            x = inputs[0] if isinstance(inputs, tuple) else inputs
-            return (batch_clean if x is batch else explain(x, target),)
-
+        explanation = _clean_or_explained(explain, batch, batch_clean)
         values = []
         for j in range(n_perturb_samples):
             noise = _per_sample_noise(positions, j, tuple(batch.shape[1:]), seed, _SALT_SENSITIVITY, "uniform")
@@ -148,22 +177,9 @@ def infidelity(
     for start in range(0, len(images), batch_size):
         batch, batch_target = images[start : start + batch_size], target[start : start + batch_size]
         positions = range(start, start + len(batch))
-        served = 0
-
-        def perturb(inputs: Tensor) -> tuple[Tensor, Tensor]:
-            # captum repeats each sample m times in a row (repeat_interleave): serve the next m
-            # of its perturbations in that layout
-            nonlocal served
-            m = inputs.shape[0] // len(positions)
-            shape = tuple(inputs.shape[1:])
-            draws = [_per_sample_noise(positions, served + t, shape, seed, _SALT_INFIDELITY, "normal") for t in range(m)]
-            perturbation = (noise_std * torch.stack(draws, dim=1)).reshape(inputs.shape).to(inputs.device, inputs.dtype)
-            served += m
-            return perturbation, inputs - perturbation
-
         scores.append(
             captum_infidelity(
-                model, perturb, batch, attributions[start : start + batch_size].to(batch.device),
+                model, _gaussian_perturbations(positions, noise_std, seed), batch, attributions[start : start + batch_size].to(batch.device),
                 target=batch_target, n_perturb_samples=n_perturb_samples,
                 max_examples_per_batch=len(batch), normalize=normalize,
             ).double().cpu()

@@ -86,5 +86,5 @@ def binarize(
         count = max(1, min(flat.shape[1], math.ceil(top_fraction * flat.shape[1] - 1e-9)))
         cut = flat.topk(count, dim=1).values[:, -1]
     else:
-        cut = torch.full((flat.shape[0],), float(threshold), device=flat.device)
+        cut = torch.full((flat.shape[0],), float(chosen["threshold"]), device=flat.device)
     return (flat >= cut.unsqueeze(1)).view(maps.shape)

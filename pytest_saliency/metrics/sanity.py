@@ -124,7 +124,7 @@ def similarity_to(name: Similarity, reference: Tensor) -> Callable[[Tensor], Ten
         return lambda maps: ssim(reference, maps)
     if name not in ("spearman", "spearman_abs"):
         raise ValueError(f"unknown similarity {name!r}; expected one of {SIMILARITIES}")
-    prepare = (lambda maps: maps.abs()) if name == "spearman_abs" else (lambda maps: maps)
+    prepare: Callable[[Tensor], Tensor] = (lambda maps: maps.abs()) if name == "spearman_abs" else (lambda maps: maps)
     reference_ranks = average_ranks(prepare(reference))
     reference_broken = reference.flatten(1).isnan().any(dim=1)
 
@@ -169,7 +169,8 @@ def histogram_entropy(maps: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
     index = index + ((flat >= edges.gather(1, index + 1)) & (index != bins - 1)).long()
     counts = torch.zeros(n, bins, dtype=torch.float64, device=flat.device).scatter_add_(1, index, torch.ones_like(flat))
     probabilities = counts / flat.shape[1]
-    return 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
+    entropy: Tensor = 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
+    return entropy
 
 
 def efficient_mprt_score(original: Tensor, randomised: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
@@ -207,7 +208,7 @@ def reinitialise(module: nn.Module, seed: int) -> None:
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed + 1)
         for _, target in targets:
-            target.reset_parameters()  # type: ignore[operator]
+            target.reset_parameters()
 
 
 def randomised_models(
@@ -241,19 +242,3 @@ def other_classes(targets: Tensor, num_classes: int, seed: int) -> Tensor:
     draws = torch.randint(0, num_classes - 1, tuple(targets.shape), generator=generator)
     cpu_targets = targets.cpu()
     return (draws + (draws >= cpu_targets).long()).to(targets.device)
-
-
-# --- the model-independent reference ---------------------------------------------------------
-
-
-def edge_map(images: Tensor) -> Tensor:
-    """Sobel gradient magnitude of each channel of ``(N, C, H, W)`` images (replicate padding),
-    ``(N, C, H, W)``: an "explanation" that ignores the model, which a parameter randomisation
-    test must reject (Adebayo et al. 2018, Fig. 1's edge detector)."""
-    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=images.dtype, device=images.device)
-    derive = torch.tensor([-1.0, 0.0, 1.0], dtype=images.dtype, device=images.device)
-    n, c, h, w = images.shape
-    flat = F.pad(images.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
-    kernels = torch.stack([torch.outer(smooth, derive), torch.outer(derive, smooth)]).unsqueeze(1)
-    gradients = F.conv2d(flat, kernels)
-    return gradients.square().sum(dim=1).sqrt().reshape(n, c, h, w)

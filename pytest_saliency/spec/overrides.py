@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from .source import Location, SourceMap
+from ..errors import Location
+from .source import SourceMap
 
 OPTION = "--saliency-set"
 
@@ -140,9 +141,9 @@ def apply_overrides(
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             problems.append(Problem(override.location, f"the value is not YAML: {problem}", override.origin))
             continue
-        error = _set(data, override.location, value)
-        if error:
-            problems.append(Problem(override.location, error, override.origin))
+        message = _set(data, override.location, value)
+        if message:
+            problems.append(Problem(override.location, message, override.origin))
             continue
         source.overrides[override.location] = override.origin
         for location in _paths_under(data, override.location):

@@ -20,18 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from .._constants import PatternName
 from ..errors import did_you_mean
-
-PatternName = Literal[
-    "human_aligned",
-    "sufficient_subset",
-    "sufficient_context",
-    "context_dependent",
-    "confuser",
-    "insufficient_subset",
-    "distractor",
-    "context_confusion",
-]
 
 _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _AGGREGATE = re.compile(r"^(mean|median|min|max|p(?:\d|[1-9]\d))$")
@@ -367,6 +357,13 @@ class PatternsCheck(SlicedCheck):
         return self
 
 
+FidelityOrder = Literal["mif", "lif", "random", "insertion"]
+
+
+def _default_orders() -> list[FidelityOrder]:
+    return ["mif", "lif"]
+
+
 class FidelityCheck(CheckKind):
     """MIF/LIF perturbation curves and their gap (Brocki & Chung 2022; ROAD, Rong et al. 2022)."""
 
@@ -374,9 +371,7 @@ class FidelityCheck(CheckKind):
     fractions: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = Field(
         default=None, min_length=2, description="explicit removed fractions (overrides steps)"
     )
-    orders: list[Literal["mif", "lif", "random", "insertion"]] = Field(
-        default_factory=lambda: ["mif", "lif"], min_length=1
-    )
+    orders: list[FidelityOrder] = Field(default_factory=_default_orders, min_length=1)
     unit: Annotated[str, Field(pattern=r"^(pixel|patch:[1-9]\d*)$")] = "pixel"
     fill: Literal["zeros", "mean", "blur", "uniform", "noisy_linear"] = "zeros"
     score: Literal["probability", "logit", "accuracy"] = "probability"
@@ -712,7 +707,8 @@ class CheckSpec(_ExactlyOne):
 
     @property
     def config(self) -> CheckKind:
-        return getattr(self, self.kind)
+        config: CheckKind = getattr(self, self.kind)
+        return config
 
 
 class Spec(_Strict):

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import Location
+
 Position = tuple[int, int]
 
 

@@ -11,8 +11,7 @@ import re
 import types
 import typing
 import zipfile
-from collections.abc import Iterable, Iterator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .._constants import SPEC_SUFFIXES, spec_stem
-from ..errors import SpecError, SpecProblem, did_you_mean
+from ..errors import Location, SpecError, SpecProblem, did_you_mean
 from .overrides import Override, Problem, apply_overrides, substitute_environment
 from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
-from .source import DuplicateKey, Location, SourceMap, load_yaml
-
+from .source import DuplicateKey, SourceMap, load_yaml
 
 
 @dataclass(frozen=True)
@@ -144,9 +142,9 @@ def load_spec(
     except ValidationError as error:
         raise SpecError(_problems_from_validation(error, source, shown)) from None
     loaded = LoadedSpec(spec, Path(shown), source, {**substituted, **overridden})
-    problems = list(_cross_check(loaded))
-    if problems:
-        raise SpecError(problems)
+    spec_problems = list(_cross_check(loaded))
+    if spec_problems:
+        raise SpecError(spec_problems)
     return loaded
 
 
@@ -220,7 +218,8 @@ def _problems_from_validation(error: ValidationError, source: SourceMap, shown: 
 
 
 def _message(item: Any) -> str:
-    kind, text = item["type"], item["msg"]
+    kind: str = item["type"]
+    text: str = item["msg"]
     if kind == "literal_error":
         raw = item.get("ctx", {}).get("expected", "")
         expected = re.findall(r"'([^']*)'", raw) or [raw]  # Literal[1] gives an unquoted "1"
@@ -343,7 +342,7 @@ def _captum_has(method: str) -> bool:
 
 def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     spec = loaded.spec
-    named = [
+    named: list[tuple[Location, str | None]] = [
         (("model", "weights"), spec.model.weights),
         (("model", "torchscript"), spec.model.torchscript),
         (("data", "npz"), spec.data.npz),
@@ -390,12 +389,11 @@ def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             if not member.endswith(".npy"):
                 continue
             with archive.open(member) as stream:
-                version = np.lib.format.read_magic(stream)
-                header = (
-                    np.lib.format.read_array_header_1_0(stream)
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0(stream)
+                version = np.lib.format.read_magic(stream)  # type: ignore[no-untyped-call]  # numpy leaves np.lib.format unannotated
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 )
+                header = read_header(stream)  # type: ignore[no-untyped-call]  # as read_magic
             shapes[member[: -len(".npy")]] = header[0]
     return shapes
 

@@ -186,6 +186,6 @@ def saliency_guided_step(
     """
     optimizer.zero_grad(set_to_none=True)
     loss = saliency_guided_loss(model, inputs, targets, **options)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
     optimizer.step()
     return float(loss.detach())

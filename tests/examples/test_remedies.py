@@ -81,7 +81,7 @@ def test_readme_numbers_are_reproduced_from_the_shipped_weights(measured: dict[s
     assert number(cells[4]) == pytest.approx(row.decoy_share, abs=TOLERANCE["decoy share"])
     assert number(cells[5]) == pytest.approx(row.gtc, abs=TOLERANCE["GTC"])
     assert len(cells) == 6 + len(FIDELITY)
-    for cell, (gap, half) in zip(cells[6:], row.fidelity.values()):
+    for cell, (gap, half) in zip(cells[6:], row.fidelity.values(), strict=True):
         assert number(cell) == pytest.approx(gap, abs=TOLERANCE["fidelity gap"])
         assert number(cell.split("±")[1]) == pytest.approx(half, abs=TOLERANCE["fidelity gap"])
 

@@ -95,7 +95,7 @@ def test_no_decoy_means_no_patch() -> None:
 def test_decoy_is_one_corner_square_disjoint_from_the_shape(decoy: str) -> None:
     data = make_shapes(200, seed=6, decoy=decoy)
     squares = corner_squares(SIZE)
-    for patch, mask in zip(data["decoy"], data["masks"]):
+    for patch, mask in zip(data["decoy"], data["masks"], strict=True):
         assert any(np.array_equal(patch, square) for square in squares)
         assert not (patch & mask).any()
     used = {next(i for i, s in enumerate(squares) if np.array_equal(p, s)) for p in data["decoy"]}

@@ -191,18 +191,19 @@ def write_spec(project: pytest.Pytester) -> WriteSpec:
 def _heavy_modules() -> None:
     """Import what running a spec imports, so in-process runs reuse it (see the module doc)."""
     import captum.attr  # noqa: F401
+    import rich.console  # noqa: F401
+    import rich.table  # noqa: F401
     import torch  # noqa: F401
+
+    # Contextual decomposition imports it on first use; it pulls in torch._dynamo, whose operator
+    # registrations fail when a run's module snapshot removes them and a later run imports them again.
+    import torchvision.models.resnet  # noqa: F401
 
     import pytest_saliency.checks.patterns  # noqa: F401
     import pytest_saliency.checks.shared_interest  # noqa: F401
     import pytest_saliency.engine  # noqa: F401
     import pytest_saliency.report.terminal  # noqa: F401
     import pytest_saliency.spec  # noqa: F401
-    import rich.console  # noqa: F401
-    import rich.table  # noqa: F401
-    # Contextual decomposition imports it on first use; it pulls in torch._dynamo, whose operator
-    # registrations fail when a run's module snapshot removes them and a later run imports them again.
-    import torchvision.models.resnet  # noqa: F401
 
     try:  # its pytest plugin imports it in every run; assertion-rewritten, that is ~2 s a run
         import hypothesis  # noqa: F401

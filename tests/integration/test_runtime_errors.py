@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -144,7 +144,7 @@ def _folder(directory: Path, helpers: SimpleNamespace, *, odd: str = "") -> None
     (directory / "images").mkdir()
     (directory / "masks").mkdir()
     rows = ["file,label"]
-    for index, (image, mask, label) in enumerate(zip(arrays["images"], arrays["masks"], arrays["labels"])):
+    for index, (image, mask, label) in enumerate(zip(arrays["images"], arrays["masks"], arrays["labels"], strict=True)):
         name = f"s{index}.png"
         rows.append(f"{name},{label}")
         picture = Image.fromarray((image.transpose(1, 2, 0) * 255).astype(np.uint8))

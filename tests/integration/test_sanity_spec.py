@@ -115,7 +115,7 @@ def test_random_logit_and_efficient_mprt_fail_the_edge_map(
     assert emprt_edge["measurements"][0]["value"] == 0.0  # the same map for the random model
     logit_grad = results[("logit", "grad")]
     assert logit_grad["measurements"][0]["value"] < 0.9
-    assert all(other != label for other, label in zip(logit_grad["sanity"]["other_class"], [0, 1, 2, 0, 1, 2]))
+    assert all(other != label for other, label in zip(logit_grad["sanity"]["other_class"], [0, 1, 2, 0, 1, 2], strict=True))
     result.stdout.fnmatch_lines(["*check 'emprt' [[]edge] failed: eMPRT score (H(ê) − H(e)) / H(e) = 0 (want >= 0.01)"])
     helpers.assert_no_traceback(result.stdout.str())
 

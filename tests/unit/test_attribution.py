@@ -1,4 +1,4 @@
-"""Captum methods by name (Attributor), baselines and the Gaussian blur."""
+"""Captum methods by name (Attributor) and baselines."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_saliency.attribution import Attributor, gaussian_blur, make_baseline
-from pytest_saliency.loaders.models import ModelUnderTest
+from pytest_saliency.attribution import Attributor, make_baseline
 from pytest_saliency.errors import SpecRuntimeError
+from pytest_saliency.loaders.models import ModelUnderTest
+from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.spec.schema import AttributionSpec, NoiseTunnelSpec
 
 BATCH = 4
@@ -193,21 +194,3 @@ def test_make_baseline_kinds(images: torch.Tensor) -> None:
     assert torch.equal(first, again) and not torch.equal(first, other)
     with pytest.raises(ValueError, match="unknown baseline 'noise'"):
         make_baseline("noise", images)
-
-
-@pytest.mark.parametrize("size", [3, 5, 16])  # smaller and larger than the kernel radius
-def test_gaussian_blur_preserves_a_constant_image(size: int) -> None:
-    constant = torch.full((2, 3, size, size), 0.37)
-    blurred = gaussian_blur(constant)
-    assert blurred.shape == constant.shape
-    torch.testing.assert_close(blurred, constant)
-
-
-def test_gaussian_blur_spreads_an_impulse_symmetrically() -> None:
-    impulse = torch.zeros(1, 1, 21, 21)
-    impulse[0, 0, 10, 10] = 1.0
-    blurred = gaussian_blur(impulse, sigma=1.5)[0, 0]
-    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)  # the kernel is normalised
-    assert blurred.argmax().item() == 10 * 21 + 10
-    torch.testing.assert_close(blurred, blurred.flip(0))
-    torch.testing.assert_close(blurred, blurred.t())

@@ -288,7 +288,7 @@ def test_resnet18_completeness_for_every_mask_form(small_resnet: nn.Module) -> N
     for kind, mask in masks.items():
         beta, gamma = contextual_decomposition(small_resnet, x, mask)
         assert beta.shape == gamma.shape == (4, 3), kind
-        torch.testing.assert_close(beta + gamma, logits, **TOL, msg=lambda m: f"{kind}: {m}")
+        torch.testing.assert_close(beta + gamma, logits, **TOL, msg=lambda m, kind=kind: f"{kind}: {m}")
 
 
 def test_resnet18_all_ones_and_all_zeros(small_resnet: nn.Module) -> None:
@@ -601,7 +601,7 @@ def test_the_graph_is_traced_again_when_modes_or_modules_change() -> None:
         elif change == "new submodule":  # a composite where a leaf was: the old graph would call it whole
             model.fc = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).to(DT).eval()
         beta, gamma = contextual_decomposition(model, x, mask)
-        torch.testing.assert_close(beta + gamma, model(x), **TOL, msg=lambda m: f"after {change}: {m}")
+        torch.testing.assert_close(beta + gamma, model(x), **TOL, msg=lambda m, change=change: f"after {change}: {m}")
 
 
 def test_register_rule_rejects_non_modules() -> None:

@@ -167,7 +167,7 @@ def test_colour_texture_embeddings_batch_invariant():
     seg = patch_segments(16, 16, 4)
     indices = torch.randint(0, 16, (7, 3), generator=g)
     whole = colour_texture_embeddings(images, seg, indices)
-    parts = torch.cat([colour_texture_embeddings(a, seg, b) for a, b in zip(images.split(3), indices.split(3))])
+    parts = torch.cat([colour_texture_embeddings(a, seg, b) for a, b in zip(images.split(3), indices.split(3), strict=True)])
     torch.testing.assert_close(parts, whole)
 
 
@@ -450,7 +450,7 @@ def test_rank_correlation_constant_map_is_undefined_and_batch_invariant():
     a[3] = 0.5
     rho = rank_correlation(a, b)
     assert math.isnan(float(rho[3])) and torch.isfinite(rho[torch.arange(7) != 3]).all()
-    parts = torch.cat([rank_correlation(x, y) for x, y in zip(a.split(2), b.split(2))])
+    parts = torch.cat([rank_correlation(x, y) for x, y in zip(a.split(2), b.split(2), strict=True)])
     torch.testing.assert_close(parts, rho, equal_nan=True, rtol=0, atol=1e-12)
 
 

@@ -21,9 +21,9 @@ from pytest_saliency.metrics.fidelity import (
     default_fractions,
     fidelity_curves,
     fidelity_gap,
-    gaussian_blur,
     removal_counts,
 )
+from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.saliency import reduce_channels
 
 # --- curve -> number arithmetic, on hand-computed fixtures -----------------------------------
@@ -507,7 +507,7 @@ def test_removal_counts_are_monotone_and_bounded(fractions: list[float], units: 
     counts = removal_counts(fractions, units)
     assert counts.tolist() == sorted(counts.tolist())
     assert 0 <= counts.min().item() and counts.max().item() <= units
-    assert all(abs(c - f * units) < 1 for c, f in zip(counts.tolist(), fractions))
+    assert all(abs(c - f * units) < 1 for c, f in zip(counts.tolist(), fractions, strict=True))
 
 
 @settings(max_examples=30, deadline=None)

@@ -47,9 +47,10 @@ from torch import nn
 
 quantus = pytest.importorskip("quantus", reason="the Quantus comparison needs `pip install -e .[bench]`")
 
+from test_fidelity import small_cnn  # noqa: E402  (the same test model)
+
 from pytest_saliency.metrics.fidelity import curve_auc, fidelity_curves  # noqa: E402
 from pytest_saliency.metrics.imputation import linear_impute  # noqa: E402
-from test_fidelity import small_cnn  # noqa: E402  (the same test model)
 
 SIZE = 16
 FEATURES_IN_STEP = 32  # divides 16 * 16; 8 whole-pixel points per curve

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.loaders.data import load_data
 from pytest_saliency.loaders.imports import call_factory, resolve_callable
 from pytest_saliency.loaders.models import ModelUnderTest, as_logits, load_model
-from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.spec.schema import DataSpec, FolderSpec, ModelSpec, NormalizeSpec
 
 # --- npz -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ cases, and properties that hold for any map: range, scale invariance, batch-spli
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,6 +25,14 @@ MASK_METRICS = {
     "energy_pointing_game": localisation.energy_pointing_game,
 }
 MAP_METRICS = {"sparseness": complexity.sparseness, "complexity": complexity.complexity}
+
+
+def _ignoring_mask(metric: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A map metric called like the mask metrics, ``metric(maps, masks)``; the masks are unused."""
+    return lambda a, s: metric(a)
+
+
+ALL_METRICS = {**MASK_METRICS, **{name: _ignoring_mask(metric) for name, metric in MAP_METRICS.items()}}
 
 
 def one_pixel_mask(size: int, row: int, column: int) -> torch.Tensor:
@@ -117,7 +126,7 @@ masks_strategy = arrays(np.bool_, (3, SIDE, SIDE))
 @given(maps=maps_strategy, masks=masks_strategy, scale=st.sampled_from([0.001, 3.0, 1000.0]))
 def test_range_and_scale_invariance(maps: np.ndarray, masks: np.ndarray, scale: float) -> None:
     a, s = torch.from_numpy(maps), torch.from_numpy(masks)
-    for name, metric in {**MASK_METRICS, **{k: (lambda f: lambda a, s: f(a))(f) for k, f in MAP_METRICS.items()}}.items():
+    for name, metric in ALL_METRICS.items():
         scores = metric(a, s)
         scaled = metric(a * scale, s)
         np.testing.assert_allclose(scaled.numpy(), scores.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
@@ -131,9 +140,9 @@ def test_range_and_scale_invariance(maps: np.ndarray, masks: np.ndarray, scale: 
        masks=arrays(np.bool_, (7, SIDE, SIDE)), split=st.integers(1, 6))
 def test_per_sample_values_do_not_depend_on_the_batch_split(maps: np.ndarray, masks: np.ndarray, split: int) -> None:
     a, s = torch.from_numpy(maps), torch.from_numpy(masks)
-    for name, metric in {**MASK_METRICS, **{k: (lambda f: lambda a, s: f(a))(f) for k, f in MAP_METRICS.items()}}.items():
+    for name, metric in ALL_METRICS.items():
         whole = metric(a, s)
-        parts = torch.cat([metric(a_part, s_part) for a_part, s_part in zip(a.split(split), s.split(split))])
+        parts = torch.cat([metric(a_part, s_part) for a_part, s_part in zip(a.split(split), s.split(split), strict=True)])
         np.testing.assert_array_equal(parts.numpy(), whole.numpy(), err_msg=name)
 
 
@@ -142,7 +151,7 @@ def test_per_sample_values_do_not_depend_on_the_batch_split(maps: np.ndarray, ma
 def test_auc_equals_sklearn_with_ties(maps: np.ndarray, masks: np.ndarray) -> None:
     roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
     scores = localisation.auc(torch.from_numpy(maps), torch.from_numpy(masks)).numpy()
-    for score, a, s in zip(scores, maps, masks):
+    for score, a, s in zip(scores, maps, masks, strict=True):
         if 0 < s.sum() < s.size:
             assert score == pytest.approx(roc_auc_score(s.ravel(), a.ravel()), abs=1e-12)
         else:

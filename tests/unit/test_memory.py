@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_saliency.memory import is_out_of_memory, run_with_half_batch_retry
 from pytest_saliency.errors import SpecRuntimeError
+from pytest_saliency.memory import is_out_of_memory, run_with_half_batch_retry
 
 
 @pytest.mark.parametrize(

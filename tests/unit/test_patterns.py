@@ -26,7 +26,7 @@ def assigned(
         **levels,
     )
     assert row.shape == (1, 8) and row.dtype == torch.bool
-    return {name for name, hit in zip(PATTERN_NAMES, row[0].tolist()) if hit}
+    return {name for name, hit in zip(PATTERN_NAMES, row[0].tolist(), strict=True) if hit}
 
 
 def test_pattern_names_and_order() -> None:
@@ -190,7 +190,7 @@ scores = st.one_of(st.floats(0.0, 1.0), st.just(NAN))
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(scores, scores, scores, st.booleans()), min_size=1, max_size=8))
 def test_correct_and_incorrect_patterns_never_mix(rows: list[tuple[float, float, float, bool]]) -> None:
-    iou, gtc, sc, correct = (torch.tensor(column) for column in zip(*rows))
+    iou, gtc, sc, correct = (torch.tensor(column) for column in zip(*rows, strict=True))
     patterns = behaviour_patterns(iou, gtc, sc, correct)
     assert not patterns[correct, 4:].any()
     assert not patterns[~correct, :4].any()

@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from pytest_saliency.checks.base import CheckRequest
 from pytest_saliency.checks.region import evaluate
 from pytest_saliency.engine import SpecEngine
-from pytest_saliency.metrics.region import cd_region_scores, centre, occlusion_scores, relative_share
+from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.loaders.data import SaliencyData
 from pytest_saliency.loaders.models import ModelUnderTest
-from pytest_saliency.errors import SpecRuntimeError
+from pytest_saliency.metrics.region import cd_region_scores, centre, occlusion_scores, relative_share
 from pytest_saliency.spec.schema import CheckSpec, NormalizeSpec
 
 SIZE = 4

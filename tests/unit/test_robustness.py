@@ -9,10 +9,10 @@ import torch
 from captum.attr import InputXGradient, Saliency
 from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import sensitivity_max
+from test_fidelity import small_cnn
 
 from pytest_saliency.metrics import robustness
 from pytest_saliency.metrics.robustness import _SALT_INFIDELITY, _SALT_SENSITIVITY, _per_sample_noise
-from test_fidelity import small_cnn
 
 N, N_PERTURB, SEED = 5, 4, 3
 
@@ -112,7 +112,7 @@ def test_per_sample_scores_do_not_depend_on_the_batch_size() -> None:
         for size in (1, 2, N)
     ]
     for run in runs[1:]:
-        for ours, reference in zip(run, runs[0]):
+        for ours, reference in zip(run, runs[0], strict=True):
             np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-5, atol=1e-9)
     alone = robustness.sensitivity(explain, images[3:4], target[3:4], clean[3:4], n_perturb_samples=3, seed=SEED)
     assert alone[0].item() != pytest.approx(runs[0][0][0].item())  # position 0 alone gets position 0's noise

@@ -17,7 +17,6 @@ from torch import nn
 
 from pytest_saliency.metrics.sanity import (
     average_ranks,
-    edge_map,
     efficient_mprt_score,
     histogram_entropy,
     other_classes,
@@ -71,7 +70,7 @@ def test_spearman_equals_scipy_on_maps_with_ties() -> None:
     a = (torch.rand(6, 9, 11, generator=generator) * 5).round()  # many ties
     b = torch.rand(6, 9, 11, generator=generator)
     b[0, :4] = 0.0
-    expected = [scipy.stats.spearmanr(x.flatten(), y.flatten())[0] for x, y in zip(a.numpy(), b.numpy())]
+    expected = [scipy.stats.spearmanr(x.flatten(), y.flatten())[0] for x, y in zip(a.numpy(), b.numpy(), strict=True)]
     np.testing.assert_allclose(spearman(a, b).numpy(), expected, rtol=0, atol=1e-12)
     ranks = [scipy.stats.rankdata(x.flatten()) for x in a.numpy()]
     np.testing.assert_array_equal(average_ranks(a).numpy(), np.stack(ranks))
@@ -84,7 +83,7 @@ def test_ssim_of_identical_maps_is_one_and_equals_scikit_image() -> None:
     b = a + 0.3 * torch.rand(4, 12, 10, generator=generator)
     assert ssim(a, a).tolist() == pytest.approx([1.0] * 4)
     expected = []
-    for x, y in zip(a.double().numpy(), b.double().numpy()):
+    for x, y in zip(a.double().numpy(), b.double().numpy(), strict=True):
         spread = float(max(x.max(), y.max()) - min(x.min(), y.min()))
         expected.append(skimage.structural_similarity(x, y, data_range=spread))
     np.testing.assert_allclose(ssim(a, b).numpy(), expected, rtol=0, atol=1e-12)
@@ -223,7 +222,7 @@ def test_randomisation_is_seeded_and_leaves_the_callers_random_state_alone() -> 
     assert torch.equal(torch.get_rng_state(), state)
     again = [snapshot(copy) for _, copy in randomised_models(model, layers, "cascading", seed=7)]
     other = [snapshot(copy) for _, copy in randomised_models(model, layers, "cascading", seed=8)]
-    for a, b, c in zip(first, again, other):
+    for a, b, c in zip(first, again, other, strict=True):
         assert all(torch.equal(a[key], b[key]) for key in a)
         assert not all(torch.equal(a[key], c[key]) for key in a)
     # A layer draws the same weights whichever order it is randomised in.
@@ -271,16 +270,6 @@ def test_other_classes_are_seeded_uniform_draws_among_the_others() -> None:
     assert counts[2] == 0 and counts.min().item() == 0 and (counts[[0, 1, 3, 4]] > 70).all()  # 100 each expected
     with pytest.raises(ValueError, match="at least 2 classes"):
         other_classes(torch.zeros(3, dtype=torch.long), 1, seed=0)
-
-
-def test_edge_map_is_the_sobel_magnitude() -> None:
-    images = torch.zeros(1, 2, 6, 6)
-    images[:, 0, :, 3:] = 1.0  # a vertical step between columns 2 and 3 in channel 0
-    edges = edge_map(images)
-    assert edges.shape == images.shape
-    assert edges[0, 1].eq(0).all()  # a constant channel has no edges
-    assert edges[0, 0, :, [2, 3]].eq(4.0).all()  # Sobel x response to a unit step: 1 + 2 + 1
-    assert edges[0, 0, :, [0, 1, 4, 5]].eq(0).all()
 
 
 # --- the spec block ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_saliency.spec import SpecError, Spec, Threshold, json_schema, load_spec
+from pytest_saliency.spec import Spec, SpecError, Threshold, json_schema, load_spec
 from pytest_saliency.spec.schema import CHECK_KINDS
 from pytest_saliency.spec.source import load_yaml
 
