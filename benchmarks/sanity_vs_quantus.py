@@ -6,7 +6,7 @@ One process, one workload, both sides producing the same similarities:
   inputs), ``--images`` validation images, captum ``Saliency(abs=True)`` summed over channels,
   cascading randomisation of the 4 parameterised layers top-down (``10, 6, 3, 0``), Spearman
   rank correlation of the maps with the trained model's, seed 42 on both sides (the same
-  randomised weights: see ``tests/unit/test_sanity_quantus.py``).
+  randomised weights: see ``tests/unit/metrics/test_sanity_quantus.py``).
 * Ours: the ``sanity`` check exactly as ``pytest`` runs it (a spec, the engine, the evaluator),
   from a fresh engine each time (model and data already loaded; the trained attributions are not
   cached, so they are computed inside the timed run), or with the trained attributions already

@@ -28,7 +28,7 @@ image) restricted to the removed pixels. Iteration stops when, for every system,
 norm is at most ``tol`` (default ``1e-6``) times the norm of its right-hand side, or after
 ``max_iter`` iterations (default ``4 * (H + W) + 50``; CG needs about one iteration per pixel of
 hole diameter). Compared with scipy's ``spsolve`` on the same system the solution agrees to about
-``1e-5`` in float32 (see ``tests/unit/test_fidelity_quantus.py``).
+``1e-5`` in float32 (see ``tests/unit/metrics/test_fidelity_quantus.py``).
 
 Edge case: when every pixel of an image is removed the authors' system is singular. Here its
 right-hand side is zero, CG started at zero stays at zero, and the imputed image is ``0 + noise``:

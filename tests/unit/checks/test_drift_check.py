@@ -233,7 +233,7 @@ def test_the_reference_is_computed_once_per_engine(project):
     assert not torch.equal(first, engine.attributions("grad"))
 
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "drift.saliency.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "drift.saliency.yaml"
 
 
 @pytest.mark.skipif(not (EXAMPLE.parent / "shapes" / "decoy.pt").exists(), reason="the shapes weights are not built")

@@ -60,7 +60,7 @@ quantus = pytest.importorskip("quantus", reason="the Quantus comparison needs `p
 correlation_spearman = quantus.functions.similarity_func.correlation_spearman
 quantus_ssim = quantus.functions.similarity_func.ssim
 
-SHAPES = Path(__file__).resolve().parents[2] / "examples" / "shapes"
+SHAPES = Path(__file__).resolve().parents[3] / "examples" / "shapes"
 SEED = 42  # Quantus' default
 
 

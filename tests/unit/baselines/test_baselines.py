@@ -236,6 +236,6 @@ def test_drift_baseline_round_trip(tmp_path):
 def test_the_package_and_its_settings_import_without_torch():
     """The plugin loads ``pytest_saliency.baselines`` (settings, summary) in every pytest run."""
     probe = "import sys, pytest_saliency.baselines; print('torch' in sys.modules)"
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     completed = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "False"

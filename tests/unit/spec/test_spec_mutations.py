@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from pytest_saliency.spec import SpecError, load_spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = [ROOT / "specs" / "shapes.saliency.yaml", *sorted((ROOT / "examples").glob("*.saliency.yaml"))]
 LINE = re.compile(r"^[^\n]+:\d+:\d+: [^\n]+$")
 KEYS = ["version", "model", "data", "checks", "gtc", "iou", "mean", "p10", "methods", "factory", "weights", "npz", "fill"]
