@@ -108,8 +108,15 @@ def pixel_flipping(quantus, channels: int, args: argparse.Namespace) -> dict[str
 
     def ours() -> object:
         return fidelity_curves(
-            timed, images, importance, target=target, fractions=fractions, orders=("mif", "lif"),
-            fill="zeros", score="probability", batch_size=args.batch_size,
+            timed,
+            images,
+            importance,
+            target=target,
+            fractions=fractions,
+            orders=("mif", "lif"),
+            fill="zeros",
+            score="probability",
+            batch_size=args.batch_size,
         )
 
     def theirs(n: int = args.images) -> dict[str, np.ndarray]:
@@ -119,12 +126,23 @@ def pixel_flipping(quantus, channels: int, args: argparse.Namespace) -> dict[str
         a64 = a_np.astype(np.float64)
         for order, a in (("mif", a_np), ("lif", a64.max() - a64)):
             metric = quantus.PixelFlipping(
-                features_in_step=features_in_step, abs=False, normalise=False, perturb_baseline=0.0,
-                disable_warnings=True, display_progressbar=False,
+                features_in_step=features_in_step,
+                abs=False,
+                normalise=False,
+                perturb_baseline=0.0,
+                disable_warnings=True,
+                display_progressbar=False,
             )
             curves[order] = np.asarray(
-                metric(model=model, x_batch=x_np[:n], y_batch=y_np[:n], a_batch=a[:n], softmax=True,
-                       device="cpu", batch_size=args.batch_size)
+                metric(
+                    model=model,
+                    x_batch=x_np[:n],
+                    y_batch=y_np[:n],
+                    a_batch=a[:n],
+                    softmax=True,
+                    device="cpu",
+                    batch_size=args.batch_size,
+                )
             )
         return curves
 
@@ -164,8 +182,12 @@ def road(quantus, args: argparse.Namespace) -> dict[str, float]:
     rgb_model, rgb_images, rgb_target, rgb_importance = make_workload(3, 4, 64, args.seed)
     try:
         quantus.ROAD(percentages=[10], disable_warnings=True, display_progressbar=False)(
-            model=rgb_model, x_batch=rgb_images.numpy(), y_batch=rgb_target.numpy(),
-            a_batch=rgb_importance.numpy()[:, None], device="cpu", batch_size=4,
+            model=rgb_model,
+            x_batch=rgb_images.numpy(),
+            y_batch=rgb_target.numpy(),
+            a_batch=rgb_importance.numpy()[:, None],
+            device="cpu",
+            batch_size=4,
         )
         channels = 3
         print("road: Quantus ROAD ran on 3-channel inputs")
@@ -178,17 +200,28 @@ def road(quantus, args: argparse.Namespace) -> dict[str, float]:
 
     def ours(noise: float, n: int) -> object:
         return fidelity_curves(
-            timed, images[:n], importance[:n], target=target[:n], fractions=fractions, orders=("mif",),
-            fill="noisy_linear", noise_std=noise, score="accuracy", batch_size=args.batch_size,
+            timed,
+            images[:n],
+            importance[:n],
+            target=target[:n],
+            fractions=fractions,
+            orders=("mif",),
+            fill="noisy_linear",
+            noise_std=noise,
+            score="accuracy",
+            batch_size=args.batch_size,
         )
 
     def theirs(noise: float, n: int, batch_size: int) -> dict:
         metric = quantus.ROAD(
-            percentages=percentages, noise=noise, abs=False, normalise=False,
-            disable_warnings=True, display_progressbar=False,
+            percentages=percentages,
+            noise=noise,
+            abs=False,
+            normalise=False,
+            disable_warnings=True,
+            display_progressbar=False,
         )
-        metric(model=model, x_batch=x_np[:n], y_batch=y_np[:n], a_batch=a_np[:n], device="cpu",
-               batch_size=batch_size)
+        metric(model=model, x_batch=x_np[:n], y_batch=y_np[:n], a_batch=a_np[:n], device="cpu", batch_size=batch_size)
         return metric.evaluation_scores
 
     # Equality, noise off. Quantus 0.6.0 keeps only the first batch's scores, so one batch.

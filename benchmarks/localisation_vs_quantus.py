@@ -30,8 +30,10 @@ def workload(images: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     sides = torch.randint(size // 8, size // 2, (images, 2), generator=generator)
     rows, columns = torch.arange(size).view(1, -1, 1), torch.arange(size).view(1, 1, -1)
     masks = (
-        (rows >= corners[:, 0].view(-1, 1, 1)) & (rows < (corners[:, 0] + sides[:, 0]).view(-1, 1, 1))
-        & (columns >= corners[:, 1].view(-1, 1, 1)) & (columns < (corners[:, 1] + sides[:, 1]).view(-1, 1, 1))
+        (rows >= corners[:, 0].view(-1, 1, 1))
+        & (rows < (corners[:, 0] + sides[:, 0]).view(-1, 1, 1))
+        & (columns >= corners[:, 1].view(-1, 1, 1))
+        & (columns < (corners[:, 1] + sides[:, 1]).view(-1, 1, 1))
     )
     return maps, masks
 
@@ -54,8 +56,14 @@ def main() -> None:
     plain = {"normalise": False, "abs": False, "disable_warnings": True, "display_progressbar": False}
     pairs: dict[str, tuple[Callable[[], torch.Tensor], object]] = {
         "pointing_game": (lambda: localisation.pointing_game(maps, masks, tolerance=0), quantus.PointingGame(**plain)),
-        "relevance_mass_accuracy": (lambda: localisation.relevance_mass_accuracy(maps, masks), quantus.RelevanceMassAccuracy(**plain)),
-        "relevance_rank_accuracy": (lambda: localisation.relevance_rank_accuracy(maps, masks), quantus.RelevanceRankAccuracy(**plain)),
+        "relevance_mass_accuracy": (
+            lambda: localisation.relevance_mass_accuracy(maps, masks),
+            quantus.RelevanceMassAccuracy(**plain),
+        ),
+        "relevance_rank_accuracy": (
+            lambda: localisation.relevance_rank_accuracy(maps, masks),
+            quantus.RelevanceRankAccuracy(**plain),
+        ),
         "top_k_intersection": (
             lambda: localisation.top_k_intersection(maps, masks, arguments.k),
             quantus.TopKIntersection(k=arguments.k, **plain),
@@ -64,17 +72,29 @@ def main() -> None:
         "sparseness": (lambda: complexity.sparseness(maps), quantus.Sparseness(**{**plain, "abs": True})),
         "complexity": (lambda: complexity.complexity(maps), quantus.Complexity(**{**plain, "abs": True})),
     }
-    print(f"# {arguments.images} maps of {arguments.size}x{arguments.size}, best of {arguments.repeats}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, quantus {quantus.__version__}, "
-          f"{cpu_name()}")
+    print(
+        f"# {arguments.images} maps of {arguments.size}x{arguments.size}, best of {arguments.repeats}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, quantus {quantus.__version__}, "
+        f"{cpu_name()}"
+    )
     print(f"{'metric':<26}{'ours (s)':>10}{'quantus (s)':>13}{'ratio':>8}")
     for name, (ours, metric) in pairs.items():
 
         def theirs(metric: object = metric) -> np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return np.asarray(metric(model=None, x_batch=x, y_batch=y, a_batch=a.copy(), s_batch=s, device="cpu",
-                                         batch_size=arguments.images), dtype=np.float64)
+                return np.asarray(
+                    metric(
+                        model=None,
+                        x_batch=x,
+                        y_batch=y,
+                        a_batch=a.copy(),
+                        s_batch=s,
+                        device="cpu",
+                        batch_size=arguments.images,
+                    ),
+                    dtype=np.float64,
+                )
 
         np.testing.assert_allclose(ours().numpy(), theirs(), atol=1e-5, rtol=0, err_msg=name)
         ours_time, their_time = best_of(arguments.repeats, ours)[0], best_of(arguments.repeats, theirs)[0]

@@ -88,8 +88,11 @@ def main() -> None:
         path = Path(directory) / "bench.saliency.yaml"
         path.write_text(
             SPEC.format(
-                weights=REPO / "examples/shapes/clean.pt", data=REPO / "examples/shapes/val.npz",
-                batch_size=args.batch_size, images=args.images, seed=SEED,
+                weights=REPO / "examples/shapes/clean.pt",
+                data=REPO / "examples/shapes/val.npz",
+                batch_size=args.batch_size,
+                images=args.images,
+                seed=SEED,
             )
         )
         loaded = load_spec(path)
@@ -114,8 +117,13 @@ def main() -> None:
     def theirs(a_batch: np.ndarray | None = None) -> dict[str, float]:
         metric = quantus.MPRT(layer_order="top_down", seed=SEED, disable_warnings=True)
         scores = metric(
-            model=network, x_batch=x, y_batch=y, a_batch=a_batch, explain_func=saliency,
-            device="cpu", batch_size=args.batch_size,
+            model=network,
+            x_batch=x,
+            y_batch=y,
+            a_batch=a_batch,
+            explain_func=saliency,
+            device="cpu",
+            batch_size=args.batch_size,
         )
         return {layer: float(np.mean(values)) for layer, values in scores.items()}
 
@@ -148,8 +156,10 @@ def main() -> None:
         f"one attribution pass over the images: {one_pass:.3f} s; attribution passes: ours {1 + layers}, "
         f"Quantus {2 + layers} (it explains the trained model twice); marginal: ours {layers}, Quantus {1 + layers}"
     )
-    print(f"seconds: ours {times['ours']:.3f}, Quantus {times['theirs']:.3f}; "
-          f"marginal: ours {times['ours_marginal']:.3f}, Quantus {times['theirs_marginal']:.3f}")
+    print(
+        f"seconds: ours {times['ours']:.3f}, Quantus {times['theirs']:.3f}; "
+        f"marginal: ours {times['ours_marginal']:.3f}, Quantus {times['theirs_marginal']:.3f}"
+    )
     print(f"sanity_ratio: {times['theirs'] / times['ours']:.2f}")
     print(f"sanity_ratio_marginal: {times['theirs_marginal'] / times['ours_marginal']:.2f}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")

@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("schema", help="print the JSON Schema of the spec language")
     report = commands.add_parser("report", help="render the HTML report again from a --saliency-json results file")
     report.add_argument("results", type=Path, help="a results file written by pytest --saliency-json")
-    report.add_argument("-o", "--output", type=Path, default=None, help="the HTML file to write (default: RESULTS with .html)")
+    report.add_argument(
+        "-o", "--output", type=Path, default=None, help="the HTML file to write (default: RESULTS with .html)"
+    )
     report.add_argument("--title", default=None, help="the page title (default: pytest-saliency report)")
     arguments = parser.parse_args(argv)
     if arguments.command == "report":

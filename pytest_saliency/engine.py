@@ -112,7 +112,9 @@ class SpecEngine:
 
         def forward(batch_size: int) -> Tensor:
             with torch.inference_mode():
-                parts = [self.model(self.data.images[part].to(self.device)) for part in self.batches(batch_size=batch_size)]
+                parts = [
+                    self.model(self.data.images[part].to(self.device)) for part in self.batches(batch_size=batch_size)
+                ]
                 return torch.cat([part.float().cpu() for part in parts])
 
         with model_stage(("model",), f"the model failed on images of shape {shape}"):

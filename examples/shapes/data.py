@@ -55,9 +55,7 @@ def _shape_colours(rng: np.random.Generator, background_mean: np.ndarray) -> np.
     return np.where((colours < 0.0) | (colours > 1.0), flipped, colours)
 
 
-def _shape_masks(
-    labels: np.ndarray, centres: np.ndarray, half_extents: np.ndarray, grid: np.ndarray
-) -> np.ndarray:
+def _shape_masks(labels: np.ndarray, centres: np.ndarray, half_extents: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Pixels inside each shape, ``(N, size, size) bool``; pixel centres are at ``index + 0.5``."""
     ys, xs = grid
     dy = ys[None] - centres[:, 0, None, None]
@@ -83,9 +81,7 @@ def _decoy_masks(corners: np.ndarray, size: int) -> np.ndarray:
     return in_rows[:, :, None] & in_cols[:, None, :]
 
 
-def make_shapes(
-    n: int, seed: int, size: int = 32, decoy: DecoyMode = "none"
-) -> dict[str, np.ndarray]:
+def make_shapes(n: int, seed: int, size: int = 32, decoy: DecoyMode = "none") -> dict[str, np.ndarray]:
     """Generate ``n`` shape images, deterministic given ``seed``.
 
     Returns ``images`` ``(N, 3, size, size) float32`` in ``[0, 1]``, ``masks``

@@ -137,7 +137,9 @@ def fidelity_gap(model: nn.Module, maps: Tensor, val: dict[str, Tensor], setting
     return result.gap, result.gap_interval
 
 
-def measure(model: nn.Module, val: dict[str, Tensor], method: str = "", weights: str = "", trained_on: str = "") -> Measured:
+def measure(
+    model: nn.Module, val: dict[str, Tensor], method: str = "", weights: str = "", trained_on: str = ""
+) -> Measured:
     """Every column for one model (in eval mode)."""
     model.eval()
     maps = gradient_maps(model, val["images"], val["labels"])
@@ -178,7 +180,9 @@ def markdown(rows: Sequence[Measured]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", type=Path, default=EXAMPLE_DIR, help="folder with the weights and val.npz (default: %(default)s)")
+    parser.add_argument(
+        "--dir", type=Path, default=EXAMPLE_DIR, help="folder with the weights and val.npz (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     rows = measure_all(args.dir)
     print(markdown(rows))

@@ -208,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Train the shipped models, write ``val.npz``, and print accuracy and saliency numbers."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=EXAMPLE_DIR, help="output folder (default: %(default)s)")
-    parser.add_argument("--only", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models to train (default: all)")
+    parser.add_argument(
+        "--only", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models to train (default: all)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override every training's epochs (quick checks)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

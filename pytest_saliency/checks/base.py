@@ -58,7 +58,9 @@ class Measurement:
         if bounds is not None and interval is None:
             interval = (bounds[1] - bounds[0]) / 2
         lower, upper = bounds if bounds is not None else (None, None)
-        return cls(name, value, str(threshold), threshold.passes(value), interval, lower, upper, samples, rule=threshold)
+        return cls(
+            name, value, str(threshold), threshold.passes(value), interval, lower, upper, samples, rule=threshold
+        )
 
     def by_interval(self) -> Measurement:
         """This measurement decided by its interval: ``>= x`` passes when the lower bound does,
@@ -130,7 +132,9 @@ class Outcome:
     @property
     def inconclusive(self) -> bool:
         """No measurement failed, and at least one could not be decided by its interval."""
-        return any(m.inconclusive for m in self.measurements) and all(m.passed or m.inconclusive for m in self.measurements)
+        return any(m.inconclusive for m in self.measurements) and all(
+            m.passed or m.inconclusive for m in self.measurements
+        )
 
     def decided(self, decide: str) -> Outcome:
         """This outcome with its measurements decided by point (as measured) or by ``interval``."""
@@ -179,7 +183,10 @@ class CheckRequest:
         if slices.by not in fields:
             where = ("checks", self.engine.spec.checks.index(self.check), self.check.kind, "slices", "by")
             named = ", ".join(fields) or "none"
-            raise SpecRuntimeError(where, f"the data has no per-sample field {slices.by!r}{did_you_mean(slices.by, fields)}; its fields: {named}")
+            raise SpecRuntimeError(
+                where,
+                f"the data has no per-sample field {slices.by!r}{did_you_mean(slices.by, fields)}; its fields: {named}",
+            )
         return fields[slices.by]
 
 
@@ -251,6 +258,7 @@ def per_sample_json(indices: Tensor, scores: dict[str, Tensor]) -> dict[str, lis
 
 def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     """Fixed-width text lines for a few samples (the worst examples in a failure)."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return "nan" if math.isnan(value) else f"{value:.3f}"
@@ -314,6 +322,9 @@ def score_outcome(
     ]
     details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high)
     return Outcome(
-        measurements, samples=len(indices), undefined=undefined, details=details,
+        measurements,
+        samples=len(indices),
+        undefined=undefined,
+        details=details,
         extra={"per_sample": per_sample_json(indices, chosen), **(extra or {})},
     )

@@ -46,5 +46,7 @@ def _k(request: CheckRequest, maps: Tensor) -> int:
     pixels = maps.shape[1] * maps.shape[2]
     if config.k > pixels:
         location = ("checks", request.engine.spec.checks.index(request.check), "localisation", "k")
-        raise SpecRuntimeError(location, f"k = {config.k} is more than the {pixels} pixels of an image: give k <= {pixels}")
+        raise SpecRuntimeError(
+            location, f"k = {config.k} is more than the {pixels} pixels of an image: give k <= {pixels}"
+        )
     return config.k

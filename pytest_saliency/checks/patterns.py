@@ -22,13 +22,22 @@ def evaluate(request: CheckRequest) -> Outcome:
     chosen = {name: values[selection] for name, values in scores.as_dict().items()}
     defined = ~(chosen["iou"].isnan() | chosen["gtc"].isnan() | chosen["sc"].isnan())
     patterns = behaviour_patterns(
-        chosen["iou"], chosen["gtc"], chosen["sc"], engine.correct[indices], low=config.levels.low, high=config.levels.high
+        chosen["iou"],
+        chosen["gtc"],
+        chosen["sc"],
+        engine.correct[indices],
+        low=config.levels.low,
+        high=config.levels.high,
     )
     fractions = pattern_fractions(patterns[defined])
     limits = [(name, Threshold("<=", 0.0)) for name in config.forbid]
-    limits += [(name, Threshold("<=", value)) for name, value in config.max_fraction.items() if name not in config.forbid]
+    limits += [
+        (name, Threshold("<=", value)) for name, value in config.max_fraction.items() if name not in config.forbid
+    ]
     limits += [(name, Threshold(">=", value)) for name, value in config.min_fraction.items()]
-    counts = {name: int(total) for name, total in zip(PATTERN_NAMES, patterns[defined].sum(dim=0).tolist(), strict=True)}
+    counts = {
+        name: int(total) for name, total in zip(PATTERN_NAMES, patterns[defined].sum(dim=0).tolist(), strict=True)
+    }
     trials = int(defined.sum())
     lower, upper = wilson_interval(torch.tensor([counts[name] for name, _ in limits]), torch.tensor(trials))
     measurements = [

@@ -153,4 +153,3 @@ def _unsupported(error: UnsupportedLayerError) -> str:
 
 
 _COLUMNS = {"signed_share": "signed"}
-

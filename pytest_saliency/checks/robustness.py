@@ -37,9 +37,15 @@ def evaluate(request: CheckRequest) -> Outcome:
         generator = torch.Generator().manual_seed(seed)
         highest, mean = robustness.sensitivity(
             lambda inputs, target: attributor(inputs, target, generator),
-            images, targets, clean,
-            perturb_radius=config.perturb_radius, n_perturb_samples=config.n_perturb_samples,
-            norm_ord=config.norm_ord, batch_size=batch_size, seed=seed, progress=progress("sensitivity"),
+            images,
+            targets,
+            clean,
+            perturb_radius=config.perturb_radius,
+            n_perturb_samples=config.n_perturb_samples,
+            norm_ord=config.norm_ord,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress("sensitivity"),
         )
         scores.update({"max_sensitivity": highest, "avg_sensitivity": mean})
         settings.append(
@@ -48,9 +54,16 @@ def evaluate(request: CheckRequest) -> Outcome:
         )
     if "infidelity" in thresholds:
         scores["infidelity"] = robustness.infidelity(
-            engine.model, images, clean, targets,
-            noise_std=config.noise_std, n_perturb_samples=config.n_perturb_samples,
-            normalize=config.normalize, batch_size=batch_size, seed=seed, progress=progress("infidelity"),
+            engine.model,
+            images,
+            clean,
+            targets,
+            noise_std=config.noise_std,
+            n_perturb_samples=config.n_perturb_samples,
+            normalize=config.normalize,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress("infidelity"),
         )
         normalized = ", normalized" if config.normalize else ""
         settings.append(f"infidelity: Gaussian noise σ {config.noise_std:g} on the target's logit{normalized}")
@@ -58,8 +71,11 @@ def evaluate(request: CheckRequest) -> Outcome:
     heading = f"{config.n_perturb_samples} perturbations per image; " + "; ".join(settings)
     extra = {
         "robustness": {
-            "perturb_radius": config.perturb_radius, "n_perturb_samples": config.n_perturb_samples,
-            "norm_ord": config.norm_ord, "noise_std": config.noise_std, "normalize": config.normalize,
+            "perturb_radius": config.perturb_radius,
+            "n_perturb_samples": config.n_perturb_samples,
+            "norm_ord": config.norm_ord,
+            "noise_std": config.noise_std,
+            "normalize": config.normalize,
         }
     }
     return score_outcome(request, scores, thresholds, heading, extra)

@@ -97,12 +97,15 @@ def _layers(request: CheckRequest, config: SanityCheck, location: Location) -> l
                     f"the model has no layer {layer!r}{did_you_mean(layer, known or names)}",
                 )
             if next(network.get_submodule(layer).parameters(), None) is None:
-                raise SpecRuntimeError(location + ("layers", position), f"layer {layer!r} has no parameters to randomise")
+                raise SpecRuntimeError(
+                    location + ("layers", position), f"layer {layer!r} has no parameters to randomise"
+                )
         layers = list(config.layers)
     for name in config.per_layer or {}:
         if name not in layers:
             raise SpecRuntimeError(
-                location + ("per_layer", name), f"per_layer names {name!r}, which is not randomised{did_you_mean(name, layers)}"
+                location + ("per_layer", name),
+                f"per_layer names {name!r}, which is not randomised{did_you_mean(name, layers)}",
             )
     return layers
 
@@ -137,7 +140,9 @@ def _randomised_maps(
         yield layer, reduce_channels(engine.attributions_of(model, method, label), channels)
 
 
-def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, layers: list[str]) -> Outcome:
+def _randomisation(
+    request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, layers: list[str]
+) -> Outcome:
     engine = request.engine
     name = config.similarity_name
     network = engine.model.network
@@ -151,14 +156,22 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     intervals = [auc_interval(row) for row in values]
     measurements = []
     if config.final is not None:
-        what = f"all {len(layers)} layers randomised" if config.test == "cascading" else f"only {_shown(layers[-1])} randomised"
+        what = (
+            f"all {len(layers)} layers randomised"
+            if config.test == "cascading"
+            else f"only {_shown(layers[-1])} randomised"
+        )
         measurements.append(Measurement.compare(f"final {name} ({what})", means[-1], config.final, intervals[-1]))
     for step, layer in enumerate(layers, start=1):
         for threshold in (config.every_step, (config.per_layer or {}).get(layer)):
             if threshold is not None:
-                step_name = f"after {_shown(layer)}" if config.test == "cascading" else f"with only {_shown(layer)} randomised"
+                step_name = (
+                    f"after {_shown(layer)}" if config.test == "cascading" else f"with only {_shown(layer)} randomised"
+                )
                 measurements.append(Measurement.compare(f"{name} {step_name}", means[step], threshold, intervals[step]))
-    cumulative = "cumulatively, top-down as listed" if config.test == "cascading" else "one at a time, the others trained"
+    cumulative = (
+        "cumulatively, top-down as listed" if config.test == "cascading" else "one at a time, the others trained"
+    )
     details = [
         (
             f"{config.test} randomisation of {len(layers)} layers ({cumulative}; seed {engine.spec.seed}): "
@@ -167,7 +180,13 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     ]
     rows = [{"step": 0, "randomised": "none (trained)", "type": "", name: means[0], "± 95%": intervals[0]}]
     rows += [
-        {"step": step, "randomised": _shown(layer), "type": type(network.get_submodule(layer)).__name__, name: means[step], "± 95%": intervals[step]}
+        {
+            "step": step,
+            "randomised": _shown(layer),
+            "type": type(network.get_submodule(layer)).__name__,
+            name: means[step],
+            "± 95%": intervals[step],
+        }
         for step, layer in enumerate(layers, start=1)
     ]
     details += sample_table(rows, ["step", "randomised", "type", name, "± 95%"])
@@ -194,7 +213,9 @@ def _randomisation(request: CheckRequest, config: SanityCheck, trained: Tensor, 
     return Outcome(measurements, samples=values.shape[1], undefined=undefined, details=details, extra=extra)
 
 
-def _random_logit(request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, location: Location) -> Outcome:
+def _random_logit(
+    request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, location: Location
+) -> Outcome:
     engine = request.engine
     assert request.method is not None and config.final is not None
     name = config.similarity_name
@@ -226,10 +247,14 @@ def _random_logit(request: CheckRequest, config: SanityCheck, trained: Tensor, c
             "per_sample": json_floats(values),
         }
     }
-    return Outcome(measurements, samples=values.numel(), undefined=int(values.isnan().sum()), details=details, extra=extra)
+    return Outcome(
+        measurements, samples=values.numel(), undefined=int(values.isnan().sum()), details=details, extra=extra
+    )
 
 
-def _efficient(request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, layers: list[str]) -> Outcome:
+def _efficient(
+    request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, layers: list[str]
+) -> Outcome:
     engine = request.engine
     assert config.score is not None
     ((_, randomised),) = _randomised_maps(request, config, channels, layers, "cascading", last_only=True)
@@ -258,4 +283,6 @@ def _efficient(request: CheckRequest, config: SanityCheck, trained: Tensor, chan
             "per_sample": json_floats(scores),
         }
     }
-    return Outcome(measurements, samples=scores.numel(), undefined=int(scores.isnan().sum()), details=details, extra=extra)
+    return Outcome(
+        measurements, samples=scores.numel(), undefined=int(scores.isnan().sum()), details=details, extra=extra
+    )

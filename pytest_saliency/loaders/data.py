@@ -89,7 +89,8 @@ def _from_folder(
             )
         if mask.shape != image.shape[:2]:
             raise SpecRuntimeError(
-                ("data", "folder", "masks"), f"{mask_path.name} is {_size(mask.shape)} but its image {name} is {_size(image.shape)}"
+                ("data", "folder", "masks"),
+                f"{mask_path.name} is {_size(mask.shape)} but its image {name} is {_size(image.shape)}",
             )
         image_list.append(image.transpose(2, 0, 1))
         mask_list.append(mask)
@@ -114,7 +115,9 @@ def _read_image(path: Path, shown: str, mode: str, where: Location) -> np.ndarra
     except FileNotFoundError:
         raise SpecRuntimeError(where, f"{shown} is listed in the labels but does not exist") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:  # PIL's decoders raise all of these
-        raise SpecRuntimeError(where, f"cannot read {shown}: {first_line(error)} (replace or remove the file)") from error
+        raise SpecRuntimeError(
+            where, f"cannot read {shown}: {first_line(error)} (replace or remove the file)"
+        ) from error
 
 
 def _size(shape: tuple[int, ...]) -> str:
@@ -140,7 +143,9 @@ def _from_dataset(dataset: object, limit: int | None, where: Location) -> dict[s
         with model_stage(where, f"reading sample {index} of the Dataset failed"):
             sample = dataset[index]  # type: ignore[index]  # a Dataset by duck typing, as torch's DataLoader takes it
         if not isinstance(sample, tuple | list) or len(sample) not in (3, 4):
-            raise SpecRuntimeError(where, "each sample must be (image, mask, label) or (image, mask, label, {name: mask})")
+            raise SpecRuntimeError(
+                where, "each sample must be (image, mask, label) or (image, mask, label, {name: mask})"
+            )
         columns["images"].append(np.asarray(sample[0]))
         columns["masks"].append(np.asarray(sample[1]))
         columns["labels"].append(np.asarray(sample[2]))
@@ -177,7 +182,10 @@ def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float |
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.shape != (count, height, width):
-        raise SpecRuntimeError(where, f"masks {masks.shape} do not match images {tuple(image_tensor.shape)}: expected {(count, height, width)}")
+        raise SpecRuntimeError(
+            where,
+            f"masks {masks.shape} do not match images {tuple(image_tensor.shape)}: expected {(count, height, width)}",
+        )
     labels = arrays["labels"][:limit].reshape(-1)
     if labels.shape[0] != count:
         raise SpecRuntimeError(where, f"{labels.shape[0]} labels for {count} images")
@@ -191,7 +199,9 @@ def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float |
     }
     for key, region in regions.items():
         if tuple(region.shape) != (count, height, width):
-            raise SpecRuntimeError(where, f"region mask {key!r} is {tuple(region.shape)}, expected {(count, height, width)}")
+            raise SpecRuntimeError(
+                where, f"region mask {key!r} is {tuple(region.shape)}, expected {(count, height, width)}"
+            )
     return SaliencyData(
         images=image_tensor,
         masks=torch.from_numpy(np.ascontiguousarray(masks)).bool(),
@@ -246,9 +256,12 @@ def _class_indices(labels: np.ndarray, where: Location) -> Tensor:
         if fractional.any():
             index = int(np.flatnonzero(fractional)[0])
             raise SpecRuntimeError(
-                where, f"labels must be integer class indices, got {labels[index]:g} (sample {index}): store class indices 0, 1, ..."
+                where,
+                f"labels must be integer class indices, got {labels[index]:g} (sample {index}): store class indices 0, 1, ...",
             )
     if labels.size and labels.min() < 0:
         index = int(np.argmin(labels))
-        raise SpecRuntimeError(where, f"label {labels[index]:g} (sample {index}) is negative: labels are class indices 0, 1, ...")
+        raise SpecRuntimeError(
+            where, f"label {labels[index]:g} (sample {index}) is negative: labels are class indices 0, 1, ..."
+        )
     return torch.from_numpy(labels.astype(np.int64))

@@ -39,7 +39,9 @@ def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], reference:
     try:
         return factory(**kwargs)
     except Exception as error:  # the user's code: report it, do not crash the run
-        raise SpecRuntimeError(location, f"{reference}({_kwargs(kwargs)}) raised {describe_exception(error)}") from error
+        raise SpecRuntimeError(
+            location, f"{reference}({_kwargs(kwargs)}) raised {describe_exception(error)}"
+        ) from error
 
 
 def _kwargs(kwargs: dict[str, Any]) -> str:

@@ -87,9 +87,13 @@ def _pick(output: object, choice: int | str, where: Location) -> object:
         return output[choice]
     if isinstance(output, tuple | list):
         if not isinstance(choice, int) or choice >= len(output):
-            raise SpecRuntimeError(where, f"the model returns {_describe(output)}: output must be an index below {len(output)}")
+            raise SpecRuntimeError(
+                where, f"the model returns {_describe(output)}: output must be an index below {len(output)}"
+            )
         return output[choice]
-    raise SpecRuntimeError(where, f"the model returns {_describe(output)}; output picks from a tuple or dict only: remove it")
+    raise SpecRuntimeError(
+        where, f"the model returns {_describe(output)}; output picks from a tuple or dict only: remove it"
+    )
 
 
 def _describe(output: object) -> str:
@@ -130,13 +134,17 @@ def load_model(
         try:
             network = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         except RuntimeError as error:
-            raise SpecRuntimeError(location + ("torchscript",), f"cannot load TorchScript {spec.torchscript}: {error}") from None
+            raise SpecRuntimeError(
+                location + ("torchscript",), f"cannot load TorchScript {spec.torchscript}: {error}"
+            ) from None
     else:
         assert spec.factory is not None
         factory = resolve_callable(spec.factory, search_paths, location + ("factory",))
         network = call_factory(factory, dict(spec.kwargs), spec.factory, location + ("factory",))
         if not isinstance(network, nn.Module):
-            raise SpecRuntimeError(location + ("factory",), f"{spec.factory} returned {type(network).__name__}, not an nn.Module")
+            raise SpecRuntimeError(
+                location + ("factory",), f"{spec.factory} returned {type(network).__name__}, not an nn.Module"
+            )
         if spec.weights is not None:
             _load_weights(network, spec_dir / spec.weights, spec.weights, location + ("weights",))
     return ModelUnderTest(network, spec.normalize, spec.output, location).to(device).eval()

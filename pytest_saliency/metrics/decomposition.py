@@ -103,14 +103,18 @@ class UnsupportedLayerError(SaliencyError, TypeError):
     has no rule or cannot be traced).
     """
 
-    def __init__(self, path: str, module_type: type, reason: str | None = None, *, operation: str | None = None) -> None:
+    def __init__(
+        self, path: str, module_type: type, reason: str | None = None, *, operation: str | None = None
+    ) -> None:
         self.path = path
         self.module_type = module_type
         self.operation = operation
         what = f"{operation} in layer {path!r}" if operation else f"layer {path!r}"
         detail = f" ({reason})" if reason else ""
         layers = ", ".join(sorted({_type_name(t) for t in (*_RULES, *_GATES)}))
-        operations = ", ".join(sorted({_operation_name(t).rsplit(".", 1)[-1] for t in (*_FUNCTION_RULES, *_METHOD_RULES)}))
+        operations = ", ".join(
+            sorted({_operation_name(t).rsplit(".", 1)[-1] for t in (*_FUNCTION_RULES, *_METHOD_RULES)})
+        )
         super().__init__(
             f"contextual decomposition has no rule for {what} ({_type_name(module_type)}){detail}; "
             f"register one with pytest_saliency.metrics.decomposition.register_rule (for an operation: a "
@@ -127,7 +131,9 @@ class Rule(Protocol):
     name)`` so that errors name the right path.
     """
 
-    def __call__(self, module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]: ...
+    def __call__(
+        self, module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,9 @@ class DecompositionContext:
 
     path: str = ""
 
-    def propagate(self, module: nn.Module, beta: Tensor, gamma: Tensor, name: str | None = None) -> tuple[Tensor, Tensor]:
+    def propagate(
+        self, module: nn.Module, beta: Tensor, gamma: Tensor, name: str | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Propagate ``(beta, gamma)`` through ``module``, a child called ``name`` of the current one."""
         return _dispatch(module, beta, gamma, DecompositionContext(_join(self.path, name or "")))
 
@@ -266,7 +274,9 @@ def split_bias(r: Tensor, i: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     return r + bias * share, i + bias * (1 - share)
 
 
-def propagate_linear(beta: Tensor, gamma: Tensor, linear_map: Callable[[Tensor], Tensor], bias: Tensor | None) -> tuple[Tensor, Tensor]:
+def propagate_linear(
+    beta: Tensor, gamma: Tensor, linear_map: Callable[[Tensor], Tensor], bias: Tensor | None
+) -> tuple[Tensor, Tensor]:
     """CD rule of a biased linear layer ``x -> linear_map(x) + bias``.
 
     ``linear_map`` must be linear (no bias) and act on each sample separately; ``bias``
@@ -284,7 +294,9 @@ def propagate_affine(beta: Tensor, gamma: Tensor, scale: Tensor, shift: Tensor) 
     return split_bias(scale * beta, scale * gamma, shift)
 
 
-def propagate_elementwise_activation(beta: Tensor, gamma: Tensor, fn: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+def propagate_elementwise_activation(
+    beta: Tensor, gamma: Tensor, fn: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor]:
     """The ReLU rule for an elementwise ``fn`` with ``fn(0) = 0``: ``(fn(b), fn(b + g) - fn(b))``."""
     rel = fn(beta)
     return rel, fn(beta + gamma) - rel
@@ -329,7 +341,9 @@ def _activation_rule(fn: Callable[[Tensor], Tensor]) -> Rule:
     return rule
 
 
-def _leaky_relu_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+def _leaky_relu_rule(
+    module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext
+) -> tuple[Tensor, Tensor]:
     """LeakyReLU: the ReLU rule with the module's slope; conserves ``leaky_relu(beta + gamma)``."""
     slope = cast(nn.LeakyReLU, module).negative_slope
     return propagate_elementwise_activation(beta, gamma, lambda x: F.leaky_relu(x, slope))
@@ -346,8 +360,12 @@ _ADAPTIVE_MAX_POOL = {
     nn.AdaptiveMaxPool3d: F.adaptive_max_pool3d,
 }
 _POOL_DIMS = {
-    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3,
-    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
+    nn.MaxPool1d: 1,
+    nn.MaxPool2d: 2,
+    nn.MaxPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1,
+    nn.AdaptiveMaxPool2d: 2,
+    nn.AdaptiveMaxPool3d: 3,
 }
 
 
@@ -366,13 +384,20 @@ def _max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decompos
     cls = next(c for c in type(module).__mro__ if c in _MAX_POOL)
     pool = cast(nn.modules.pooling._MaxPoolNd, module)
     _, indices = _MAX_POOL[cls](
-        beta + gamma, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
-        ceil_mode=pool.ceil_mode, return_indices=True,
+        beta + gamma,
+        pool.kernel_size,
+        pool.stride,
+        pool.padding,
+        pool.dilation,
+        ceil_mode=pool.ceil_mode,
+        return_indices=True,
     )
     return _gather_at(indices, beta, gamma, _POOL_DIMS[cls])
 
 
-def _adaptive_max_pool_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+def _adaptive_max_pool_rule(
+    module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext
+) -> tuple[Tensor, Tensor]:
     """AdaptiveMaxPool: as MaxPool."""
     cls = next(c for c in type(module).__mro__ if c in _ADAPTIVE_MAX_POOL)
     output_size = cast(nn.modules.pooling._AdaptiveMaxPoolNd, module).output_size
@@ -393,7 +418,9 @@ def _dropout_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decomposi
     return beta * keep, gamma * keep
 
 
-def _batch_norm_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+def _batch_norm_rule(
+    module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext
+) -> tuple[Tensor, Tensor]:
     """BatchNorm: the affine rule with its scale and shift; conserves ``BN(beta + gamma)``."""
     bn = cast(nn.modules.batchnorm._BatchNorm, module)
     total = beta + gamma
@@ -583,7 +610,9 @@ def _dropout_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
 def _add(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     """``a + b`` of two decomposed tensors (a residual connection): the parts add; conserves ``a + b``."""
     if kwargs or len(args) != 2 or not all(isinstance(a, _Parts) for a in args):
-        raise _Refused("CD adds two tensors computed from the input; a constant added is a bias it has no rule to share")
+        raise _Refused(
+            "CD adds two tensors computed from the input; a constant added is a bias it has no rule to share"
+        )
     a, b = args
     return _Parts(a.beta + b.beta, a.gamma + b.gamma)
 
@@ -609,7 +638,9 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     tensors, rest = args[0], args[1:]
     if not all(isinstance(t, _Parts) for t in tensors) or _tracked(rest, kwargs):
         raise _Refused("every tensor it concatenates must be computed from the input: a constant part has no rule")
-    return _Parts(torch.cat([t.beta for t in tensors], *rest, **kwargs), torch.cat([t.gamma for t in tensors], *rest, **kwargs))
+    return _Parts(
+        torch.cat([t.beta for t in tensors], *rest, **kwargs), torch.cat([t.gamma for t in tensors], *rest, **kwargs)
+    )
 
 
 def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -661,9 +692,19 @@ _FUNCTION_RULES: dict[Any, _OperationRule] = {
     **{
         fn: _separately(fn)
         for fn in (
-            torch.flatten, torch.mean, torch.reshape, torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose,
-            F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-            F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+            torch.flatten,
+            torch.mean,
+            torch.reshape,
+            torch.squeeze,
+            torch.unsqueeze,
+            torch.permute,
+            torch.transpose,
+            F.avg_pool1d,
+            F.avg_pool2d,
+            F.avg_pool3d,
+            F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d,
+            F.adaptive_avg_pool3d,
         )
     },
     F.max_pool1d: _max_pool_function(F.max_pool1d_with_indices, 1),
@@ -686,7 +727,11 @@ _METHOD_RULES: dict[str, _OperationRule] = {
     },
 }
 
-_OPERATION_MODULES = {"_operator": "operator", "torch._C._nn": "torch.nn.functional", "torch._C._VariableFunctions": "torch"}
+_OPERATION_MODULES = {
+    "_operator": "operator",
+    "torch._C._nn": "torch.nn.functional",
+    "torch._C._VariableFunctions": "torch",
+}
 
 
 def _operation_name(target: Any) -> str:
@@ -717,7 +762,9 @@ class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return _is_leaf(m)
 
-    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         path = self.path_of_module(m)
         self._scopes.append((path, type(m)))
         try:
@@ -797,7 +844,9 @@ class _Walker(torch.fx.Interpreter):
             if rule is None:
                 raise _Refused(None)
             if rule is not _mul and any(isinstance(v, _Gate) for v in _tracked(args, kwargs)):
-                raise _Refused("an operand is the output of a gate (nn.Sigmoid, nn.Hardsigmoid), which CD lets only multiply")
+                raise _Refused(
+                    "an operand is the output of a gate (nn.Sigmoid, nn.Hardsigmoid), which CD lets only multiply"
+                )
             return rule(args, kwargs)
         except _Refused as refusal:
             assert self.node is not None
@@ -818,7 +867,9 @@ class _Walker(torch.fx.Interpreter):
     def output(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
         result = args[0]
         if isinstance(result, _Gate):
-            raise UnsupportedLayerError(result.path, result.module_type, "CD uses it only as a gate that multiplies features")
+            raise UnsupportedLayerError(
+                result.path, result.module_type, "CD uses it only as a gate that multiplies features"
+            )
         if not isinstance(result, _Parts):
             raise UnsupportedLayerError(
                 self.path or "<model>", type(self.module), "its output is not one tensor computed from its input"

@@ -291,7 +291,9 @@ def activation_embeddings(
                 if features.dim() != 4:
                     raise ValueError(f"layer {layer_name!r} gives {tuple(features.shape)}; need (N, D, h, w) or (N, D)")
                 if weights is None:
-                    weights = _footprint_weights(segments.to(features.device), count, features.shape[2], features.shape[3])
+                    weights = _footprint_weights(
+                        segments.to(features.device), count, features.shape[2], features.shape[3]
+                    )
                 flat = _float(features).flatten(2).transpose(1, 2)  # (n, h*w, D)
                 chosen = weights.to(flat.dtype)[part_indices.to(flat.device)]  # (n, M, h*w)
                 outputs.append(torch.bmm(chosen, flat).reshape(-1, flat.shape[2]))
@@ -664,7 +666,10 @@ class DriftResult:
         filled = self.shift.count > 0
         largest = shifts.max(dim=1).values if shifts.shape[1] else torch.zeros(resamples, dtype=torch.float64)
         average = shifts[:, filled].mean(dim=1) if bool(filled.any()) else torch.zeros(resamples, dtype=torch.float64)
-        bounds = {name: percentile_bounds(values) for name, values in (("max_abs_shift", largest), ("mean_abs_shift", average))}
+        bounds = {
+            name: percentile_bounds(values)
+            for name, values in (("max_abs_shift", largest), ("mean_abs_shift", average))
+        }
         return {name: (float(lower), float(upper)) for name, (lower, upper) in bounds.items()}
 
     def representative_segments(self, cluster: int) -> list[tuple[int, int]]:
@@ -721,7 +726,9 @@ def _embed(
     n, m = indices.shape
     if isinstance(embed, Tensor):
         if embed.dim() != 3 or embed.shape[0] != n or embed.shape[1] != num_segments:
-            raise ValueError(f"precomputed embeddings must be (N, S, D) = ({n}, {num_segments}, D), got {tuple(embed.shape)}")
+            raise ValueError(
+                f"precomputed embeddings must be (N, S, D) = ({n}, {num_segments}, D), got {tuple(embed.shape)}"
+            )
         table = embed.to(indices.device)
         return table.gather(1, indices[:, :, None].expand(n, m, table.shape[2])).reshape(n * m, -1)
     if images is None or segments is None:
@@ -830,7 +837,9 @@ def drift_from_scores(
             "clusters": k,
             "seed": seed,
             "segments_from": segments_from,
-            "embedding": embed if isinstance(embed, str) else ("precomputed" if isinstance(embed, Tensor) else "callable"),
+            "embedding": embed
+            if isinstance(embed, str)
+            else ("precomputed" if isinstance(embed, Tensor) else "callable"),
         },
     )
 

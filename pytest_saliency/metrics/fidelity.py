@@ -345,9 +345,7 @@ def _generator(seed: int, salt: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
 
 
-def _make_fill(
-    fill: str, images: Tensor, seed: int, noise_std: float, batch_size: int
-) -> Tensor | None:
+def _make_fill(fill: str, images: Tensor, seed: int, noise_std: float, batch_size: int) -> Tensor | None:
     """The per-image fill source: ``None`` (zeros), ``(N, C, 1, 1)`` means, or ``(N, C, H, W)``
     (blurred copy, uniform noise; for ``noisy_linear`` the scaled Gaussian noise field)."""
     if fill == "zeros":
@@ -550,7 +548,10 @@ def fidelity_curves(
         if score != "accuracy" or bool((counts == 0).any()):
             job(0, 0)
         point_jobs = torch.tensor(
-            [[job(o, n_units - int(k) if inserting[o] else int(k)) for k in counts.tolist()] for o in range(len(orders))],
+            [
+                [job(o, n_units - int(k) if inserting[o] else int(k)) for k in counts.tolist()]
+                for o in range(len(orders))
+            ],
             dtype=torch.long,
         )
 

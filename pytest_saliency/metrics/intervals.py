@@ -145,9 +145,7 @@ def quantile_interval(
     return torch.cat(lowers).reshape(batch), torch.cat(uppers).reshape(batch)
 
 
-def bootstrap_means(
-    contributions: Tensor, *, generator: torch.Generator, resamples: int = RESAMPLES
-) -> Tensor:
+def bootstrap_means(contributions: Tensor, *, generator: torch.Generator, resamples: int = RESAMPLES) -> Tensor:
     """Column means of ``(n, k)`` per-sample contributions over ``resamples`` bootstrap resamples
     of the rows -> ``(resamples, k)`` float64 (one matmul of the draw counts per chunk)."""
     table = contributions.double().cpu()

@@ -82,7 +82,9 @@ def _grow(masks: Tensor, radius: int) -> Tensor:
     grown = torch.zeros_like(masks)
     for dy in range(radius + 1):
         half = math.isqrt(radius * radius - dy * dy)
-        reached = (counts[..., radius + 1 + half : radius + 1 + half + w] - counts[..., radius - half : radius - half + w]) > 0
+        reached = (
+            counts[..., radius + 1 + half : radius + 1 + half + w] - counts[..., radius - half : radius - half + w]
+        ) > 0
         grown |= reached[:, radius + dy : radius + dy + h]
         if dy:
             grown |= reached[:, radius - dy : radius - dy + h]

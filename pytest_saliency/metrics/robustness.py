@@ -39,7 +39,12 @@ _SALT_SENSITIVITY, _SALT_INFIDELITY = 0x61, 0x62
 
 
 def _per_sample_noise(
-    positions: range, perturbation: int, shape: tuple[int, ...], seed: int, salt: int, kind: Literal["uniform", "normal"]
+    positions: range,
+    perturbation: int,
+    shape: tuple[int, ...],
+    seed: int,
+    salt: int,
+    kind: Literal["uniform", "normal"],
 ) -> Tensor:
     """``(len(positions), *shape)`` noise of one perturbation: sample ``i``'s drawn from a CPU
     generator seeded by ``(seed, salt, i, perturbation)`` (uniform in ``[-1, 1]`` or standard
@@ -68,9 +73,7 @@ def _clean_or_explained(
     return explanation
 
 
-def _gaussian_perturbations(
-    positions: range, noise_std: float, seed: int
-) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+def _gaussian_perturbations(positions: range, noise_std: float, seed: int) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """captum's perturbation function for the samples at ``positions``: each call serves the next
     perturbations of each sample, so they do not depend on the batch split."""
     served = 0
@@ -133,8 +136,13 @@ def sensitivity(
             shift = (perturb_radius * noise).to(device=batch.device, dtype=batch.dtype)
             values.append(
                 sensitivity_max(
-                    explanation, batch, perturb_func=lambda x, _radius, shift=shift: x + shift,
-                    perturb_radius=perturb_radius, n_perturb_samples=1, norm_ord=order, target=batch_target,
+                    explanation,
+                    batch,
+                    perturb_func=lambda x, _radius, shift=shift: x + shift,
+                    perturb_radius=perturb_radius,
+                    n_perturb_samples=1,
+                    norm_ord=order,
+                    target=batch_target,
                 )
             )
         per_perturbation.append(torch.stack(values, dim=1).double().cpu())
@@ -179,10 +187,17 @@ def infidelity(
         positions = range(start, start + len(batch))
         scores.append(
             captum_infidelity(
-                model, _gaussian_perturbations(positions, noise_std, seed), batch, attributions[start : start + batch_size].to(batch.device),
-                target=batch_target, n_perturb_samples=n_perturb_samples,
-                max_examples_per_batch=len(batch), normalize=normalize,
-            ).double().cpu()
+                model,
+                _gaussian_perturbations(positions, noise_std, seed),
+                batch,
+                attributions[start : start + batch_size].to(batch.device),
+                target=batch_target,
+                n_perturb_samples=n_perturb_samples,
+                max_examples_per_batch=len(batch),
+                normalize=normalize,
+            )
+            .double()
+            .cpu()
         )
         if progress is not None:
             progress(start + len(batch), len(images))

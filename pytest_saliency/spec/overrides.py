@@ -103,7 +103,10 @@ def substitute_environment(
                 return default
             if value is None:
                 problems.append(
-                    Problem(location, f"environment variable {name} is not set (set it, or give a default: ${{{name}:-...}})")
+                    Problem(
+                        location,
+                        f"environment variable {name} is not set (set it, or give a default: ${{{name}:-...}})",
+                    )
                 )
             return ""
 
@@ -151,7 +154,10 @@ def apply_overrides(
             if isinstance(path, str) and path and not Path(path).is_absolute():
                 _set(data, location, str(base / path))
         shown = _get(data, override.location)
-        records[override.key] = {"value": shown if isinstance(shown, str) else yaml.safe_dump(shown, default_flow_style=True).strip(), "from": f"{override.option} {override}"}
+        records[override.key] = {
+            "value": shown if isinstance(shown, str) else yaml.safe_dump(shown, default_flow_style=True).strip(),
+            "from": f"{override.option} {override}",
+        }
     return records, problems
 
 

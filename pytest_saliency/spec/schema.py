@@ -53,7 +53,7 @@ class Threshold:
         match = _THRESHOLD.match(text)
         if not match:
             raise ValueError(
-                f"bad threshold {text!r}: write one comparison (>=, >, <=, <) and a number, such as \">= 0.5\""
+                f'bad threshold {text!r}: write one comparison (>=, >, <=, <) and a number, such as ">= 0.5"'
             )
         return cls(match.group(1), float(match.group(2)))
 
@@ -250,9 +250,15 @@ class AttributionSpec(_Strict):
     def _layer_when_needed(self) -> AttributionSpec:
         if self.method in LAYER_METHODS and self.layer is None:
             raise ValueError(f"{self.method} attributes to a layer: add layer: <dotted module name>")
-        if self.layer is not None and self.method in CAPTUM_METHODS | BUILTIN_METHODS and self.method not in LAYER_METHODS:
+        if (
+            self.layer is not None
+            and self.method in CAPTUM_METHODS | BUILTIN_METHODS
+            and self.method not in LAYER_METHODS
+        ):
             raise ValueError(f"{self.method} takes no layer; remove layer")
-        if self.method in BUILTIN_METHODS and (self.params or self.init or self.baseline is not None or self.noise_tunnel):
+        if self.method in BUILTIN_METHODS and (
+            self.params or self.init or self.baseline is not None or self.noise_tunnel
+        ):
             raise ValueError(f"method {self.method} takes no params, init, baseline or noise_tunnel")
         return self
 
@@ -294,7 +300,9 @@ class SlicesSpec(_Strict):
         description="the field: an (N,) array of the npz, a column of the folder's labels CSV, or a key of a Dataset item's dict"
     )
     values: list[str | int] | None = Field(
-        default=None, min_length=1, description="the slices to test (default: every value in the data; required for a Dataset factory)"
+        default=None,
+        min_length=1,
+        description="the slices to test (default: every value in the data; required for a Dataset factory)",
     )
 
 
@@ -505,10 +513,14 @@ class LocalisationCheck(CheckKind):
     (pointing game, attribution localisation, relevance mass / rank accuracy, top-k intersection,
     ROC-AUC, energy-based pointing game)."""
 
-    pointing_game: AggregateThresholds | None = Field(default=None, description="1 when the map's maximum is on the mask")
+    pointing_game: AggregateThresholds | None = Field(
+        default=None, description="1 when the map's maximum is on the mask"
+    )
     attribution_localisation: AggregateThresholds | None = Field(default=None, description="positive mass on the mask")
     relevance_mass_accuracy: AggregateThresholds | None = Field(default=None, description="signed mass on the mask")
-    relevance_rank_accuracy: AggregateThresholds | None = Field(default=None, description="top-|mask| pixels on the mask")
+    relevance_rank_accuracy: AggregateThresholds | None = Field(
+        default=None, description="top-|mask| pixels on the mask"
+    )
     top_k_intersection: AggregateThresholds | None = Field(default=None, description="top-k pixels on the mask")
     auc: AggregateThresholds | None = Field(default=None, description="ROC-AUC of the map for the mask")
     energy_pointing_game: AggregateThresholds | None = Field(
@@ -537,7 +549,9 @@ class ComplexityCheck(CheckKind):
     """How concentrated each map is: sparseness (Gini index) and complexity (entropy)."""
 
     sparseness: AggregateThresholds | None = Field(default=None, description="Gini index of |map|, higher is sparser")
-    complexity: AggregateThresholds | None = Field(default=None, description="entropy of |map| in nats, lower is simpler")
+    complexity: AggregateThresholds | None = Field(
+        default=None, description="entropy of |map| in nats, lower is simpler"
+    )
     channels: ChannelReductionName | None = Field(
         default=None, description="channel reduction of the attributions (default: saliency.channels)"
     )
@@ -579,7 +593,9 @@ class RobustnessCheck(CheckKind):
         default=0.003, description="infidelity: standard deviation of the Gaussian perturbation I"
     )
     normalize: bool = Field(default=True, description="infidelity: rescale the attribution by the best scalar first")
-    batch_size: PositiveInt | None = Field(default=None, description="images per captum call (default: data.batch_size)")
+    batch_size: PositiveInt | None = Field(
+        default=None, description="images per captum call (default: data.batch_size)"
+    )
 
     @model_validator(mode="after")
     def _some_metric(self) -> RobustnessCheck:
@@ -606,7 +622,9 @@ class SanityCheck(CheckKind):
         "random_logit: compare with another class's explanation; efficient: eMPRT entropy score",
     )
     layers: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        default=None, min_length=1, description="dotted module names, in order (default: every parameterised layer, top-down)"
+        default=None,
+        min_length=1,
+        description="dotted module names, in order (default: every parameterised layer, top-down)",
     )
     similarity: SimilarityName | None = Field(
         default=None, description="default: spearman_abs (cascading, independent), ssim (random_logit)"
@@ -615,7 +633,8 @@ class SanityCheck(CheckKind):
         default=None, description="channel reduction of the compared maps (default: saliency.channels)"
     )
     final: ThresholdField | None = Field(
-        default=None, description="mean similarity after the last step (random_logit: the mean similarity); lower is better"
+        default=None,
+        description="mean similarity after the last step (random_logit: the mean similarity); lower is better",
     )
     every_step: ThresholdField | None = Field(default=None, description="mean similarity after each randomised layer")
     per_layer: dict[Annotated[str, Field(min_length=1)], ThresholdField] | None = Field(
@@ -628,6 +647,7 @@ class SanityCheck(CheckKind):
     @classmethod
     def _numbers_name_layers(cls, value: Any) -> Any:
         """``nn.Sequential`` layers are named by their index: ``[10, 6]`` means ``["10", "6"]``."""
+
         def name(item: Any) -> Any:
             return str(item) if isinstance(item, int) and not isinstance(item, bool) else item
 
@@ -650,15 +670,24 @@ class SanityCheck(CheckKind):
         if self.score is not None or "bins" in self.model_fields_set:
             raise ValueError(f"score and bins go with test: efficient, not with test: {self.test}")
         if self.test == "random_logit":
-            if self.final is None or self.every_step is not None or self.per_layer is not None or self.layers is not None:
-                raise ValueError('test random_logit takes final (e.g. final: "<= 0.5"), not layers, every_step or per_layer')
+            if (
+                self.final is None
+                or self.every_step is not None
+                or self.per_layer is not None
+                or self.layers is not None
+            ):
+                raise ValueError(
+                    'test random_logit takes final (e.g. final: "<= 0.5"), not layers, every_step or per_layer'
+                )
             return self
         if not given:
             raise ValueError(f"give at least one of {', '.join(steps)}")
         if self.layers is not None and self.per_layer is not None:
             unknown = [name for name in self.per_layer if name not in self.layers]
             if unknown:
-                raise ValueError(f"per_layer names {unknown[0]!r}, which is not in layers{did_you_mean(unknown[0], self.layers)}")
+                raise ValueError(
+                    f"per_layer names {unknown[0]!r}, which is not in layers{did_you_mean(unknown[0], self.layers)}"
+                )
         return self
 
     @property

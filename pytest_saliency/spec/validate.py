@@ -131,7 +131,9 @@ def load_spec(
         message = f"YAML does not allow the character {error.character:#06x} ({error.reason}): remove it"
         raise SpecError([SpecProblem(shown, line, column, message)]) from None
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem(shown, 1, 1, "a spec is a mapping with version, model, data, attributions, checks")])
+        raise SpecError(
+            [SpecProblem(shown, 1, 1, "a spec is a mapping with version, model, data, attributions, checks")]
+        )
     data, substituted, problems = substitute_environment(data, environment)
     overridden, more = apply_overrides(data, source, overrides, base or Path.cwd())
     problems += more
@@ -225,7 +227,11 @@ def _message(item: Any) -> str:
         expected = re.findall(r"'([^']*)'", raw) or [raw]  # Literal[1] gives an unquoted "1"
         hint = did_you_mean(str(item["input"]), expected)
         return f"{item['input']!r} is not one of {', '.join(expected)}{hint}"
-    if kind == "string_pattern_mismatch" and item["loc"][-1] == "[key]" and item["ctx"]["pattern"] == _AGGREGATE.pattern:
+    if (
+        kind == "string_pattern_mismatch"
+        and item["loc"][-1] == "[key]"
+        and item["ctx"]["pattern"] == _AGGREGATE.pattern
+    ):
         return "aggregates are mean, median, min, max or pNN (p10, p90, ...)"
     if kind == "string_pattern_mismatch" and item["loc"][-1] == "unit":
         return f"{item['input']!r} is not a removal unit: write pixel, or patch:K for K x K patches (patch:4)"
@@ -252,7 +258,9 @@ def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         for position, method in enumerate(config.methods or ()):
             if method not in spec.attributions:
                 hint = did_you_mean(method, spec.attributions) or f" (attributions are: {', '.join(spec.attributions)})"
-                yield loaded.problem(("checks", index, check.kind, "methods", position), f"no attribution named {method!r}{hint}")
+                yield loaded.problem(
+                    ("checks", index, check.kind, "methods", position), f"no attribution named {method!r}{hint}"
+                )
         if getattr(config, "per_class", False) and not spec.data.classes:
             yield loaded.problem(
                 ("checks", index, check.kind, "per_class"), "per_class needs the class names: add data.classes"
@@ -315,7 +323,9 @@ def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         except (OSError, ValueError, zipfile.BadZipFile):
             continue  # the data file's own problem is reported at data
         if found is None:
-            yield loaded.problem(where + ("by",), f"the data has no per-sample field {slices.by!r}{_fields_hint(loaded, slices.by)}")
+            yield loaded.problem(
+                where + ("by",), f"the data has no per-sample field {slices.by!r}{_fields_hint(loaded, slices.by)}"
+            )
 
 
 def _fields_hint(loaded: LoadedSpec, name: str) -> str:
@@ -424,13 +434,15 @@ def _check_npz(loaded: LoadedSpec, path: Path) -> Iterator[SpecProblem]:
     channels = images[1] if len(images) == 4 else 1
     if normalize is not None and len(normalize.mean) != channels:
         yield loaded.problem(
-            ("model", "normalize", "mean"), f"normalize has {len(normalize.mean)} values but the images have {channels} channels"
+            ("model", "normalize", "mean"),
+            f"normalize has {len(normalize.mean)} values but the images have {channels} channels",
         )
     extra = [key for key in shapes if key not in ("images", "masks", "labels") and shapes[key] != spatial[:1]]
     for key in extra:
         if shapes[key] != spatial:
             yield loaded.problem(
-                where, f"extra mask {key!r} is {shapes[key]}, expected (N, H, W) = {spatial} (or (N,) for a per-sample field)"
+                where,
+                f"extra mask {key!r} is {shapes[key]}, expected (N, H, W) = {spatial} (or (N,) for a per-sample field)",
             )
     for index, check in enumerate(loaded.spec.checks):
         region = check.region

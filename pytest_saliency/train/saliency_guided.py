@@ -48,7 +48,9 @@ def _check_targets(targets: Tensor, n: int, device: torch.device) -> Tensor:
     return t
 
 
-def input_saliency(model: nn.Module, inputs: Tensor, targets: Tensor, *, absolute: bool = True) -> tuple[Tensor, Tensor]:
+def input_saliency(
+    model: nn.Module, inputs: Tensor, targets: Tensor, *, absolute: bool = True
+) -> tuple[Tensor, Tensor]:
     """Gradient of the target's log-probability w.r.t. the input, and the logits of that pass.
 
     ``inputs``: ``(N, ...)``; ``targets``: ``(N,)``. Returns ``(saliency, logits)``: ``saliency``

@@ -18,7 +18,9 @@ def test_random_attribution_has_no_gap_and_gradients_do_on_the_shipped_model() -
     target = predictions(model, val)
     noise = torch.rand(val["images"].shape[0], 32, 32, generator=torch.Generator().manual_seed(0))
     random = fidelity_curves(model, val["images"], noise, target=target, **SETTINGS)
-    grad = fidelity_curves(model, val["images"], gradient_maps(model, val["images"], val["labels"]), target=target, **SETTINGS)
+    grad = fidelity_curves(
+        model, val["images"], gradient_maps(model, val["images"], val["labels"]), target=target, **SETTINGS
+    )
     assert abs(random.gap) <= random.gap_interval, (random.gap, random.gap_interval)
     assert grad.gap - grad.gap_interval > random.gap + random.gap_interval + 0.3, (grad.gap, random.gap)
     # The random order is a reference curve between the two: MIF falls faster, LIF slower.

@@ -24,7 +24,13 @@ def test_readme_shows_the_shipped_spec_verbatim() -> None:
 def test_every_check_example_in_the_spec_reference_is_a_valid_check() -> None:
     reference = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
     examples = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", reference, re.DOTALL)]
-    checks = [item for block in examples if isinstance(block, list) for item in block if isinstance(item, dict) and "id" in item]
+    checks = [
+        item
+        for block in examples
+        if isinstance(block, list)
+        for item in block
+        if isinstance(item, dict) and "id" in item
+    ]
     assert {"on-the-shape", "concentrated", "stable", "insertion"} <= {check["id"] for check in checks}
     for check in checks:
         CheckSpec.model_validate(check)

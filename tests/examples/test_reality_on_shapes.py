@@ -28,11 +28,15 @@ def test_localisation_separates_the_clean_model_from_the_decoy_model_and_from_no
     clean, masks = maps_of("clean.pt")
     decoy, _ = maps_of("decoy.pt")
     noise = torch.rand(clean.shape, generator=torch.Generator().manual_seed(0))
-    auc = {name: float(localisation.auc(maps, masks).nanmean()) for name, maps in
-           (("clean", clean), ("decoy", decoy), ("noise", noise))}
+    auc = {
+        name: float(localisation.auc(maps, masks).nanmean())
+        for name, maps in (("clean", clean), ("decoy", decoy), ("noise", noise))
+    }
     assert auc["clean"] > 0.8 and auc["decoy"] < 0.6 and abs(auc["noise"] - 0.5) < 0.02, auc
-    hits = {name: float(localisation.pointing_game(maps, masks, tolerance=0).nanmean()) for name, maps in
-            (("clean", clean), ("decoy", decoy))}
+    hits = {
+        name: float(localisation.pointing_game(maps, masks, tolerance=0).nanmean())
+        for name, maps in (("clean", clean), ("decoy", decoy))
+    }
     assert hits["clean"] > 0.35 > 0.05 > hits["decoy"], hits
     assert float(complexity.sparseness(clean).mean()) > float(complexity.sparseness(noise).mean()) + 0.4
 
@@ -40,7 +44,10 @@ def test_localisation_separates_the_clean_model_from_the_decoy_model_and_from_no
 def test_the_reality_example_spec_passes() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/reality.saliency.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert re.search(r"\b8 passed in\b", result.stdout), result.stdout[-3000:]

@@ -108,7 +108,9 @@ def _decoy_unused_threshold(spec: Path) -> tuple[str, float]:
 
 
 @pytest.mark.parametrize(("weights", "passes"), [("clean.pt", True), ("decoy.pt", False), ("cdep.pt", True)])
-def test_decoy_unused_checks_of_the_specs_agree_with_the_table(measured: dict[str, Measured], weights: str, passes: bool) -> None:
+def test_decoy_unused_checks_of_the_specs_agree_with_the_table(
+    measured: dict[str, Measured], weights: str, passes: bool
+) -> None:
     operator, value = _decoy_unused_threshold(SPECS[weights])
     share = measured[weights].decoy_share
     assert (share <= value if operator == "<=" else share < value) is passes
@@ -128,7 +130,10 @@ def test_the_example_specs_fail_as_the_readme_says(weights: str, outcome: str, f
     spec = SPECS[weights]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(spec.relative_to(ROOT))],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 1, result.stdout[-3000:]
     for test_id in failing:
@@ -180,7 +185,9 @@ def one_thread() -> Iterator[None]:
 @pytest.mark.slow
 def test_quick_retraining_shows_the_direction_of_each_effect(one_thread: None, record_property: Any) -> None:
     rows, penalties = quick_retraining(TRAIN_SEED)
-    report = {name: (round(r.accuracy, 3), round(r.decoy_share, 3), round(r.gtc, 3), r.fidelity) for name, r in rows.items()}
+    report = {
+        name: (round(r.accuracy, 3), round(r.decoy_share, 3), round(r.gtc, 3), r.fidelity) for name, r in rows.items()
+    }
     for name, values in report.items():
         record_property(f"quick.{name}", values)
     margin = margins(rows, penalties)
@@ -191,7 +198,9 @@ def test_quick_retraining_shows_the_direction_of_each_effect(one_thread: None, r
     # CDEP lowers what it optimises by four orders of magnitude or more (smallest ratio 5.8e4).
     assert margin["corner penalty: decoy / CDEP"] > 100, report
     # Saliency guided training runs to finite numbers (its effects: on the shipped weights).
-    assert math.isfinite(rows["saliency_guided"].decoy_share) and math.isfinite(rows["saliency_guided"].accuracy), report
+    assert math.isfinite(rows["saliency_guided"].decoy_share) and math.isfinite(rows["saliency_guided"].accuracy), (
+        report
+    )
 
 
 def test_shipped_weights_load_and_predict() -> None:

@@ -213,6 +213,7 @@ def _heavy_modules() -> None:
 
 # --- reading output --------------------------------------------------------------------------
 
+
 def summary_lines(output: str) -> list[str]:
     """The lines of the "saliency summary" section (empty when there is none)."""
     lines = output.splitlines()

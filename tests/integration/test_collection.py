@@ -179,7 +179,10 @@ def test_the_header_names_the_device_and_the_baseline_settings(
     result = project.runpytest_inprocess("--collect-only")
     assert result.ret == pytest.ExitCode.OK
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert f"saliency: device auto ({device}), baselines compare, folder saliency-baselines/ beside each spec" in result.outlines
+    assert (
+        f"saliency: device auto ({device}), baselines compare, folder saliency-baselines/ beside each spec"
+        in result.outlines
+    )
 
 
 @pytest.mark.parametrize(

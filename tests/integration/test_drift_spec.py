@@ -20,7 +20,7 @@ import torch
 import pytest_saliency.baselines.store  # noqa: F401  (imported once here, not in every in-process run)
 import pytest_saliency.checks.drift  # noqa: F401
 
-TWINS = '''\
+TWINS = """\
 import torch
 from torch import nn
 
@@ -42,7 +42,7 @@ class Twin(nn.Module):
 
 def build(num_classes=3):
     return Twin(num_classes)
-'''
+"""
 N, SIZE = 12, 16
 
 
@@ -158,7 +158,9 @@ def test_baseline_workflow(twins):
     created = twins.runpytest(*shlex.split(command)[1:])
     created.assert_outcomes(passed=1)
     created.stdout.fnmatch_lines(
-        ["saliency baselines (--saliency-update-mode=missing): 1 created, 0 updated, 0 unchanged in specs/saliency-baselines/x"]
+        [
+            "saliency baselines (--saliency-update-mode=missing): 1 created, 0 updated, 0 unchanged in specs/saliency-baselines/x"
+        ]
     )
     assert sorted(p.name for p in folder.iterdir()) == ["production.stable.grad.json", "production.stable.grad.pt"]
     written = (folder / "production.stable.grad.pt").read_bytes()
@@ -181,12 +183,18 @@ def test_baseline_workflow(twins):
 
     updated = twins.runpytest("--saliency-update-baselines", str(spec))
     updated.assert_outcomes(passed=1)
-    updated.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=changed): 0 created, 1 updated, 0 unchanged*"])
+    updated.stdout.fnmatch_lines(
+        ["saliency baselines (--saliency-update-mode=changed): 0 created, 1 updated, 0 unchanged*"]
+    )
     assert not (folder / "production.stable.grad.obtained.json").exists()
     again = twins.runpytest("--saliency-update-baselines")
-    again.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=changed): 0 created, 0 updated, 1 unchanged*"])
+    again.stdout.fnmatch_lines(
+        ["saliency baselines (--saliency-update-mode=changed): 0 created, 0 updated, 1 unchanged*"]
+    )
     rewrite = twins.runpytest("--saliency-update-baselines", "--saliency-update-mode=all")
-    rewrite.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=all): 0 created, 1 updated, 0 unchanged*"])
+    rewrite.stdout.fnmatch_lines(
+        ["saliency baselines (--saliency-update-mode=all): 0 created, 1 updated, 0 unchanged*"]
+    )
 
 
 def test_the_former_key_baseline_still_works_and_warns_at_its_line(twins):
@@ -212,10 +220,17 @@ def test_a_partial_update_touches_only_the_selected_baselines(twins):
     folder = twins.path / "specs" / "saliency-baselines" / "x"
     twins.runpytest("--saliency-update-baselines").assert_outcomes(passed=2)
     before = {path.name: path.read_bytes() for path in folder.iterdir()}
-    write(twins, drift_check("one", "{snapshot: production}"), drift_check("two", "{snapshot: production}"), weights="decoy.pt")
+    write(
+        twins,
+        drift_check("one", "{snapshot: production}"),
+        drift_check("two", "{snapshot: production}"),
+        weights="decoy.pt",
+    )
     result = twins.runpytest("--saliency-update-baselines", "-k", "one")
     result.assert_outcomes(passed=1, deselected=1)
-    result.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=changed): 0 created, 1 updated, 0 unchanged*"])
+    result.stdout.fnmatch_lines(
+        ["saliency baselines (--saliency-update-mode=changed): 0 created, 1 updated, 0 unchanged*"]
+    )
     after = {path.name: path.read_bytes() for path in folder.iterdir()}
     assert set(after) == set(before)  # nothing deleted
     assert after["production.two.grad.pt"] == before["production.two.grad.pt"]
@@ -256,7 +271,9 @@ def test_the_baseline_directory_is_an_ini_option(twins):
     twins.makeini("[pytest]\nsaliency_baseline_dir = ci/baselines\n")
     write(twins, drift_check("stable", "{snapshot: production}"))
     missing = twins.runpytest()
-    missing.stdout.fnmatch_lines([f"*no baseline 'production.stable.grad' in {twins.path / 'ci' / 'baselines' / 'x'}; *"])
+    missing.stdout.fnmatch_lines(
+        [f"*no baseline 'production.stable.grad' in {twins.path / 'ci' / 'baselines' / 'x'}; *"]
+    )
     twins.runpytest("--saliency-update-baselines").assert_outcomes(passed=1)
     assert (twins.path / "ci" / "baselines" / "x" / "production.stable.grad.pt").is_file()
     assert not (twins.path / "specs" / "saliency-baselines").exists()
@@ -270,4 +287,6 @@ def test_update_counts_reach_the_controller_under_xdist(twins):
     write(twins, drift_check("stable", "{snapshot: production}"), name="b")
     result = twins.runpytest_subprocess("-n", "2", "--dist", "loadscope", "--saliency-update-baselines")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["saliency baselines (--saliency-update-mode=changed): 2 created, 0 updated, 0 unchanged in *"])
+    result.stdout.fnmatch_lines(
+        ["saliency baselines (--saliency-update-mode=changed): 2 created, 0 updated, 0 unchanged in *"]
+    )

@@ -49,7 +49,9 @@ def test_every_fill_and_score_runs_from_yaml(project: pytest.Pytester, write_spe
     # fixed expectation on this model, only that every combination runs.
 
 
-def test_a_real_method_beats_a_random_attribution(project: pytest.Pytester, write_spec, helpers: SimpleNamespace) -> None:
+def test_a_real_method_beats_a_random_attribution(
+    project: pytest.Pytester, write_spec, helpers: SimpleNamespace
+) -> None:
     checks = fidelity_check("faithful", steps="8", gap='">= 0.15"', orders="[mif, lif, random]")
     write_spec(attributions=METHODS, checks=checks)
     result = project.runpytest_inprocess()
@@ -87,14 +89,30 @@ def test_a_failure_shows_both_aucs_the_gap_with_its_interval_and_the_threshold(
 @pytest.mark.parametrize(
     ("keys", "needle", "message"),
     [
-        ({"fill": "blurr"}, "fill", "checks[0].fidelity.fill: 'blurr' is not one of zeros, mean, blur, uniform, noisy_linear (did you mean 'blur'?)"),
-        ({"score": "prob"}, "score", "checks[0].fidelity.score: 'prob' is not one of probability, logit, accuracy (did you mean 'probability'?)"),
-        ({"unit": "patch:0"}, "unit", "checks[0].fidelity.unit: 'patch:0' is not a removal unit: write pixel, or patch:K for K x K patches (patch:4)"),
+        (
+            {"fill": "blurr"},
+            "fill",
+            "checks[0].fidelity.fill: 'blurr' is not one of zeros, mean, blur, uniform, noisy_linear (did you mean 'blur'?)",
+        ),
+        (
+            {"score": "prob"},
+            "score",
+            "checks[0].fidelity.score: 'prob' is not one of probability, logit, accuracy (did you mean 'probability'?)",
+        ),
+        (
+            {"unit": "patch:0"},
+            "unit",
+            "checks[0].fidelity.unit: 'patch:0' is not a removal unit: write pixel, or patch:K for K x K patches (patch:4)",
+        ),
         ({"steps": "1"}, "steps", "checks[0].fidelity.steps: Input should be greater than or equal to 2"),
         ({"fractions": "[0.5, 0.2]"}, "gap:", "checks[0].fidelity: fractions must increase"),
         ({"orders": "[mif]"}, "gap:", "checks[0].fidelity: gap needs the lif order: add it to orders"),
         ({"gapp": '">= 0.1"'}, "gapp:", "checks[0].fidelity: unknown key 'gapp' (did you mean 'gap'?)"),
-        ({"methods": "[gard]"}, "gard", "checks[0].fidelity.methods[0]: no attribution named 'gard' (did you mean 'grad'?)"),
+        (
+            {"methods": "[gard]"},
+            "gard",
+            "checks[0].fidelity.methods[0]: no attribution named 'gard' (did you mean 'grad'?)",
+        ),
     ],
 )
 def test_bad_parameters_are_spec_errors_with_their_position(

@@ -130,5 +130,7 @@ def test_a_bad_decide_value_is_a_positioned_spec_error(
     result.assert_outcomes(failed=1)
     where = helpers.position(path.read_text(), "intervall")
     result.stdout.fnmatch_lines(
-        [f"specs/x.saliency.yaml:{where}: checks[[]0].decide: 'intervall' is not one of point, interval (did you mean 'interval'?)"]
+        [
+            f"specs/x.saliency.yaml:{where}: checks[[]0].decide: 'intervall' is not one of point, interval (did you mean 'interval'?)"
+        ]
     )

@@ -335,7 +335,11 @@ def test_cuda_device_runs_there_or_says_it_is_missing(
     result.assert_outcomes(failed=1)
     if torch.cuda.is_available():  # the same exact numbers on the GPU
         result.stdout.fnmatch_lines(
-            [COV_FAILS, "  measured  value            threshold  status", "  iou.mean  0.6400 ± 0.0000  >= 0.9     FAIL"],
+            [
+                COV_FAILS,
+                "  measured  value            threshold  status",
+                "  iou.mean  0.6400 ± 0.0000  >= 0.9     FAIL",
+            ],
             consecutive=True,
         )
     else:

@@ -37,7 +37,13 @@ def test_candidate_weights_set_on_the_command_line_fail_the_clean_specs_coverage
     """The release-gate case on the shipped example, from the repository root, the spec unedited."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:cacheprovider")
-    arguments = ("specs/shapes.saliency.yaml", "-k", "object-coverage", "--saliency-set", "model.weights=examples/shapes/decoy.pt")
+    arguments = (
+        "specs/shapes.saliency.yaml",
+        "-k",
+        "object-coverage",
+        "--saliency-set",
+        "model.weights=examples/shapes/decoy.pt",
+    )
     result = pytester.runpytest_inprocess(*arguments)
     result.assert_outcomes(failed=6)
     result.stdout.fnmatch_lines(
@@ -107,7 +113,11 @@ def test_problems_with_an_override_are_positioned_at_the_option(
 
 
 def test_environment_variables_with_and_without_a_default(
-    project: pytest.Pytester, write_spec: WriteSpec, weights: Path, helpers: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+    project: pytest.Pytester,
+    write_spec: WriteSpec,
+    weights: Path,
+    helpers: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = write_spec(model="factory: tinymodel:build\nweights: ${CANDIDATE_WEIGHTS:-../w.pt}")
     monkeypatch.delenv("CANDIDATE_WEIGHTS", raising=False)

@@ -73,7 +73,9 @@ def test_a_map_on_the_decoy_fails_with_the_worst_samples(project: pytest.Pyteste
         consecutive=True,
     )
     # Without the paper's tolerance the decoy's maximum is off every object: no hit at all.
-    result.stdout.fnmatch_lines(["*strict.saliency.yaml:*check 'strict' [[]grad] failed: pointing_game.mean = 0 (want >= 0.9); *"])
+    result.stdout.fnmatch_lines(
+        ["*strict.saliency.yaml:*check 'strict' [[]grad] failed: pointing_game.mean = 0 (want >= 0.9); *"]
+    )
     helpers.assert_no_traceback(result.stdout.str())
 
 
@@ -141,11 +143,12 @@ def test_robustness_passes_and_fails_by_its_bound(project: pytest.Pytester, writ
 
 def test_insertion_auc_from_yaml(project: pytest.Pytester, write_spec, helpers) -> None:
     checks = (
-        '- id: insert\n  fidelity:\n    orders: [insertion]\n    score: logit\n    steps: 4\n'
-        '    insertion_auc: {}\n'
+        "- id: insert\n  fidelity:\n    orders: [insertion]\n    score: logit\n    steps: 4\n    insertion_auc: {}\n"
     )
-    write_spec(attributions="grad: {method: Saliency, params: {abs: true}}\nrandom: {method: random}",
-               checks=checks.format('">= 0"'))
+    write_spec(
+        attributions="grad: {method: Saliency, params: {abs: true}}\nrandom: {method: random}",
+        checks=checks.format('">= 0"'),
+    )
     result = project.runpytest_inprocess()
     result.assert_outcomes(passed=2)
     values = rows_by_measured(result.stdout.str(), helpers)
@@ -155,9 +158,11 @@ def test_insertion_auc_from_yaml(project: pytest.Pytester, write_spec, helpers) 
     result = project.runpytest_inprocess()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*check 'insert' [[]grad] failed: insertion AUC = * (want >= *)",
-         "*logit of the predicted class, fill blur (insertion), unit pixel, 4 fractions from 0 to 0.75",
-         "*INSERTION AUC * ± * (most important put back first into the blurred image; raw score); mean curve: *"]
+        [
+            "*check 'insert' [[]grad] failed: insertion AUC = * (want >= *)",
+            "*logit of the predicted class, fill blur (insertion), unit pixel, 4 fractions from 0 to 0.75",
+            "*INSERTION AUC * ± * (most important put back first into the blurred image; raw score); mean curve: *",
+        ]
     )
 
 
@@ -192,7 +197,9 @@ def test_insertion_auc_from_yaml(project: pytest.Pytester, write_spec, helpers) 
     ],
     ids=["top-k-without-k", "typo", "bad-aggregate", "bad-norm", "insertion-not-in-orders"],
 )
-def test_spec_errors_point_at_the_key(project: pytest.Pytester, write_spec, helpers, checks: str, at: str, message: str) -> None:
+def test_spec_errors_point_at_the_key(
+    project: pytest.Pytester, write_spec, helpers, checks: str, at: str, message: str
+) -> None:
     text = write_spec(checks=checks).read_text()
     result = project.runpytest_inprocess()
     result.assert_outcomes(failed=1)
@@ -201,11 +208,15 @@ def test_spec_errors_point_at_the_key(project: pytest.Pytester, write_spec, help
 
 
 def test_k_larger_than_an_image_is_an_error_at_k(project: pytest.Pytester, write_spec, helpers) -> None:
-    text = write_spec(checks='- id: loc\n  localisation:\n    top_k_intersection: {mean: ">= 0.5"}\n    k: 300\n').read_text()
+    text = write_spec(
+        checks='- id: loc\n  localisation:\n    top_k_intersection: {mean: ">= 0.5"}\n    k: 300\n'
+    ).read_text()
     result = project.runpytest_inprocess()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        [f"specs/x.saliency.yaml:{helpers.position(text, '300')}: checks[0].localisation.k: k = 300 is more than the 256 pixels of an image: give k <= 256"]
+        [
+            f"specs/x.saliency.yaml:{helpers.position(text, '300')}: checks[0].localisation.k: k = 300 is more than the 256 pixels of an image: give k <= 256"
+        ]
     )
     helpers.assert_no_traceback(result.stdout.str())
 
@@ -214,7 +225,9 @@ def test_results_json_of_the_new_kinds_matches_the_schema(project: pytest.Pytest
     jsonschema = pytest.importorskip("jsonschema")
     from pytest_saliency.report import results as report_results
 
-    checks = LOCALISED + '- id: simple\n  complexity:\n    sparseness: {mean: ">= 0.5"}\n' + ROBUST.format(bound="<= 0.1")
+    checks = (
+        LOCALISED + '- id: simple\n  complexity:\n    sparseness: {mean: ">= 0.5"}\n' + ROBUST.format(bound="<= 0.1")
+    )
     write_spec(checks=checks)
     result = project.runpytest_inprocess("--saliency-json", "results.json")
     result.assert_outcomes(passed=3)

@@ -17,7 +17,7 @@ import pytest
 
 import pytest_saliency.checks.region  # noqa: F401  (imported once here, not in every in-process run)
 
-READER = '''\
+READER = """\
 import torch
 from torch import nn
 
@@ -32,7 +32,7 @@ def build(num_classes=3, reads="object"):
         conv.weight[0, CHANNEL[reads]] = 1.0
         head.weight.copy_((2.0 ** torch.arange(num_classes)).view(-1, 1))
     return nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
-'''
+"""
 
 DECOY_UNUSED = """\
 - id: decoy-unused
@@ -123,7 +123,7 @@ def test_model_cd_cannot_walk_is_a_one_line_error_pointing_at_method(
     project: pytest.Pytester, write_spec, helpers: SimpleNamespace
 ) -> None:
     """``tinymodel.Focus`` computes in its own forward: CD refuses it; occlusion works."""
-    checks = "- id: decoy-unused\n  region:\n    mask: decoy\n    method: contextual_decomposition\n    share: {mean: \"<= 0.05\"}\n"
+    checks = '- id: decoy-unused\n  region:\n    mask: decoy\n    method: contextual_decomposition\n    share: {mean: "<= 0.05"}\n'
     path = write_spec(looks_at="decoy", checks=checks)
     result = project.runpytest_inprocess()
     result.assert_outcomes(failed=1)
@@ -145,7 +145,9 @@ def test_model_cd_cannot_walk_is_a_one_line_error_pointing_at_method(
 def test_unknown_mask_is_refused_before_anything_runs(
     project_with_reader: pytest.Pytester, write_spec, helpers: SimpleNamespace
 ) -> None:
-    path = write_spec(model=reader("object"), checks=DECOY_UNUSED.format(method="occlusion").replace("mask: decoy", "mask: decoi"))
+    path = write_spec(
+        model=reader("object"), checks=DECOY_UNUSED.format(method="occlusion").replace("mask: decoy", "mask: decoi")
+    )
     result = project_with_reader.runpytest_inprocess()
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines([f"*specs/x.saliency.yaml:{helpers.position(path.read_text(), 'decoi')}: *decoi*"])

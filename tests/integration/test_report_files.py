@@ -105,7 +105,9 @@ def test_json_results_match_the_schema_and_the_measurements(write_spec: WriteSpe
     write_spec(looks_at="both", checks=CHECKS)
     result = run_with_reports(project)
     result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines(["saliency results (JSON): out/results.json", "saliency report (HTML): out/report.html"])
+    result.stdout.fnmatch_lines(
+        ["saliency results (JSON): out/results.json", "saliency report (HTML): out/report.html"]
+    )
 
     document = json.loads((project.path / "out" / "results.json").read_text())
     assert validation_errors(document) == []
@@ -115,7 +117,13 @@ def test_json_results_match_the_schema_and_the_measurements(write_spec: WriteSpe
     results = document["results"]
     assert [r["nodeid"] for r in results] == [f"specs/x.saliency.yaml::{name}" for name in ITEMS]  # spec order
     cov = results[0]
-    assert (cov["check"], cov["kind"], cov["method"], cov["status"], cov["line"]) == ("cov", "shared_interest", "grad", "failed", 11)
+    assert (cov["check"], cov["kind"], cov["method"], cov["status"], cov["line"]) == (
+        "cov",
+        "shared_interest",
+        "grad",
+        "failed",
+        11,
+    )
     assert [(m["name"], m["value"], m["threshold"], m["passed"]) for m in cov["measurements"]] == [
         ("iou.mean", pytest.approx(0.64), ">= 0.9", False),
         ("gtc.min", 1.0, ">= 0.9", True),
@@ -130,7 +138,9 @@ def test_json_results_match_the_schema_and_the_measurements(write_spec: WriteSpe
     assert not list((project.path / "out").glob(".*"))  # no temporary files left
 
 
-def test_html_report_has_the_sections_and_one_image_per_worst_example(write_spec: WriteSpec, project: pytest.Pytester) -> None:
+def test_html_report_has_the_sections_and_one_image_per_worst_example(
+    write_spec: WriteSpec, project: pytest.Pytester
+) -> None:
     write_spec(looks_at="both", checks=CHECKS)
     write_spec("broken", text="version: 1\nmodel: {factori: x:y}\n")
     run_with_reports(project).assert_outcomes(passed=4, failed=2)
@@ -167,7 +177,9 @@ def test_report_command_renders_the_same_page_from_the_json(write_spec: WriteSpe
     assert (out / "again.html").read_text() == (out / "report.html").read_text()
 
 
-def test_junit_properties_are_rounded_with_threshold_and_status(write_spec: WriteSpec, project: pytest.Pytester) -> None:
+def test_junit_properties_are_rounded_with_threshold_and_status(
+    write_spec: WriteSpec, project: pytest.Pytester
+) -> None:
     write_spec(looks_at="both")
     project.runpytest_inprocess("--junitxml=junit.xml").assert_outcomes(failed=1)
     case = ET.parse(project.path / "junit.xml").getroot().find(".//testcase")
@@ -281,7 +293,12 @@ def run_in_terminal(project: pytest.Pytester, *arguments: str) -> str:
     environment.update(TERM="xterm", COLUMNS="100", PYTHONPATH=os.pathsep.join(sys.path))
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--color=no", *arguments],
-        cwd=project.path, stdin=child_fd, stdout=child_fd, stderr=child_fd, env=environment, close_fds=True,
+        cwd=project.path,
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+        env=environment,
+        close_fds=True,
     )
     os.close(child_fd)
     chunks = []
@@ -302,7 +319,9 @@ def run_in_terminal(project: pytest.Pytester, *arguments: str) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def test_progress_bar_shows_in_a_terminal_and_leaves_pytests_output_intact(write_spec: WriteSpec, project: pytest.Pytester) -> None:
+def test_progress_bar_shows_in_a_terminal_and_leaves_pytests_output_intact(
+    write_spec: WriteSpec, project: pytest.Pytester
+) -> None:
     write_spec(checks=CHECKS)
     raw = run_in_terminal(project)
     assert "x: grad" in raw and "images/s" in raw, raw  # the bar (spec name: method) was drawn

@@ -308,7 +308,7 @@ CATALOGUE: dict[str, Case] = {
         at="batch_size: 32",
         message="checks[0].fidelity: out of memory at batch size 32 and again at 16: "
         "lower checks[0].fidelity.batch_size (e.g. 4)",
-        checks="- id: faithful\n  fidelity:\n    batch_size: 32\n    steps: 2\n    gap: \">= -1\"\n",
+        checks='- id: faithful\n  fidelity:\n    batch_size: 32\n    steps: 2\n    gap: ">= -1"\n',
         failed=1,
     ),
 }
@@ -346,7 +346,9 @@ def test_each_entry_is_one_positioned_line_in_every_item(
     helpers.assert_no_traceback(result.stdout.str())
 
 
-def test_the_fix_each_message_names_works(variants: pytest.Pytester, write_spec: WriteSpec, helpers: SimpleNamespace) -> None:
+def test_the_fix_each_message_names_works(
+    variants: pytest.Pytester, write_spec: WriteSpec, helpers: SimpleNamespace
+) -> None:
     """``data.scale: 255``, ``model.output: 0`` and ``model.output: logits`` make the broken
     inputs above pass: the message's fix is the right one."""
     with_arrays("bright.npz", _times_255)(variants.path, helpers)
@@ -357,7 +359,9 @@ def test_the_fix_each_message_names_works(variants: pytest.Pytester, write_spec:
     result.assert_outcomes(passed=3)
 
 
-def test_a_single_logit_is_a_binary_classifier(variants: pytest.Pytester, write_spec: WriteSpec, helpers: SimpleNamespace) -> None:
+def test_a_single_logit_is_a_binary_classifier(
+    variants: pytest.Pytester, write_spec: WriteSpec, helpers: SimpleNamespace
+) -> None:
     """``(N,)`` logits ``z`` become the classes ``(-z/2, z/2)``: predictions follow the sign and
     attributions of either class are those of ``z``."""
 
@@ -385,7 +389,9 @@ def test_out_of_memory_once_is_retried_at_half_the_batch(
     )
     result = variants.runpytest_inprocess("-W", "always::RuntimeWarning")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*data.batch_size 4 ran out of memory; ran at 2 instead (set data.batch_size: 2 to skip the retry)*"])
+    result.stdout.fnmatch_lines(
+        ["*data.batch_size 4 ran out of memory; ran at 2 instead (set data.batch_size: 2 to skip the retry)*"]
+    )
 
 
 def test_any_other_exception_is_one_line_at_the_check(

@@ -19,7 +19,7 @@ import pytest
 import pytest_saliency.checks.sanity  # noqa: F401  (imported once here, not in every in-process run)
 from pytest_saliency.report.results import validation_errors
 
-SANITY_MODEL = '''\
+SANITY_MODEL = """\
 import torch
 from torch import nn
 
@@ -30,7 +30,7 @@ def build(num_classes=3):
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
     )
-'''
+"""
 MODEL = "factory: sanitymodel:build"
 METHODS = "grad: {method: Saliency, params: {abs: true}}\nedge: {method: edge}"
 
@@ -77,7 +77,9 @@ def test_gradient_passes_and_the_edge_map_fails_with_the_similarity_per_layer(
 def test_json_and_html_reports_carry_the_curve(sanity_project: pytest.Pytester, write_spec) -> None:
     checks = sanity_check("randomisation", methods="[grad]", every_step='"<= 1"', per_layer='{"2": "<= 0.99"}')
     write_spec(model=MODEL, attributions=METHODS, checks=checks)
-    result = sanity_project.runpytest_inprocess("--saliency-json", "out/results.json", "--saliency-report", "out/report.html")
+    result = sanity_project.runpytest_inprocess(
+        "--saliency-json", "out/results.json", "--saliency-report", "out/report.html"
+    )
     result.assert_outcomes(passed=1)
     document = json.loads((sanity_project.path / "out" / "results.json").read_text())
     assert validation_errors(document) == []  # the shipped results schema
@@ -89,7 +91,10 @@ def test_json_and_html_reports_carry_the_curve(sanity_project: pytest.Pytester, 
     assert sanity["curve"][0] == 1.0 and len(sanity["curve"]) == len(sanity["intervals"]) == 4
     assert sanity["curve"][-1] < sanity["curve"][0]
     assert [m["name"] for m in item["measurements"]] == [
-        "spearman_abs after 6", "spearman_abs after 2", "spearman_abs after 2", "spearman_abs after 0",
+        "spearman_abs after 6",
+        "spearman_abs after 2",
+        "spearman_abs after 2",
+        "spearman_abs after 0",
     ]
     html = (sanity_project.path / "out" / "report.html").read_text()
     assert '<svg class="chart sanity"' in html
@@ -115,7 +120,9 @@ def test_random_logit_and_efficient_mprt_fail_the_edge_map(
     assert emprt_edge["measurements"][0]["value"] == 0.0  # the same map for the random model
     logit_grad = results[("logit", "grad")]
     assert logit_grad["measurements"][0]["value"] < 0.9
-    assert all(other != label for other, label in zip(logit_grad["sanity"]["other_class"], [0, 1, 2, 0, 1, 2], strict=True))
+    assert all(
+        other != label for other, label in zip(logit_grad["sanity"]["other_class"], [0, 1, 2, 0, 1, 2], strict=True)
+    )
     result.stdout.fnmatch_lines(["*check 'emprt' [[]edge] failed: eMPRT score (H(ê) − H(e)) / H(e) = 0 (want >= 0.01)"])
     helpers.assert_no_traceback(result.stdout.str())
 
@@ -128,7 +135,9 @@ def test_an_unknown_layer_is_a_positioned_error_with_a_suggestion(
     result.assert_outcomes(failed=1)
     where = helpers.position(path.read_text(), '"22"')
     result.stdout.fnmatch_lines(
-        [f"specs/x.saliency.yaml:{where}: checks[[]0[]].sanity.layers[[]1[]]: the model has no layer '22' (did you mean '2'?)"]
+        [
+            f"specs/x.saliency.yaml:{where}: checks[[]0[]].sanity.layers[[]1[]]: the model has no layer '22' (did you mean '2'?)"
+        ]
     )
     helpers.assert_no_traceback(result.stdout.str())
 
@@ -143,13 +152,20 @@ def test_an_unknown_layer_is_a_positioned_error_with_a_suggestion(
     ],
 )
 def test_spec_errors_are_positioned(
-    sanity_project: pytest.Pytester, write_spec, helpers: SimpleNamespace, keys: dict[str, str], needle: str, message: str
+    sanity_project: pytest.Pytester,
+    write_spec,
+    helpers: SimpleNamespace,
+    keys: dict[str, str],
+    needle: str,
+    message: str,
 ) -> None:
     path = write_spec(model=MODEL, checks=sanity_check("randomisation", **keys))
     result = sanity_project.runpytest_inprocess()
     assert result.ret != pytest.ExitCode.OK
     text = path.read_text()
-    result.stdout.fnmatch_lines([f"specs/x.saliency.yaml:{helpers.position(text, needle)}: checks[[]0[]].sanity*{message}"])
+    result.stdout.fnmatch_lines(
+        [f"specs/x.saliency.yaml:{helpers.position(text, needle)}: checks[[]0[]].sanity*{message}"]
+    )
     helpers.assert_no_traceback(result.stdout.str())
 
 

@@ -44,7 +44,10 @@ def test_slices_expand_into_items_that_measure_their_own_samples(
     result = project.runpytest_inprocess("-v", "--saliency-json", "out.json")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
-        ["specs/x.saliency.yaml::cov[[]grad-camera=north] PASSED*", "specs/x.saliency.yaml::cov[[]grad-camera=south] FAILED*"]
+        [
+            "specs/x.saliency.yaml::cov[[]grad-camera=north] PASSED*",
+            "specs/x.saliency.yaml::cov[[]grad-camera=south] FAILED*",
+        ]
     )
     result.stdout.fnmatch_lines(["*check 'cov' [[]grad-camera=south] failed: iou.mean = 0.64 (want >= 0.9)"])
     rows = helpers.summary_rows(result.stdout.str())
@@ -52,8 +55,9 @@ def test_slices_expand_into_items_that_measure_their_own_samples(
         ("grad-camera=north", "1.0000", "passed"),
         ("grad-camera=south", "0.6400", "failed"),
     ]
-    assert "worst slice of cov[grad] (2 slices): camera=south iou.mean 0.6400 (want >= 0.9) failed" in helpers.summary_lines(
-        result.stdout.str()
+    assert (
+        "worst slice of cov[grad] (2 slices): camera=south iou.mean 0.6400 (want >= 0.9) failed"
+        in helpers.summary_lines(result.stdout.str())
     )
     document = json.loads((project.path / "out.json").read_text())
     by_slice = {r["slice"]["value"]: r for r in document["results"]}
@@ -119,7 +123,7 @@ def test_slices_from_a_folder_csv_column_and_a_dataset_field(
     result.stdout.fnmatch_lines(["*cov[[]grad-camera=north] PASSED*", "*cov[[]grad-camera=south] PASSED*"])
 
     project.makepyfile(
-        cameradata=f'''
+        cameradata=f"""
 import numpy as np
 from tinydata import ARRAYS
 
@@ -132,7 +136,7 @@ class Cameras:
 
 def build():
     return Cameras()
-''',
+""",
         tinydata=f"import numpy as np\nARRAYS = dict(np.load({str(project.path / 'data.npz')!r}))\n",
     )
     write_spec(data="factory: cameradata:build", checks=SLICED.replace("{by: camera}", "{by: camera, values: [north]}"))
@@ -141,7 +145,9 @@ def build():
     result.stdout.fnmatch_lines(["*cov[[]grad-camera=north] PASSED*"])
 
 
-def test_slice_errors_are_positioned(project: pytest.Pytester, write_spec: WriteSpec, cameras: None, helpers: SimpleNamespace) -> None:
+def test_slice_errors_are_positioned(
+    project: pytest.Pytester, write_spec: WriteSpec, cameras: None, helpers: SimpleNamespace
+) -> None:
     path = write_spec(checks=SLICED.replace("by: camera", "by: camra"))
     result = project.runpytest_inprocess()
     where = helpers.position(path.read_text(), "camra")
@@ -157,5 +163,7 @@ def test_slice_errors_are_positioned(project: pytest.Pytester, write_spec: Write
     path = write_spec(data="factory: tinymodel:build", checks=SLICED)
     result = project.runpytest_inprocess()
     result.stdout.fnmatch_lines(
-        ["*checks[[]0].shared_interest.slices: a Dataset's fields are known only when it runs: list the slices to test in slices.values"]
+        [
+            "*checks[[]0].shared_interest.slices: a Dataset's fields are known only when it runs: list the slices to test in slices.values"
+        ]
     )

@@ -77,7 +77,9 @@ def test_integrated_gradients_is_complete(model: ModelUnderTest, images: torch.T
     result = method(images, TARGET)
     assert result.shape == images.shape
     with torch.no_grad():
-        gain = model(images).gather(1, TARGET.view(-1, 1)) - model(torch.zeros_like(images)).gather(1, TARGET.view(-1, 1))
+        gain = model(images).gather(1, TARGET.view(-1, 1)) - model(torch.zeros_like(images)).gather(
+            1, TARGET.view(-1, 1)
+        )
     torch.testing.assert_close(result.flatten(1).sum(1), gain.flatten(), atol=2e-3, rtol=2e-2)
 
 

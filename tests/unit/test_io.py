@@ -11,7 +11,9 @@ import pytest
 from pytest_saliency._io import json_number, json_safe, write_atomic
 
 
-def test_atomic_write_replaces_whole_files_and_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_replaces_whole_files_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "out" / "results.json"
     write_atomic(target, "first")
     assert target.read_text() == "first"

@@ -14,7 +14,9 @@ from pytest_saliency.memory import is_out_of_memory, run_with_half_batch_retry
     [
         torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
         MemoryError(),
-        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1024 bytes"),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1024 bytes"
+        ),
     ],
     ids=["cuda", "python", "cpu-allocator"],
 )

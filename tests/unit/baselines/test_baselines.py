@@ -61,8 +61,19 @@ def test_round_trip(tmp_path, monkeypatch):
     assert loaded.keys() == tensors.keys()
     for key in tensors:
         assert loaded[key].dtype == tensors[key].dtype and torch.equal(loaded[key], tensors[key])
-    for key in ("spec_hash", "settings", "weights_hash", "data_hash", "library_version", "torch_version",
-                "device", "seed", "created", "tensors_sha256", "format"):
+    for key in (
+        "spec_hash",
+        "settings",
+        "weights_hash",
+        "data_hash",
+        "library_version",
+        "torch_version",
+        "device",
+        "seed",
+        "created",
+        "tensors_sha256",
+        "format",
+    ):
         assert key in meta
     assert meta["settings"]["segments"] == {"patch": 8} and meta["torch_version"] == torch.__version__
     assert json.loads((tmp_path / "baselines" / "production.json").read_text()) == meta

@@ -183,7 +183,9 @@ def test_the_decoy_twin_moves_the_cluster_that_holds_the_decoys(project, kind):
     text = "\n".join(outcome.details)
     top = region["cluster"]
     assert f"cluster {top} (n={N}): share 0.09 → 0.83 (+0.74) [holds the decoy]" in text
-    assert f"decoy: cluster {top} holds 100 % of the {N} kept segments on the decoy mask; their share 0.09 → 0.83" in text
+    assert (
+        f"decoy: cluster {top} holds 100 % of the {N} kept segments on the decoy mask; their share 0.09 → 0.83" in text
+    )
     assert "A = weights clean.pt (reference); B = this spec's model (weights decoy.pt)" in text
     assert f"ground truth: the {N} kept segments on the ground-truth mask hold share 0.91 → 0.17" in text
     json.dumps(outcome.to_dict(), allow_nan=False)
@@ -261,11 +263,15 @@ BASELINE = "{snapshot: production}"
 
 def test_the_former_key_names_the_same_files_and_warns_at_its_line(project):
     path = write_spec(project, against="{baseline: production}")
-    with pytest.warns(SpecDeprecationWarning, match=r"against\.baseline: 'baseline' is the former name of 'snapshot'") as caught:
+    with pytest.warns(
+        SpecDeprecationWarning, match=r"against\.baseline: 'baseline' is the former name of 'snapshot'"
+    ) as caught:
         created = run(path, baselines=BaselineSettings(mode="missing"))
     assert created.extra["baseline"]["action"] == "created" and all(file.is_file() for file in stored(project))
     line = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if "against:" in text)
-    assert {(Path(item.filename), item.lineno) for item in caught if item.category is SpecDeprecationWarning} == {(path, line)}
+    assert {(Path(item.filename), item.lineno) for item in caught if item.category is SpecDeprecationWarning} == {
+        (path, line)
+    }
     with pytest.raises(SpecError, match="give exactly one of weights, model, snapshot, baseline"):
         load_spec(write_spec(project, against="{snapshot: production, baseline: production}"))
     assert run(write_spec(project, against=BASELINE)).extra["baseline"]["action"] == "compared"
@@ -299,7 +305,9 @@ def test_baseline_round_trip(project, kind):
     assert stat.S_IMODE(tensors_path.stat().st_mode) == stat.S_IMODE(json_path.stat().st_mode) == 0o666 & ~umask
     tensors = torch.load(tensors_path, weights_only=True)
     if kind == "activations":  # every segment of every image, embedded by the baselined model's layer
-        assert tensors["embeddings"].shape == (N, (SIZE // PATCH) ** 2, 3) and tensors["embeddings"].dtype == torch.float16
+        assert (
+            tensors["embeddings"].shape == (N, (SIZE // PATCH) ** 2, 3) and tensors["embeddings"].dtype == torch.float16
+        )
     else:
         assert "embeddings" not in tensors
     assert tensors["scores_a"].shape == (N, 16) and tensors["centres"].shape[0] == 2
@@ -345,7 +353,10 @@ def test_a_baseline_made_with_other_segments_or_data_is_refused(project):
     path.write_text(text.replace(f"patch: {PATCH}", "patch: 8"))
     with pytest.raises(SpecRuntimeError) as error:
         run(path)
-    assert "was made from other data or settings and is refused: segments: baseline has {'patch': 4}, " in error.value.message
+    assert (
+        "was made from other data or settings and is refused: segments: baseline has {'patch': 4}, "
+        in error.value.message
+    )
     assert "this run has {'patch': 8}" in error.value.message
     assert error.value.message.endswith(f"rewrite it with: pytest --saliency-update-baselines {path}")
 
@@ -374,7 +385,10 @@ def test_an_interrupted_update_leaves_the_previous_baseline_intact(project, monk
     assert "cannot write baseline 'production.drift.grad'" in error.value.message
     assert "the previous baseline, if any, is unchanged" in error.value.message
     assert (tensors_path.read_bytes(), json_path.read_bytes()) == before
-    assert sorted(p.name for p in tensors_path.parent.iterdir()) == ["production.drift.grad.json", "production.drift.grad.pt"]
+    assert sorted(p.name for p in tensors_path.parent.iterdir()) == [
+        "production.drift.grad.json",
+        "production.drift.grad.pt",
+    ]
     monkeypatch.undo()
     assert not run(path).passed  # the old baseline still loads, and the twin still drifts from it
 
@@ -395,14 +409,19 @@ def test_update_reports_baselines_no_check_names(project):
     run(path, baselines=BaselineSettings(mode="missing"))
     path.write_text(path.read_text().replace("id: drift", "id: renamed"))
     outcome = run(path, baselines=BaselineSettings(mode="missing"))
-    assert outcome.extra["baseline"]["unused"] == [str(project / "saliency-baselines" / "twin" / "production.drift.grad")]
+    assert outcome.extra["baseline"]["unused"] == [
+        str(project / "saliency-baselines" / "twin" / "production.drift.grad")
+    ]
     assert stored(project)[0].exists()  # reported, never deleted
 
 
 def test_a_configured_baseline_directory(project, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("baselines")
     path = write_spec(project, weights="clean.pt", against=BASELINE)
-    assert run(path, baselines=BaselineSettings(directory=elsewhere, mode="missing")).extra["baseline"]["action"] == "created"
+    assert (
+        run(path, baselines=BaselineSettings(directory=elsewhere, mode="missing")).extra["baseline"]["action"]
+        == "created"
+    )
     assert (elsewhere / "twin" / "production.drift.grad.pt").is_file()
     assert not (project / "saliency-baselines").exists()
 
@@ -423,7 +442,10 @@ def test_baseline_settings_helpers(monkeypatch, tmp_path):
         assert ci_is_set({"CI": value}) is expected
     assert ci_is_set({}) is False
     assert update_command("specs/a b.saliency.yaml") == "pytest --saliency-update-baselines 'specs/a b.saliency.yaml'"
-    assert update_command("s.saliency.yaml", "all") == "pytest --saliency-update-baselines --saliency-update-mode=all s.saliency.yaml"
+    assert (
+        update_command("s.saliency.yaml", "all")
+        == "pytest --saliency-update-baselines --saliency-update-mode=all s.saliency.yaml"
+    )
     monkeypatch.setenv("CI", "true")
     assert "CI is set here" in update_command("s.saliency.yaml")
 
@@ -436,8 +458,9 @@ def test_summary_lines_count_each_action():
         {"measurements": []},
     ]
     lines = summary_lines(results, BaselineSettings(mode="changed"))
-    assert lines[0].startswith("saliency baselines (--saliency-update-mode=changed): 1 created, 0 updated, 1 unchanged in ")
+    assert lines[0].startswith(
+        "saliency baselines (--saliency-update-mode=changed): 1 created, 0 updated, 1 unchanged in "
+    )
     assert "named by no check" in lines[1] and lines[2].startswith("saliency drift mismatches")
     assert lines[3].endswith("p.d.ig.obtained.json")
     assert summary_lines(results[3:], BaselineSettings()) == []
-

@@ -119,7 +119,9 @@ def test_a_shift_common_to_the_classes_does_not_hide_the_region() -> None:
         layer.weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(3, 1).repeat(1, SIZE * SIZE))
         layer.weight[:, corner().flatten()] = 50.0  # the corner: a large common shift
     network = nn.Sequential(nn.Flatten(), layer).eval()
-    scores = cd_region_scores(network, torch.ones(2, 1, SIZE, SIZE), corner().expand(2, SIZE, SIZE), torch.tensor([0, 1]))
+    scores = cd_region_scores(
+        network, torch.ones(2, 1, SIZE, SIZE), corner().expand(2, SIZE, SIZE), torch.tensor([0, 1])
+    )
     assert scores["share"].tolist() == [0.0, 0.0]
 
 
@@ -223,7 +225,9 @@ def test_empty_regions_are_undefined_and_counted() -> None:
 
 
 def test_all_regions_empty_is_undefined_and_fails() -> None:
-    engine = FakeEngine(linear_model(), torch.ones(2, 1, SIZE, SIZE), {"decoy": torch.zeros(2, SIZE, SIZE, dtype=torch.bool)})
+    engine = FakeEngine(
+        linear_model(), torch.ones(2, 1, SIZE, SIZE), {"decoy": torch.zeros(2, SIZE, SIZE, dtype=torch.bool)}
+    )
     outcome = run_check(engine, mask="decoy", share={"mean": "<= 0.05"})
     assert math.isnan(outcome.measurements[0].value) and not outcome.passed and outcome.undefined == 2
 
@@ -241,8 +245,12 @@ def test_worst_samples_come_first() -> None:
 
 def test_interaction_threshold_in_the_check() -> None:
     truth = corner().flip(0, 1).expand(4, SIZE, SIZE)  # the opposite corner
-    engine = FakeEngine(linear_model(), torch.rand(4, 1, SIZE, SIZE), {"decoy": corner().expand(4, SIZE, SIZE)}, masks=truth)
-    outcome = run_check(engine, mask="decoy", share={"mean": "<= 1"}, interaction={"max": "<= 0.001", "min": ">= -0.001"})
+    engine = FakeEngine(
+        linear_model(), torch.rand(4, 1, SIZE, SIZE), {"decoy": corner().expand(4, SIZE, SIZE)}, masks=truth
+    )
+    outcome = run_check(
+        engine, mask="decoy", share={"mean": "<= 1"}, interaction={"max": "<= 0.001", "min": ">= -0.001"}
+    )
     assert outcome.passed, outcome.measurements  # a linear model's regions do not interact
     assert [m.name for m in outcome.measurements] == ["share.mean", "interaction.max", "interaction.min"]
 
@@ -266,7 +274,9 @@ def test_scores_do_not_depend_on_the_batch_size(method: str) -> None:
     values = []
     for batch_size in (1, 3, 7):
         engine = FakeEngine(network, images, regions, labels=torch.arange(7) % 3, batch_size=batch_size)
-        values.append(run_check(engine, mask="decoy", method=method, share={"mean": "<= 1"}).extra["per_sample"]["share"])
+        values.append(
+            run_check(engine, mask="decoy", method=method, share={"mean": "<= 1"}).extra["per_sample"]["share"]
+        )
     assert values[0] == pytest.approx(values[1], abs=1e-5) and values[0] == pytest.approx(values[2], abs=1e-5)
 
 

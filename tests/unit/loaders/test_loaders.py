@@ -81,7 +81,12 @@ def test_npz_rounding_just_outside_the_unit_range_is_accepted(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("labels", "accepted"),
-    [(np.array([0.0, 2.0]), True), (np.array([True, False]), True), (np.array([0.5, 1.0]), False), (np.array([0, -3]), False)],
+    [
+        (np.array([0.0, 2.0]), True),
+        (np.array([True, False]), True),
+        (np.array([0.5, 1.0]), False),
+        (np.array([0, -3]), False),
+    ],
     ids=["whole-floats", "booleans", "fraction", "negative"],
 )
 def test_npz_labels_must_be_class_indices(tmp_path: Path, labels: np.ndarray, accepted: bool) -> None:
@@ -361,7 +366,6 @@ def test_torchscript(tmp_path: Path) -> None:
     torch.testing.assert_close(model(inputs), network(inputs))
 
 
-
 # --- model outputs ---------------------------------------------------------------------------
 
 
@@ -373,7 +377,11 @@ def test_torchscript(tmp_path: Path) -> None:
         ([torch.zeros(4), torch.ones(4, 3)], 1, torch.ones(4, 3)),
         ({"logits": torch.ones(4, 3), "aux": 1}, "logits", torch.ones(4, 3)),
         (torch.tensor([2.0, -4.0, 0.0, 1.0]), None, torch.tensor([[-1.0, 1.0], [2.0, -2.0], [0.0, 0.0], [-0.5, 0.5]])),
-        (torch.tensor([[2.0], [-4.0], [0.0], [1.0]]), None, torch.tensor([[-1.0, 1.0], [2.0, -2.0], [0.0, 0.0], [-0.5, 0.5]])),
+        (
+            torch.tensor([[2.0], [-4.0], [0.0], [1.0]]),
+            None,
+            torch.tensor([[-1.0, 1.0], [2.0, -2.0], [0.0, 0.0], [-0.5, 0.5]]),
+        ),
     ],
     ids=["tensor", "tuple", "list", "dict", "one-logit", "one-column"],
 )
@@ -399,9 +407,20 @@ def test_one_logit_keeps_the_models_probability() -> None:
         (torch.ones(4, 3, 2), None, ("model",), "the model's output is (N, 3, 2) for 4 images"),
         (torch.ones(5, 3), None, ("model",), "the model's output is (5, 3) for 4 images"),
     ],
-    ids=["tuple-unpicked", "dict-unpicked", "index-too-large", "missing-key", "not-a-container", "not-a-tensor", "maps", "wrong-count"],
+    ids=[
+        "tuple-unpicked",
+        "dict-unpicked",
+        "index-too-large",
+        "missing-key",
+        "not-a-container",
+        "not-a-tensor",
+        "maps",
+        "wrong-count",
+    ],
 )
-def test_outputs_that_are_not_logits(output: object, choice: int | str | None, location: tuple[str, ...], message: str) -> None:
+def test_outputs_that_are_not_logits(
+    output: object, choice: int | str | None, location: tuple[str, ...], message: str
+) -> None:
     with pytest.raises(SpecRuntimeError, match=re.escape(message)) as raised:
         as_logits(output, choice, 4)
     assert raised.value.location == location

@@ -174,7 +174,9 @@ LAYER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "basic_block": (lambda: _block_with_stats(BasicBlock(4, 4), 6), (4, 6, 6)),
     "basic_block-downsample": (
         lambda: _block_with_stats(
-            BasicBlock(4, 8, stride=2, downsample=nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))),
+            BasicBlock(
+                4, 8, stride=2, downsample=nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+            ),
             7,
         ),
         (4, 8, 8),
@@ -242,7 +244,9 @@ class _FunctionalDropout(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "factory", [lambda: nn.Dropout(0.5), lambda: StochasticDepth(0.5, "row"), _FunctionalDropout], ids=["module", "stochastic_depth", "function"]
+    "factory",
+    [lambda: nn.Dropout(0.5), lambda: StochasticDepth(0.5, "row"), _FunctionalDropout],
+    ids=["module", "stochastic_depth", "function"],
 )
 def test_dropout_in_training_mode_shares_one_mask(factory: Callable[[], nn.Module]) -> None:
     module = factory().train()
@@ -419,9 +423,15 @@ def test_torchvision_architecture_decomposes(name: str) -> None:
 def test_vision_transformer_is_refused_at_its_first_operation_without_a_rule() -> None:
     """ViT prepends a learned class token (a constant, not computed from the image) with ``torch.cat``."""
     model = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16).eval()
-    with pytest.raises(UnsupportedLayerError, match=r"no rule for torch\.cat in layer '<model>' \(torchvision\.VisionTransformer\)") as info:
+    with pytest.raises(
+        UnsupportedLayerError, match=r"no rule for torch\.cat in layer '<model>' \(torchvision\.VisionTransformer\)"
+    ) as info:
         contextual_decomposition(model, torch.randn(2, 3, 32, 32), _random_mask((32, 32)))
-    assert (info.value.path, info.value.module_type, info.value.operation) == ("<model>", VisionTransformer, "torch.cat")
+    assert (info.value.path, info.value.module_type, info.value.operation) == (
+        "<model>",
+        VisionTransformer,
+        "torch.cat",
+    )
     assert "a constant part has no rule" in str(info.value)
 
 

@@ -167,7 +167,9 @@ def test_colour_texture_embeddings_batch_invariant():
     seg = patch_segments(16, 16, 4)
     indices = torch.randint(0, 16, (7, 3), generator=g)
     whole = colour_texture_embeddings(images, seg, indices)
-    parts = torch.cat([colour_texture_embeddings(a, seg, b) for a, b in zip(images.split(3), indices.split(3), strict=True)])
+    parts = torch.cat(
+        [colour_texture_embeddings(a, seg, b) for a, b in zip(images.split(3), indices.split(3), strict=True)]
+    )
     torch.testing.assert_close(parts, whole)
 
 
@@ -365,7 +367,9 @@ def test_drift_with_reference_centres_is_order_and_batch_invariant():
     torch.testing.assert_close(permuted.rank_correlation, reference.rank_correlation[perm])
 
     # halves combine into the whole: every image weighs 1/N
-    halves = [attribution_drift(attr_a[s], attr_b[s], images[s], keep=3, centres=centres) for s in (slice(0, 7), slice(7, 20))]
+    halves = [
+        attribution_drift(attr_a[s], attr_b[s], images[s], keep=3, centres=centres) for s in (slice(0, 7), slice(7, 20))
+    ]
     combined = (7 * halves[0].shift.shift + 13 * halves[1].shift.shift) / 20
     torch.testing.assert_close(combined, reference.shift.shift, rtol=0, atol=1e-12)
     assert torch.equal(halves[0].shift.count + halves[1].shift.count, reference.shift.count)
@@ -377,7 +381,9 @@ def test_drift_embedding_choices_and_stored_centres():
     attr_b = attribution_maps(seg, obj, decoy, obj_level=0.6, decoy_level=1.5, background=0.05, seed=2)
     torch.manual_seed(0)
     model = TinyNet().eval()
-    by_layer = attribution_drift(attr_a, attr_b, images, keep=2, clusters=3, embed=activation_embedder(model, "features"))
+    by_layer = attribution_drift(
+        attr_a, attr_b, images, keep=2, clusters=3, embed=activation_embedder(model, "features")
+    )
     assert by_layer.centres.shape == (3, 6) and by_layer.settings["embedding"] == "callable"
 
     every = torch.arange(GRID, dtype=torch.long).expand(10, -1)

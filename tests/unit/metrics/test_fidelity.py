@@ -171,8 +171,13 @@ def test_mif_and_lif_of_a_pixel_set_model_drop_as_expected() -> None:
     importance = pixels.expand(2, h, w) + 0.0  # the set is the most important; ties elsewhere
     fractions = [0.0, 0.05, 0.1, 0.15, 0.2, 0.5, 0.8, 0.85, 0.9, 1.0]
     result = fidelity_curves(
-        model, images, importance, target=torch.zeros(2, dtype=torch.long), fractions=fractions,
-        orders=("mif", "lif"), score="logit",
+        model,
+        images,
+        importance,
+        target=torch.zeros(2, dtype=torch.long),
+        fractions=fractions,
+        orders=("mif", "lif"),
+        score="logit",
     )
     k = torch.tensor([round(f * 100) for f in fractions], dtype=torch.float32)
     expected_mif = 1 - k.clamp(max=20) / 20  # every removed unit first takes a set pixel
@@ -194,8 +199,14 @@ def test_patches_sum_importance_and_remove_whole_patches() -> None:
     importance[0, 6, 6] = 5.0  # its own patch, top of the MIF order
     importance[0, 0:3, 0:3] = 0.2  # patch (0, 0) sums to 1.8: second
     result = fidelity_curves(
-        model, torch.ones(1, 1, 7, 7), importance, target=torch.zeros(1, dtype=torch.long),
-        fractions=[0.0, 1 / 9, 2 / 9], unit=3, score="logit", orders=("mif", "lif"),
+        model,
+        torch.ones(1, 1, 7, 7),
+        importance,
+        target=torch.zeros(1, dtype=torch.long),
+        fractions=[0.0, 1 / 9, 2 / 9],
+        unit=3,
+        score="logit",
+        orders=("mif", "lif"),
     )
     assert result.n_units == 9
     assert result.counts.tolist() == [0, 1, 2]
@@ -209,9 +220,7 @@ def test_per_sample_curves_do_not_depend_on_the_batch_size(fill: str) -> None:
     images, importance = data(7, 3, size=10)
     target = predicted(model, images)
     results = [
-        fidelity_curves(
-            model, images, importance, target=target, steps=5, orders=ORDERS, fill=fill, batch_size=bs
-        )
+        fidelity_curves(model, images, importance, target=target, steps=5, orders=ORDERS, fill=fill, batch_size=bs)
         for bs in (7, 64, 1000)
     ]
     for other in results[1:]:
@@ -226,8 +235,14 @@ def test_model_batches_inference_mode_and_shared_passes() -> None:
     target = predicted(model.inner, images)
     progress: list[tuple[int, int]] = []
     fidelity_curves(
-        model, images, importance, target=target, fractions=[0.0, 0.5, 1.0], orders=("mif", "lif"),
-        batch_size=8, progress=lambda done, total: progress.append((done, total)),
+        model,
+        images,
+        importance,
+        target=target,
+        fractions=[0.0, 0.5, 1.0],
+        orders=("mif", "lif"),
+        batch_size=8,
+        progress=lambda done, total: progress.append((done, total)),
     )
     # clean + MIF@0.5 + LIF@0.5 + everything removed (shared by the orders) = 4 x 10 inputs
     assert sum(model.sizes) == 40
@@ -274,12 +289,22 @@ def test_lif_is_the_reverse_of_mif() -> None:
     model = PixelSetModel(pixels)
     importance = torch.arange(16.0).view(1, 4, 4)
     result = fidelity_curves(
-        model, torch.ones(1, 1, 4, 4), -importance, target=torch.zeros(1, dtype=torch.long),
-        fractions=[i / 16 for i in range(17)], orders=("mif", "lif"), score="logit",
+        model,
+        torch.ones(1, 1, 4, 4),
+        -importance,
+        target=torch.zeros(1, dtype=torch.long),
+        fractions=[i / 16 for i in range(17)],
+        orders=("mif", "lif"),
+        score="logit",
     )
     flipped = fidelity_curves(
-        model, torch.ones(1, 1, 4, 4), importance, target=torch.zeros(1, dtype=torch.long),
-        fractions=[i / 16 for i in range(17)], orders=("mif", "lif"), score="logit",
+        model,
+        torch.ones(1, 1, 4, 4),
+        importance,
+        target=torch.zeros(1, dtype=torch.long),
+        fractions=[i / 16 for i in range(17)],
+        orders=("mif", "lif"),
+        score="logit",
     )
     assert torch.equal(result.curves["mif"], flipped.curves["lif"])
     assert torch.equal(result.curves["lif"], flipped.curves["mif"])
@@ -301,8 +326,14 @@ def test_insertion_puts_the_most_important_pixels_back_into_the_blurred_image() 
         expected[:, k] = model(torch.where(kept, images, blurred))[:, 0]
     for fill in ("zeros", "blur", "noisy_linear"):  # the fill of the other orders does not matter
         result = fidelity_curves(
-            model, images, importance, target=torch.zeros(2, dtype=torch.long), fractions=fractions,
-            orders=("mif", "insertion"), fill=fill, score="logit",
+            model,
+            images,
+            importance,
+            target=torch.zeros(2, dtype=torch.long),
+            fractions=fractions,
+            orders=("mif", "insertion"),
+            fill=fill,
+            score="logit",
         )
         torch.testing.assert_close(result.curves["insertion"], expected)
         torch.testing.assert_close(result.scores["insertion"], expected)
@@ -316,8 +347,12 @@ def test_insertion_rewards_the_pixels_the_model_reads() -> None:
     noise = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     images = 0.1 * noise + 5.0 * pixels  # a bright patch that blurring dims
     target = torch.zeros(3, dtype=torch.long)
-    right = fidelity_curves(model, images, pixels.expand(3, 8, 8) + 0.0, target=target, orders=("insertion",), score="logit")
-    wrong = fidelity_curves(model, images, 1.0 - pixels.expand(3, 8, 8), target=target, orders=("insertion",), score="logit")
+    right = fidelity_curves(
+        model, images, pixels.expand(3, 8, 8) + 0.0, target=target, orders=("insertion",), score="logit"
+    )
+    wrong = fidelity_curves(
+        model, images, 1.0 - pixels.expand(3, 8, 8), target=target, orders=("insertion",), score="logit"
+    )
     assert right.mean_auc("insertion") > wrong.mean_auc("insertion")
 
 
@@ -519,8 +554,14 @@ def test_curves_start_at_one_and_mif_removes_in_importance_order(seed: int, leve
     importance = torch.randint(0, levels, (2, 6, 6), generator=generator).float()  # many ties
     images = torch.rand(2, 1, 6, 6, generator=generator) + 0.1
     result = fidelity_curves(
-        model, images, importance, target=torch.zeros(2, dtype=torch.long), steps=steps,
-        orders=ORDERS, score="logit", seed=seed,
+        model,
+        images,
+        importance,
+        target=torch.zeros(2, dtype=torch.long),
+        steps=steps,
+        orders=ORDERS,
+        score="logit",
+        seed=seed,
     )
     for order in ("mif", "lif", "random"):  # removal curves; insertion starts from the blurred image
         torch.testing.assert_close(result.curves[order][:, 0], torch.ones(2))

@@ -79,8 +79,13 @@ def quantus_pixel_flipping(model, images, target, attribution, *, softmax: bool,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores = metric(
-            model=model, x_batch=images.numpy(), y_batch=target.numpy(), a_batch=attribution,
-            softmax=softmax, device="cpu", batch_size=4,
+            model=model,
+            x_batch=images.numpy(),
+            y_batch=target.numpy(),
+            a_batch=attribution,
+            softmax=softmax,
+            device="cpu",
+            batch_size=4,
         )
     return np.asarray(scores)
 
@@ -92,8 +97,15 @@ def test_mif_and_lif_equal_quantus_pixel_flipping(channels: int, softmax: bool, 
     points = SIZE * SIZE // FEATURES_IN_STEP  # our whole-pixel points, fractions j / 8
     fractions = [j / points for j in range(points + 1)]
     ours = fidelity_curves(
-        model, images, importance, target=target, fractions=fractions, orders=("mif", "lif"),
-        fill="zeros", score=score, batch_size=5,
+        model,
+        images,
+        importance,
+        target=target,
+        fractions=fractions,
+        orders=("mif", "lif"),
+        fill="zeros",
+        score=score,
+        batch_size=5,
     )
     a = importance.numpy()[:, None].astype(np.float64)
     for order, attribution in (("mif", a), ("lif", a.max() - a)):
@@ -109,8 +121,13 @@ def test_auc_per_sample_convention() -> None:
     model, images, target, importance = workload(1)
     points = SIZE * SIZE // FEATURES_IN_STEP
     ours = fidelity_curves(
-        model, images, importance, target=target, fractions=[j / points for j in range(points + 1)],
-        orders=("mif",), score="probability",
+        model,
+        images,
+        importance,
+        target=target,
+        fractions=[j / points for j in range(points + 1)],
+        orders=("mif",),
+        score="probability",
     )
     theirs = quantus_pixel_flipping(model, images, target, importance.numpy()[:, None], softmax=True, auc=True)
     expected = curve_auc(ours.scores["mif"][:, 1:], list(range(points)))  # step units, no clean point
@@ -128,9 +145,7 @@ def test_noisy_linear_imputation_equals_quantus_without_noise() -> None:
         order = importance.argsort(dim=1, descending=True)[:, :k]
         removed = torch.zeros(5, 20 * 24, dtype=torch.bool).scatter_(1, order, True).view(5, 20, 24)
         ours = linear_impute(images, removed).numpy()
-        theirs = np.stack(
-            [noisy_linear_imputation(images[i].numpy(), order[i].numpy(), noise=0.0) for i in range(5)]
-        )
+        theirs = np.stack([noisy_linear_imputation(images[i].numpy(), order[i].numpy(), noise=0.0) for i in range(5)])
         np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=0)
 
 
@@ -138,16 +153,33 @@ def test_road_accuracy_curve_equals_quantus_without_noise() -> None:
     model, images, target, importance = workload(1, n=8)
     percentages = [10, 30, 50, 70]
     metric = quantus.ROAD(
-        percentages=percentages, noise=0.0, abs=False, normalise=False,
-        disable_warnings=True, display_progressbar=False,
+        percentages=percentages,
+        noise=0.0,
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+        display_progressbar=False,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # One batch: Quantus 0.6.0 keeps only the first batch's scores.
-        metric(model=model, x_batch=images.numpy(), y_batch=target.numpy(),
-               a_batch=importance.numpy()[:, None], device="cpu", batch_size=8)
+        metric(
+            model=model,
+            x_batch=images.numpy(),
+            y_batch=target.numpy(),
+            a_batch=importance.numpy()[:, None],
+            device="cpu",
+            batch_size=8,
+        )
     ours = fidelity_curves(
-        model, images, importance, target=target, fractions=[p / 100 for p in percentages],
-        orders=("mif",), fill="noisy_linear", noise_std=0.0, score="accuracy",
+        model,
+        images,
+        importance,
+        target=target,
+        fractions=[p / 100 for p in percentages],
+        orders=("mif",),
+        fill="noisy_linear",
+        noise_std=0.0,
+        score="accuracy",
     )
     assert ours.mean_curve("mif").tolist() == pytest.approx([metric.evaluation_scores[p] for p in percentages])

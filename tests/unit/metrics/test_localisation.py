@@ -27,7 +27,9 @@ MASK_METRICS = {
 MAP_METRICS = {"sparseness": complexity.sparseness, "complexity": complexity.complexity}
 
 
-def _ignoring_mask(metric: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _ignoring_mask(
+    metric: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A map metric called like the mask metrics, ``metric(maps, masks)``; the masks are unused."""
     return lambda a, s: metric(a)
 
@@ -43,7 +45,14 @@ def one_pixel_mask(size: int, row: int, column: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("peak", "tolerance", "hit"),
-    [((5, 5), 0, 1.0), ((5, 6), 0, 0.0), ((5, 20), 15, 1.0), ((5, 20), 14, 0.0), ((16, 16), 15, 0.0), ((14, 17), 15, 1.0)],
+    [
+        ((5, 5), 0, 1.0),
+        ((5, 6), 0, 0.0),
+        ((5, 20), 15, 1.0),
+        ((5, 20), 14, 0.0),
+        ((16, 16), 15, 0.0),
+        ((14, 17), 15, 1.0),
+    ],
 )
 def test_pointing_game_tolerance_is_a_euclidean_radius(peak: tuple[int, int], tolerance: int, hit: float) -> None:
     # (16, 16) is 11·√2 ≈ 15.6 px from (5, 5), (14, 17) is 15 px away exactly
@@ -136,13 +145,18 @@ def test_range_and_scale_invariance(maps: np.ndarray, masks: np.ndarray, scale: 
 
 
 @settings(max_examples=40, deadline=None)
-@given(maps=arrays(np.float64, (7, SIDE, SIDE), elements=st.integers(-3, 4).map(float)),
-       masks=arrays(np.bool_, (7, SIDE, SIDE)), split=st.integers(1, 6))
+@given(
+    maps=arrays(np.float64, (7, SIDE, SIDE), elements=st.integers(-3, 4).map(float)),
+    masks=arrays(np.bool_, (7, SIDE, SIDE)),
+    split=st.integers(1, 6),
+)
 def test_per_sample_values_do_not_depend_on_the_batch_split(maps: np.ndarray, masks: np.ndarray, split: int) -> None:
     a, s = torch.from_numpy(maps), torch.from_numpy(masks)
     for name, metric in ALL_METRICS.items():
         whole = metric(a, s)
-        parts = torch.cat([metric(a_part, s_part) for a_part, s_part in zip(a.split(split), s.split(split), strict=True)])
+        parts = torch.cat(
+            [metric(a_part, s_part) for a_part, s_part in zip(a.split(split), s.split(split), strict=True)]
+        )
         np.testing.assert_array_equal(parts.numpy(), whole.numpy(), err_msg=name)
 
 

@@ -50,8 +50,12 @@ def quantus_scores(metric, maps: torch.Tensor, masks: torch.Tensor) -> np.ndarra
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores = metric(
-            model=None, x_batch=x, y_batch=np.zeros(len(maps), int), a_batch=a,
-            s_batch=masks.numpy()[:, None].astype(np.float64), device="cpu",
+            model=None,
+            x_batch=x,
+            y_batch=np.zeros(len(maps), int),
+            a_batch=a,
+            s_batch=masks.numpy()[:, None].astype(np.float64),
+            device="cpu",
         )
     return np.asarray(scores, dtype=np.float64)
 

@@ -56,8 +56,12 @@ def test_max_sensitivity_is_captums_and_the_mean_uses_the_same_perturbations() -
     )
     noise = 0.05 * noise_of(_SALT_SENSITIVITY, "uniform")
     theirs = sensitivity_max(
-        lambda x, target: (explain(x[0] if isinstance(x, tuple) else x, target),), images,
-        perturb_func=replay(noise, infidelity=False), perturb_radius=0.05, n_perturb_samples=N_PERTURB, target=target,
+        lambda x, target: (explain(x[0] if isinstance(x, tuple) else x, target),),
+        images,
+        perturb_func=replay(noise, infidelity=False),
+        perturb_radius=0.05,
+        n_perturb_samples=N_PERTURB,
+        target=target,
     )
     np.testing.assert_allclose(high.numpy(), theirs.double().numpy(), rtol=1e-5)
     by_hand = torch.stack(
@@ -76,13 +80,25 @@ def test_infidelity_is_captums(normalize: bool) -> None:
     model, images, target, explain = workload()
     attributions = explain(images, target)
     ours = robustness.infidelity(
-        model, images, attributions, target, noise_std=0.05, n_perturb_samples=N_PERTURB,
-        normalize=normalize, batch_size=2, seed=SEED,
+        model,
+        images,
+        attributions,
+        target,
+        noise_std=0.05,
+        n_perturb_samples=N_PERTURB,
+        normalize=normalize,
+        batch_size=2,
+        seed=SEED,
     )
     noise = 0.05 * noise_of(_SALT_INFIDELITY, "normal")
     theirs = captum_infidelity(
-        model, replay(noise, infidelity=True), images, attributions, target=target,
-        n_perturb_samples=N_PERTURB, normalize=normalize,
+        model,
+        replay(noise, infidelity=True),
+        images,
+        attributions,
+        target=target,
+        n_perturb_samples=N_PERTURB,
+        normalize=normalize,
     )
     np.testing.assert_allclose(ours.numpy(), theirs.double().numpy(), rtol=1e-4, atol=1e-9)
 
@@ -93,8 +109,14 @@ def test_normalized_infidelity_ignores_the_attributions_scale() -> None:
 
     def score(scale: float, normalize: bool) -> np.ndarray:
         return robustness.infidelity(
-            model, images, scale * attributions, target, noise_std=0.05, n_perturb_samples=N_PERTURB,
-            normalize=normalize, seed=SEED,
+            model,
+            images,
+            scale * attributions,
+            target,
+            noise_std=0.05,
+            n_perturb_samples=N_PERTURB,
+            normalize=normalize,
+            seed=SEED,
         ).numpy()
 
     np.testing.assert_allclose(score(10.0, True), score(1.0, True), rtol=1e-4, atol=1e-9)

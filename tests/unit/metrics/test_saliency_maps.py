@@ -139,7 +139,11 @@ def test_binarize_needs_exactly_one_rule(rules: dict[str, float]) -> None:
 
 @settings(max_examples=50, deadline=None)
 @given(
-    arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5)), elements=st.floats(0, 1, width=32)),
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5)),
+        elements=st.floats(0, 1, width=32),
+    ),
     st.floats(0.01, 1.0),
 )
 def test_top_fraction_keeps_at_least_its_share(maps: np.ndarray, fraction: float) -> None:

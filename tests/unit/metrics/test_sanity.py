@@ -172,7 +172,14 @@ def small_net(batch_norm: bool = False) -> nn.Module:
     layers: list[nn.Module] = [nn.Conv2d(3, 4, 3, padding=1)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(4))
-    layers += [nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)]
+    layers += [
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    ]
     return nn.Sequential(*layers).eval()
 
 
@@ -283,7 +290,10 @@ def test_other_classes_are_seeded_uniform_draws_among_the_others() -> None:
         ({"test": "efficient", "score": ">= 0", "final": "<= 0.3"}, "test efficient takes score and bins, not final"),
         ({"final": "<= 0.3", "score": ">= 0"}, "score and bins go with test: efficient"),
         ({"test": "random_logit", "final": "<= 0.3", "layers": ["0"]}, "test random_logit takes final"),
-        ({"final": "<= 0.3", "layers": ["classifier"], "per_layer": {"clasifier": "<= 0.5"}}, "did you mean 'classifier'"),
+        (
+            {"final": "<= 0.3", "layers": ["classifier"], "per_layer": {"clasifier": "<= 0.5"}},
+            "did you mean 'classifier'",
+        ),
         ({"final": "<= 0.3", "similarity": "hog"}, "spearman"),
     ],
 )

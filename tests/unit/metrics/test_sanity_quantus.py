@@ -83,7 +83,9 @@ def saliency(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, **
 
 def our_maps(model: ModelUnderTest, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """What the sanity check computes: the spec's attribution (Saliency, abs) and abs_sum maps."""
-    attributor = Attributor(AttributionSpec(method="Saliency", params={"abs": True}), model, 64, ("attributions", "grad"))
+    attributor = Attributor(
+        AttributionSpec(method="Saliency", params={"abs": True}), model, 64, ("attributions", "grad")
+    )
     return reduce_channels(attributor(images, labels), "abs_sum")
 
 
@@ -124,8 +126,13 @@ def test_mprt_similarities_equal_quantus(shapes, ours: str, theirs: str) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores = metric(
-            model=network, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=None,
-            explain_func=saliency, device="cpu", batch_size=10,
+            model=network,
+            x_batch=images.numpy(),
+            y_batch=labels.numpy(),
+            a_batch=None,
+            explain_func=saliency,
+            device="cpu",
+            batch_size=10,
         )
     model = ModelUnderTest(network, None)
     trained = our_maps(model, images, labels)
@@ -142,18 +149,29 @@ def test_mprt_similarities_equal_quantus(shapes, ours: str, theirs: str) -> None
 def test_efficient_mprt_equals_quantus_with_100_bins(shapes) -> None:  # type: ignore[no-untyped-def]
     network, images, labels = shapes
     metric = quantus.EfficientMPRT(
-        complexity_func_kwargs={"n_bins": 100}, layer_order="top_down", seed=SEED, abs=True, normalise=False,
+        complexity_func_kwargs={"n_bins": 100},
+        layer_order="top_down",
+        seed=SEED,
+        abs=True,
+        normalise=False,
         disable_warnings=True,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores = metric(
-            model=network, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=None,
-            explain_func=saliency, device="cpu", batch_size=10,
+            model=network,
+            x_batch=images.numpy(),
+            y_batch=labels.numpy(),
+            a_batch=None,
+            explain_func=saliency,
+            device="cpu",
+            batch_size=10,
         )
     model = ModelUnderTest(network, None)
     layers = [f"network.{layer}" for layer in parameterised_layers(network)]
-    _, copy = deque(randomised_models(model, layers, "cascading", SEED), maxlen=1)[0]  # the fully randomised model is the last step
+    _, copy = deque(randomised_models(model, layers, "cascading", SEED), maxlen=1)[
+        0
+    ]  # the fully randomised model is the last step
     mine = efficient_mprt_score(our_maps(model, images, labels), our_maps(copy, images, labels))  # type: ignore[arg-type]
     np.testing.assert_allclose(scores, mine.numpy(), rtol=0, atol=1e-5)
 

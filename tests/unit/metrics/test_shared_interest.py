@@ -258,5 +258,7 @@ def test_per_sample_values_do_not_depend_on_batching(pair: tuple[torch.Tensor, t
     saliency, ground_truth = pair
     for function in (iou, ground_truth_coverage, saliency_coverage):
         whole = function(saliency, ground_truth)
-        parts = torch.cat([function(a, b) for a, b in zip(saliency.split(chunk), ground_truth.split(chunk), strict=True)])
+        parts = torch.cat(
+            [function(a, b) for a, b in zip(saliency.split(chunk), ground_truth.split(chunk), strict=True)]
+        )
         _same(whole, parts)

@@ -115,14 +115,22 @@ def worst_rows(count: int, thumbnail: bool = True) -> list[dict[str, Any]]:
     ]
 
 
-def measurement(name: str, value: float | None, threshold: str, passed: bool, interval: float | None = None) -> dict[str, Any]:
+def measurement(
+    name: str, value: float | None, threshold: str, passed: bool, interval: float | None = None
+) -> dict[str, Any]:
     return {"name": name, "value": value, "threshold": threshold, "passed": passed, "interval": interval}
 
 
 def sample_results() -> list[dict[str, Any]]:
     """One of each: shared_interest (failing), patterns (passing), fidelity, drift, spec error."""
     fractions = [i / 10 for i in range(10)]
-    base = {"spec": "shapes", "spec_path": "specs/shapes.saliency.yaml", "severity": "fail", "samples": 6, "undefined": 0}
+    base = {
+        "spec": "shapes",
+        "spec_path": "specs/shapes.saliency.yaml",
+        "severity": "fail",
+        "samples": 6,
+        "undefined": 0,
+    }
     return [
         {
             **base,
@@ -136,7 +144,10 @@ def sample_results() -> list[dict[str, Any]]:
             "status": "failed",
             "passed": False,
             "undefined": 1,
-            "measurements": [measurement("iou.mean", 0.64, ">= 0.9", False), measurement("gtc.mean", float("nan"), ">= 0.5", False)],
+            "measurements": [
+                measurement("iou.mean", 0.64, ">= 0.9", False),
+                measurement("gtc.mean", float("nan"), ">= 0.5", False),
+            ],
             "details": ["worst samples by iou (of 6; 1 undefined):"],
             "per_sample": {"index": [0, 1, 2], "iou": [0.1, None, 0.3]},
             "worst": worst_rows(3),
@@ -171,7 +182,11 @@ def sample_results() -> list[dict[str, Any]]:
             "status": "warned",
             "severity": "warn",
             "measurements": [measurement("gap", 0.2, ">= 0.3", False, 0.05)],
-            "curves": {"mif": [1 - f for f in fractions], "lif": [1.0 - 0.1 * f for f in fractions], "random": [1 - 0.5 * f for f in fractions]},
+            "curves": {
+                "mif": [1 - f for f in fractions],
+                "lif": [1.0 - 0.1 * f for f in fractions],
+                "random": [1 - 0.5 * f for f in fractions],
+            },
             "fractions": fractions,
         },
         {
@@ -189,9 +204,24 @@ def sample_results() -> list[dict[str, Any]]:
             "drift": {
                 "max_abs_shift": 0.01,
                 "clusters": [
-                    {"cluster": 0, "count": 5, "share_a": 0.3, "share_b": 0.31, "shift": 0.01, "representatives": [[0, 1]], "crops": [png_of((0.1, 0.1, 0.9))]},
+                    {
+                        "cluster": 0,
+                        "count": 5,
+                        "share_a": 0.3,
+                        "share_b": 0.31,
+                        "shift": 0.01,
+                        "representatives": [[0, 1]],
+                        "crops": [png_of((0.1, 0.1, 0.9))],
+                    },
                     {"cluster": 1, "count": 0, "share_a": 0.0, "share_b": 0.0, "shift": 0.0, "representatives": []},
-                    {"cluster": 2, "count": 3, "share_a": 0.2, "share_b": 0.19, "shift": -0.01, "representatives": [[1, 2], [2, 3]]},
+                    {
+                        "cluster": 2,
+                        "count": 3,
+                        "share_a": 0.2,
+                        "share_b": 0.19,
+                        "shift": -0.01,
+                        "representatives": [[1, 2], [2, 3]],
+                    },
                 ],
             },
             "regions": {"decoy": {"segments": 2, "cluster": 0, "share_a": 0.1, "share_b": 0.1}},
@@ -233,9 +263,17 @@ def test_example_strip_scales_small_images_up_three_times_with_four_panels() -> 
 
 def test_example_strip_handles_grey_images_masks_of_another_size_and_big_images() -> None:
     grey = torch.rand(1, 16, 16)
-    strip = decode(thumbnails.example_strip(grey, torch.rand(16, 16), torch.ones(8, 8, dtype=torch.bool), torch.zeros(16, 16, dtype=torch.bool)))
+    strip = decode(
+        thumbnails.example_strip(
+            grey, torch.rand(16, 16), torch.ones(8, 8, dtype=torch.bool), torch.zeros(16, 16, dtype=torch.bool)
+        )
+    )
     assert strip.size == (4 * 96 + 3 * thumbnails.GAP, 96)  # 16 px: x6
-    big = decode(thumbnails.example_strip(torch.rand(3, 200, 100), torch.rand(200, 100), torch.rand(200, 100) > 0.5, torch.rand(200, 100) > 0.5))
+    big = decode(
+        thumbnails.example_strip(
+            torch.rand(3, 200, 100), torch.rand(200, 100), torch.rand(200, 100) > 0.5, torch.rand(200, 100) > 0.5
+        )
+    )
     assert big.size[1] == 96  # scaled down to the panel size
 
 
@@ -273,7 +311,10 @@ def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> N
     drift: dict[str, Any] = {
         "drift": {
             "settings": {"segments": {"patch": 8}},
-            "clusters": [{"cluster": 0, "representatives": [[0, 3], [2, 0], [1, 1], [3, 2]]}, {"cluster": 1, "representatives": []}],
+            "clusters": [
+                {"cluster": 0, "representatives": [[0, 3], [2, 0], [1, 1], [3, 2]]},
+                {"cluster": 1, "representatives": []},
+            ],
         }
     }
     thumbnails.attach(drift, images, masks)
@@ -344,7 +385,13 @@ def test_document_matches_the_shipped_schema_and_is_sorted() -> None:
     jsonschema.Draft202012Validator.check_schema(report_results.schema())
     assert document["format"] == "pytest-saliency-results"
     assert document["schema_version"] == report_results.SCHEMA_VERSION == 1
-    assert [r["nodeid"].split("::")[1] for r in document["results"]] == ["spec", "cov[grad]", "pat[grad]", "faithful[ig]", "drifted[grad]"]
+    assert [r["nodeid"].split("::")[1] for r in document["results"]] == [
+        "spec",
+        "cov[grad]",
+        "pat[grad]",
+        "faithful[ig]",
+        "drifted[grad]",
+    ]
     assert document["summary"] == {"total": 5, "passed": 2, "failed": 1, "warned": 1, "error": 1}
     assert document["artifacts"] == ["report.html"]
     # NaN is never written: an undefined aggregate is null
@@ -392,7 +439,9 @@ def test_load_document_checks_format_and_version(tmp_path: Path) -> None:
 
 def test_write_run_outputs_reports_paths_and_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    lines = report_outputs.write_run_outputs(sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json"))
+    lines = report_outputs.write_run_outputs(
+        sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json")
+    )
     assert lines == ["saliency results (JSON): r.json", "saliency report (HTML): r.html"]
     (tmp_path / "blocked").write_text("a file, not a folder")
     lines = report_outputs.write_run_outputs(sample_results(), json_path=str(tmp_path / "blocked" / "r.json"))
@@ -477,7 +526,13 @@ def test_fidelity_curves_are_plotted_with_the_gap(page: Page) -> None:
 
 
 def test_fidelity_curves_from_a_nested_summary() -> None:
-    result = {"fidelity": {"fractions": [0, 0.5], "orders": {"mif": {"mean_curve": [1, 0]}, "lif": {"mean_curve": [1, 1]}}, "gap": 0.5}}
+    result = {
+        "fidelity": {
+            "fractions": [0, 0.5],
+            "orders": {"mif": {"mean_curve": [1, 0]}, "lif": {"mean_curve": [1, 1]}},
+            "gap": 0.5,
+        }
+    }
     plot = report_html.fidelity_plot(result)
     assert plot is not None and [line["order"] for line in plot["lines"]] == ["mif", "lif"]
     assert plot["gap"] == 0.5
@@ -630,8 +685,11 @@ def test_find_chromium_honours_the_environment(monkeypatch: pytest.MonkeyPatch, 
 def test_sanity_curve_is_plotted_with_its_final_threshold() -> None:
     result = {
         "sanity": {
-            "test": "cascading", "similarity": "spearman_abs", "final": "<= 0.3",
-            "steps": ["original", "10", "6", "3", "0"], "curve": [1.0, 0.8, 0.67, None, 0.11],
+            "test": "cascading",
+            "similarity": "spearman_abs",
+            "final": "<= 0.3",
+            "steps": ["original", "10", "6", "3", "0"],
+            "curve": [1.0, 0.8, 0.67, None, 0.11],
         }
     }
     plot = report_html.sanity_plot(result)
@@ -642,7 +700,10 @@ def test_sanity_curve_is_plotted_with_its_final_threshold() -> None:
     assert plot["markers"][0]["y"] == top  # similarity 1 at the top, 0 on the axis
     assert plot["threshold"]["y"] == pytest.approx(bottom - 0.3 * (bottom - top), abs=0.1)
     assert plot["axis_label"] == "layers randomised, cumulatively from the output down"
-    document = {"generator": {"version": "0", "pytest": "9"}, "results": [{"check": "s", "status": "passed", "measurements": [], **result}]}
+    document = {
+        "generator": {"version": "0", "pytest": "9"},
+        "results": [{"check": "s", "status": "passed", "measurements": [], **result}],
+    }
     html = report_html.render_html(document)
     assert html.count('class="marker-sanity"') == 4 and '<svg class="chart sanity"' in html
     assert report_html.sanity_plot({"sanity": {"test": "random_logit"}}) is None

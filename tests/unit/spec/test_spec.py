@@ -72,7 +72,9 @@ def test_threshold_comparisons() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from([">=", ">", "<=", "<"]), st.floats(allow_nan=False, allow_infinity=False), st.text(" ", max_size=2))
+@given(
+    st.sampled_from([">=", ">", "<=", "<"]), st.floats(allow_nan=False, allow_infinity=False), st.text(" ", max_size=2)
+)
 def test_threshold_round_trips_any_number(operator: str, value: float, space: str) -> None:
     threshold = Threshold.parse(f"{space}{operator}{space}{value!r}{space}")
     assert (threshold.operator, threshold.value) == (operator, value)
@@ -167,126 +169,193 @@ def test_display_name_is_used_in_problems(spec_dir: Path) -> None:
 ERRORS: dict[str, tuple[str, int, int, str]] = {
     "unknown top-level key": (
         BASE + "targt: label\n",
-        12, 1, "spec: unknown key 'targt' (did you mean 'target'?)",
+        12,
+        1,
+        "spec: unknown key 'targt' (did you mean 'target'?)",
     ),
     "unknown nested key": (
         BASE.replace("  factory: mypkg.model:build\n", "  factory: mypkg.model:build\n  weigths: w.pt\n"),
-        4, 3, "model: unknown key 'weigths' (did you mean 'weights'?)",
+        4,
+        3,
+        "model: unknown key 'weigths' (did you mean 'weights'?)",
     ),
     "unknown key deep in a check": (
         BASE + "      per_clas: true\n",
-        12, 7, "checks[0].shared_interest: unknown key 'per_clas' (did you mean 'per_class'?)",
+        12,
+        7,
+        "checks[0].shared_interest: unknown key 'per_clas' (did you mean 'per_class'?)",
     ),
     "wrong type": (
         BASE.replace("  npz: data.npz\n", '  npz: data.npz\n  batch_size: "64"\n'),
-        6, 15, "data.batch_size: Input should be a valid integer",
+        6,
+        15,
+        "data.batch_size: Input should be a valid integer",
     ),
     "missing required key": (
         BASE.replace("{method: Saliency}", "{params: {abs: true}}"),
-        7, 3, "attributions.grad: missing required key 'method'",
+        7,
+        3,
+        "attributions.grad: missing required key 'method'",
     ),
     "missing top-level key": (
         BASE.replace("data:\n  npz: data.npz\n", ""),
-        1, 1, "spec: missing required key 'data'",
+        1,
+        1,
+        "spec: missing required key 'data'",
     ),
     "bad threshold": (
         BASE.replace('">= 0.5"', '">= abc"'),
-        11, 19, "checks[0].shared_interest.gtc.mean: bad threshold '>= abc'",
+        11,
+        19,
+        "checks[0].shared_interest.gtc.mean: bad threshold '>= abc'",
     ),
     "bare number threshold": (
         BASE.replace('">= 0.5"', "0.5"),
-        11, 19, "checks[0].shared_interest.gtc.mean: a threshold is a quoted comparison",
+        11,
+        19,
+        "checks[0].shared_interest.gtc.mean: a threshold is a quoted comparison",
     ),
     "bad aggregate": (
         BASE.replace("{mean:", "{average:"),
-        11, 13, "bad key 'average': aggregates are mean, median, min, max or pNN",
+        11,
+        13,
+        "bad key 'average': aggregates are mean, median, min, max or pNN",
     ),
     "unknown captum method": (
         BASE.replace("Saliency", "IntegratedGradient"),
-        7, 18,
+        7,
+        18,
         "attributions.grad.method: unknown captum attribution method 'IntegratedGradient'"
         " (did you mean 'IntegratedGradients'?)",
     ),
     "unknown pattern name": (
-        BASE.replace('    shared_interest:\n      gtc: {mean: ">= 0.5"}\n', "    patterns:\n      forbid: [distracter]\n"),
-        11, 16, "checks[0].patterns.forbid[0]: 'distracter' is not one of human_aligned",
+        BASE.replace(
+            '    shared_interest:\n      gtc: {mean: ">= 0.5"}\n', "    patterns:\n      forbid: [distracter]\n"
+        ),
+        11,
+        16,
+        "checks[0].patterns.forbid[0]: 'distracter' is not one of human_aligned",
     ),
     "unknown pattern name as a key": (
-        BASE.replace('    shared_interest:\n      gtc: {mean: ">= 0.5"}\n', "    patterns:\n      max_fraction: {distracter: 0.1}\n"),
-        11, 22, "checks[0].patterns.max_fraction: bad key 'distracter': 'distracter' is not one of human_aligned",
+        BASE.replace(
+            '    shared_interest:\n      gtc: {mean: ">= 0.5"}\n',
+            "    patterns:\n      max_fraction: {distracter: 0.1}\n",
+        ),
+        11,
+        22,
+        "checks[0].patterns.max_fraction: bad key 'distracter': 'distracter' is not one of human_aligned",
     ),
     "fraction out of range": (
-        BASE.replace('    shared_interest:\n      gtc: {mean: ">= 0.5"}\n', "    patterns:\n      max_fraction: {distractor: 1.5}\n"),
-        11, 34, "checks[0].patterns.max_fraction.distractor: Input should be less than or equal to 1",
+        BASE.replace(
+            '    shared_interest:\n      gtc: {mean: ">= 0.5"}\n',
+            "    patterns:\n      max_fraction: {distractor: 1.5}\n",
+        ),
+        11,
+        34,
+        "checks[0].patterns.max_fraction.distractor: Input should be less than or equal to 1",
     ),
     "two check kinds in one check": (
         BASE.replace("  - id: coverage\n", '  - id: coverage\n    fidelity: {gap: ">= 0.1"}\n'),
-        9, 5, f"checks[0]: give exactly one of {', '.join(CHECK_KINDS)} (got shared_interest, fidelity)",
+        9,
+        5,
+        f"checks[0]: give exactly one of {', '.join(CHECK_KINDS)} (got shared_interest, fidelity)",
     ),
     "unsupported version": (
         BASE.replace("version: 1", "version: 2"),
-        1, 10, "version: 2 is not one of 1",
+        1,
+        10,
+        "version: 2 is not one of 1",
     ),
     "bad attribution name": (
         BASE.replace("  grad: {method: Saliency}", "  gr ad: {method: Saliency}"),
-        7, 3, "attributions: bad key 'gr ad': String should match pattern",
+        7,
+        3,
+        "attributions: bad key 'gr ad': String should match pattern",
     ),
     "unknown baseline": (
         BASE.replace("{method: Saliency}", "{method: IntegratedGradients, baseline: zero}"),
-        7, 49, "attributions.grad.baseline: baseline must be one of zeros, mean, blur, uniform or a number, got 'zero'"
+        7,
+        49,
+        "attributions.grad.baseline: baseline must be one of zeros, mean, blur, uniform or a number, got 'zero'"
         " (did you mean 'zeros'?)",
     ),
     "unknown channel reduction": (
         BASE + "saliency: {channels: abs_summ}\n",
-        12, 22, "saliency.channels: 'abs_summ' is not one of sum, abs_sum, max_abs, positive (did you mean 'abs_sum'?)",
+        12,
+        22,
+        "saliency.channels: 'abs_summ' is not one of sum, abs_sum, max_abs, positive (did you mean 'abs_sum'?)",
     ),
     "check names an unknown attribution": (
         BASE + "      methods: [gard]\n",
-        12, 17, "checks[0].shared_interest.methods[0]: no attribution named 'gard' (did you mean 'grad'?)",
+        12,
+        17,
+        "checks[0].shared_interest.methods[0]: no attribution named 'gard' (did you mean 'grad'?)",
     ),
     "missing weights file": (
         BASE.replace("  factory: mypkg.model:build\n", "  factory: mypkg.model:build\n  weights: missing.pt\n"),
-        4, 12, "model.weights: file not found: missing.pt (paths are relative to the spec file)",
+        4,
+        12,
+        "model.weights: file not found: missing.pt (paths are relative to the spec file)",
     ),
     "missing npz file": (
         BASE.replace("npz: data.npz", "npz: nope.npz"),
-        5, 8, "data.npz: file not found: nope.npz",
+        5,
+        8,
+        "data.npz: file not found: nope.npz",
     ),
     "duplicate key": (
         BASE + "version: 1\n",
-        12, 1, "duplicate key 'version'",
+        12,
+        1,
+        "duplicate key 'version'",
     ),
     "duplicate nested key": (
         BASE.replace("  npz: data.npz\n", "  npz: data.npz\n  npz: other.npz\n"),
-        6, 3, "duplicate key 'npz'",
+        6,
+        3,
+        "duplicate key 'npz'",
     ),
     "YAML syntax error": (
         BASE.replace("  npz: data.npz\n", "  npz: data.npz\n   limit: 2\n"),
-        6, 9, "YAML syntax: mapping values are not allowed here",
+        6,
+        9,
+        "YAML syntax: mapping values are not allowed here",
     ),
     "duplicate check ids": (
         BASE + '  - id: coverage\n    shared_interest:\n      iou: {mean: ">= 0.2"}\n',
-        9, 3, "checks: check id 'coverage' is used twice",
+        9,
+        3,
+        "checks: check id 'coverage' is used twice",
     ),
     "per_class without data.classes": (
         BASE + "      per_class: true\n",
-        12, 18, "checks[0].shared_interest.per_class: per_class needs the class names: add data.classes",
+        12,
+        18,
+        "checks[0].shared_interest.per_class: per_class needs the class names: add data.classes",
     ),
     "region mask not in the npz": (
         BASE + '  - id: decoy\n    region:\n      mask: decoi\n      share: {mean: "<= 0.1"}\n',
-        14, 13, "checks[1].region.mask: the data has no mask 'decoi' (did you mean 'decoy'?) (extra masks: decoy)",
+        14,
+        13,
+        "checks[1].region.mask: the data has no mask 'decoi' (did you mean 'decoy'?) (extra masks: decoy)",
     ),
     "two rules where exactly one is allowed": (
         BASE + "saliency:\n  binarize: {std: 1.0, threshold: 0.5}\n",
-        13, 13, "saliency.binarize: give exactly one of std, percentile, top_fraction, threshold (got std, threshold)",
+        13,
+        13,
+        "saliency.binarize: give exactly one of std, percentile, top_fraction, threshold (got std, threshold)",
     ),
     "layer method without a layer": (
         BASE.replace("Saliency", "LayerGradCam"),
-        7, 9, "attributions.grad: LayerGradCam attributes to a layer: add layer",
+        7,
+        9,
+        "attributions.grad: LayerGradCam attributes to a layer: add layer",
     ),
     "bad factory reference": (
         BASE.replace("mypkg.model:build", "mypkg.model.build"),
-        3, 12, "model.factory: 'mypkg.model.build' is not \"package.module:callable\"",
+        3,
+        12,
+        "model.factory: 'mypkg.model.build' is not \"package.module:callable\"",
     ),
 }
 
@@ -308,7 +377,9 @@ def test_npz_without_labels(tmp_path: Path) -> None:
 
 
 def test_npz_normalize_channel_count(spec_dir: Path) -> None:
-    text = BASE.replace("  factory: mypkg.model:build\n", "  factory: mypkg.model:build\n  normalize: {mean: [0.5], std: [0.5]}\n")
+    text = BASE.replace(
+        "  factory: mypkg.model:build\n", "  factory: mypkg.model:build\n  normalize: {mean: [0.5], std: [0.5]}\n"
+    )
     assert_one_error(spec_dir, text, 4, 21, "normalize has 1 values but the images have 3 channels")
 
 

@@ -27,7 +27,21 @@ from pytest_saliency.spec import SpecError, load_spec
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = [ROOT / "specs" / "shapes.saliency.yaml", *sorted((ROOT / "examples").glob("*.saliency.yaml"))]
 LINE = re.compile(r"^[^\n]+:\d+:\d+: [^\n]+$")
-KEYS = ["version", "model", "data", "checks", "gtc", "iou", "mean", "p10", "methods", "factory", "weights", "npz", "fill"]
+KEYS = [
+    "version",
+    "model",
+    "data",
+    "checks",
+    "gtc",
+    "iou",
+    "mean",
+    "p10",
+    "methods",
+    "factory",
+    "weights",
+    "npz",
+    "fill",
+]
 ODD_PATHS = ["a\x00b.pt", "x" * 5000 + ".pt", "/", "..", "", " ", "\t", "../" * 300 + "w.pt", "dir/"]
 Path_ = tuple[str | int, ...]
 
@@ -99,7 +113,11 @@ def text_mutation(draw: st.DrawFn, text: str) -> str:
         at = draw(st.integers(0, len(text) - 1))
         if action == "delete":
             return text[:at] + text[at + 1 :]
-        return text[:at] + draw(st.sampled_from([":", "-", "{", "}", "[", "]", "'", '"', "\t", " ", "&", "*", "!", "#", "\x00"])) + text[at:]
+        return (
+            text[:at]
+            + draw(st.sampled_from([":", "-", "{", "}", "[", "]", "'", '"', "\t", " ", "&", "*", "!", "#", "\x00"]))
+            + text[at:]
+        )
     line = draw(st.integers(0, len(lines) - 1))
     if action == "drop-line":
         del lines[line]
@@ -143,7 +161,9 @@ def check_loads_or_reports(layout: Path, index: int, text: str) -> None:
             assert LINE.match(line), f"not one positioned line: {line!r}\n--- spec ---\n{text}"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(case=mutated_spec())
 def test_a_mutated_spec_loads_or_gives_positioned_lines(layout: Path, case: tuple[int, str]) -> None:
     check_loads_or_reports(layout, *case)
@@ -151,7 +171,11 @@ def test_a_mutated_spec_loads_or_gives_positioned_lines(layout: Path, case: tupl
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(os.environ.get("CI")), reason="CI runs the few hundred examples of the test above")
-@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(case=mutated_spec())
 def test_ten_thousand_mutated_specs_load_or_give_positioned_lines(layout: Path, case: tuple[int, str]) -> None:
     check_loads_or_reports(layout, *case)

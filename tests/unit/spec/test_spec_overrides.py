@@ -33,9 +33,7 @@ def test_an_empty_variable_without_default_is_empty_not_a_problem() -> None:
     assert out == {"a": "xy"} and problems == []
 
 
-@pytest.mark.parametrize(
-    "argument", ["model.weights", "=x", "model..weights=x", ".x=1"]
-)
+@pytest.mark.parametrize("argument", ["model.weights", "=x", "model..weights=x", ".x=1"])
 def test_malformed_settings_are_refused(argument: str) -> None:
     with pytest.raises(ValueError, match="expects KEY=VALUE"):
         Override.parse(argument)
@@ -44,14 +42,23 @@ def test_malformed_settings_are_refused(argument: str) -> None:
 def test_values_are_yaml_and_list_items_are_addressed_by_index(tmp_path: Path) -> None:
     data = {"checks": [{"id": "a", "severity": "fail"}], "model": {"factory": "m:f"}}
     source = SourceMap()
-    settings = ["checks.0.severity=warn", "checks.0.marks=[gate, nightly]", "seed=7", "model.weights=cand.pt", "data.npz=/abs/v.npz"]
+    settings = [
+        "checks.0.severity=warn",
+        "checks.0.marks=[gate, nightly]",
+        "seed=7",
+        "model.weights=cand.pt",
+        "data.npz=/abs/v.npz",
+    ]
     records, problems = apply_overrides(data, source, [Override.parse(s) for s in settings], tmp_path)
     assert problems == []
     assert data["checks"][0] == {"id": "a", "severity": "warn", "marks": ["gate", "nightly"]}
     assert data["seed"] == 7
     assert data["model"]["weights"] == str(tmp_path / "cand.pt")  # a path: relative to the base
     assert data["data"] == {"npz": "/abs/v.npz"}  # created on the way; absolute paths stay
-    assert records["checks.0.marks"] == {"value": "[gate, nightly]", "from": "--saliency-set checks.0.marks=[gate, nightly]"}
+    assert records["checks.0.marks"] == {
+        "value": "[gate, nightly]",
+        "from": "--saliency-set checks.0.marks=[gate, nightly]",
+    }
     assert source.override(("model", "weights")) == (("model", "weights"), "--saliency-set model.weights")
     assert source.override(("data",)) == (("data", "npz"), "--saliency-set data.npz")  # made by the override
     assert source.override(("checks", 0, "id")) is None

@@ -140,7 +140,10 @@ def test_saliency_guided_steps_decrease_the_loss(fill: str) -> None:
         return saliency_guided_loss(model, x, y, generator=torch.Generator().manual_seed(0), **options).item()  # type: ignore[arg-type]
 
     before = evaluate()
-    losses = [saliency_guided_step(model, optimizer, x, y, generator=torch.Generator().manual_seed(i), **options) for i in range(8)]
+    losses = [
+        saliency_guided_step(model, optimizer, x, y, generator=torch.Generator().manual_seed(i), **options)
+        for i in range(8)
+    ]
     assert all(isinstance(v, float) and math.isfinite(v) for v in losses)
     after = evaluate()
     assert after < before
