@@ -258,7 +258,7 @@ class SpecEngine:
 
     @cached_property
     def data_hash(self) -> str:
-        """A short hash of the images and labels (what a drift baseline must have been made from)."""
+        """A short hash of the images and labels (what a drift snapshot must have been made from)."""
         from .baselines.store import content_hash
 
         return content_hash({"images": self.data.images, "labels": self.data.labels})

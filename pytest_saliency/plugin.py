@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--saliency-update-baselines",
         action="store_true",
         default=False,
-        help="write the drift baselines of the selected checks (which ones: --saliency-update-mode). "
+        help="write the drift snapshots (stored baselines) of the selected checks (which ones: --saliency-update-mode). "
         "A normal run never writes a baseline.",
     )
     group.addoption(
@@ -89,7 +89,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("saliency_device", "default for --saliency-device", default="auto")
     parser.addini(
         "saliency_baseline_dir",
-        "folder for drift baselines, relative to the ini file (default: saliency-baselines/ beside each spec)",
+        "folder for drift snapshots, relative to the ini file (default: saliency-baselines/ beside each spec)",
         default="",
     )
 

@@ -163,7 +163,7 @@ class CheckRequest:
     method: str | None
     class_index: int | None
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
-    """Where drift baselines live and whether this run may write them."""
+    """Where drift snapshots live and whether this run may write them."""
     slice_value: str | None = None
     """With ``slices``: the value of the per-sample field this item looks at."""
 

@@ -679,7 +679,7 @@ class DriftResult:
         return list(zip(self.point_image[chosen].tolist(), self.point_segment[chosen].tolist(), strict=True))
 
     def baseline_tensors(self) -> dict[str, Tensor]:
-        """What a drift baseline stores for the reference version: its segment scores and the
+        """What a drift snapshot stores for the reference version: its segment scores and the
         cluster centres (CPU tensors), enough to rerun against a new version with
         ``drift_from_scores(baseline["scores_a"], new_scores, ..., centres=baseline["centres"])``."""
         return {"scores_a": self.scores_a.detach().cpu(), "centres": self.centres.detach().cpu()}
