@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -13,9 +14,13 @@ from torch import Tensor
 from .._io import json_number
 from ..baselines import BaselineSettings
 from ..engine import SpecEngine
-from ..errors import SpecRuntimeError, did_you_mean
+from ..errors import Location, SpecRuntimeError, did_you_mean
+from ..memory import run_with_half_batch_retry
 from ..metrics.intervals import mean_interval, quantile_interval
 from ..spec.schema import CheckSpec, Threshold
+from ..spec.validate import format_location
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,15 @@ class CheckRequest:
                 f"the data has no per-sample field {slices.by!r}{did_you_mean(slices.by, fields)}; its fields: {named}",
             )
         return fields[slices.by]
+
+
+def run_in_batches(request: CheckRequest, own_batch_size: int | None, run: Callable[[int], T]) -> T:
+    """``run(batch_size)`` at the check's own ``batch_size`` (else ``data.batch_size``), retried
+    once at half the batch when it runs out of memory; out of memory again is one line at the
+    check's block that names the setting to lower."""
+    location: Location = ("checks", request.engine.spec.checks.index(request.check), request.check.kind)
+    setting = f"{format_location(location)}.batch_size" if own_batch_size else "data.batch_size"
+    return run_with_half_batch_retry(run, own_batch_size or request.engine.batch_size, location, setting)
 
 
 def aggregate(values: Tensor, how: str) -> float:

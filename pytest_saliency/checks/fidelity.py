@@ -3,12 +3,9 @@ on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
-from ..errors import Location
-from ..memory import run_with_half_batch_retry
 from ..metrics.fidelity import FidelityResult, fidelity_curves
 from ..spec.schema import FidelityCheck
-from ..spec.validate import format_location
-from .base import CheckRequest, Measurement, Outcome
+from .base import CheckRequest, Measurement, Outcome, run_in_batches
 
 ORDER_NAMES = {
     "mif": "most important first",
@@ -26,8 +23,6 @@ def evaluate(request: CheckRequest) -> Outcome:
     target = engine.predictions if config.score_of == "predicted" else engine.data.labels
     attributions = engine.attributions(request.method)
     label, report = f"{engine.loaded.name}: {request.method} curves", engine.progress
-    location: Location = ("checks", engine.spec.checks.index(request.check), "fidelity")
-    setting = f"{format_location(location)}.batch_size" if config.batch_size else "data.batch_size"
 
     def curves(batch_size: int) -> FidelityResult:
         return fidelity_curves(
@@ -48,7 +43,7 @@ def evaluate(request: CheckRequest) -> Outcome:
             progress=(lambda done, total: report(label, done, total)) if report else None,
         )
 
-    result = run_with_half_batch_retry(curves, config.batch_size or engine.batch_size, location, setting)
+    result = run_in_batches(request, config.batch_size, curves)
     summary = result.to_dict()
     defined = len(engine.data) - summary["n_undefined"]
     measurements = []

@@ -10,7 +10,7 @@ from ..attribution import Attributor
 from ..metrics import robustness
 from ..metrics.robustness import Progress
 from ..spec.schema import RobustnessCheck
-from .base import CheckRequest, Outcome, score_outcome
+from .base import CheckRequest, Outcome, run_in_batches, score_outcome
 
 
 def evaluate(request: CheckRequest) -> Outcome:
@@ -22,7 +22,6 @@ def evaluate(request: CheckRequest) -> Outcome:
     images = engine.data.images.to(device)
     targets = engine.targets.to(device)
     clean = engine.attributions(request.method)
-    batch_size = config.batch_size or engine.batch_size
     seed = engine.spec.seed
     scores: dict[str, Tensor] = {}
     settings = []
@@ -32,39 +31,48 @@ def evaluate(request: CheckRequest) -> Outcome:
         return None if report is None else lambda done, total: report(label, done, total)
 
     if "max_sensitivity" in thresholds or "avg_sensitivity" in thresholds:
-        location = ("attributions", request.method)
-        attributor = Attributor(engine.spec.attributions[request.method], engine.model, batch_size, location)
-        generator = torch.Generator().manual_seed(seed)
-        highest, mean = robustness.sensitivity(
-            lambda inputs, target: attributor(inputs, target, generator),
-            images,
-            targets,
-            clean,
-            perturb_radius=config.perturb_radius,
-            n_perturb_samples=config.n_perturb_samples,
-            norm_ord=config.norm_ord,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress("sensitivity"),
-        )
+        method = request.method
+        location = ("attributions", method)
+
+        def sensitivity(batch_size: int) -> tuple[Tensor, Tensor]:
+            attributor = Attributor(engine.spec.attributions[method], engine.model, batch_size, location)
+            generator = torch.Generator().manual_seed(seed)
+            return robustness.sensitivity(
+                lambda inputs, target: attributor(inputs, target, generator),
+                images,
+                targets,
+                clean,
+                perturb_radius=config.perturb_radius,
+                n_perturb_samples=config.n_perturb_samples,
+                norm_ord=config.norm_ord,
+                batch_size=batch_size,
+                seed=seed,
+                progress=progress("sensitivity"),
+            )
+
+        highest, mean = run_in_batches(request, config.batch_size, sensitivity)
         scores.update({"max_sensitivity": highest, "avg_sensitivity": mean})
         settings.append(
             f"sensitivity: uniform noise in ±{config.perturb_radius:g}, {config.norm_ord} norm, "
             "relative to the clean attribution"
         )
     if "infidelity" in thresholds:
-        scores["infidelity"] = robustness.infidelity(
-            engine.model,
-            images,
-            clean,
-            targets,
-            noise_std=config.noise_std,
-            n_perturb_samples=config.n_perturb_samples,
-            normalize=config.normalize,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress("infidelity"),
-        )
+
+        def infidelity(batch_size: int) -> Tensor:
+            return robustness.infidelity(
+                engine.model,
+                images,
+                clean,
+                targets,
+                noise_std=config.noise_std,
+                n_perturb_samples=config.n_perturb_samples,
+                normalize=config.normalize,
+                batch_size=batch_size,
+                seed=seed,
+                progress=progress("infidelity"),
+            )
+
+        scores["infidelity"] = run_in_batches(request, config.batch_size, infidelity)
         normalized = ", normalized" if config.normalize else ""
         settings.append(f"infidelity: Gaussian noise σ {config.noise_std:g} on the target's logit{normalized}")
     scores = {name: scores[name] for name in thresholds}

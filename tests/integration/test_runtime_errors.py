@@ -311,6 +311,17 @@ CATALOGUE: dict[str, Case] = {
         checks='- id: faithful\n  fidelity:\n    batch_size: 32\n    steps: 2\n    gap: ">= -1"\n',
         failed=1,
     ),
+    "out-of-memory-in-robustness": Case(
+        {
+            "model": "factory: variants:build\nkwargs: {kind: hungry, limit: 2}",
+            "data": "npz: ../data.npz\nbatch_size: 2",
+        },
+        at="batch_size: 32",
+        message="checks[0].robustness: out of memory at batch size 32 and again at 16: "
+        "lower checks[0].robustness.batch_size (e.g. 4)",
+        checks='- id: stable\n  robustness:\n    batch_size: 32\n    infidelity: {mean: "<= 10"}\n',
+        failed=1,
+    ),
 }
 
 
