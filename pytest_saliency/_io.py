@@ -1,7 +1,8 @@
-"""Files the plugin writes (baselines, obtained summaries, reports, screenshots) are written
-whole or not at all: into a temporary file in the target's folder, flushed and fsynced, then
-moved into place with ``os.replace``. A crash or a full disk never leaves half a file, and
-never loses the previous one."""
+"""Files the plugin writes (drift snapshots, obtained summaries, reports, screenshots) are
+written whole or not at all: into a temporary file in the target's folder, flushed and fsynced,
+then moved into place with ``os.replace``. A crash or a full disk never leaves half a file, and
+never loses the previous one. And the JSON they hold has no NaN: :func:`json_safe` and
+:func:`json_number` turn undefined values into ``null``."""
 
 from __future__ import annotations
 

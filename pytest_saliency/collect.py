@@ -1,4 +1,5 @@
-"""Collection tree: spec file -> one item per check x attribution method (x class)."""
+"""Collection tree: spec file -> one item per check x attribution method (x class or slice
+value); a check that uses no attribution (``region``) gives one item (per class or slice)."""
 
 from __future__ import annotations
 

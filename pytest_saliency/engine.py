@@ -2,8 +2,8 @@
 
 Everything is lazy and cached on the engine: the clean forward pass, each method's attributions
 (batched, on the chosen device), saliency maps and regions, Shared Interest scores. Check
-evaluators ask the engine for what they need; the plugin keeps a small LRU of engines so that a
-shuffled test order does not recompute.
+evaluators ask the engine for what they need; the session keeps a small LRU of engines
+(:class:`EngineCache`, below) so that a shuffled test order does not recompute.
 """
 
 from __future__ import annotations

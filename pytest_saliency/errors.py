@@ -1,6 +1,8 @@
-"""Every error and warning of pytest-saliency, under one root each: :class:`SaliencyError` and
-:class:`SaliencyWarning`'s siblings below. A spec problem reads as one line,
-``path:line:col: message (fix)``; this module imports nothing heavy."""
+"""Every error and warning of pytest-saliency. Every error derives from one root,
+:class:`SaliencyError`, which users can catch; the warnings are :class:`SaliencyWarning` (a
+check that warns), :class:`SnapshotEnvironmentWarning` and :class:`SpecDeprecationWarning`. A
+spec problem reads as one line, ``path:line:col: message (fix)``; this module imports nothing
+heavy."""
 
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ class SaliencyWarning(UserWarning):
 
 
 class BaselineError(SaliencyError):
-    """The root of the drift baselines' errors: the stored snapshots and the options that update
+    """The root of the drift snapshots' errors: the stored snapshots and the options that update
     them (``--saliency-update-baselines``)."""
 
 

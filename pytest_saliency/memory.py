@@ -59,8 +59,11 @@ def run_with_half_batch_retry(run: Callable[[int], T], batch_size: int, location
 
 def _out_of_memory(location: Location, setting: str, tried: list[int]) -> SpecRuntimeError:
     sizes = " and again at ".join(str(size) for size in tried)
-    suggestion = max(1, tried[-1] // 4)
-    return SpecRuntimeError(location, f"out of memory at batch size {sizes}: lower {setting} (e.g. {suggestion})")
+    if tried[-1] == 1:
+        fix = "even one image at a time does not fit: use smaller images or model, or another device"
+    else:
+        fix = f"lower {setting} (e.g. {max(1, tried[-1] // 4)})"
+    return SpecRuntimeError(location, f"out of memory at batch size {sizes}: {fix}")
 
 
 def _free_memory() -> None:

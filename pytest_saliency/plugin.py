@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ._constants import SPEC_SUFFIXES
-from .baselines.settings import DEFAULT_DIRNAME, ci_is_set, settings_from_config
+from .baselines.settings import DEFAULT_DIRNAME, UPDATE_MODES, ci_is_set, settings_from_config
 from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
 
@@ -37,7 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--saliency-strict",
         action="store_true",
         default=False,
-        help="fail checks declared with severity: warn too (for a pre-deployment gate).",
+        help="fail checks declared with severity: warn, and inconclusive ones (decide: interval), too "
+        "(for a pre-deployment gate).",
     )
     group.addoption(
         "--saliency-debug",
@@ -50,14 +51,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="write the drift snapshots (stored baselines) of the selected checks (which ones: --saliency-update-mode). "
-        "A normal run never writes a baseline.",
+        "A normal run never writes one.",
     )
     group.addoption(
         "--saliency-update-mode",
-        choices=("missing", "changed", "all"),
+        choices=UPDATE_MODES,
         default=None,
-        help="with --saliency-update-baselines: missing = create absent baselines only; changed (default) = "
-        "also rewrite those whose content or settings differ; all = rewrite every baseline the run touches.",
+        help="with --saliency-update-baselines: missing = create absent snapshots only; changed (default) = "
+        "also rewrite those whose content or settings differ; all = rewrite every snapshot the run touches.",
     )
     group.addoption(
         "--saliency-allow-ci-update",

@@ -87,7 +87,7 @@ class BaselineSettings:
 
 
 def settings_from_config(config: pytest.Config) -> BaselineSettings:
-    """Read the baseline options; refuse an update when ``CI`` is set without
+    """Read the snapshot options (``--saliency-update-baselines`` and the rest); refuse an update when ``CI`` is set without
     ``--saliency-allow-ci-update`` (a :class:`pytest.UsageError`)."""
     configured = str(config.getini("saliency_baseline_dir") or "").strip()
     directory: Path | None = None

@@ -27,7 +27,6 @@ from torch import Tensor
 PANEL = 96  # target side of one panel, pixels
 CROP = 48  # target side of a drift segment crop
 GAP = 2  # pixels between panels
-PANELS = ("image", "saliency", "ground truth", "region")
 GROUND_TRUTH_COLOUR = (0.15, 0.85, 0.25)
 CROPS_PER_CLUSTER = 3
 

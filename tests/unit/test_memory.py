@@ -63,9 +63,16 @@ def test_out_of_memory_twice_names_the_setting_at_its_location() -> None:
 
 def test_a_batch_of_one_is_not_halved() -> None:
     calls: list[int] = []
-    with pytest.raises(SpecRuntimeError, match=r"out of memory at batch size 1: lower data.batch_size \(e.g. 1\)"):
+    with pytest.raises(SpecRuntimeError, match=r"out of memory at batch size 1: even one image at a time does not fit"):
         run_with_half_batch_retry(hungry(0, calls), 1, ("data",), "data.batch_size")
     assert calls == [1]
+
+
+def test_a_batch_of_two_then_one_names_no_smaller_batch() -> None:
+    with pytest.raises(
+        SpecRuntimeError, match=r"at batch size 2 and again at 1: even one image at a time does not fit"
+    ):
+        run_with_half_batch_retry(hungry(0, []), 2, ("data",), "data.batch_size")
 
 
 def test_other_errors_pass_through_untouched() -> None:
