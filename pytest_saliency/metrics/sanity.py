@@ -89,7 +89,8 @@ def ssim(a: Tensor, b: Tensor, window: int = SSIM_WINDOW) -> Tensor:
     scikit-image's ``structural_similarity`` with its defaults: a ``window x window`` uniform
     window, sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, the mean over the positions whose
     window lies inside the image, and ``data_range`` the spread of the pair (max minus min over
-    both maps, as Quantus passes it). NaN for a pair of equal constant maps."""
+    both maps, as Quantus passes it). NaN where either map is constant (it has no structure; the
+    index of a constant map would be near 0, the best possible score) or holds NaN."""
     if a.dim() != 3 or a.shape != b.shape:
         raise ValueError(f"ssim needs two (N, H, W) maps of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[1:]) < window:
@@ -108,7 +109,14 @@ def ssim(a: Tensor, b: Tensor, window: int = SSIM_WINDOW) -> Tensor:
     vxy = correction * (mean(x * y) - ux * uy)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     index = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return index.flatten(1).mean(dim=1)
+    undefined = _constant_or_nan(a) | _constant_or_nan(b)
+    return torch.where(undefined, torch.nan, index.flatten(1).mean(dim=1))
+
+
+def _constant_or_nan(maps: Tensor) -> Tensor:
+    """``(N,)`` bool: the rows of ``(N, ...)`` maps that are constant or hold NaN."""
+    flat = maps.flatten(1)
+    return (flat.amax(dim=1) == flat.amin(dim=1)) | flat.isnan().any(dim=1)
 
 
 def similarity(name: Similarity, a: Tensor, b: Tensor) -> Tensor:
@@ -139,9 +147,8 @@ def similarity_to(name: Similarity, reference: Tensor) -> Callable[[Tensor], Ten
 def self_similarity(maps: Tensor) -> Tensor:
     """The similarity of ``(N, H, W)`` maps with themselves, ``(N,)`` float64: 1 by every
     measure here, NaN for a constant map (no ranks, no structure) or one holding NaN."""
-    flat = maps.flatten(1)
-    undefined = (flat.amax(dim=1) == flat.amin(dim=1)) | flat.isnan().any(dim=1)
-    return torch.where(undefined, torch.nan, torch.ones(flat.shape[0], dtype=torch.float64, device=flat.device))
+    ones = torch.ones(maps.shape[0], dtype=torch.float64, device=maps.device)
+    return torch.where(_constant_or_nan(maps), torch.nan, ones)
 
 
 # --- eMPRT -----------------------------------------------------------------------------------

@@ -89,6 +89,17 @@ def test_ssim_of_identical_maps_is_one_and_equals_scikit_image() -> None:
     np.testing.assert_allclose(ssim(a, b).numpy(), expected, rtol=0, atol=1e-12)
 
 
+def test_ssim_of_a_constant_map_or_one_holding_nan_is_undefined() -> None:
+    """Without it a constant map would score near 0, the best possible random-logit result."""
+    maps = torch.rand(4, 9, 9, generator=torch.Generator().manual_seed(6))
+    others = maps.flip(2)
+    maps[0], others[1] = 0.5, 0.0  # constant on either side
+    maps[2, 3, 4], others[3, 0, 0] = math.nan, math.nan
+    assert torch.isnan(ssim(maps, others)).all()
+    assert torch.isnan(ssim(others, maps)).all()
+    assert not torch.isnan(ssim(maps[1:2], others[0:1])).any()  # both maps vary, no NaN
+
+
 def test_ssim_refuses_maps_smaller_than_its_window() -> None:
     with pytest.raises(ValueError, match="at least 7x7"):
         ssim(torch.rand(1, 6, 20), torch.rand(1, 6, 20))
