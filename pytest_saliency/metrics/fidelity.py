@@ -525,17 +525,17 @@ def fidelity_curves(
         ranks = _ranks(unit_imp, orders, seed)
 
         # Jobs: (order index, units removed). The removed set of k = 0 (clean) and k = U does not
-        # depend on the order, so those are computed once (k = U of insertion only when it blurs
-        # like the fill); duplicated counts are computed once. Insertion at k inserted units
-        # removes (blurs) U - k.
+        # depend on the order, so those are computed once, under the key ("shared", k) (k = U of
+        # insertion only when it blurs like the fill); duplicated counts are computed once.
+        # Insertion at k inserted units removes (blurs) U - k.
         inserting = [order == "insertion" for order in orders]
-        job_index: dict[tuple[int, int], int] = {}
+        job_index: dict[tuple[int | str, int], int] = {}
         job_order: list[int] = []
         job_k: list[int] = []
 
         def job(order_idx: int, k: int) -> int:
             shared = k == 0 or (k == n_units and (not inserting[order_idx] or fill == "blur"))
-            key = (0, k) if shared else (order_idx, k)
+            key: tuple[int | str, int] = ("shared", k) if shared else (order_idx, k)
             if key not in job_index:
                 job_index[key] = len(job_order)
                 job_order.append(order_idx)  # a shared job builds the same input for every order
@@ -604,7 +604,7 @@ def fidelity_curves(
                 progress(stop, total)
 
         raw = results.view(len(job_order), n)[point_jobs.to(device)]  # (O, S, N)
-        clean = results[:n] if (0, 0) in job_index else torch.full((n,), math.nan, device=device)
+        clean = results[:n] if ("shared", 0) in job_index else torch.full((n,), math.nan, device=device)
 
     raw = raw.permute(0, 2, 1).float().cpu().clone()  # (O, N, S), a normal (non-inference) tensor
     clean = clean.float().cpu().clone()

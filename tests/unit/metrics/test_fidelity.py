@@ -340,6 +340,31 @@ def test_insertion_puts_the_most_important_pixels_back_into_the_blurred_image() 
         torch.testing.assert_close(result.auc["insertion"], curve_auc(expected, fractions))
 
 
+@pytest.mark.parametrize("orders", [("insertion", "mif", "lif", "random"), ("mif", "insertion")])
+def test_insertion_first_does_not_lend_its_blurred_image_to_the_removal_orders(orders: tuple[str, ...]) -> None:
+    # Every pixel removed with fill zeros leaves a sum of 0, whichever order comes first; the
+    # fully blurred image of insertion (k = 0 inserted) is a job of its own.
+    model = PixelSetModel(torch.ones(6, 6))
+    generator = torch.Generator().manual_seed(8)
+    images = torch.rand(3, 1, 6, 6, generator=generator) + 0.5
+    result = fidelity_curves(
+        model,
+        images,
+        torch.rand(3, 6, 6, generator=generator),
+        target=torch.zeros(3, dtype=torch.long),
+        fractions=[0.0, 0.5, 1.0],
+        orders=orders,  # type: ignore[arg-type]
+        fill="zeros",
+        score="logit",
+    )
+    for order in orders:
+        if order != "insertion":
+            assert result.scores[order][:, -1].tolist() == [0.0, 0.0, 0.0]
+    insertion = result.scores["insertion"]
+    torch.testing.assert_close(insertion[:, 0], gaussian_blur(images).sum(dim=(1, 2, 3)))
+    torch.testing.assert_close(insertion[:, -1], images.sum(dim=(1, 2, 3)))
+
+
 def test_insertion_rewards_the_pixels_the_model_reads() -> None:
     pixels = torch.zeros(8, 8)
     pixels[2:4, 2:4] = 1.0
