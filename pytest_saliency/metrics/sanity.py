@@ -159,8 +159,10 @@ def histogram_entropy(maps: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
 
     ``bins`` equal bins from the map's minimum to its maximum, binned exactly as
     ``numpy.histogram(map, bins)`` does (the last bin includes its right edge); a constant map
-    has one full bin and entropy 0."""
+    has one full bin and entropy 0; a map holding NaN has no histogram: NaN."""
     flat = maps.flatten(1).double()
+    broken = flat.isnan().any(dim=1)
+    flat = torch.where(broken.unsqueeze(1), 0.0, flat)  # binned as a constant map, then NaN
     n = flat.shape[0]
     low = flat.amin(dim=1, keepdim=True)
     span = flat.amax(dim=1, keepdim=True) - low
@@ -176,15 +178,15 @@ def histogram_entropy(maps: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
     index = index + ((flat >= edges.gather(1, index + 1)) & (index != bins - 1)).long()
     counts = torch.zeros(n, bins, dtype=torch.float64, device=flat.device).scatter_add_(1, index, torch.ones_like(flat))
     probabilities = counts / flat.shape[1]
-    entropy: Tensor = 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
-    return entropy
+    entropy = 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
+    return torch.where(broken, torch.nan, entropy)
 
 
 def efficient_mprt_score(original: Tensor, randomised: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
     """eMPRT's ``(H(ê) − H(e)) / H(e)`` per sample: ``e`` the trained model's ``(N, ...)`` maps,
     ``ê`` the fully randomised model's; ``(N,)`` float64, higher is better (the explanation
     grows more disordered as the model loses its training). NaN where ``H(e) = 0`` (a map with
-    a single occupied bin)."""
+    a single occupied bin) and where either map holds NaN."""
     before = histogram_entropy(original, bins)
     after = histogram_entropy(randomised, bins)
     return torch.where(before > 0, (after - before) / before, torch.nan)

@@ -175,6 +175,14 @@ def test_empr_score_is_the_relative_entropy_rise_and_undefined_for_a_one_bin_map
     assert math.isnan(score[1].item())
 
 
+def test_a_map_holding_nan_has_no_entropy_and_no_empr_score() -> None:
+    maps = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, math.nan, 2.0, 3.0], [math.nan] * 4])
+    entropy = histogram_entropy(maps)
+    assert entropy[0].item() == pytest.approx(math.log(4)) and torch.isnan(entropy[1:]).all()
+    assert torch.isnan(efficient_mprt_score(maps, maps[[0, 0, 0]])[1:]).all()  # not -1
+    assert torch.isnan(efficient_mprt_score(maps[[0, 0, 0]], maps)[1:]).all()
+
+
 # --- randomisation -----------------------------------------------------------------------------
 
 
