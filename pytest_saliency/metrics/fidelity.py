@@ -28,9 +28,11 @@ Networks" (2022), and their code (github.com/lenbrocki/Feature-Perturbation-Augm
    accuracy" curve); divide it by ``mean_curve(order)[0]`` for the authors' relative scale.
    An accuracy curve without a fraction-0 point needs no clean pass, and none is made
    (``FidelityResult.clean`` is then NaN). For ``score="logit"`` (or a probability that
-   underflows to 0) a sample whose clean score is ``<= 0`` or not finite cannot be normalised; it is marked in :attr:`FidelityResult.defined`, its curves are NaN, and it is
-   left out of every mean and interval (and counted in ``to_dict()["n_undefined"]``), never a
-   silent 0.
+   underflows to 0) a sample whose clean score is ``<= 0`` or not finite cannot be normalised; it is
+   marked in :attr:`FidelityResult.defined`, its curves are NaN, and it is left out of every mean
+   and interval (and counted in ``to_dict()["n_undefined"]``), never a silent 0. Insertion's curve
+   is not divided, so it drops only a sample whose clean score is not finite
+   (:meth:`FidelityResult.defined_in`).
 5. AUC by the trapezoid rule over the fraction axis (``[0, 1]``; the authors' plots use
    ``0..100``, so multiply by 100 to compare with their tables, and their axis is
    ``linspace(0, 100, n_points)`` whatever the real fractions, see :func:`curve_auc`).
@@ -240,7 +242,9 @@ class FidelityResult:
         clean: ``(N,)`` raw score of each clean image (the value at fraction 0); NaN for an
             accuracy curve without a fraction-0 point, where the clean pass is not needed and
             is skipped.
-        defined: ``(N,)`` bool, False where the curve cannot be normalised (see module docs).
+        defined: ``(N,)`` bool, False where the curve cannot be normalised (see module docs);
+            insertion's curve, never divided, needs only a finite clean score
+            (:meth:`defined_in`).
         counts: ``(S,)`` long, units removed at each fraction.
         n_units: units per image (pixels, or ``K x K`` patches).
         score, fill, unit: the settings that produced the curves.
@@ -264,15 +268,19 @@ class FidelityResult:
     def orders(self) -> tuple[str, ...]:
         return tuple(self.curves)
 
+    def defined_in(self, order: str) -> Tensor:
+        """``(N,)`` bool: the samples whose ``order`` curve is defined."""
+        if order not in self.curves:
+            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
+        return _insertion_defined(self.defined, self.clean) if order == "insertion" else self.defined
+
     @property
     def n(self) -> int:
-        """Number of samples with a defined curve."""
-        return int(self.defined.sum())
+        """Number of samples whose curves are defined in every computed order."""
+        return int(torch.stack([self.defined_in(order) for order in self.orders]).all(dim=0).sum())
 
     def _auc(self, order: str) -> Tensor:
-        if order not in self.auc:
-            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
-        return self.auc[order][self.defined]
+        return self.auc[order][self.defined_in(order)]
 
     def mean_auc(self, order: str) -> float:
         """Mean AUC of ``order`` over the defined samples (NaN when there is none)."""
@@ -285,9 +293,7 @@ class FidelityResult:
 
     def mean_curve(self, order: str) -> Tensor:
         """``(S,)`` mean of the defined samples' curves of ``order``."""
-        if order not in self.curves:
-            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
-        rows = self.curves[order][self.defined]
+        rows = self.curves[order][self.defined_in(order)]
         if rows.shape[0] == 0:
             return torch.full((self.fractions.numel(),), math.nan, dtype=torch.float64)
         return rows.to(torch.float64).mean(dim=0)
@@ -316,6 +322,7 @@ class FidelityResult:
                 "auc_interval": json_number(self.auc_interval(order), digits=None),
                 "mean_curve": _json_list(self.mean_curve(order)),
                 "auc": _json_list(self.auc[order]),
+                "n": int(self.defined_in(order).sum()),
             }
         out: dict[str, Any] = {
             "score": self.score,
@@ -325,7 +332,7 @@ class FidelityResult:
             "fractions": _json_list(self.fractions),
             "counts": [int(c) for c in self.counts.tolist()],
             "n": self.n,
-            "n_undefined": int((~self.defined).sum()),
+            "n_undefined": self.defined.numel() - self.n,
             "orders": orders,
         }
         if "mif" in self.auc and "lif" in self.auc:
@@ -333,6 +340,12 @@ class FidelityResult:
             out["gap"] = json_number(gap, digits=None)
             out["gap_interval"] = json_number(half, digits=None)
         return out
+
+
+def _insertion_defined(defined: Tensor, clean: Tensor) -> Tensor:
+    """``(N,)`` bool: the samples whose insertion curve (the raw score) is defined: those whose
+    clean score is finite, or that need no clean score (``defined`` with ``score="accuracy"``)."""
+    return defined | torch.isfinite(clean)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,7 +631,7 @@ def fidelity_curves(
         normalised[:, ~defined] = math.nan
     if "insertion" in orders:  # RISE's curve is the raw score
         index = orders.index("insertion")
-        normalised[index] = torch.where(defined.view(-1, 1), raw[index], math.nan)
+        normalised[index] = torch.where(_insertion_defined(defined, clean).view(-1, 1), raw[index], math.nan)
     curves: dict[str, Tensor] = {order: normalised[i] for i, order in enumerate(orders)}
     return FidelityResult(
         fractions=frac,

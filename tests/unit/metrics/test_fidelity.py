@@ -448,6 +448,25 @@ def test_non_positive_clean_logits_are_undefined_and_counted() -> None:
     json.dumps(summary, allow_nan=False)
 
 
+def test_insertion_keeps_a_sample_whose_clean_score_is_not_positive() -> None:
+    # Insertion's curve is the raw score, never divided by the clean one (docs/methods.md, "Insertion").
+    model = PixelSetModel(torch.ones(4, 4))
+    images = torch.stack([torch.ones(1, 4, 4), -torch.ones(1, 4, 4), 2 * torch.ones(1, 4, 4)])
+    target = torch.zeros(3, dtype=torch.long)
+    for orders in (("mif", "lif", "insertion"), ("insertion",)):
+        result = fidelity_curves(
+            model, images, torch.rand(3, 4, 4), target=target, steps=4, score="logit", orders=orders
+        )
+        torch.testing.assert_close(result.curves["insertion"], result.scores["insertion"])
+        assert torch.isfinite(result.auc["insertion"]).all()
+        assert result.defined_in("insertion").tolist() == [True, True, True]
+        assert result.mean_auc("insertion") == pytest.approx(float(result.auc["insertion"].mean()))
+        summary = result.to_dict()
+        assert summary["orders"]["insertion"]["n"] == 3
+        assert summary["n_undefined"] == (0 if orders == ("insertion",) else 1)
+    assert result.defined.tolist() == [True, False, True]  # the removal orders' curves cannot be divided
+
+
 def test_result_summary_and_accessors() -> None:
     model = small_cnn(1)
     images, importance = data(6, 1)
