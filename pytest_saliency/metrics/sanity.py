@@ -213,7 +213,9 @@ def reinitialise(module: nn.Module, seed: int) -> None:
         if not callable(getattr(target, "reset_parameters", None)):
             where = f"{name!r} " if name else ""
             raise TypeError(f"module {where}({type(target).__name__}) has parameters but no reset_parameters()")
-    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    # manual_seed re-seeds every CUDA device, so every one is restored (not only the model's)
+    cuda_in_use = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+    devices = range(torch.cuda.device_count()) if cuda_in_use else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed + 1)
         for _, target in targets:

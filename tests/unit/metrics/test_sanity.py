@@ -4,7 +4,9 @@ and the randomisation machinery (the model under test untouched, seeding, BatchN
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pytest
@@ -237,6 +239,23 @@ def test_the_model_under_test_is_untouched() -> None:
             assert all(id(p) not in parameters for p in copy.parameters())
     assert changed(trained, model) == set()
     assert [id(p) for p in model.parameters()] == parameters
+
+
+def test_reinitialisation_restores_every_cuda_device_not_only_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    # manual_seed re-seeds every CUDA device: with CUDA in use, a CPU model must still fork them all.
+    forked: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def fork_rng(devices: Iterable[int]) -> Iterator[None]:
+        forked.append(list(devices))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.random, "fork_rng", fork_rng)
+    monkeypatch.setattr(torch, "manual_seed", torch.default_generator.manual_seed)  # no CUDA here
+    reinitialise(small_net(), seed=0)
+    assert forked == [[0, 1]]
 
 
 def test_randomisation_is_seeded_and_leaves_the_callers_random_state_alone() -> None:
