@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .sanity import average_ranks
+
 __all__ = [
     "POINTING_TOLERANCE",
     "attribution_localisation",
@@ -170,15 +172,6 @@ def top_k_intersection(maps: Tensor, masks: Tensor, k: int) -> Tensor:
     return _undefined_where(_top_hits(flat, mask, counts, cut) / k, undefined)
 
 
-def _average_ranks(flat: Tensor) -> Tensor:
-    """1-based ranks of each row of ``(N, P)`` values, tied values sharing their mean rank."""
-    values, order = flat.sort(dim=1)
-    first = torch.searchsorted(values, values, side="left")  # 0-based position of the first tie
-    last = torch.searchsorted(values, values, side="right")  # 1-based position of the last
-    mean_rank = (first + last + 1).double() / 2
-    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
-
-
 def auc(maps: Tensor, masks: Tensor) -> Tensor:
     """ROC-AUC of the map as a score for the mask's pixels (Fawcett 2006; Quantus ``AUC``): the
     probability that a random mask pixel outscores a random pixel off the mask, ties counting one
@@ -189,7 +182,7 @@ def auc(maps: Tensor, masks: Tensor) -> Tensor:
     flat, mask, undefined = _flat_pair(maps, masks)
     positives = mask.sum(dim=1).double()
     negatives = mask.shape[1] - positives
-    rank_sum = (_average_ranks(flat) * mask).sum(dim=1)
+    rank_sum = (average_ranks(flat) * mask).sum(dim=1)
     u = rank_sum - positives * (positives + 1) / 2
     return _undefined_where(_ratio(u, positives * negatives), undefined)
 
