@@ -353,9 +353,19 @@ def _insertion_defined(defined: Tensor, clean: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _generator(seed: int, salt: int) -> torch.Generator:
-    # CPU generator: the same seed gives the same draws on every device.
-    return torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
+_SEED_MIXERS = (1_000_003, 1_000_033, 1_009)
+
+
+def seeded_generator(seed: int, salt: int, *parts: int) -> torch.Generator:
+    """A CPU generator (the same draws on every device) seeded by mixing the spec's ``seed`` with
+    a ``salt`` naming the use and up to two more ``parts`` (a sample's position, a perturbation's
+    number): ``key = key · m + part`` for each, ``m`` in ``1 000 003, 1 000 033, 1 009``."""
+    if len(parts) > len(_SEED_MIXERS) - 1:
+        raise ValueError(f"seeded_generator mixes at most {len(_SEED_MIXERS) - 1} parts after the salt, got {parts}")
+    key = int(seed)
+    for multiplier, part in zip(_SEED_MIXERS, (salt, *parts), strict=False):
+        key = key * multiplier + part
+    return torch.Generator(device="cpu").manual_seed(key % 2**63)
 
 
 def _make_fill(fill: str, images: Tensor, seed: int, noise_std: float, batch_size: int) -> Tensor | None:
@@ -367,7 +377,7 @@ def _make_fill(fill: str, images: Tensor, seed: int, noise_std: float, batch_siz
         return images.mean(dim=(2, 3), keepdim=True)
     if fill == "blur":
         return torch.cat([gaussian_blur(chunk) for chunk in torch.split(images, max(1, batch_size))])
-    generator = _generator(seed, _SALT_FILL)
+    generator = seeded_generator(seed, _SALT_FILL)
     shape = tuple(images.shape)
     if fill == "uniform":
         noise = torch.rand(shape, generator=generator, dtype=torch.float32)
@@ -419,14 +429,14 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
     if {"mif", "lif", "insertion"} & set(orders):
         bits = (importance.to(torch.float32) + 0.0).contiguous().view(torch.int32)
         ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
-        ties = torch.randint(0, 2**32, (n, u), generator=_generator(seed, _SALT_TIES), dtype=torch.int64)
+        ties = torch.randint(0, 2**32, (n, u), generator=seeded_generator(seed, _SALT_TIES), dtype=torch.int64)
         keys = (ordered << 32) | ties.to(device)
         sequence = torch.sort(keys, dim=1, descending=True, stable=True).indices
         mif_rank = rank_of(sequence)
     ranks = []
     for order in orders:
         if order == "random":
-            keys = torch.rand((n, u), generator=_generator(seed, _SALT_RANDOM_ORDER)).to(device)
+            keys = torch.rand((n, u), generator=seeded_generator(seed, _SALT_RANDOM_ORDER)).to(device)
             ranks.append(rank_of(keys.argsort(dim=1)))
             continue
         assert mif_rank is not None  # computed above for mif, lif and insertion

@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .fidelity import seeded_generator
+
 __all__ = ["infidelity", "sensitivity"]
 
 Explain = Callable[[Tensor, Tensor], Tensor]
@@ -51,8 +53,7 @@ def _per_sample_noise(
     normal), so it is the same whatever batch the sample is in."""
     draws = []
     for position in positions:  # one generator per sample and perturbation: a few per batch
-        key = ((int(seed) * 1_000_003 + salt) * 1_000_033 + position) * 1_009 + perturbation
-        generator = torch.Generator().manual_seed(key % 2**63)
+        generator = seeded_generator(seed, salt, position, perturbation)
         if kind == "uniform":
             draws.append(torch.rand(shape, generator=generator) * 2 - 1)
         else:

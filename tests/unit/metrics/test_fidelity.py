@@ -22,6 +22,7 @@ from pytest_saliency.metrics.fidelity import (
     fidelity_curves,
     fidelity_gap,
     removal_counts,
+    seeded_generator,
 )
 from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.saliency import reduce_channels
@@ -95,6 +96,19 @@ def test_auc_interval_by_hand() -> None:
     assert auc_interval(torch.tensor([1.0, 3.0])) == pytest.approx(1.96 / math.sqrt(2))
     assert auc_interval(torch.tensor([1.0, 3.0]), ddof=1) == pytest.approx(1.96 * math.sqrt(2) / math.sqrt(2))
     assert math.isnan(auc_interval(torch.tensor([])))
+
+
+def test_seeded_generator_mixes_the_seed_salt_and_parts() -> None:
+    # The keys the fidelity fills and orders and the robustness perturbations have always used.
+    def draws(key: int) -> list[float]:
+        return torch.rand(4, generator=torch.Generator().manual_seed(key % 2**63)).tolist()
+
+    assert torch.rand(4, generator=seeded_generator(7, 0x51)).tolist() == draws(7 * 1_000_003 + 0x51)
+    key = ((7 * 1_000_003 + 0x61) * 1_000_033 + 5) * 1_009 + 2
+    assert torch.rand(4, generator=seeded_generator(7, 0x61, 5, 2)).tolist() == draws(key)
+    assert torch.rand(4, generator=seeded_generator(-3, 0x52)).tolist() == draws(-3 * 1_000_003 + 0x52)
+    with pytest.raises(ValueError, match="at most 2 parts"):
+        seeded_generator(0, 1, 2, 3, 4)
 
 
 def test_default_fractions_and_counts() -> None:
