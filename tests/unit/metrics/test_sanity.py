@@ -241,6 +241,14 @@ def test_the_model_under_test_is_untouched() -> None:
     assert [id(p) for p in model.parameters()] == parameters
 
 
+def test_layers_of_one_type_and_shape_get_identical_random_weights() -> None:
+    # Every layer is re-drawn right after manual_seed(seed + 1), as Quantus does (docs/methods.md).
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    *_, (_, randomised) = randomised_models(model, ["2", "0"], "cascading", seed=5)
+    assert torch.equal(randomised[0].weight, randomised[2].weight)
+    assert not torch.equal(model[0].weight, randomised[0].weight)
+
+
 def test_reinitialisation_restores_every_cuda_device_not_only_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
     # manual_seed re-seeds every CUDA device: with CUDA in use, a CPU model must still fork them all.
     forked: list[list[int]] = []
