@@ -45,9 +45,9 @@ def evaluate(request: CheckRequest) -> Outcome:
 
     result = run_in_batches(request, config.batch_size, curves)
     summary = result.to_dict()
-    defined = len(engine.data) - summary["n_undefined"]
     measurements = []
     if config.gap is not None:
+        defined = int(result.defined.sum())
         measurements.append(
             Measurement.compare("gap (AUC LIF - AUC MIF)", result.gap, config.gap, result.gap_interval, samples=defined)
         )
@@ -55,7 +55,11 @@ def evaluate(request: CheckRequest) -> Outcome:
         if threshold is not None:
             measurements.append(
                 Measurement.compare(
-                    f"{order} AUC", result.mean_auc(order), threshold, result.auc_interval(order), samples=defined
+                    f"{order} AUC",
+                    result.mean_auc(order),
+                    threshold,
+                    result.auc_interval(order),
+                    samples=summary["orders"][order]["n"],
                 )
             )
     fill = "blur (insertion)" if config.orders == ["insertion"] else config.fill

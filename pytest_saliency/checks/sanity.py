@@ -30,6 +30,7 @@ from ..loaders.models import ModelUnderTest
 from ..metrics.fidelity import auc_interval
 from ..metrics.saliency import ChannelReduction, reduce_channels
 from ..metrics.sanity import (
+    SSIM_WINDOW,
     Order,
     efficient_mprt_score,
     histogram_entropy,
@@ -72,6 +73,12 @@ def evaluate(request: CheckRequest) -> Outcome:
     location: Location = ("checks", engine.spec.checks.index(request.check), "sanity")
     channels = config.channels or engine.spec.saliency.channels
     trained = reduce_channels(engine.attributions(request.method), channels)
+    if config.similarity_name == "ssim" and min(trained.shape[1:]) < SSIM_WINDOW:
+        raise SpecRuntimeError(
+            location + ("similarity",),
+            f"ssim needs maps of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, the {channels} maps are "
+            f"{trained.shape[1]}x{trained.shape[2]} (use similarity: spearman or spearman_abs)",
+        )
     if config.test == "random_logit":
         return _random_logit(request, config, trained, channels, location)
     layers = _layers(request, config, location)

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from .._io import json_number
 from .intervals import RESAMPLES, bootstrap_means, percentile_bounds
+from .sanity import average_ranks
 
 __all__ = [
     "ClusterShift",
@@ -567,21 +568,6 @@ def cluster_shift(share_a: Tensor, share_b: Tensor, assignment: Tensor, k: int, 
 # --------------------------------------------------------------------------------------------
 
 
-def _average_ranks(values: Tensor) -> Tensor:
-    """Ranks ``(N, M)`` float64 along dim 1, ties sharing their average rank (0-based)."""
-    sorted_values, order = torch.sort(values, dim=1, stable=True)
-    m = values.shape[1]
-    position = torch.arange(m, device=values.device).expand_as(order)
-    new_run = torch.ones_like(order, dtype=torch.bool)
-    new_run[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
-    run_end = torch.ones_like(new_run)
-    run_end[:, :-1] = new_run[:, 1:]
-    first = torch.cummax(torch.where(new_run, position, 0), dim=1).values
-    last = torch.cummin(torch.where(run_end, position, m).flip(1), dim=1).values.flip(1)
-    average = (first + last).double() / 2
-    return torch.empty_like(average).scatter_(1, order, average)
-
-
 def rank_correlation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
     """Spearman rank correlation per image between ``(N, ...)`` maps (e.g. ``(N, H, W)`` saliency
     maps or ``(N, S)`` segment scores) → ``(N,)`` float64.
@@ -592,8 +578,8 @@ def rank_correlation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
     """
     if maps_a.shape != maps_b.shape or maps_a.dim() < 2:
         raise ValueError(f"maps must share an (N, ...) shape, got {tuple(maps_a.shape)} and {tuple(maps_b.shape)}")
-    ra = _average_ranks(maps_a.reshape(maps_a.shape[0], -1))
-    rb = _average_ranks(maps_b.reshape(maps_b.shape[0], -1).to(maps_a.device))
+    ra = average_ranks(maps_a)
+    rb = average_ranks(maps_b.to(maps_a.device))
     ra = ra - ra.mean(dim=1, keepdim=True)
     rb = rb - rb.mean(dim=1, keepdim=True)
     denominator = torch.sqrt(ra.square().sum(dim=1) * rb.square().sum(dim=1))

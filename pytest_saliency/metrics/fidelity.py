@@ -28,9 +28,11 @@ Networks" (2022), and their code (github.com/lenbrocki/Feature-Perturbation-Augm
    accuracy" curve); divide it by ``mean_curve(order)[0]`` for the authors' relative scale.
    An accuracy curve without a fraction-0 point needs no clean pass, and none is made
    (``FidelityResult.clean`` is then NaN). For ``score="logit"`` (or a probability that
-   underflows to 0) a sample whose clean score is ``<= 0`` or not finite cannot be normalised; it is marked in :attr:`FidelityResult.defined`, its curves are NaN, and it is
-   left out of every mean and interval (and counted in ``to_dict()["n_undefined"]``), never a
-   silent 0.
+   underflows to 0) a sample whose clean score is ``<= 0`` or not finite cannot be normalised; it is
+   marked in :attr:`FidelityResult.defined`, its curves are NaN, and it is left out of every mean
+   and interval (and counted in ``to_dict()["n_undefined"]``), never a silent 0. Insertion's curve
+   is not divided, so it drops only a sample whose clean score is not finite
+   (:meth:`FidelityResult.defined_in`).
 5. AUC by the trapezoid rule over the fraction axis (``[0, 1]``; the authors' plots use
    ``0..100``, so multiply by 100 to compare with their tables, and their axis is
    ``linspace(0, 100, n_points)`` whatever the real fractions, see :func:`curve_auc`).
@@ -240,7 +242,9 @@ class FidelityResult:
         clean: ``(N,)`` raw score of each clean image (the value at fraction 0); NaN for an
             accuracy curve without a fraction-0 point, where the clean pass is not needed and
             is skipped.
-        defined: ``(N,)`` bool, False where the curve cannot be normalised (see module docs).
+        defined: ``(N,)`` bool, False where the curve cannot be normalised (see module docs);
+            insertion's curve, never divided, needs only a finite clean score
+            (:meth:`defined_in`).
         counts: ``(S,)`` long, units removed at each fraction.
         n_units: units per image (pixels, or ``K x K`` patches).
         score, fill, unit: the settings that produced the curves.
@@ -264,15 +268,19 @@ class FidelityResult:
     def orders(self) -> tuple[str, ...]:
         return tuple(self.curves)
 
+    def defined_in(self, order: str) -> Tensor:
+        """``(N,)`` bool: the samples whose ``order`` curve is defined."""
+        if order not in self.curves:
+            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
+        return _insertion_defined(self.defined, self.clean) if order == "insertion" else self.defined
+
     @property
     def n(self) -> int:
-        """Number of samples with a defined curve."""
-        return int(self.defined.sum())
+        """Number of samples whose curves are defined in every computed order."""
+        return int(torch.stack([self.defined_in(order) for order in self.orders]).all(dim=0).sum())
 
     def _auc(self, order: str) -> Tensor:
-        if order not in self.auc:
-            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
-        return self.auc[order][self.defined]
+        return self.auc[order][self.defined_in(order)]
 
     def mean_auc(self, order: str) -> float:
         """Mean AUC of ``order`` over the defined samples (NaN when there is none)."""
@@ -285,9 +293,7 @@ class FidelityResult:
 
     def mean_curve(self, order: str) -> Tensor:
         """``(S,)`` mean of the defined samples' curves of ``order``."""
-        if order not in self.curves:
-            raise KeyError(f"order {order!r} was not computed; available: {self.orders}")
-        rows = self.curves[order][self.defined]
+        rows = self.curves[order][self.defined_in(order)]
         if rows.shape[0] == 0:
             return torch.full((self.fractions.numel(),), math.nan, dtype=torch.float64)
         return rows.to(torch.float64).mean(dim=0)
@@ -316,6 +322,7 @@ class FidelityResult:
                 "auc_interval": json_number(self.auc_interval(order), digits=None),
                 "mean_curve": _json_list(self.mean_curve(order)),
                 "auc": _json_list(self.auc[order]),
+                "n": int(self.defined_in(order).sum()),
             }
         out: dict[str, Any] = {
             "score": self.score,
@@ -325,7 +332,7 @@ class FidelityResult:
             "fractions": _json_list(self.fractions),
             "counts": [int(c) for c in self.counts.tolist()],
             "n": self.n,
-            "n_undefined": int((~self.defined).sum()),
+            "n_undefined": self.defined.numel() - self.n,
             "orders": orders,
         }
         if "mif" in self.auc and "lif" in self.auc:
@@ -335,14 +342,30 @@ class FidelityResult:
         return out
 
 
+def _insertion_defined(defined: Tensor, clean: Tensor) -> Tensor:
+    """``(N,)`` bool: the samples whose insertion curve (the raw score) is defined: those whose
+    clean score is finite, or that need no clean score (``defined`` with ``score="accuracy"``)."""
+    return defined | torch.isfinite(clean)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fills
 # ---------------------------------------------------------------------------------------------
 
 
-def _generator(seed: int, salt: int) -> torch.Generator:
-    # CPU generator: the same seed gives the same draws on every device.
-    return torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
+_SEED_MIXERS = (1_000_003, 1_000_033, 1_009)
+
+
+def seeded_generator(seed: int, salt: int, *parts: int) -> torch.Generator:
+    """A CPU generator (the same draws on every device) seeded by mixing the spec's ``seed`` with
+    a ``salt`` naming the use and up to two more ``parts`` (a sample's position, a perturbation's
+    number): ``key = key · m + part`` for each, ``m`` in ``1 000 003, 1 000 033, 1 009``."""
+    if len(parts) > len(_SEED_MIXERS) - 1:
+        raise ValueError(f"seeded_generator mixes at most {len(_SEED_MIXERS) - 1} parts after the salt, got {parts}")
+    key = int(seed)
+    for multiplier, part in zip(_SEED_MIXERS, (salt, *parts), strict=False):
+        key = key * multiplier + part
+    return torch.Generator(device="cpu").manual_seed(key % 2**63)
 
 
 def _make_fill(fill: str, images: Tensor, seed: int, noise_std: float, batch_size: int) -> Tensor | None:
@@ -354,7 +377,7 @@ def _make_fill(fill: str, images: Tensor, seed: int, noise_std: float, batch_siz
         return images.mean(dim=(2, 3), keepdim=True)
     if fill == "blur":
         return torch.cat([gaussian_blur(chunk) for chunk in torch.split(images, max(1, batch_size))])
-    generator = _generator(seed, _SALT_FILL)
+    generator = seeded_generator(seed, _SALT_FILL)
     shape = tuple(images.shape)
     if fill == "uniform":
         noise = torch.rand(shape, generator=generator, dtype=torch.float32)
@@ -406,14 +429,14 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
     if {"mif", "lif", "insertion"} & set(orders):
         bits = (importance.to(torch.float32) + 0.0).contiguous().view(torch.int32)
         ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
-        ties = torch.randint(0, 2**32, (n, u), generator=_generator(seed, _SALT_TIES), dtype=torch.int64)
+        ties = torch.randint(0, 2**32, (n, u), generator=seeded_generator(seed, _SALT_TIES), dtype=torch.int64)
         keys = (ordered << 32) | ties.to(device)
         sequence = torch.sort(keys, dim=1, descending=True, stable=True).indices
         mif_rank = rank_of(sequence)
     ranks = []
     for order in orders:
         if order == "random":
-            keys = torch.rand((n, u), generator=_generator(seed, _SALT_RANDOM_ORDER)).to(device)
+            keys = torch.rand((n, u), generator=seeded_generator(seed, _SALT_RANDOM_ORDER)).to(device)
             ranks.append(rank_of(keys.argsort(dim=1)))
             continue
         assert mif_rank is not None  # computed above for mif, lif and insertion
@@ -525,17 +548,17 @@ def fidelity_curves(
         ranks = _ranks(unit_imp, orders, seed)
 
         # Jobs: (order index, units removed). The removed set of k = 0 (clean) and k = U does not
-        # depend on the order, so those are computed once (k = U of insertion only when it blurs
-        # like the fill); duplicated counts are computed once. Insertion at k inserted units
-        # removes (blurs) U - k.
+        # depend on the order, so those are computed once, under the key ("shared", k) (k = U of
+        # insertion only when it blurs like the fill); duplicated counts are computed once.
+        # Insertion at k inserted units removes (blurs) U - k.
         inserting = [order == "insertion" for order in orders]
-        job_index: dict[tuple[int, int], int] = {}
+        job_index: dict[tuple[int | str, int], int] = {}
         job_order: list[int] = []
         job_k: list[int] = []
 
         def job(order_idx: int, k: int) -> int:
             shared = k == 0 or (k == n_units and (not inserting[order_idx] or fill == "blur"))
-            key = (0, k) if shared else (order_idx, k)
+            key: tuple[int | str, int] = ("shared", k) if shared else (order_idx, k)
             if key not in job_index:
                 job_index[key] = len(job_order)
                 job_order.append(order_idx)  # a shared job builds the same input for every order
@@ -604,7 +627,7 @@ def fidelity_curves(
                 progress(stop, total)
 
         raw = results.view(len(job_order), n)[point_jobs.to(device)]  # (O, S, N)
-        clean = results[:n] if (0, 0) in job_index else torch.full((n,), math.nan, device=device)
+        clean = results[:n] if ("shared", 0) in job_index else torch.full((n,), math.nan, device=device)
 
     raw = raw.permute(0, 2, 1).float().cpu().clone()  # (O, N, S), a normal (non-inference) tensor
     clean = clean.float().cpu().clone()
@@ -618,7 +641,7 @@ def fidelity_curves(
         normalised[:, ~defined] = math.nan
     if "insertion" in orders:  # RISE's curve is the raw score
         index = orders.index("insertion")
-        normalised[index] = torch.where(defined.view(-1, 1), raw[index], math.nan)
+        normalised[index] = torch.where(_insertion_defined(defined, clean).view(-1, 1), raw[index], math.nan)
     curves: dict[str, Tensor] = {order: normalised[i] for i, order in enumerate(orders)}
     return FidelityResult(
         fractions=frac,

@@ -2,9 +2,10 @@
 
 Every function takes ``(N, H, W)`` float maps ``a`` and ``(N, H, W)`` bool masks ``s`` and returns
 ``(N,)`` float64 scores, computed for the whole batch at once (no loop over images or pixels), so a
-sample's score does not depend on the batch it is in. A sample whose mask is empty is undefined
-and scored NaN, never 0 and never a hit; so is a sample whose denominator is zero (a map with no
-mass) and, for the pointing game, a constant map (it has no maximum to point with).
+sample's score does not depend on the batch it is in. A sample whose mask is empty, or whose map
+holds NaN, is undefined and scored NaN, never 0 and never a hit; so is a sample whose denominator
+is zero (a map with no mass) and, for the pointing game, a constant map (it has no maximum to
+point with).
 
 Sources (docs/methods.md, "Localisation"):
 
@@ -33,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .sanity import average_ranks
+
 __all__ = [
     "POINTING_TOLERANCE",
     "attribution_localisation",
@@ -48,16 +51,18 @@ POINTING_TOLERANCE = 15
 """Pixels around the mask within which the pointing game still counts a hit (Zhang et al.)."""
 
 
-def _flat_pair(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-    """``(N, H, W)`` maps and masks as ``(N, H*W)`` float64 and bool."""
+def _flat_pair(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(N, H, W)`` maps and masks as ``(N, H*W)`` float64 and bool, and the ``(N,)`` bool rows
+    where every score is undefined: an empty mask, or a map holding NaN."""
     if maps.dim() != 3 or maps.shape != masks.shape:
         raise ValueError(f"maps and masks must both be (N, H, W), got {tuple(maps.shape)} and {tuple(masks.shape)}")
-    return maps.flatten(1).double(), masks.flatten(1).bool()
+    flat, mask = maps.flatten(1).double(), masks.flatten(1).bool()
+    return flat, mask, ~mask.any(dim=1) | flat.isnan().any(dim=1)
 
 
-def _undefined_where_empty(scores: Tensor, masks: Tensor) -> Tensor:
-    """NaN where a ``(N, P)`` mask is empty."""
-    return torch.where(masks.any(dim=1), scores, math.nan)
+def _undefined_where(scores: Tensor, undefined: Tensor) -> Tensor:
+    """``(N,)`` scores with NaN where the ``(N,)`` bool ``undefined`` is set."""
+    return torch.where(undefined, math.nan, scores)
 
 
 def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -98,14 +103,14 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: int = POINTING_TOLERAN
     ``(N, H, W)`` maps and bool masks in, ``(N,)`` out. When several pixels share the maximum, one
     of them on the (grown) mask is a hit. NaN for an empty mask and for a constant map.
     """
-    flat, mask = _flat_pair(maps, masks)
+    flat, mask, undefined = _flat_pair(maps, masks)
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
     grown = _grow(masks.bool(), tolerance)
     peak = flat == flat.amax(dim=1, keepdim=True)
     hit = (peak & grown.flatten(1)).any(dim=1).double()
     constant = flat.amin(dim=1) == flat.amax(dim=1)
-    return _undefined_where_empty(torch.where(constant, math.nan, hit), mask)
+    return _undefined_where(torch.where(constant, math.nan, hit), undefined)
 
 
 def attribution_localisation(maps: Tensor, masks: Tensor) -> Tensor:
@@ -114,8 +119,8 @@ def attribution_localisation(maps: Tensor, masks: Tensor) -> Tensor:
 
     ``(N, H, W)`` in, ``(N,)`` out; NaN for an empty mask or a map with no positive value.
     """
-    flat, mask = _flat_pair(maps, masks)
-    return _undefined_where_empty(_mass_inside(flat.clamp(min=0), mask), mask)
+    flat, mask, undefined = _flat_pair(maps, masks)
+    return _undefined_where(_mass_inside(flat.clamp(min=0), mask), undefined)
 
 
 def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
@@ -124,8 +129,8 @@ def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
 
     ``(N, H, W)`` in, ``(N,)`` out; NaN for an empty mask or a map summing to 0.
     """
-    flat, mask = _flat_pair(maps, masks)
-    return _undefined_where_empty(_mass_inside(flat, mask), mask)
+    flat, mask, undefined = _flat_pair(maps, masks)
+    return _undefined_where(_mass_inside(flat, mask), undefined)
 
 
 def _top_hits(flat: Tensor, mask: Tensor, k: Tensor, cut: Tensor) -> Tensor:
@@ -145,11 +150,11 @@ def relevance_rank_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
 
     ``(N, H, W)`` in, ``(N,)`` out; NaN for an empty mask. Ties at the cut: module docstring.
     """
-    flat, mask = _flat_pair(maps, masks)
+    flat, mask, undefined = _flat_pair(maps, masks)
     size = mask.sum(dim=1).clamp(min=1)
     cut = flat.sort(dim=1, descending=True).values.gather(1, (size - 1).view(-1, 1))
     hits = _top_hits(flat, mask, size, cut)
-    return _undefined_where_empty(hits / size.double(), mask)
+    return _undefined_where(hits / size.double(), undefined)
 
 
 def top_k_intersection(maps: Tensor, masks: Tensor, k: int) -> Tensor:
@@ -159,21 +164,12 @@ def top_k_intersection(maps: Tensor, masks: Tensor, k: int) -> Tensor:
     ``(N, H, W)`` in, ``(N,)`` out; NaN for an empty mask. ``1 <= k <= H·W``. Ties at the cut:
     module docstring.
     """
-    flat, mask = _flat_pair(maps, masks)
+    flat, mask, undefined = _flat_pair(maps, masks)
     if not 1 <= k <= flat.shape[1]:
         raise ValueError(f"k must be between 1 and the {flat.shape[1]} pixels of a map, got {k}")
     counts = torch.full((flat.shape[0],), k, dtype=torch.long, device=flat.device)
     cut = flat.topk(k, dim=1).values[:, -1:]
-    return _undefined_where_empty(_top_hits(flat, mask, counts, cut) / k, mask)
-
-
-def _average_ranks(flat: Tensor) -> Tensor:
-    """1-based ranks of each row of ``(N, P)`` values, tied values sharing their mean rank."""
-    values, order = flat.sort(dim=1)
-    first = torch.searchsorted(values, values, side="left")  # 0-based position of the first tie
-    last = torch.searchsorted(values, values, side="right")  # 1-based position of the last
-    mean_rank = (first + last + 1).double() / 2
-    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+    return _undefined_where(_top_hits(flat, mask, counts, cut) / k, undefined)
 
 
 def auc(maps: Tensor, masks: Tensor) -> Tensor:
@@ -183,12 +179,12 @@ def auc(maps: Tensor, masks: Tensor) -> Tensor:
 
     ``(N, H, W)`` in, ``(N,)`` out; NaN when the mask is empty or covers the whole image.
     """
-    flat, mask = _flat_pair(maps, masks)
+    flat, mask, undefined = _flat_pair(maps, masks)
     positives = mask.sum(dim=1).double()
     negatives = mask.shape[1] - positives
-    rank_sum = (_average_ranks(flat) * mask).sum(dim=1)
+    rank_sum = (average_ranks(flat) * mask).sum(dim=1)
     u = rank_sum - positives * (positives + 1) / 2
-    return _ratio(u, positives * negatives)
+    return _undefined_where(_ratio(u, positives * negatives), undefined)
 
 
 def _bounding_boxes(masks: Tensor) -> Tensor:
@@ -213,6 +209,6 @@ def energy_pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
 
     ``(N, H, W)`` in, ``(N,)`` out; NaN for an empty mask or a map with no positive value.
     """
-    flat, mask = _flat_pair(maps, masks)
+    flat, mask, undefined = _flat_pair(maps, masks)
     box = _bounding_boxes(masks.bool()).flatten(1)
-    return _undefined_where_empty(_mass_inside(flat.clamp(min=0), box), mask)
+    return _undefined_where(_mass_inside(flat.clamp(min=0), box), undefined)

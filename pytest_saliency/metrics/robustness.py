@@ -6,9 +6,11 @@ NeurIPS 2019 (docs/methods.md, "Robustness"). Nothing is reimplemented: captum's
 seeded perturbations.
 
 - Perturbations are drawn per sample and perturbation, from a generator seeded by the spec's
-  seed, the sample's position and the perturbation's number, so a sample's scores do not depend
-  on the batch it is in, nor on the other samples, and only one perturbation of a batch is held
-  at a time.
+  seed, the sample's position and the perturbation's number, so for a deterministic method a
+  sample's scores do not depend on the batch it is in, nor on the other samples, and only one
+  perturbation of a batch is held at a time. A method that draws randomness of its own
+  (``noise_tunnel``, a random baseline) draws it in batch order, so its scores vary with the
+  batch size.
 - Max and average sensitivity come from the same perturbations: captum's ``sensitivity_max`` is
   called once per perturbation (``n_perturb_samples=1``, whose "max" is that perturbation's
   relative change ``‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖``), and the max and the mean are taken over those
@@ -27,6 +29,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from .fidelity import seeded_generator
 
 __all__ = ["infidelity", "sensitivity"]
 
@@ -50,9 +54,8 @@ def _per_sample_noise(
     generator seeded by ``(seed, salt, i, perturbation)`` (uniform in ``[-1, 1]`` or standard
     normal), so it is the same whatever batch the sample is in."""
     draws = []
-    for position in positions:  # one generator per sample and perturbation: a few per batch
-        key = ((int(seed) * 1_000_003 + salt) * 1_000_033 + position) * 1_009 + perturbation
-        generator = torch.Generator().manual_seed(key % 2**63)
+    for position in positions:  # one generator per sample of the batch, for this perturbation
+        generator = seeded_generator(seed, salt, position, perturbation)
         if kind == "uniform":
             draws.append(torch.rand(shape, generator=generator) * 2 - 1)
         else:

@@ -89,7 +89,8 @@ def ssim(a: Tensor, b: Tensor, window: int = SSIM_WINDOW) -> Tensor:
     scikit-image's ``structural_similarity`` with its defaults: a ``window x window`` uniform
     window, sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, the mean over the positions whose
     window lies inside the image, and ``data_range`` the spread of the pair (max minus min over
-    both maps, as Quantus passes it). NaN for a pair of equal constant maps."""
+    both maps, as Quantus passes it). NaN where either map is constant (it has no structure; the
+    index of a constant map would be near 0, the best possible score) or holds NaN."""
     if a.dim() != 3 or a.shape != b.shape:
         raise ValueError(f"ssim needs two (N, H, W) maps of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[1:]) < window:
@@ -108,7 +109,14 @@ def ssim(a: Tensor, b: Tensor, window: int = SSIM_WINDOW) -> Tensor:
     vxy = correction * (mean(x * y) - ux * uy)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     index = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return index.flatten(1).mean(dim=1)
+    undefined = _constant_or_nan(a) | _constant_or_nan(b)
+    return torch.where(undefined, torch.nan, index.flatten(1).mean(dim=1))
+
+
+def _constant_or_nan(maps: Tensor) -> Tensor:
+    """``(N,)`` bool: the rows of ``(N, ...)`` maps that are constant or hold NaN."""
+    flat = maps.flatten(1)
+    return (flat.amax(dim=1) == flat.amin(dim=1)) | flat.isnan().any(dim=1)
 
 
 def similarity(name: Similarity, a: Tensor, b: Tensor) -> Tensor:
@@ -139,9 +147,8 @@ def similarity_to(name: Similarity, reference: Tensor) -> Callable[[Tensor], Ten
 def self_similarity(maps: Tensor) -> Tensor:
     """The similarity of ``(N, H, W)`` maps with themselves, ``(N,)`` float64: 1 by every
     measure here, NaN for a constant map (no ranks, no structure) or one holding NaN."""
-    flat = maps.flatten(1)
-    undefined = (flat.amax(dim=1) == flat.amin(dim=1)) | flat.isnan().any(dim=1)
-    return torch.where(undefined, torch.nan, torch.ones(flat.shape[0], dtype=torch.float64, device=flat.device))
+    ones = torch.ones(maps.shape[0], dtype=torch.float64, device=maps.device)
+    return torch.where(_constant_or_nan(maps), torch.nan, ones)
 
 
 # --- eMPRT -----------------------------------------------------------------------------------
@@ -152,8 +159,10 @@ def histogram_entropy(maps: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
 
     ``bins`` equal bins from the map's minimum to its maximum, binned exactly as
     ``numpy.histogram(map, bins)`` does (the last bin includes its right edge); a constant map
-    has one full bin and entropy 0."""
+    has one full bin and entropy 0; a map holding NaN has no histogram: NaN."""
     flat = maps.flatten(1).double()
+    broken = flat.isnan().any(dim=1)
+    flat = torch.where(broken.unsqueeze(1), 0.0, flat)  # binned as a constant map, then NaN
     n = flat.shape[0]
     low = flat.amin(dim=1, keepdim=True)
     span = flat.amax(dim=1, keepdim=True) - low
@@ -169,15 +178,15 @@ def histogram_entropy(maps: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
     index = index + ((flat >= edges.gather(1, index + 1)) & (index != bins - 1)).long()
     counts = torch.zeros(n, bins, dtype=torch.float64, device=flat.device).scatter_add_(1, index, torch.ones_like(flat))
     probabilities = counts / flat.shape[1]
-    entropy: Tensor = 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
-    return entropy
+    entropy = 0.0 - torch.special.xlogy(probabilities, probabilities).sum(dim=1)  # 0.0 -: no -0
+    return torch.where(broken, torch.nan, entropy)
 
 
 def efficient_mprt_score(original: Tensor, randomised: Tensor, bins: int = ENTROPY_BINS) -> Tensor:
     """eMPRT's ``(H(ê) − H(e)) / H(e)`` per sample: ``e`` the trained model's ``(N, ...)`` maps,
     ``ê`` the fully randomised model's; ``(N,)`` float64, higher is better (the explanation
     grows more disordered as the model loses its training). NaN where ``H(e) = 0`` (a map with
-    a single occupied bin)."""
+    a single occupied bin) and where either map holds NaN."""
     before = histogram_entropy(original, bins)
     after = histogram_entropy(randomised, bins)
     return torch.where(before > 0, (after - before) / before, torch.nan)
@@ -204,7 +213,9 @@ def reinitialise(module: nn.Module, seed: int) -> None:
         if not callable(getattr(target, "reset_parameters", None)):
             where = f"{name!r} " if name else ""
             raise TypeError(f"module {where}({type(target).__name__}) has parameters but no reset_parameters()")
-    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    # manual_seed re-seeds every CUDA device, so every one is restored (not only the model's)
+    cuda_in_use = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+    devices = range(torch.cuda.device_count()) if cuda_in_use else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed + 1)
         for _, target in targets:

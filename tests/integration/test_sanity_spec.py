@@ -200,3 +200,23 @@ def test_independent_randomisation_names_each_layer_alone(sanity_project: pytest
     ]
     assert item["measurements"][0]["value"] == item["measurements"][-1]["value"]
     assert item["measurements"][0]["value"] == pytest.approx(item["sanity"]["curve"][-1], abs=1e-6)  # JSON: 6 decimals
+
+
+def test_ssim_on_maps_smaller_than_its_window_is_a_positioned_error_with_a_fix(
+    sanity_project: pytest.Pytester, write_spec, helpers: SimpleNamespace
+) -> None:
+    arrays = helpers.make_arrays()
+    arrays.update(images=arrays["images"][..., :6, :6], masks=arrays["masks"][..., :6, :6])
+    del arrays["decoy"]
+    (sanity_project.path / "data.npz").write_bytes(helpers.npz_bytes(arrays))
+    path = write_spec(model=MODEL, checks=sanity_check("logit", test="random_logit", final='"<= 0.5"'))
+    result = sanity_project.runpytest_inprocess()
+    result.assert_outcomes(failed=1)
+    where = helpers.position(path.read_text(), "test: random_logit")
+    result.stdout.fnmatch_lines(
+        [
+            f"specs/x.saliency.yaml:{where}: checks[[]0[]].sanity.similarity: ssim needs maps of at least 7x7 "
+            "pixels, the abs_sum maps are 6x6 (use similarity: spearman or spearman_abs)"
+        ]
+    )
+    helpers.assert_no_traceback(result.stdout.str())

@@ -28,6 +28,7 @@ from pytest_saliency.metrics.drift import (
     segment_attribution,
     top_segments,
 )
+from pytest_saliency.metrics.sanity import spearman
 
 # --------------------------------------------------------------------------------------------
 # Synthetic data: grey textured backgrounds, one blue "object" patch and one red "decoy" patch
@@ -506,3 +507,10 @@ def test_shift_intervals_bootstrap_the_images():
         "max_abs_shift": (0.0, 0.0),
         "mean_abs_shift": (0.0, 0.0),
     }
+
+
+def test_rank_correlation_is_spearmans_with_tie_averaged_ranks() -> None:
+    generator = torch.Generator().manual_seed(9)
+    a = (torch.rand(5, 6, 7, generator=generator) * 4).round()  # many ties
+    b = (torch.rand(5, 6, 7, generator=generator) * 3).round()
+    torch.testing.assert_close(rank_correlation(a, b), spearman(a, b), rtol=0, atol=1e-12)

@@ -22,6 +22,7 @@ from pytest_saliency.metrics.fidelity import (
     fidelity_curves,
     fidelity_gap,
     removal_counts,
+    seeded_generator,
 )
 from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.saliency import reduce_channels
@@ -95,6 +96,19 @@ def test_auc_interval_by_hand() -> None:
     assert auc_interval(torch.tensor([1.0, 3.0])) == pytest.approx(1.96 / math.sqrt(2))
     assert auc_interval(torch.tensor([1.0, 3.0]), ddof=1) == pytest.approx(1.96 * math.sqrt(2) / math.sqrt(2))
     assert math.isnan(auc_interval(torch.tensor([])))
+
+
+def test_seeded_generator_mixes_the_seed_salt_and_parts() -> None:
+    # The keys the fidelity fills and orders and the robustness perturbations have always used.
+    def draws(key: int) -> list[float]:
+        return torch.rand(4, generator=torch.Generator().manual_seed(key % 2**63)).tolist()
+
+    assert torch.rand(4, generator=seeded_generator(7, 0x51)).tolist() == draws(7 * 1_000_003 + 0x51)
+    key = ((7 * 1_000_003 + 0x61) * 1_000_033 + 5) * 1_009 + 2
+    assert torch.rand(4, generator=seeded_generator(7, 0x61, 5, 2)).tolist() == draws(key)
+    assert torch.rand(4, generator=seeded_generator(-3, 0x52)).tolist() == draws(-3 * 1_000_003 + 0x52)
+    with pytest.raises(ValueError, match="at most 2 parts"):
+        seeded_generator(0, 1, 2, 3, 4)
 
 
 def test_default_fractions_and_counts() -> None:
@@ -340,6 +354,31 @@ def test_insertion_puts_the_most_important_pixels_back_into_the_blurred_image() 
         torch.testing.assert_close(result.auc["insertion"], curve_auc(expected, fractions))
 
 
+@pytest.mark.parametrize("orders", [("insertion", "mif", "lif", "random"), ("mif", "insertion")])
+def test_insertion_first_does_not_lend_its_blurred_image_to_the_removal_orders(orders: tuple[str, ...]) -> None:
+    # Every pixel removed with fill zeros leaves a sum of 0, whichever order comes first; the
+    # fully blurred image of insertion (k = 0 inserted) is a job of its own.
+    model = PixelSetModel(torch.ones(6, 6))
+    generator = torch.Generator().manual_seed(8)
+    images = torch.rand(3, 1, 6, 6, generator=generator) + 0.5
+    result = fidelity_curves(
+        model,
+        images,
+        torch.rand(3, 6, 6, generator=generator),
+        target=torch.zeros(3, dtype=torch.long),
+        fractions=[0.0, 0.5, 1.0],
+        orders=orders,  # type: ignore[arg-type]
+        fill="zeros",
+        score="logit",
+    )
+    for order in orders:
+        if order != "insertion":
+            assert result.scores[order][:, -1].tolist() == [0.0, 0.0, 0.0]
+    insertion = result.scores["insertion"]
+    torch.testing.assert_close(insertion[:, 0], gaussian_blur(images).sum(dim=(1, 2, 3)))
+    torch.testing.assert_close(insertion[:, -1], images.sum(dim=(1, 2, 3)))
+
+
 def test_insertion_rewards_the_pixels_the_model_reads() -> None:
     pixels = torch.zeros(8, 8)
     pixels[2:4, 2:4] = 1.0
@@ -421,6 +460,25 @@ def test_non_positive_clean_logits_are_undefined_and_counted() -> None:
     assert summary["orders"]["mif"]["auc"][1] is None
     assert math.isfinite(result.gap) and math.isfinite(result.mean_auc("mif"))
     json.dumps(summary, allow_nan=False)
+
+
+def test_insertion_keeps_a_sample_whose_clean_score_is_not_positive() -> None:
+    # Insertion's curve is the raw score, never divided by the clean one (docs/methods.md, "Insertion").
+    model = PixelSetModel(torch.ones(4, 4))
+    images = torch.stack([torch.ones(1, 4, 4), -torch.ones(1, 4, 4), 2 * torch.ones(1, 4, 4)])
+    target = torch.zeros(3, dtype=torch.long)
+    for orders in (("mif", "lif", "insertion"), ("insertion",)):
+        result = fidelity_curves(
+            model, images, torch.rand(3, 4, 4), target=target, steps=4, score="logit", orders=orders
+        )
+        torch.testing.assert_close(result.curves["insertion"], result.scores["insertion"])
+        assert torch.isfinite(result.auc["insertion"]).all()
+        assert result.defined_in("insertion").tolist() == [True, True, True]
+        assert result.mean_auc("insertion") == pytest.approx(float(result.auc["insertion"].mean()))
+        summary = result.to_dict()
+        assert summary["orders"]["insertion"]["n"] == 3
+        assert summary["n_undefined"] == (0 if orders == ("insertion",) else 1)
+    assert result.defined.tolist() == [True, False, True]  # the removal orders' curves cannot be divided
 
 
 def test_result_summary_and_accessors() -> None:

@@ -84,6 +84,17 @@ def test_empty_masks_and_massless_maps_are_undefined() -> None:
     assert math.isnan(complexity.sparseness(flat)) and math.isnan(complexity.complexity(flat))
 
 
+def test_a_map_holding_nan_is_undefined_never_a_miss_or_a_number() -> None:
+    maps = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    maps[0] = math.nan  # all NaN (AUC read 1.02 and the pointing game a miss)
+    maps[1, 6, 6] = math.nan  # one NaN pixel off the mask
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[:, :4] = True
+    for name, metric in ALL_METRICS.items():
+        scores = metric(maps, masks)
+        assert torch.isnan(scores[:2]).all() and not math.isnan(scores[2]), name
+
+
 def test_hand_computed_values() -> None:
     maps = torch.tensor([[[3.0, 2.0], [2.0, 1.0]]])
     mask = torch.tensor([[[True, True], [False, False]]])

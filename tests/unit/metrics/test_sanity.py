@@ -4,7 +4,9 @@ and the randomisation machinery (the model under test untouched, seeding, BatchN
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pytest
@@ -89,6 +91,17 @@ def test_ssim_of_identical_maps_is_one_and_equals_scikit_image() -> None:
     np.testing.assert_allclose(ssim(a, b).numpy(), expected, rtol=0, atol=1e-12)
 
 
+def test_ssim_of_a_constant_map_or_one_holding_nan_is_undefined() -> None:
+    """Without it a constant map would score near 0, the best possible random-logit result."""
+    maps = torch.rand(4, 9, 9, generator=torch.Generator().manual_seed(6))
+    others = maps.flip(2)
+    maps[0], others[1] = 0.5, 0.0  # constant on either side
+    maps[2, 3, 4], others[3, 0, 0] = math.nan, math.nan
+    assert torch.isnan(ssim(maps, others)).all()
+    assert torch.isnan(ssim(others, maps)).all()
+    assert not torch.isnan(ssim(maps[1:2], others[0:1])).any()  # both maps vary, no NaN
+
+
 def test_ssim_refuses_maps_smaller_than_its_window() -> None:
     with pytest.raises(ValueError, match="at least 7x7"):
         ssim(torch.rand(1, 6, 20), torch.rand(1, 6, 20))
@@ -164,6 +177,14 @@ def test_empr_score_is_the_relative_entropy_rise_and_undefined_for_a_one_bin_map
     assert math.isnan(score[1].item())
 
 
+def test_a_map_holding_nan_has_no_entropy_and_no_empr_score() -> None:
+    maps = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, math.nan, 2.0, 3.0], [math.nan] * 4])
+    entropy = histogram_entropy(maps)
+    assert entropy[0].item() == pytest.approx(math.log(4)) and torch.isnan(entropy[1:]).all()
+    assert torch.isnan(efficient_mprt_score(maps, maps[[0, 0, 0]])[1:]).all()  # not -1
+    assert torch.isnan(efficient_mprt_score(maps[[0, 0, 0]], maps)[1:]).all()
+
+
 # --- randomisation -----------------------------------------------------------------------------
 
 
@@ -218,6 +239,31 @@ def test_the_model_under_test_is_untouched() -> None:
             assert all(id(p) not in parameters for p in copy.parameters())
     assert changed(trained, model) == set()
     assert [id(p) for p in model.parameters()] == parameters
+
+
+def test_layers_of_one_type_and_shape_get_identical_random_weights() -> None:
+    # Every layer is re-drawn right after manual_seed(seed + 1), as Quantus does (docs/methods.md).
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    *_, (_, randomised) = randomised_models(model, ["2", "0"], "cascading", seed=5)
+    assert torch.equal(randomised[0].weight, randomised[2].weight)
+    assert not torch.equal(model[0].weight, randomised[0].weight)
+
+
+def test_reinitialisation_restores_every_cuda_device_not_only_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    # manual_seed re-seeds every CUDA device: with CUDA in use, a CPU model must still fork them all.
+    forked: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def fork_rng(devices: Iterable[int]) -> Iterator[None]:
+        forked.append(list(devices))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.random, "fork_rng", fork_rng)
+    monkeypatch.setattr(torch, "manual_seed", torch.default_generator.manual_seed)  # no CUDA here
+    reinitialise(small_net(), seed=0)
+    assert forked == [[0, 1]]
 
 
 def test_randomisation_is_seeded_and_leaves_the_callers_random_state_alone() -> None:
