@@ -313,16 +313,23 @@ def score_outcome(
     thresholds: dict[str, dict[str, Threshold]],
     heading: str,
     extra: dict[str, Any] | None = None,
+    *,
+    names: dict[str, str] | None = None,
+    counted: str = "",
 ) -> Outcome:
     """The outcome of a check whose thresholds are aggregates of per-sample ``(N,)`` scores:
-    every ``metric.aggregate`` over the request's samples against its threshold, the number of
-    samples with an undefined score, and the worst samples by the first failing metric (else the
-    first one) after the line ``heading``; the JSON result carries every selected sample's scores."""
+    every ``metric.aggregate`` over the request's samples against its threshold, with its 95 %
+    interval (:func:`measure`), the number of samples with an undefined score, and the worst
+    samples by the first failing metric (else the first one) after the line ``heading`` (which
+    ends with the sample counts and ``counted``, e.g. ``", 2 with an empty region"``), their
+    scores under their ``names`` (:func:`worst_sample_lines`); the JSON result carries every
+    selected sample's scores."""
     selection = request.selection
     indices = selection.nonzero().flatten()
     chosen = {name: values[selection] for name, values in scores.items()}
+    seed = request.engine.spec.seed
     measurements = [
-        Measurement.compare(f"{metric}.{how}", aggregate(chosen[metric], how), threshold)
+        measure(f"{metric}.{how}", chosen[metric], how, threshold, seed)
         for metric, by_aggregate in thresholds.items()
         for how, threshold in by_aggregate.items()
     ]
@@ -332,9 +339,9 @@ def score_outcome(
     wants_high = thresholds[metric][how].wants_high
     details = [
         f"{heading}; samples with the {'smallest' if wants_high else 'largest'} {metric} "
-        f"(of {len(indices)}; {undefined} undefined):"
+        f"(of {len(indices)}; {undefined} undefined{counted}):"
     ]
-    details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high)
+    details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high, names)
     return Outcome(
         measurements,
         samples=len(indices),
