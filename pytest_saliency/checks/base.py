@@ -132,7 +132,8 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        return bool(self.measurements) and all(m.passed for m in self.measurements)
+        """Every measurement passed, over at least one sample."""
+        return self.samples > 0 and bool(self.measurements) and all(m.passed for m in self.measurements)
 
     @property
     def inconclusive(self) -> bool:
@@ -180,6 +181,20 @@ class CheckRequest:
         if self.slice_value is not None:
             chosen &= torch.from_numpy(self._slice_field() == self.slice_value)
         return chosen
+
+    def no_samples(self) -> list[str]:
+        """``["no samples of class 'cat'"]`` (or ``of slice site=A``) when the item's class or slice
+        has no samples (its outcome then fails), else ``[]``: the first line of its details."""
+        if bool(self.selection.any()):
+            return []
+        if self.slice_value is not None:
+            slices = getattr(self.check.config, "slices", None)
+            assert slices is not None
+            return [f"no samples of slice {slices.by}={self.slice_value}"]
+        classes = self.engine.spec.data.classes
+        index = self.class_index
+        named = classes[index] if classes and index is not None and index < len(classes) else index
+        return [f"no samples of class {named!r}"]
 
     def _slice_field(self) -> np.ndarray:
         slices = getattr(self.check.config, "slices", None)
@@ -278,6 +293,8 @@ def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
             return "nan" if math.isnan(value) else f"{value:.3f}"
         return str(value)
 
+    if not rows:
+        return []
     widths = {c: max(len(c), *(len(cell(row[c])) for row in rows)) for c in columns}
     lines = ["  ".join(c.rjust(widths[c]) for c in columns)]
     lines += ["  ".join(cell(row[c]).rjust(widths[c]) for c in columns) for row in rows]
@@ -302,8 +319,6 @@ def worst_sample_lines(
         row: dict[str, Any] = {"sample": index, **label_and_prediction(engine, index)}
         row.update({names.get(name, name): float(values[position]) for name, values in chosen.items()})
         rows.append(row)
-    if not rows:
-        return []
     return sample_table(rows, ["sample", "label", "predicted", *(names.get(name, name) for name in chosen)])
 
 
@@ -337,7 +352,7 @@ def score_outcome(
     focus = next((m for m in measurements if not m.passed), measurements[0])
     metric, how = focus.name.rsplit(".", 1)
     wants_high = thresholds[metric][how].wants_high
-    details = [
+    details = request.no_samples() + [
         f"{heading}; samples with the {'smallest' if wants_high else 'largest'} {metric} "
         f"(of {len(indices)}; {undefined} undefined{counted}):"
     ]

@@ -26,7 +26,7 @@ def failure_text(location: str, title: str, result: dict[str, Any]) -> str:
             (measurement["name"], with_interval(measurement, 4), measurement["threshold"], _failure_status(measurement))
         )
     failing = [m for m in result["measurements"] if not m["passed"]]
-    summary = "; ".join(_why(m) for m in failing)
+    summary = "; ".join(_why(m) for m in failing) or ("no samples" if not result["samples"] else "")
     lines = [f"{location}: {title}" + (f": {summary}" if summary else "")]
     lines += ["  " + line for line in _columns(rows)]
     undefined = f" ({result['undefined']} undefined, left out of the aggregates)" if result["undefined"] else ""

@@ -306,13 +306,18 @@ def read_labels_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
-    """A check's ``slices.by`` must name a per-sample field of the data (or list its values)."""
+    """A check's ``slices.by`` must name a per-sample field of the data (or list its values), and
+    its ``values`` must differ and, where the field can be read without running a Dataset, be
+    values of it."""
     data = loaded.spec.data
     for index, check in enumerate(loaded.spec.checks):
         slices = getattr(check.config, "slices", None)
-        if slices is None or slices.values is not None:
+        if slices is None:
             continue
         where = ("checks", index, check.kind, "slices")
+        if slices.values is not None:
+            yield from _check_slice_values(loaded, where, slices.by, [str(value) for value in slices.values])
+            continue
         if data.factory is not None:
             yield loaded.problem(
                 where, "a Dataset's fields are known only when it runs: list the slices to test in slices.values"
@@ -325,6 +330,30 @@ def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         if found is None:
             yield loaded.problem(
                 where + ("by",), f"the data has no per-sample field {slices.by!r}{_fields_hint(loaded, slices.by)}"
+            )
+
+
+def _check_slice_values(loaded: LoadedSpec, where: Location, by: str, values: list[str]) -> Iterator[SpecProblem]:
+    """Listed slice values: no repeats, and each a value of the field ``by`` when it can be read
+    (an npz array, a labels-CSV column; a missing field is reported when the items run)."""
+    for position, value in enumerate(values):
+        if value in values[:position]:
+            yield loaded.problem(where + ("values", position), f"{value!r} is listed twice: give each slice once")
+    if loaded.spec.data.factory is not None:
+        return
+    try:
+        found = per_sample_field(loaded, by)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return  # the data file's own problem is reported at data
+    if found is None:
+        return
+    known = [str(value) for value in np.unique(found)]
+    shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+    for position, value in enumerate(values):
+        if value not in known:
+            yield loaded.problem(
+                where + ("values", position),
+                f"{value!r} is no value of {by} ({shown}){did_you_mean(value, known)}",
             )
 
 
