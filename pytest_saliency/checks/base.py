@@ -82,11 +82,13 @@ class Measurement:
             return replace(self, passed=True, inconclusive=False)
         if not rule.passes(far):
             return replace(self, passed=False, inconclusive=False)
-        return replace(self, passed=False, inconclusive=True, needed=self._needed(abs(near - self.value)))
+        toward = self.lower if self.value > rule.value else self.upper  # the bound on the threshold's side
+        return replace(self, passed=False, inconclusive=True, needed=self._needed(abs(toward - self.value)))
 
     def _needed(self, half: float) -> int | None:
-        """Samples for the interval's half-width on the threshold's side to shrink below the
-        distance to the threshold, if it shrinks as ``1/sqrt(n)``."""
+        """Samples for the interval's half-width toward the threshold (the passing side's when
+        the value passes, the failing side's when it fails: asymmetric intervals differ) to
+        shrink below the distance to the threshold, if it shrinks as ``1/sqrt(n)``."""
         distance = abs(self.value - self.rule.value) if self.rule is not None else 0.0
         if not self.samples or distance == 0.0:
             return None
