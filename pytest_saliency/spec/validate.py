@@ -276,9 +276,11 @@ def as_strings(values: Any) -> np.ndarray:
 
 def per_sample_field(loaded: LoadedSpec, name: str) -> np.ndarray | None:
     """The ``(N,)`` values of the data's per-sample field ``name`` as strings (the first ``limit``):
-    an npz array or a labels-CSV column; None when the data has no such field or it is only
-    known by running a Dataset factory."""
+    an npz array or a labels-CSV column; None when the data has no such field (images, masks and
+    labels are none, as for the loader) or it is only known by running a Dataset factory."""
     data = loaded.spec.data
+    if name in ("images", "masks", "labels"):
+        return None
     if data.npz is not None:
         with np.load(loaded.resolve(data.npz), allow_pickle=False) as archive:
             if name not in archive.files or archive[name].ndim != 1:

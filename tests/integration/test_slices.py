@@ -191,3 +191,18 @@ def test_listed_slice_values_must_be_values_of_the_field_and_differ(
     )
     assert "passed" not in result.stdout.str()
     helpers.assert_no_traceback(result.stdout.str())
+
+
+def test_labels_are_no_per_sample_field_to_slice_by(
+    project: pytest.Pytester, write_spec: WriteSpec, cameras: None, helpers: SimpleNamespace
+) -> None:
+    write_spec(checks=SLICED.replace("by: camera", "by: labels"))
+    result = project.runpytest_inprocess()
+    result.stdout.fnmatch_lines(
+        [
+            "*checks[[]0].shared_interest.slices.by: the data has no per-sample field 'labels'; "
+            "its fields ((N,) arrays of the npz): camera"
+        ]
+    )
+    result.assert_outcomes(failed=1)  # the spec's one item: its error
+    helpers.assert_no_traceback(result.stdout.str())
