@@ -162,36 +162,27 @@ def apply_overrides(
 
 
 def _set(data: Any, location: Location, value: Any) -> str | None:
-    """Put ``value`` at ``location``; a message when the way there is not a mapping or list."""
+    """Put ``value`` at ``location``, making the mappings on the way there; a message when the
+    way there is not a mapping or list."""
     node = data
-    for depth, part in enumerate(location[:-1]):
-        node = _child(node, part, location[: depth + 1], create=True)
-        if isinstance(node, str):
-            return node
-    last = location[-1]
-    if isinstance(node, dict):
-        node[str(last)] = value
-        return None
-    if isinstance(node, list) and isinstance(last, int):
-        if last >= len(node):
-            return f"{dotted(location[:-1])} has {len(node)} items; no item {last}"
-        node[last] = value
-        return None
-    return f"{dotted(location[:-1]) or 'the spec'} is not a mapping, it has no key {last!r}"
-
-
-def _child(node: Any, part: str | int, location: Location, create: bool) -> Any:
-    """The child at ``part``, or a message (a ``str``) when there is none to go into."""
-    if isinstance(node, dict):
-        key = str(part)
-        if key not in node or node[key] is None:
-            node[key] = {}
-        return node[key]
-    if isinstance(node, list) and isinstance(part, int):
-        if part >= len(node):
-            return f"{dotted(location[:-1])} has {len(node)} items; no item {part}"
-        return node[part]
-    return f"{dotted(location[:-1]) or 'the spec'} is not a mapping, it has no key {part!r}"
+    for depth, part in enumerate(location):
+        last = depth == len(location) - 1
+        if isinstance(node, dict):
+            key = str(part)
+            if last:
+                node[key] = value
+            elif key not in node or node[key] is None:
+                node[key] = {}
+            node = node[key]
+        elif isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                return f"{dotted(location[:depth])} has {len(node)} items; no item {part}"
+            if last:
+                node[part] = value
+            node = node[part]
+        else:
+            return f"{dotted(location[:depth]) or 'the spec'} is not a mapping: it has no key {part!r}"
+    return None
 
 
 def _get(data: Any, location: Location) -> Any:

@@ -76,6 +76,16 @@ def test_problems_name_the_option() -> None:
     _, problems = apply_overrides(data, SourceMap(), overrides, Path("."))
     assert [(p.origin, p.message.split(":")[0]) for p in problems] == [
         ("--set checks.2.id", "checks has 1 items; no item 2"),
-        ("--set seed.x", "seed is not a mapping, it has no key 'x'"),
+        ("--set seed.x", "seed is not a mapping"),
         ("--set checks.0.id", "the value is not YAML"),
     ]
+
+
+def test_a_key_under_a_string_is_no_key_of_a_mapping() -> None:
+    data = {"data": {"npz": "data.npz"}}
+    overrides = [Override.parse("data.npz.x=1", option="--set")]
+    _, problems = apply_overrides(data, SourceMap(), overrides, Path("."))
+    assert [(p.origin, p.message) for p in problems] == [
+        ("--set data.npz.x", "data.npz is not a mapping: it has no key 'x'")
+    ]
+    assert data == {"data": {"npz": "data.npz"}}
