@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._constants import SPEC_SUFFIXES, spec_stem
 from ..errors import Location, SpecError, SpecProblem, did_you_mean
-from .overrides import Override, Problem, apply_overrides, substitute_environment
+from .overrides import Override, Problem, apply_overrides, dotted, substitute_environment
 from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
 from .source import DuplicateKey, SourceMap, load_yaml
 
@@ -136,7 +136,10 @@ def load_spec(
         )
     data, substituted, problems = substitute_environment(data, environment)
     overridden, more = apply_overrides(data, source, overrides, base or Path.cwd())
-    problems += more
+    # a value an override replaced keeps nothing of its ${VAR}s: neither an unset one nor its record
+    replaced = [dotted(location) for location in source.overrides]
+    problems = [problem for problem in problems if not _within(dotted(problem.location), replaced)] + more
+    substituted = {key: record for key, record in substituted.items() if not _within(key, replaced)}
     if problems:
         raise SpecError([_outside_problem(source, shown, problem) for problem in problems])
     try:
@@ -148,6 +151,11 @@ def load_spec(
     if spec_problems:
         raise SpecError(spec_problems)
     return loaded
+
+
+def _within(key: str, prefixes: Iterable[str]) -> bool:
+    """Whether the dotted ``key`` is one of ``prefixes`` or lies below one."""
+    return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
 
 
 def _outside_problem(source: SourceMap, shown: str, problem: Problem) -> SpecProblem:

@@ -155,3 +155,22 @@ def test_validate_accepts_the_same_set(
     assert "--set decide: 'intervall' is not one of point, interval (did you mean 'interval'?)" in out
     assert main(["validate", str(path), "--set", "decide"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_an_unset_variable_in_a_value_that_set_replaces_is_no_error(
+    project: pytest.Pytester, write_spec: WriteSpec, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release job: ``weights: ${CANDIDATE}`` in the file, the value given by --saliency-set."""
+    write_spec(model="factory: tinymodel:build\nweights: ${CANDIDATE}")
+    monkeypatch.delenv("CANDIDATE", raising=False)
+    result = project.runpytest_inprocess("--saliency-set", "model.weights=heavy.pt", "--saliency-json", "out.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"x weights heavy.pt sha256:{sha256(project.path / 'heavy.pt')[:16]}"])
+    overrides = json.loads((project.path / "out.json").read_text())["results"][0]["overrides"]
+    assert list(overrides) == ["model.weights"]
+    assert overrides["model.weights"]["from"] == "--saliency-set model.weights=heavy.pt"
+    # replacing the whole block drops the variables in it too
+    block = project.runpytest_inprocess("--saliency-set", "model={factory: 'tinymodel:build', weights: w.pt}")
+    block.assert_outcomes(passed=1)
+    # elsewhere an unset variable is still an error
+    project.runpytest_inprocess("--saliency-set", "seed=1").stdout.fnmatch_lines(["*CANDIDATE is not set*"])
