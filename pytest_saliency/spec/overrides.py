@@ -5,7 +5,8 @@ Both act on the plain YAML data before it is validated, so what they set is chec
 like the file's own values; problems with an override are positioned at the option
 (``--saliency-set model.weights: ...``) instead of a line of the file. Nothing else is
 evaluated: a ``${...}`` is replaced by an environment variable's text, and an override's value
-is parsed as one YAML scalar or flow collection (``0.5``, ``interval``, ``[grad, ig]``).
+is parsed as one YAML scalar or flow collection (``0.5``, ``interval``, ``[grad, ig]``), else
+taken as a plain string (:func:`parse_value`).
 """
 
 from __future__ import annotations
@@ -138,13 +139,7 @@ def apply_overrides(
     records: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
     for override in overrides:
-        try:
-            value = yaml.safe_load(override.text) if override.text.strip() else ""
-        except yaml.YAMLError as error:
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            problems.append(Problem(override.location, f"the value is not YAML: {problem}", override.origin))
-            continue
-        message = _set(data, override.location, value)
+        message = _set(data, override.location, parse_value(override.text))
         if message:
             problems.append(Problem(override.location, message, override.origin))
             continue
@@ -159,6 +154,19 @@ def apply_overrides(
             "from": f"{override.option} {override}",
         }
     return records, problems
+
+
+def parse_value(text: str) -> Any:
+    """A value given as text, read as one YAML scalar or flow collection (``0.5``, ``interval``,
+    ``[grad, ig]``); text that is not YAML, or that starts with ``>`` or ``<`` (a threshold such
+    as ``>= 0.5``, which YAML would read as a block scalar), is that plain string."""
+    text = text.strip()
+    if not text or text.startswith((">", "<")):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _set(data: Any, location: Location, value: Any) -> str | None:

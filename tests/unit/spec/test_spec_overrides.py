@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saliency.spec.overrides import Override, apply_overrides, substitute_environment
+from pytest_saliency.spec.overrides import Override, apply_overrides, parse_value, substitute_environment
 from pytest_saliency.spec.source import SourceMap
 
 
@@ -72,13 +72,28 @@ def test_a_mapping_set_whole_has_its_paths_made_absolute(tmp_path: Path) -> None
 
 def test_problems_name_the_option() -> None:
     data = {"checks": [{"id": "a"}], "seed": 0}
-    overrides = [Override.parse(s, option="--set") for s in ("checks.2.id=b", "seed.x=1", "checks.0.id=[")]
+    overrides = [Override.parse(s, option="--set") for s in ("checks.2.id=b", "seed.x=1")]
     _, problems = apply_overrides(data, SourceMap(), overrides, Path("."))
     assert [(p.origin, p.message.split(":")[0]) for p in problems] == [
         ("--set checks.2.id", "checks has 1 items; no item 2"),
         ("--set seed.x", "seed is not a mapping"),
-        ("--set checks.0.id", "the value is not YAML"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (">= 0.5", ">= 0.5"),  # a threshold, not a YAML block scalar
+        ("<= 0.1", "<= 0.1"),
+        ("[grad", "[grad"),  # not YAML: the plain string
+        ("a: b: c", "a: b: c"),
+        ("0.5", 0.5),
+        ("[grad, ig]", ["grad", "ig"]),
+        ("", ""),
+    ],
+)
+def test_a_value_that_is_no_yaml_is_a_plain_string(text: str, value: object) -> None:
+    assert parse_value(text) == value
 
 
 def test_a_key_under_a_string_is_no_key_of_a_mapping() -> None:
