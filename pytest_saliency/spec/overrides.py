@@ -87,14 +87,15 @@ def substitute_environment(
     data: Any, environment: Mapping[str, str] | None = None
 ) -> tuple[Any, dict[str, dict[str, str]], list[Problem]]:
     """``data`` with ``${VAR}`` and ``${VAR:-default}`` replaced in every string value (as the
-    shell does, an empty variable takes the default); the substitutions made, by dotted key
-    (``{"model.weights": {"value": ..., "from": "${...}"}}``); and a problem per variable that is
-    unset and has no default."""
+    shell does, an empty variable takes the default; a value that is exactly one ``${...}`` is
+    read as YAML, like an override (:func:`parse_value`): ``limit: ${N}`` is a number); the
+    substitutions made, by dotted key (``{"model.weights": {"value": ..., "from": "${...}"}}``);
+    and a problem per variable that is unset and has no default."""
     environment = os.environ if environment is None else environment
     records: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
 
-    def replace(text: str, location: Location) -> str:
+    def replace(text: str, location: Location) -> Any:
         def one(match: re.Match[str]) -> str:
             name, default = match["name"], match["default"]
             value = environment.get(name)
@@ -112,9 +113,10 @@ def substitute_environment(
             return ""
 
         result = _VARIABLE.sub(one, text)
-        if result != text:
-            records[dotted(location)] = {"value": result, "from": text}
-        return result
+        if result == text:
+            return text
+        records[dotted(location)] = {"value": result, "from": text}
+        return parse_value(result) if _VARIABLE.fullmatch(text.strip()) else result
 
     return _map_strings(data, (), replace), records, problems
 

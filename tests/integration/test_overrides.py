@@ -187,3 +187,15 @@ def test_set_takes_a_threshold_as_it_is_written(project: pytest.Pytester, write_
     failing = project.runpytest_inprocess("--saliency-set", "checks.0.shared_interest.iou.mean=< 0.5")
     failing.assert_outcomes(failed=1)
     failing.stdout.fnmatch_lines(["*iou.mean = 1 (want < 0.5)"])
+
+
+def test_a_number_field_takes_a_lone_variable_as_a_number(
+    project: pytest.Pytester, write_spec: WriteSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_spec(data="npz: ../data.npz\nclasses: [circle, square, triangle]\nlimit: ${N}")
+    monkeypatch.setenv("N", "4")
+    result = project.runpytest_inprocess("--saliency-json", "out.json")
+    result.assert_outcomes(passed=1)
+    (entry,) = json.loads((project.path / "out.json").read_text())["results"]
+    assert entry["samples"] == 4
+    assert entry["overrides"]["data.limit"] == {"value": "4", "from": "${N}"}

@@ -33,6 +33,13 @@ def test_an_empty_variable_without_default_is_empty_not_a_problem() -> None:
     assert out == {"a": "xy"} and problems == []
 
 
+def test_a_value_that_is_one_variable_is_read_as_yaml() -> None:
+    data = {"limit": "${N}", "threshold": "${T:->= 0.5}", "name": "n${N}", "weights": "${W}"}
+    out, records, _ = substitute_environment(data, {"N": "4", "W": "cand.pt"})
+    assert out == {"limit": 4, "threshold": ">= 0.5", "name": "n4", "weights": "cand.pt"}
+    assert records["limit"] == {"value": "4", "from": "${N}"}
+
+
 @pytest.mark.parametrize("argument", ["model.weights", "=x", "model..weights=x", ".x=1"])
 def test_malformed_settings_are_refused(argument: str) -> None:
     with pytest.raises(ValueError, match="expects KEY=VALUE"):
