@@ -47,9 +47,9 @@ def _why(measurement: dict[str, Any]) -> str:
         return f"{text} (want {measurement['threshold']})"
     lower, upper = measurement.get("lower"), measurement.get("upper")
     bounds = (
-        f"interval [{significant(lower)}, {significant(upper)}]"
+        f"interval [{significant(lower)}, {significant(upper)}] straddles"
         if lower is not None and upper is not None
-        else "no interval"
+        else "no interval for"
     )
     needed = measurement.get("needed_samples")
     now = measurement.get("samples")
@@ -60,7 +60,7 @@ def _why(measurement: dict[str, Any]) -> str:
         if lower is not None
         else "it needs at least 2 samples"
     )
-    return f"{text}, {bounds} straddles {measurement['threshold']}: {more}"
+    return f"{text}, {bounds} {measurement['threshold']}: {more}"
 
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
