@@ -82,11 +82,13 @@ class Measurement:
             return replace(self, passed=True, inconclusive=False)
         if not rule.passes(far):
             return replace(self, passed=False, inconclusive=False)
-        return replace(self, passed=False, inconclusive=True, needed=self._needed(abs(near - self.value)))
+        toward = self.lower if self.value > rule.value else self.upper  # the bound on the threshold's side
+        return replace(self, passed=False, inconclusive=True, needed=self._needed(abs(toward - self.value)))
 
     def _needed(self, half: float) -> int | None:
-        """Samples for the interval's half-width on the threshold's side to shrink below the
-        distance to the threshold, if it shrinks as ``1/sqrt(n)``."""
+        """Samples for the interval's half-width toward the threshold (the passing side's when
+        the value passes, the failing side's when it fails: asymmetric intervals differ) to
+        shrink below the distance to the threshold, if it shrinks as ``1/sqrt(n)``."""
         distance = abs(self.value - self.rule.value) if self.rule is not None else 0.0
         if not self.samples or distance == 0.0:
             return None
@@ -132,7 +134,8 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        return bool(self.measurements) and all(m.passed for m in self.measurements)
+        """Every measurement passed, over at least one sample."""
+        return self.samples > 0 and bool(self.measurements) and all(m.passed for m in self.measurements)
 
     @property
     def inconclusive(self) -> bool:
@@ -180,6 +183,20 @@ class CheckRequest:
         if self.slice_value is not None:
             chosen &= torch.from_numpy(self._slice_field() == self.slice_value)
         return chosen
+
+    def no_samples(self) -> list[str]:
+        """``["no samples of class 'cat'"]`` (or ``of slice site=A``) when the item's class or slice
+        has no samples (its outcome then fails), else ``[]``: the first line of its details."""
+        if bool(self.selection.any()):
+            return []
+        if self.slice_value is not None:
+            slices = getattr(self.check.config, "slices", None)
+            assert slices is not None
+            return [f"no samples of slice {slices.by}={self.slice_value}"]
+        classes = self.engine.spec.data.classes
+        index = self.class_index
+        named = classes[index] if classes and index is not None and index < len(classes) else index
+        return [f"no samples of class {named!r}"]
 
     def _slice_field(self) -> np.ndarray:
         slices = getattr(self.check.config, "slices", None)
@@ -278,6 +295,8 @@ def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
             return "nan" if math.isnan(value) else f"{value:.3f}"
         return str(value)
 
+    if not rows:
+        return []
     widths = {c: max(len(c), *(len(cell(row[c])) for row in rows)) for c in columns}
     lines = ["  ".join(c.rjust(widths[c]) for c in columns)]
     lines += ["  ".join(cell(row[c]).rjust(widths[c]) for c in columns) for row in rows]
@@ -302,8 +321,6 @@ def worst_sample_lines(
         row: dict[str, Any] = {"sample": index, **label_and_prediction(engine, index)}
         row.update({names.get(name, name): float(values[position]) for name, values in chosen.items()})
         rows.append(row)
-    if not rows:
-        return []
     return sample_table(rows, ["sample", "label", "predicted", *(names.get(name, name) for name in chosen)])
 
 
@@ -313,16 +330,23 @@ def score_outcome(
     thresholds: dict[str, dict[str, Threshold]],
     heading: str,
     extra: dict[str, Any] | None = None,
+    *,
+    names: dict[str, str] | None = None,
+    counted: str = "",
 ) -> Outcome:
     """The outcome of a check whose thresholds are aggregates of per-sample ``(N,)`` scores:
-    every ``metric.aggregate`` over the request's samples against its threshold, the number of
-    samples with an undefined score, and the worst samples by the first failing metric (else the
-    first one) after the line ``heading``; the JSON result carries every selected sample's scores."""
+    every ``metric.aggregate`` over the request's samples against its threshold, with its 95 %
+    interval (:func:`measure`), the number of samples with an undefined score, and the worst
+    samples by the first failing metric (else the first one) after the line ``heading`` (which
+    ends with the sample counts and ``counted``, e.g. ``", 2 with an empty region"``), their
+    scores under their ``names`` (:func:`worst_sample_lines`); the JSON result carries every
+    selected sample's scores."""
     selection = request.selection
     indices = selection.nonzero().flatten()
     chosen = {name: values[selection] for name, values in scores.items()}
+    seed = request.engine.spec.seed
     measurements = [
-        Measurement.compare(f"{metric}.{how}", aggregate(chosen[metric], how), threshold)
+        measure(f"{metric}.{how}", chosen[metric], how, threshold, seed)
         for metric, by_aggregate in thresholds.items()
         for how, threshold in by_aggregate.items()
     ]
@@ -330,11 +354,11 @@ def score_outcome(
     focus = next((m for m in measurements if not m.passed), measurements[0])
     metric, how = focus.name.rsplit(".", 1)
     wants_high = thresholds[metric][how].wants_high
-    details = [
+    details = request.no_samples() + [
         f"{heading}; samples with the {'smallest' if wants_high else 'largest'} {metric} "
-        f"(of {len(indices)}; {undefined} undefined):"
+        f"(of {len(indices)}; {undefined} undefined{counted}):"
     ]
-    details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high)
+    details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high, names)
     return Outcome(
         measurements,
         samples=len(indices),

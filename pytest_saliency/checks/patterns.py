@@ -46,7 +46,7 @@ def evaluate(request: CheckRequest) -> Outcome:
         )
         for (name, limit), low, high in zip(limits, lower.tolist(), upper.tolist(), strict=True)
     ]
-    details = [
+    details = request.no_samples() + [
         f"pattern counts over {int(defined.sum())} samples with defined scores ({int((~defined).sum())} undefined): "
         + ", ".join(f"{name} {count}" for name, count in counts.items() if count)
     ]

@@ -28,13 +28,7 @@ from ..memory import run_with_half_batch_retry
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
 from ..spec.schema import RegionCheck
-from .base import (
-    CheckRequest,
-    Outcome,
-    measure,
-    per_sample_json,
-    worst_sample_lines,
-)
+from .base import CheckRequest, Outcome, score_outcome
 
 __all__ = ["evaluate"]
 
@@ -46,30 +40,16 @@ def evaluate(request: CheckRequest) -> Outcome:
     location: Location = ("checks", engine.spec.checks.index(request.check), "region")
     regions = _regions(request, config, location)
     scores = _scores(request, config, regions, location)
-    selection = request.selection
-    indices = selection.nonzero().flatten()
-    chosen = {name: values[selection] for name, values in scores.items()}
-    measurements = [
-        measure(f"{metric}.{how}", chosen[metric], how, threshold, engine.spec.seed)
-        for metric, thresholds in _thresholds(config).items()
-        for how, threshold in thresholds.items()
-    ]
-    undefined = int(torch.stack([values.isnan() for values in chosen.values()]).any(dim=0).sum())
-    empty = int((~nonempty(regions[selection])).sum())
-    focus = next((m for m in measurements if not m.passed), measurements[0])
-    metric, how = focus.name.split(".")
-    wants_high = _thresholds(config)[metric][how].wants_high
-    order = "smallest" if wants_high else "largest"
-    details = [
-        f"{_describe(config)}, {_METHOD_NAMES[config.method]}; samples with the {order} {metric} "
-        f"(of {len(indices)}; {undefined} undefined, {empty} with an empty region):"
-    ]
-    details += worst_sample_lines(engine, chosen, indices, metric, wants_high, _COLUMNS)
-    extra: dict[str, Any] = {
-        "region": {"method": config.method, "mask": config.mask, "box": config.box},
-        "per_sample": per_sample_json(indices, chosen),
-    }
-    return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
+    empty = int((~nonempty(regions[request.selection])).sum())
+    return score_outcome(
+        request,
+        scores,
+        _thresholds(config),
+        f"{_describe(config)}, {_METHOD_NAMES[config.method]}",
+        {"region": {"method": config.method, "mask": config.mask, "box": config.box}},
+        names=_COLUMNS,
+        counted=f", {empty} with an empty region",
+    )
 
 
 _METHOD_NAMES = {"contextual_decomposition": "contextual decomposition", "occlusion": "occlusion"}

@@ -40,7 +40,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     focus = next((m for m in measurements if not m.passed), measurements[0])
     metric = focus.name.split(".")[0]
     wants_high = config.metrics()[metric][focus.name.split(".")[1]].wants_high
-    details = [f"worst samples by {metric} (of {len(indices)}; {undefined} undefined):"]
+    details = request.no_samples() + [f"worst samples by {metric} (of {len(indices)}; {undefined} undefined):"]
     worst = worst_rows(request, chosen, indices, metric, wants_high)
     details += worst_table(worst)
     extra = {

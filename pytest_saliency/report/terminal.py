@@ -26,7 +26,7 @@ def failure_text(location: str, title: str, result: dict[str, Any]) -> str:
             (measurement["name"], with_interval(measurement, 4), measurement["threshold"], _failure_status(measurement))
         )
     failing = [m for m in result["measurements"] if not m["passed"]]
-    summary = "; ".join(_why(m) for m in failing)
+    summary = "; ".join(_why(m) for m in failing) or ("no samples" if not result["samples"] else "")
     lines = [f"{location}: {title}" + (f": {summary}" if summary else "")]
     lines += ["  " + line for line in _columns(rows)]
     undefined = f" ({result['undefined']} undefined, left out of the aggregates)" if result["undefined"] else ""
@@ -47,9 +47,9 @@ def _why(measurement: dict[str, Any]) -> str:
         return f"{text} (want {measurement['threshold']})"
     lower, upper = measurement.get("lower"), measurement.get("upper")
     bounds = (
-        f"interval [{significant(lower)}, {significant(upper)}]"
+        f"interval [{significant(lower)}, {significant(upper)}] straddles"
         if lower is not None and upper is not None
-        else "no interval"
+        else "no interval for"
     )
     needed = measurement.get("needed_samples")
     now = measurement.get("samples")
@@ -60,7 +60,7 @@ def _why(measurement: dict[str, Any]) -> str:
         if lower is not None
         else "it needs at least 2 samples"
     )
-    return f"{text}, {bounds} straddles {measurement['threshold']}: {more}"
+    return f"{text}, {bounds} {measurement['threshold']}: {more}"
 
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:

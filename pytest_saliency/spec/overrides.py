@@ -5,7 +5,8 @@ Both act on the plain YAML data before it is validated, so what they set is chec
 like the file's own values; problems with an override are positioned at the option
 (``--saliency-set model.weights: ...``) instead of a line of the file. Nothing else is
 evaluated: a ``${...}`` is replaced by an environment variable's text, and an override's value
-is parsed as one YAML scalar or flow collection (``0.5``, ``interval``, ``[grad, ig]``).
+is parsed as one YAML scalar or flow collection (``0.5``, ``interval``, ``[grad, ig]``), else
+taken as a plain string (:func:`parse_value`).
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ def substitute_environment(
     data: Any, environment: Mapping[str, str] | None = None
 ) -> tuple[Any, dict[str, dict[str, str]], list[Problem]]:
     """``data`` with ``${VAR}`` and ``${VAR:-default}`` replaced in every string value (as the
-    shell does, an empty variable takes the default); the substitutions made, by dotted key
-    (``{"model.weights": {"value": ..., "from": "${...}"}}``); and a problem per variable that is
-    unset and has no default."""
+    shell does, an empty variable takes the default; a value that is exactly one ``${...}`` is
+    read as YAML, like an override (:func:`parse_value`): ``limit: ${N}`` is a number); the
+    substitutions made, by dotted key (``{"model.weights": {"value": ..., "from": "${...}"}}``);
+    and a problem per variable that is unset and has no default."""
     environment = os.environ if environment is None else environment
     records: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
 
-    def replace(text: str, location: Location) -> str:
+    def replace(text: str, location: Location) -> Any:
         def one(match: re.Match[str]) -> str:
             name, default = match["name"], match["default"]
             value = environment.get(name)
@@ -111,9 +113,10 @@ def substitute_environment(
             return ""
 
         result = _VARIABLE.sub(one, text)
-        if result != text:
-            records[dotted(location)] = {"value": result, "from": text}
-        return result
+        if result == text:
+            return text
+        records[dotted(location)] = {"value": result, "from": text}
+        return parse_value(result) if _VARIABLE.fullmatch(text.strip()) else result
 
     return _map_strings(data, (), replace), records, problems
 
@@ -138,13 +141,7 @@ def apply_overrides(
     records: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
     for override in overrides:
-        try:
-            value = yaml.safe_load(override.text) if override.text.strip() else ""
-        except yaml.YAMLError as error:
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            problems.append(Problem(override.location, f"the value is not YAML: {problem}", override.origin))
-            continue
-        message = _set(data, override.location, value)
+        message = _set(data, override.location, parse_value(override.text))
         if message:
             problems.append(Problem(override.location, message, override.origin))
             continue
@@ -161,37 +158,41 @@ def apply_overrides(
     return records, problems
 
 
+def parse_value(text: str) -> Any:
+    """A value given as text, read as one YAML scalar or flow collection (``0.5``, ``interval``,
+    ``[grad, ig]``); text that is not YAML, or that starts with ``>`` or ``<`` (a threshold such
+    as ``>= 0.5``, which YAML would read as a block scalar), is that plain string."""
+    text = text.strip()
+    if not text or text.startswith((">", "<")):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def _set(data: Any, location: Location, value: Any) -> str | None:
-    """Put ``value`` at ``location``; a message when the way there is not a mapping or list."""
+    """Put ``value`` at ``location``, making the mappings on the way there; a message when the
+    way there is not a mapping or list."""
     node = data
-    for depth, part in enumerate(location[:-1]):
-        node = _child(node, part, location[: depth + 1], create=True)
-        if isinstance(node, str):
-            return node
-    last = location[-1]
-    if isinstance(node, dict):
-        node[str(last)] = value
-        return None
-    if isinstance(node, list) and isinstance(last, int):
-        if last >= len(node):
-            return f"{dotted(location[:-1])} has {len(node)} items; no item {last}"
-        node[last] = value
-        return None
-    return f"{dotted(location[:-1]) or 'the spec'} is not a mapping, it has no key {last!r}"
-
-
-def _child(node: Any, part: str | int, location: Location, create: bool) -> Any:
-    """The child at ``part``, or a message (a ``str``) when there is none to go into."""
-    if isinstance(node, dict):
-        key = str(part)
-        if key not in node or node[key] is None:
-            node[key] = {}
-        return node[key]
-    if isinstance(node, list) and isinstance(part, int):
-        if part >= len(node):
-            return f"{dotted(location[:-1])} has {len(node)} items; no item {part}"
-        return node[part]
-    return f"{dotted(location[:-1]) or 'the spec'} is not a mapping, it has no key {part!r}"
+    for depth, part in enumerate(location):
+        last = depth == len(location) - 1
+        if isinstance(node, dict):
+            key = str(part)
+            if last:
+                node[key] = value
+            elif key not in node or node[key] is None:
+                node[key] = {}
+            node = node[key]
+        elif isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                return f"{dotted(location[:depth])} has {len(node)} items; no item {part}"
+            if last:
+                node[part] = value
+            node = node[part]
+        else:
+            return f"{dotted(location[:depth]) or 'the spec'} is not a mapping: it has no key {part!r}"
+    return None
 
 
 def _get(data: Any, location: Location) -> Any:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._constants import SPEC_SUFFIXES, spec_stem
 from ..errors import Location, SpecError, SpecProblem, did_you_mean
-from .overrides import Override, Problem, apply_overrides, substitute_environment
+from .overrides import Override, Problem, apply_overrides, dotted, substitute_environment
 from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
 from .source import DuplicateKey, SourceMap, load_yaml
 
@@ -136,7 +136,10 @@ def load_spec(
         )
     data, substituted, problems = substitute_environment(data, environment)
     overridden, more = apply_overrides(data, source, overrides, base or Path.cwd())
-    problems += more
+    # a value an override replaced keeps nothing of its ${VAR}s: neither an unset one nor its record
+    replaced = [dotted(location) for location in source.overrides]
+    problems = [problem for problem in problems if not _within(dotted(problem.location), replaced)] + more
+    substituted = {key: record for key, record in substituted.items() if not _within(key, replaced)}
     if problems:
         raise SpecError([_outside_problem(source, shown, problem) for problem in problems])
     try:
@@ -148,6 +151,11 @@ def load_spec(
     if spec_problems:
         raise SpecError(spec_problems)
     return loaded
+
+
+def _within(key: str, prefixes: Iterable[str]) -> bool:
+    """Whether the dotted ``key`` is one of ``prefixes`` or lies below one."""
+    return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
 
 
 def _outside_problem(source: SourceMap, shown: str, problem: Problem) -> SpecProblem:
@@ -276,9 +284,11 @@ def as_strings(values: Any) -> np.ndarray:
 
 def per_sample_field(loaded: LoadedSpec, name: str) -> np.ndarray | None:
     """The ``(N,)`` values of the data's per-sample field ``name`` as strings (the first ``limit``):
-    an npz array or a labels-CSV column; None when the data has no such field or it is only
-    known by running a Dataset factory."""
+    an npz array or a labels-CSV column; None when the data has no such field (images, masks and
+    labels are none, as for the loader) or it is only known by running a Dataset factory."""
     data = loaded.spec.data
+    if name in ("images", "masks", "labels"):
+        return None
     if data.npz is not None:
         with np.load(loaded.resolve(data.npz), allow_pickle=False) as archive:
             if name not in archive.files or archive[name].ndim != 1:
@@ -306,13 +316,18 @@ def read_labels_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
-    """A check's ``slices.by`` must name a per-sample field of the data (or list its values)."""
+    """A check's ``slices.by`` must name a per-sample field of the data (or list its values), and
+    its ``values`` must differ and, where the field can be read without running a Dataset, be
+    values of it."""
     data = loaded.spec.data
     for index, check in enumerate(loaded.spec.checks):
         slices = getattr(check.config, "slices", None)
-        if slices is None or slices.values is not None:
+        if slices is None:
             continue
         where = ("checks", index, check.kind, "slices")
+        if slices.values is not None:
+            yield from _check_slice_values(loaded, where, slices.by, [str(value) for value in slices.values])
+            continue
         if data.factory is not None:
             yield loaded.problem(
                 where, "a Dataset's fields are known only when it runs: list the slices to test in slices.values"
@@ -325,6 +340,30 @@ def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
         if found is None:
             yield loaded.problem(
                 where + ("by",), f"the data has no per-sample field {slices.by!r}{_fields_hint(loaded, slices.by)}"
+            )
+
+
+def _check_slice_values(loaded: LoadedSpec, where: Location, by: str, values: list[str]) -> Iterator[SpecProblem]:
+    """Listed slice values: no repeats, and each a value of the field ``by`` when it can be read
+    (an npz array, a labels-CSV column; a missing field is reported when the items run)."""
+    for position, value in enumerate(values):
+        if value in values[:position]:
+            yield loaded.problem(where + ("values", position), f"{value!r} is listed twice: give each slice once")
+    if loaded.spec.data.factory is not None:
+        return
+    try:
+        found = per_sample_field(loaded, by)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return  # the data file's own problem is reported at data
+    if found is None:
+        return
+    known = [str(value) for value in np.unique(found)]
+    shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+    for position, value in enumerate(values):
+        if value not in known:
+            yield loaded.problem(
+                where + ("values", position),
+                f"{value!r} is no value of {by} ({shown}){did_you_mean(value, known)}",
             )
 
 

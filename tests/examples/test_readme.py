@@ -60,3 +60,19 @@ def test_every_relative_link_of_the_readme_and_docs_resolves() -> None:
             elif fragment and fragment not in heading_anchors(linked.read_text(encoding="utf-8")):
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_every_import_in_the_docs_python_examples_resolves() -> None:
+    """``from pytest_saliency... import a, b`` lines of the README's and docs' Python blocks name
+    modules and attributes that exist."""
+    import importlib
+
+    missing = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
+            for module, names in re.findall(r"^from (pytest_saliency[\w.]*) import ([\w, ]+)", block, re.MULTILINE):
+                imported = importlib.import_module(module)
+                missing += [
+                    f"{page.name}: {module}.{n.strip()}" for n in names.split(",") if not hasattr(imported, n.strip())
+                ]
+    assert not missing, "\n".join(missing)

@@ -134,3 +134,24 @@ def test_a_bad_decide_value_is_a_positioned_spec_error(
             f"specs/x.saliency.yaml:{where}: checks[[]0].decide: 'intervall' is not one of point, interval (did you mean 'interval'?)"
         ]
     )
+
+
+def test_decide_interval_decides_aggregates_of_per_sample_scores_by_their_interval(
+    project: pytest.Pytester, write_spec: WriteSpec, helpers: SimpleNamespace
+) -> None:
+    arrays = helpers.make_arrays()
+    for i, size in enumerate((1, 2, 3, 4, 3, 2)):  # objects of 1 to 16 pixels: the sparseness varies
+        arrays["images"][i, 0] = 0
+        arrays["images"][i, 0, :size, :size] = 1
+    (project.path / "varied.npz").write_bytes(helpers.npz_bytes(arrays))
+    checks = '- id: sparse\n  decide: interval\n  complexity:\n    sparseness: {mean: ">= 0.97"}\n'
+    write_spec(data="npz: ../varied.npz\nclasses: [circle, square, triangle]", checks=checks)
+    result = project.runpytest_inprocess("--saliency-json", "out.json")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*check 'sparse' [[]grad] inconclusive: sparseness.mean = *, interval * straddles >= 0.97*"]
+    )
+    (entry,) = json.loads((project.path / "out.json").read_text())["results"]
+    (measured,) = entry["measurements"]
+    assert entry["status"] == "inconclusive" and measured["inconclusive"] is True
+    assert measured["lower"] < 0.97 < measured["value"] < measured["upper"] and measured["samples"] == 6

@@ -97,7 +97,7 @@ def test_problems_with_an_override_are_positioned_at_the_option(
         "model.weigths=w.pt": "--saliency-set model.weigths: model: unknown key 'weigths' (did you mean 'weights'?)",
         "model.weights=missing.pt": f"--saliency-set model.weights: file not found: {project.path / 'missing.pt'} "
         "(paths are relative to where the command runs)",
-        "checks.0.severity=[fail": "--saliency-set checks.0.severity: the value is not YAML: *",
+        "checks.0.severity=[fail": "--saliency-set checks.0.severity: '[fail' is not one of fail, warn (did you mean 'fail'?)",
         "checks.3.severity=warn": "--saliency-set checks.3.severity: checks has 1 items; no item 3",
         "checks.0.shared_interest.iou.mean=0.5": "--saliency-set checks.0.shared_interest.iou.mean: "
         'a threshold is a quoted comparison such as ">= 0.5", not a bare number',
@@ -155,3 +155,47 @@ def test_validate_accepts_the_same_set(
     assert "--set decide: 'intervall' is not one of point, interval (did you mean 'interval'?)" in out
     assert main(["validate", str(path), "--set", "decide"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_an_unset_variable_in_a_value_that_set_replaces_is_no_error(
+    project: pytest.Pytester, write_spec: WriteSpec, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release job: ``weights: ${CANDIDATE}`` in the file, the value given by --saliency-set."""
+    write_spec(model="factory: tinymodel:build\nweights: ${CANDIDATE}")
+    monkeypatch.delenv("CANDIDATE", raising=False)
+    result = project.runpytest_inprocess("--saliency-set", "model.weights=heavy.pt", "--saliency-json", "out.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"x weights heavy.pt sha256:{sha256(project.path / 'heavy.pt')[:16]}"])
+    overrides = json.loads((project.path / "out.json").read_text())["results"][0]["overrides"]
+    assert list(overrides) == ["model.weights"]
+    assert overrides["model.weights"]["from"] == "--saliency-set model.weights=heavy.pt"
+    # replacing the whole block drops the variables in it too
+    block = project.runpytest_inprocess("--saliency-set", "model={factory: 'tinymodel:build', weights: w.pt}")
+    block.assert_outcomes(passed=1)
+    # elsewhere an unset variable is still an error
+    project.runpytest_inprocess("--saliency-set", "seed=1").stdout.fnmatch_lines(["*CANDIDATE is not set*"])
+
+
+def test_set_takes_a_threshold_as_it_is_written(project: pytest.Pytester, write_spec: WriteSpec) -> None:
+    write_spec()  # looks_at=object: IoU 1
+    result = project.runpytest_inprocess(
+        "--saliency-set", "checks.0.shared_interest.iou.mean=>= 0.5", "--saliency-json", "out.json"
+    )
+    result.assert_outcomes(passed=1)
+    (entry,) = json.loads((project.path / "out.json").read_text())["results"]
+    assert entry["measurements"][0]["threshold"] == ">= 0.5"
+    failing = project.runpytest_inprocess("--saliency-set", "checks.0.shared_interest.iou.mean=< 0.5")
+    failing.assert_outcomes(failed=1)
+    failing.stdout.fnmatch_lines(["*iou.mean = 1 (want < 0.5)"])
+
+
+def test_a_number_field_takes_a_lone_variable_as_a_number(
+    project: pytest.Pytester, write_spec: WriteSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_spec(data="npz: ../data.npz\nclasses: [circle, square, triangle]\nlimit: ${N}")
+    monkeypatch.setenv("N", "4")
+    result = project.runpytest_inprocess("--saliency-json", "out.json")
+    result.assert_outcomes(passed=1)
+    (entry,) = json.loads((project.path / "out.json").read_text())["results"]
+    assert entry["samples"] == 4
+    assert entry["overrides"]["data.limit"] == {"value": "4", "from": "${N}"}

@@ -61,9 +61,9 @@ def test_a_map_on_the_decoy_fails_with_the_worst_samples(project: pytest.Pyteste
     result.stdout.fnmatch_lines(
         [
             f"specs/x.saliency.yaml:{line}: check 'on-object' [[]grad] failed: relevance_mass_accuracy.mean = 0 (want >= 0.9)",
-            "  measured                      value   threshold  status",
-            "  pointing_game.mean            1.0000  >= 0.9     ok",
-            "  relevance_mass_accuracy.mean  0.0000  >= 0.9     FAIL",
+            "  measured                      value            threshold  status",
+            "  pointing_game.mean            1.0000 ± 0.0000  >= 0.9     ok",
+            "  relevance_mass_accuracy.mean  0.0000 ± 0.0000  >= 0.9     FAIL",
             "  samples: 6",
             "  maps: abs_sum over channels, empty masks are undefined, pointing game tolerance 15 px; "
             "samples with the smallest relevance_mass_accuracy (of 6; 0 undefined):",

@@ -167,3 +167,42 @@ def test_slice_errors_are_positioned(
             "*checks[[]0].shared_interest.slices: a Dataset's fields are known only when it runs: list the slices to test in slices.values"
         ]
     )
+
+
+def test_listed_slice_values_must_be_values_of_the_field_and_differ(
+    project: pytest.Pytester, write_spec: WriteSpec, cameras: None, helpers: SimpleNamespace
+) -> None:
+    path = write_spec(checks=SLICED.replace("{by: camera}", "{by: camera, values: [north, sout, north]}"))
+    result = project.runpytest_inprocess()
+    text = path.read_text()
+    typo = helpers.position(text, "sout")
+    twice = helpers.position(text, "north]")
+    result.stdout.fnmatch_lines(
+        [
+            f"specs/x.saliency.yaml:{typo}: checks[[]0].shared_interest.slices.values[[]1]: "
+            "'sout' is no value of camera (north, south) (did you mean 'south'?)",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            f"specs/x.saliency.yaml:{twice}: checks[[]0].shared_interest.slices.values[[]2]: "
+            "'north' is listed twice: give each slice once",
+        ]
+    )
+    assert "passed" not in result.stdout.str()
+    helpers.assert_no_traceback(result.stdout.str())
+
+
+def test_labels_are_no_per_sample_field_to_slice_by(
+    project: pytest.Pytester, write_spec: WriteSpec, cameras: None, helpers: SimpleNamespace
+) -> None:
+    write_spec(checks=SLICED.replace("by: camera", "by: labels"))
+    result = project.runpytest_inprocess()
+    result.stdout.fnmatch_lines(
+        [
+            "*checks[[]0].shared_interest.slices.by: the data has no per-sample field 'labels'; "
+            "its fields ((N,) arrays of the npz): camera"
+        ]
+    )
+    result.assert_outcomes(failed=1)  # the spec's one item: its error
+    helpers.assert_no_traceback(result.stdout.str())

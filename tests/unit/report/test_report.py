@@ -371,7 +371,7 @@ def test_failure_text_reads_nan_as_undefined() -> None:
     text = failure_text("s.saliency.yaml:3", "check 'c' failed", result)
     assert "nan" not in text
     assert "gtc.mean = 0.25 (want >= 0.5)" in text
-    assert "iou.mean = 0.25, no interval straddles >= 0.2: it needs at least 2 samples" in text
+    assert "iou.mean = 0.25, no interval for >= 0.2: it needs at least 2 samples" in text
     assert result["measurements"][0]["interval"] != result["measurements"][0]["interval"]  # the input is left as it was
 
 

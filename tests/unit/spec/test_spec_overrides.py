@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saliency.spec.overrides import Override, apply_overrides, substitute_environment
+from pytest_saliency.spec.overrides import Override, apply_overrides, parse_value, substitute_environment
 from pytest_saliency.spec.source import SourceMap
 
 
@@ -31,6 +31,13 @@ def test_an_empty_variable_takes_the_default_and_an_unset_one_without_default_is
 def test_an_empty_variable_without_default_is_empty_not_a_problem() -> None:
     out, _, problems = substitute_environment({"a": "x${E}y"}, {"E": ""})
     assert out == {"a": "xy"} and problems == []
+
+
+def test_a_value_that_is_one_variable_is_read_as_yaml() -> None:
+    data = {"limit": "${N}", "threshold": "${T:->= 0.5}", "name": "n${N}", "weights": "${W}"}
+    out, records, _ = substitute_environment(data, {"N": "4", "W": "cand.pt"})
+    assert out == {"limit": 4, "threshold": ">= 0.5", "name": "n4", "weights": "cand.pt"}
+    assert records["limit"] == {"value": "4", "from": "${N}"}
 
 
 @pytest.mark.parametrize("argument", ["model.weights", "=x", "model..weights=x", ".x=1"])
@@ -72,10 +79,35 @@ def test_a_mapping_set_whole_has_its_paths_made_absolute(tmp_path: Path) -> None
 
 def test_problems_name_the_option() -> None:
     data = {"checks": [{"id": "a"}], "seed": 0}
-    overrides = [Override.parse(s, option="--set") for s in ("checks.2.id=b", "seed.x=1", "checks.0.id=[")]
+    overrides = [Override.parse(s, option="--set") for s in ("checks.2.id=b", "seed.x=1")]
     _, problems = apply_overrides(data, SourceMap(), overrides, Path("."))
     assert [(p.origin, p.message.split(":")[0]) for p in problems] == [
         ("--set checks.2.id", "checks has 1 items; no item 2"),
-        ("--set seed.x", "seed is not a mapping, it has no key 'x'"),
-        ("--set checks.0.id", "the value is not YAML"),
+        ("--set seed.x", "seed is not a mapping"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (">= 0.5", ">= 0.5"),  # a threshold, not a YAML block scalar
+        ("<= 0.1", "<= 0.1"),
+        ("[grad", "[grad"),  # not YAML: the plain string
+        ("a: b: c", "a: b: c"),
+        ("0.5", 0.5),
+        ("[grad, ig]", ["grad", "ig"]),
+        ("", ""),
+    ],
+)
+def test_a_value_that_is_no_yaml_is_a_plain_string(text: str, value: object) -> None:
+    assert parse_value(text) == value
+
+
+def test_a_key_under_a_string_is_no_key_of_a_mapping() -> None:
+    data = {"data": {"npz": "data.npz"}}
+    overrides = [Override.parse("data.npz.x=1", option="--set")]
+    _, problems = apply_overrides(data, SourceMap(), overrides, Path("."))
+    assert [(p.origin, p.message) for p in problems] == [
+        ("--set data.npz.x", "data.npz is not a mapping: it has no key 'x'")
+    ]
+    assert data == {"data": {"npz": "data.npz"}}
