@@ -85,8 +85,8 @@ def first_line(error: BaseException) -> str:
 
 def describe_exception(error: BaseException) -> str:
     """``ExceptionType: first line of its message`` (just the type when the message is empty)."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    name = type(error).__name__
+    return name if not str(error).strip() else f"{name}: {first_line(error)}"
 
 
 class CheckFailed(SaliencyError):

@@ -99,11 +99,6 @@ class Measurement:
         """ok | failed | inconclusive"""
         return "ok" if self.passed else ("inconclusive" if self.inconclusive else "failed")
 
-    def shown(self) -> str:
-        if math.isnan(self.value):
-            return "undefined"
-        return f"{self.value:.4f}" + (f" ± {self.interval:.4f}" if self.interval is not None else "")
-
     def to_dict(self) -> dict[str, Any]:
         out = {
             "name": self.name,

@@ -1,4 +1,4 @@
-"""95 % intervals of the aggregates (docs/methods.md, "Intervals"): coverage, test vectors, and
+"""95 % intervals of the aggregates (docs/methods.md, "Intervals and decisions"): coverage, test vectors, and
 the decisions taken by interval."""
 
 from __future__ import annotations
