@@ -10,7 +10,7 @@ inputs at a time (captum #245, #538).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from .errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .loaders.models import ModelUnderTest
 from .memory import is_out_of_memory
 from .metrics.image import edge_map, gaussian_blur
+from .metrics.seeding import per_sample_draws, seeded_generator
 from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
 
 
@@ -42,10 +43,19 @@ def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str
             raise SpecRuntimeError(location + (key,), f"{what} has no parameter {key!r}{did_you_mean(key, parameters)}")
 
 
-def make_baseline(kind: str | float, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A reference input for ``images`` ``(N, C, H, W)``: zeros, per-image channel mean, blur
-    (the fidelity check's :func:`~pytest_saliency.metrics.image.gaussian_blur`), uniform noise
-    in [0, 1], or a constant."""
+SALT_RANDOM_MAP, SALT_UNIFORM_BASELINE = 0x71, 0x72
+"""Salts of the per-sample draws (:func:`~pytest_saliency.metrics.seeding.per_sample_draws`)."""
+
+STOCHASTIC_METHODS = frozenset({"GradientShap", "LayerGradientShap", "ShapleyValueSampling", "Lime", "KernelShap"})
+"""captum methods that draw from torch's global generator: called one sample at a time, the
+generator seeded by the spec's seed and the sample's index (as any method with a noise tunnel)."""
+
+
+def make_baseline(kind: str | float, images: Tensor, indices: Sequence[int] = (), seed: int = 0) -> Tensor:
+    """A reference input for ``images`` ``(N, C, H, W)`` (the samples ``indices``): zeros,
+    per-image channel mean, blur (the fidelity check's
+    :func:`~pytest_saliency.metrics.image.gaussian_blur`), uniform noise in [0, 1] drawn per
+    sample, or a constant."""
     if isinstance(kind, float):
         return torch.full_like(images, kind)
     if kind == "zeros":
@@ -55,7 +65,7 @@ def make_baseline(kind: str | float, images: Tensor, generator: torch.Generator 
     if kind == "blur":
         return gaussian_blur(images)
     if kind == "uniform":
-        noise = torch.rand(images.shape, generator=generator, device="cpu" if generator is not None else images.device)
+        noise = per_sample_draws(indices, tuple(images.shape[1:]), seed, SALT_UNIFORM_BASELINE, "uniform")
         return noise.to(images.device, images.dtype)
     raise ValueError(f"unknown baseline {kind!r}")
 
@@ -101,20 +111,40 @@ class Attributor:
             method = captum.attr.NoiseTunnel(method)
         self.method = method
 
-    def __call__(self, images: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Attributions for ``(N, C, H, W)`` images and ``(N,)`` targets, ``(N, C', H, W)``.
+    @property
+    def stochastic(self) -> bool:
+        """The method draws from torch's global generator (a noise tunnel, sampling methods)."""
+        return self.spec.noise_tunnel is not None or self.spec.method in STOCHASTIC_METHODS
 
-        ``method: random`` gives uniform noise in [0, 1) from ``generator`` (seeded per spec):
-        the reference a real method must beat. ``method: edge`` gives the Sobel gradient
-        magnitude of each image channel (:func:`~pytest_saliency.metrics.image.edge_map`): it
-        ignores the model, so a parameter randomisation check must fail it."""
+    def __call__(self, images: Tensor, target: Tensor, indices: Sequence[int], seed: int) -> Tensor:
+        """Attributions for ``(N, C, H, W)`` images (the samples ``indices``) and ``(N,)``
+        targets, ``(N, C', H, W)``; every random draw is seeded by ``seed`` and the sample's
+        index, so a sample's map does not depend on its batch.
+
+        ``method: random`` gives uniform noise in [0, 1): the reference a real method must beat.
+        ``method: edge`` gives the Sobel gradient magnitude of each image channel
+        (:func:`~pytest_saliency.metrics.image.edge_map`): it ignores the model, so a parameter
+        randomisation check must fail it."""
         if self.spec.method == RANDOM_METHOD:
-            return torch.rand(images.shape, generator=generator).to(images.device)
+            shape = tuple(images.shape[1:])
+            return per_sample_draws(indices, shape, seed, SALT_RANDOM_MAP, "uniform").to(images.device)
         if self.spec.method == EDGE_METHOD:
             return edge_map(images.detach().float())
+        if not self.stochastic:
+            return self._attribute(images, target, indices, seed)
+        maps = []
+        devices = [images.device] if images.device.type == "cuda" else []
+        for position, index in enumerate(indices):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seeded_generator(seed, SALT_RANDOM_MAP, int(index)).initial_seed())
+                one = slice(position, position + 1)
+                maps.append(self._attribute(images[one], target[one], [index], seed))
+        return torch.cat(maps)
+
+    def _attribute(self, images: Tensor, target: Tensor, indices: Sequence[int], seed: int) -> Tensor:
         params = dict(self.params)
         if self.spec.baseline is not None:
-            params["baselines"] = make_baseline(self.spec.baseline, images, generator)
+            params["baselines"] = make_baseline(self.spec.baseline, images, indices, seed)
         if self.spec.noise_tunnel is not None:
             tunnel = self.spec.noise_tunnel
             params.update(nt_type=tunnel.nt_type, nt_samples=tunnel.nt_samples, stdevs=tunnel.stdevs)

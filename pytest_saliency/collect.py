@@ -16,9 +16,8 @@ from .errors import CheckFailed, DeviceUnavailable, SaliencyWarning, SpecInvalid
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from .checks.base import Outcome
+    from .streaming import Plan
     from .engine import SpecEngine
     from .spec import CheckSpec, LoadedSpec, SpecProblem
 
@@ -116,8 +115,20 @@ class SpecFile(pytest.File):
         key = (str(self.path), self.path.stat().st_mtime_ns, str(device))
         search_paths = (self.config.rootpath,)
         return session.engines.get(
-            key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress)
+            key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress, runner=session.runner)
         )
+
+    def plan(self) -> Plan:
+        """What this spec's items selected in the run need (``-k`` and ``--lf`` leave the others
+        out, so they cost nothing), in spec order."""
+        from .streaming import Need, Plan
+
+        needs = [
+            Need(item.check_index, item.method)
+            for item in self.session.items
+            if isinstance(item, CheckItem) and item.parent is self
+        ]
+        return Plan(tuple(dict.fromkeys(sorted(needs, key=lambda need: need.check_index))))
 
 
 def _variants(
@@ -199,16 +210,16 @@ class CheckItem(pytest.Item):
         return self.name[len(self.check.id) + 1 : -1] if self.name != self.check.id else ""
 
     def runtest(self) -> None:
-        from .checks import evaluator
         from .checks.base import CheckRequest
         from .report.format import rounded
+        from .streaming import Need, Plan, check_module
 
         engine = self.parent.engine()
-        engine.logits  # noqa: B018  (the model's output and the labels are checked before any check runs)
         check = self.check
         session = self.config.stash[SESSION_KEY]
-        request = CheckRequest(engine, check, self.method, self.class_index, session.baselines, self.slice_value)
-        self.outcome = evaluator(check.kind)(request).decided(engine.spec.decide_for(check))
+        result = engine.result(self.parent.plan() + Plan((Need(self.check_index, self.method),)))
+        request = CheckRequest(engine, check, self.method, self.class_index, result, session.baselines, self.slice_value)
+        self.outcome = check_module(check.kind).decide(request).decided(engine.spec.decide_for(check))
         self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
@@ -242,13 +253,9 @@ class CheckItem(pytest.Item):
 
         assert self.outcome is not None
         extra = self.outcome.extra
+        method = self.method
         try:
-            maps: Tensor | None = None
-            regions: Tensor | None = None
-            if extra.get("worst") and self.method is not None:  # the worst examples' strips show the saliency
-                maps = engine.saliency_maps(self.method)
-                regions, _ = engine.saliency_regions(self.method)
-            attach(extra, engine.data.images, engine.data.masks, maps, regions)
+            attach(extra, lambda indices, with_maps: engine.report_samples(indices, method if with_maps else None))
         except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
             self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
 

@@ -1,9 +1,10 @@
-"""The engine behind a spec: model and data loaded once, attributions computed once per method.
+"""The engine behind a spec: one streaming pass over its data for what the selected items need.
 
-Everything is lazy and cached on the engine: the clean forward pass, each method's attributions
-(batched, on the chosen device), saliency maps and regions, Shared Interest scores. Check
-evaluators ask the engine for what they need; the session keeps a small LRU of engines
-(:class:`EngineCache`, below) so that a shuffled test order does not recompute.
+The engine is the driver: it plans nothing itself (the session hands it the plan of the items
+selected in the run), splits the samples into shards, has a runner compute each shard's
+statistics (:mod:`pytest_saliency.streaming`; in-process, or on Ray) and keeps the merged result.
+The session keeps a small LRU of engines (:class:`EngineCache`, below) so that a shuffled test
+order does not recompute.
 """
 
 from __future__ import annotations
@@ -11,26 +12,19 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from .attribution import Attributor
-from .errors import Location, SpecRuntimeError, model_stage
-from .loaders.data import SaliencyData, load_data
-from .loaders.models import ModelUnderTest, load_model
-from .memory import run_with_half_batch_retry
-from .metrics import shared_interest
-from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .spec.schema import AgainstSpec
+from .errors import SpecRuntimeError
+from .loaders.data import SampleBatch, SampleSource
+from .loaders.models import ModelUnderTest
 from .spec.validate import LoadedSpec
-
-Progress = Callable[[str, int, int], None]
-
+from .streaming import Need, PassResult, Plan, Progress, Shard, ShardResult, ShardWorker, merge, shard_ranges
 
 def resolve_device(choice: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available (under xdist, worker ``gwN`` takes GPU ``N mod count``),
@@ -47,21 +41,31 @@ def resolve_device(choice: str = "auto") -> torch.device:
     return torch.device("cuda", index % torch.cuda.device_count())
 
 
-@dataclass(frozen=True)
-class SharedInterestScores:
-    """Per-sample ``(N,)`` scores; NaN marks an undefined sample (empty region, constant map)."""
+class Runner(Protocol):
+    """Runs a plan over shards of a spec's samples and gives each shard's result: in-process
+    (:class:`LocalRunner`) or on a Ray cluster (:mod:`pytest_saliency.cluster`)."""
 
-    iou: Tensor
-    gtc: Tensor
-    sc: Tensor
-    sc_continuous: Tensor
+    def __call__(
+        self, worker: ShardWorker, plan: Plan, shards: list[range], progress: Callable[[int], None]
+    ) -> list[ShardResult]: ...
 
-    def as_dict(self) -> dict[str, Tensor]:
-        return {"iou": self.iou, "gtc": self.gtc, "sc": self.sc, "sc_continuous": self.sc_continuous}
+
+class LocalRunner:
+    """Every shard in this process, on the engine's device, one after another."""
+
+    def __call__(
+        self, worker: ShardWorker, plan: Plan, shards: list[range], progress: Callable[[int], None]
+    ) -> list[ShardResult]:
+        results = []
+        for batch in worker.source.stream(shards):
+            results.append(worker.run(plan, batch))
+            progress(len(batch) + len(batch.skipped))
+        return results
 
 
 class SpecEngine:
-    """Computes what the checks of one spec need, once."""
+    """Runs what the selected checks of one spec need in one streaming pass, and keeps only the
+    merged per-sample statistics (:class:`~pytest_saliency.streaming.PassResult`)."""
 
     def __init__(
         self,
@@ -69,199 +73,69 @@ class SpecEngine:
         device: torch.device,
         search_paths: tuple[Path, ...] = (),
         progress: Progress | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
         self.device = device
-        self.search_paths = (*search_paths, loaded.directory)
+        self.worker = ShardWorker(loaded, device, search_paths)
         self.batch_size = self.spec.data.batch_size
         self.progress = progress
-        self._attributions: dict[str, Tensor] = {}
-        self._shared_interest: dict[str, SharedInterestScores] = {}
-        self._references: dict[str, ModelUnderTest] = {}
-        self._reference_attributions: dict[tuple[str, str], Tensor] = {}
+        self.runner: Runner = runner or LocalRunner()
+        self._result: PassResult | None = None
+        self._done: tuple[Need, ...] = ()
 
-    # --- inputs ----------------------------------------------------------------------------
-
-    @cached_property
+    @property
     def model(self) -> ModelUnderTest:
-        # Loaded outside inference mode whoever asks first: tensors created inside it could
-        # never take part in the gradient computations of attributions later.
-        with torch.inference_mode(False):
-            return load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+        """The spec's model, loaded in this process (on the engine's device)."""
+        return self.worker.model
 
-    @cached_property
-    def data(self) -> SaliencyData:
-        with torch.inference_mode(False):  # see model
-            return load_data(self.spec.data, self.loaded.directory, self.search_paths)
+    @property
+    def source(self) -> SampleSource:
+        return self.worker.source
 
-    def batches(self, count: int | None = None, batch_size: int | None = None) -> Iterator[slice]:
-        """Consecutive slices of ``batch_size`` (default: ``data.batch_size``) over the first
-        ``count`` samples (default: all)."""
-        total = len(self.data) if count is None else count
-        size = batch_size or self.batch_size
-        for start in range(0, total, size):
-            yield slice(start, min(start + size, total))
+    def shards(self) -> list[range]:
+        """The shards of ``data.shard_size`` samples a pass goes over."""
+        return shard_ranges(len(self.source), self.spec.data.shard_size)
 
-    @cached_property
-    def logits(self) -> Tensor:
-        """``(N, classes)`` logits of the clean images, on the CPU, checked: finite, as wide as
-        the labels and ``data.classes`` need. Every check item asks for them first, so a model
-        or data set that does not fit fails here, at its place in the spec."""
-        shape = tuple(self.data.images.shape[1:])
+    def result(self, plan: Plan) -> PassResult:
+        """The merged statistics of ``plan``'s needs: one pass over the data for the needs not
+        computed yet (usually all of them, at the first item of the spec)."""
+        missing = plan.without(self._done)
+        if self._result is None or missing.needs:
+            fresh = self._run(missing)
+            self._result = fresh if self._result is None else self._result.including(fresh)
+            self._done += missing.needs
+        return self._result
 
-        def forward(batch_size: int) -> Tensor:
-            with torch.inference_mode():
-                parts = [
-                    self.model(self.data.images[part].to(self.device)) for part in self.batches(batch_size=batch_size)
-                ]
-                return torch.cat([part.float().cpu() for part in parts])
+    def _run(self, plan: Plan) -> PassResult:
+        shards = self.shards()
+        total = len(self.source)
+        label = f"{self.loaded.name}: {len(plan.needs)} check{'s' if len(plan.needs) != 1 else ''}"
+        done = 0
 
-        with model_stage(("model",), f"the model failed on images of shape {shape}"):
-            logits = run_with_half_batch_retry(forward, self.batch_size, ("data", "batch_size"), "data.batch_size")
-        self._check_logits(logits)
-        return logits
+        def progress(samples: int) -> None:
+            nonlocal done
+            done += samples
+            if self.progress:
+                self.progress(label, done, total)
 
-    def _check_logits(self, logits: Tensor) -> None:
-        finite = torch.isfinite(logits).all(dim=1)
-        if not bool(finite.all()):
-            first = int((~finite).nonzero()[0])
-            raise SpecRuntimeError(
-                ("model",),
-                f"the model's logits are NaN or inf for {int((~finite).sum())} of {len(finite)} images "
-                f"(first: sample {first}): check the weights and the model's numerics",
-            )
-        width = logits.shape[1]
-        labels = self.data.labels
-        if labels.numel() and int(labels.max()) >= width:
-            index = int(labels.argmax())
-            raise SpecRuntimeError(
-                self.data.location,
-                f"label {int(labels[index])} (sample {index}) is outside the model's {width} classes "
-                f"(its logits are (N, {width})): labels are class indices 0..{width - 1}",
-            )
-        classes = self.spec.data.classes
-        if classes is not None and len(classes) != width:
-            raise SpecRuntimeError(
-                ("data", "classes"), f"data.classes names {len(classes)} classes but the model gives {width} logits"
-            )
+        parts = self.runner(self.worker, plan, shards, progress)
+        if not parts:
+            raise SpecRuntimeError(self.source.location, "the data set has no samples")
+        return merge(parts, plan)
 
-    @cached_property
-    def predictions(self) -> Tensor:
-        return self.logits.argmax(dim=1)
-
-    @cached_property
-    def correct(self) -> Tensor:
-        """``(N,) bool``: the prediction equals the label."""
-        return self.predictions == self.data.labels
-
-    @cached_property
-    def targets(self) -> Tensor:
-        """``(N,)`` the class each attribution explains (``target: label | predicted``)."""
-        return self.data.labels if self.spec.target == "label" else self.predictions
-
-    # --- attributions and saliency -----------------------------------------------------------
-
-    def attributions(self, method: str) -> Tensor:
-        """``(N, C, H, W)`` attributions of the named method, on the CPU."""
-        if method not in self._attributions:
-            self._attributions[method] = self._attribute(self.model, method, f"{self.loaded.name}: {method}")
-        return self._attributions[method]
-
-    def attributions_of(self, model: ModelUnderTest, method: str, label: str, targets: Tensor | None = None) -> Tensor:
-        """``(N, C, H, W)`` attributions of another ``model`` (a randomised copy, say) by the spec's
-        method ``method``, on the CPU, not cached; ``targets`` ``(N,)`` default to :attr:`targets`."""
-        return self._attribute(model, method, label, targets)
-
-    def _attribute(self, model: ModelUnderTest, method: str, label: str, targets: Tensor | None = None) -> Tensor:
-        """Attributions of ``model`` for the spec's method ``method``, for ``targets`` (default
-        :attr:`targets`), batched and seeded the same way whatever the model; out of memory,
-        retried once at half the batch."""
-        self.logits  # noqa: B018  (the model and data are checked before any attribution)
-        location = ("attributions", method)
-        chosen = self.targets if targets is None else targets
-
-        def attribute(batch_size: int) -> Tensor:
-            attributor = Attributor(self.spec.attributions[method], model, batch_size, location)
-            torch.manual_seed(self.spec.seed)
-            generator = torch.Generator().manual_seed(self.spec.seed)
-            parts = []
-            for part in self.batches(batch_size=batch_size):
-                images = self.data.images[part].to(self.device)
-                parts.append(attributor(images, chosen[part].to(self.device), generator).cpu())
-                if self.progress:
-                    self.progress(label, part.stop, len(self.data))
-            return torch.cat(parts)
-
-        return run_with_half_batch_retry(attribute, self.batch_size, location, "data.batch_size")
-
-    def saliency_maps(self, method: str) -> Tensor:
-        """``(N, H, W)`` maps after the spec's channel reduction."""
-        return reduce_channels(self.attributions(method), self.spec.saliency.channels)
-
-    def saliency_regions(self, method: str) -> tuple[Tensor, Tensor]:
-        """``((N, H, W) bool regions, (N,) bool defined)``: normalised and binarised maps;
-        ``defined`` is False for constant maps, which have no region."""
-        normalised, defined = normalize_maps(self.saliency_maps(method))
-        regions = binarize(normalised, **self.spec.saliency.binarize.rule())
-        return regions & defined.view(-1, 1, 1), defined
-
-    def shared_interest(self, method: str) -> SharedInterestScores:
-        """Per-sample IoU, GTC, SC (binary and continuous) against the ground-truth masks."""
-        if method not in self._shared_interest:
-            regions, defined = self.saliency_regions(method)
-            masks = self.data.masks
-            undefined = torch.where(defined, 0.0, torch.nan)  # NaN propagates to every score
-            self._shared_interest[method] = SharedInterestScores(
-                iou=shared_interest.iou(regions, masks) + undefined,
-                gtc=shared_interest.ground_truth_coverage(regions, masks) + undefined,
-                sc=shared_interest.saliency_coverage(regions, masks) + undefined,
-                sc_continuous=shared_interest.saliency_coverage(self.saliency_maps(method), masks) + undefined,
-            )
-        return self._shared_interest[method]
-
-    # --- other model versions and hashes (drift) ----------------------------------------------
-
-    def reference_model(self, against: AgainstSpec, location: Location) -> ModelUnderTest:
-        """The model version a drift check's ``against: {weights | model}`` names, loaded once.
-
-        ``weights``: the spec's own factory, kwargs and normalize with other weights; ``model``: a
-        whole model block. ``location`` is where the ``against`` block is in the spec (errors)."""
-        if against.stored is not None:
-            raise ValueError("a stored snapshot has no model; load it with the snapshot store")
-        key = against.model_dump_json()
-        if key not in self._references:
-            self.model  # noqa: B018  (the spec's own model loads first: its errors point at model:)
-            if against.model is not None:
-                spec, where = against.model, location + ("model",)
-            elif self.spec.model.factory is None:
-                raise SpecRuntimeError(
-                    location + ("weights",),
-                    "against.weights replaces the weights of the spec's factory, but the model is TorchScript: "
-                    "give against.model instead",
-                )
-            else:
-                spec, where = self.spec.model.model_copy(update={"weights": against.weights}), location
-            with torch.inference_mode(False):  # see model
-                self._references[key] = load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
-        return self._references[key]
-
-    def reference_attributions(self, against: AgainstSpec, method: str, location: Location) -> Tensor:
-        """``(N, C, H, W)`` attributions of :meth:`reference_model` for the named method, on the CPU,
-        for the same images and :attr:`targets` as the spec's own model (computed once)."""
-        key = (against.model_dump_json(), method)
-        if key not in self._reference_attributions:
-            model = self.reference_model(against, location)
-            label = f"{self.loaded.name}: {method} (reference version)"
-            self._reference_attributions[key] = self._attribute(model, method, label)
-        return self._reference_attributions[key]
-
-    @cached_property
-    def data_hash(self) -> str:
-        """A short hash of the images and labels (what a drift snapshot must have been made from)."""
-        from .baselines.store import content_hash
-
-        return content_hash({"images": self.data.images, "labels": self.data.labels})
+    def report_samples(self, indices: list[int], method: str | None) -> tuple[SampleBatch, Tensor | None, Tensor | None]:
+        """A few samples read again (the worst examples a report shows), on the CPU, with the
+        method's ``(K, H, W)`` saliency maps and regions (None without a method): the same maps as
+        in the pass, since every draw is seeded per sample."""
+        batch = self.source.read(sorted(indices))
+        if method is None or not len(batch):
+            return batch, None, None
+        shard = Shard(self.worker, batch.to(self.device))
+        maps = shard.saliency_maps(method)
+        regions, _ = shard.saliency_regions(method)
+        return batch, maps.cpu(), regions.cpu()
 
     @cached_property
     def weights_file(self) -> dict[str, str] | None:

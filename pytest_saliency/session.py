@@ -13,7 +13,7 @@ from .baselines import BaselineSettings, summary_lines
 if TYPE_CHECKING:
     from pluggy import Result
 
-    from .engine import EngineCache
+    from .engine import EngineCache, Runner
     from .spec.overrides import Override
 
 SESSION_KEY = pytest.StashKey["SaliencySession"]()
@@ -33,12 +33,13 @@ class SaliencySession:
     overrides: tuple[Override, ...] = ()  # --saliency-set, in the order given
     progress: Callable[[str, int, int], None] | None = None  # the engines' progress callback (a terminal bar)
     report_lines: list[str] = field(default_factory=list)  # what write_reports wrote, for the summary
+    runner: Runner | None = None  # where shards run: None in-process, else on a Ray cluster (--saliency-ray)
     _engines: EngineCache | None = None
 
     @property
     def engines(self) -> EngineCache:
         if self._engines is None:
-            from .engine import EngineCache
+            from .engine import EngineCache, Runner
 
             self._engines = EngineCache(size=2)
         return self._engines

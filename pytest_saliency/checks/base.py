@@ -1,10 +1,19 @@
-"""What a check evaluation takes and gives back."""
+"""What a check takes and gives back.
+
+A check module (``pytest_saliency.checks.<kind>``) has two functions:
+
+- ``statistics(shard, check, method) -> {name: (B, ...) tensor}``: the per-sample statistics of
+  one shard (:class:`~pytest_saliency.streaming.Shard`), pure tensor code on the shard's device;
+- ``decide(request) -> Outcome``: the item's outcome from the merged statistics of every shard
+  (``request.statistics``, ``(N, ...)``), for the item's class or slice (``request.selection``).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, TypeVar
 
 import numpy as np
@@ -14,6 +23,7 @@ from torch import Tensor
 from .._io import json_number
 from ..baselines import BaselineSettings
 from ..engine import SpecEngine
+from ..streaming import Need, PassResult, Shard
 from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..memory import run_with_half_batch_retry
 from ..metrics.intervals import mean_interval, quantile_interval
@@ -159,25 +169,46 @@ class Outcome:
 
 @dataclass(frozen=True)
 class CheckRequest:
-    """One item's question: this check, for this method (if any) and class (if per class)."""
+    """One item's question: this check, for this method (if any) and class (if per class), with
+    the merged per-sample statistics of the spec's pass (``result``)."""
 
     engine: SpecEngine
     check: CheckSpec
     method: str | None
     class_index: int | None
+    result: PassResult
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     """Where drift snapshots live and whether this run may write them."""
     slice_value: str | None = None
     """With ``slices``: the value of the per-sample field this item looks at."""
 
     @property
+    def need(self) -> Need:
+        return Need(self.engine.spec.checks.index(self.check), self.method)
+
+    @property
+    def statistics(self) -> dict[str, Tensor]:
+        """This check's per-sample ``(N, ...)`` statistics for this method, all samples."""
+        return self.result.of(self.need)
+
+    @property
+    def location(self) -> Location:
+        """Where the check's block is in the spec: ``("checks", i, kind)``."""
+        return ("checks", self.need.check_index, self.check.kind)
+
+    @cached_property
     def selection(self) -> Tensor:
         """``(N,) bool``: the samples this item looks at (one class or one slice, or all)."""
-        labels = self.engine.data.labels
+        labels = self.result.labels
         chosen = torch.ones_like(labels, dtype=torch.bool) if self.class_index is None else labels == self.class_index
         if self.slice_value is not None:
             chosen &= torch.from_numpy(self._slice_field() == self.slice_value)
         return chosen
+
+    @property
+    def indices(self) -> Tensor:
+        """``(M,)`` the data set positions of the selected samples."""
+        return self.result.indices[self.selection]
 
     def no_samples(self) -> list[str]:
         """``["no samples of class 'cat'"]`` (or ``of slice site=A``) when the item's class or slice
@@ -196,9 +227,9 @@ class CheckRequest:
     def _slice_field(self) -> np.ndarray:
         slices = getattr(self.check.config, "slices", None)
         assert slices is not None
-        fields = self.engine.data.fields
+        fields = self.result.fields
         if slices.by not in fields:
-            where = ("checks", self.engine.spec.checks.index(self.check), self.check.kind, "slices", "by")
+            where = (*self.location, "slices", "by")
             named = ", ".join(fields) or "none"
             raise SpecRuntimeError(
                 where,
@@ -207,13 +238,18 @@ class CheckRequest:
         return fields[slices.by]
 
 
-def run_in_batches(request: CheckRequest, own_batch_size: int | None, run: Callable[[int], T]) -> T:
+def check_location(shard: Shard, check: CheckSpec) -> Location:
+    """``("checks", i, kind)``: where ``check`` is in the shard's spec."""
+    return ("checks", shard.spec.checks.index(check), check.kind)
+
+
+def run_in_batches(shard: Shard, check: CheckSpec, own_batch_size: int | None, run: Callable[[int], T]) -> T:
     """``run(batch_size)`` at the check's own ``batch_size`` (else ``data.batch_size``), retried
     once at half the batch when it runs out of memory; out of memory again is one line at the
     check's block that names the setting to lower."""
-    location: Location = ("checks", request.engine.spec.checks.index(request.check), request.check.kind)
+    location = check_location(shard, check)
     setting = f"{format_location(location)}.batch_size" if own_batch_size else "data.batch_size"
-    return run_with_half_batch_retry(run, own_batch_size or request.engine.batch_size, location, setting)
+    return run_with_half_batch_retry(run, own_batch_size or shard.worker.batch_size, location, setting)
 
 
 def aggregate(values: Tensor, how: str) -> float:
@@ -260,15 +296,16 @@ def worst_positions(values: Tensor, wants_high: bool) -> list[int]:
     return torch.argsort(ranked, descending=not wants_high, stable=True)[:WORST_SHOWN].tolist()
 
 
-def label_and_prediction(engine: SpecEngine, index: int) -> dict[str, Any]:
-    """``{"label": ..., "predicted": ...}`` of sample ``index``, as class names when the spec
-    names the classes."""
-    classes = engine.spec.data.classes
+def label_and_prediction(request: CheckRequest, position: int) -> dict[str, Any]:
+    """``{"label": ..., "predicted": ...}`` of the sample at ``position`` of the pass's result,
+    as class names when the spec names the classes."""
+    classes = request.engine.spec.data.classes
+    result = request.result
 
     def name(value: int) -> Any:
         return classes[value] if classes and value < len(classes) else value
 
-    return {"label": name(int(engine.data.labels[index])), "predicted": name(int(engine.predictions[index]))}
+    return {"label": name(int(result.labels[position])), "predicted": name(int(result.predictions[position]))}
 
 
 def json_floats(values: Tensor) -> list[float | None]:
@@ -299,21 +336,21 @@ def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
 
 
 def worst_sample_lines(
-    engine: SpecEngine,
+    request: CheckRequest,
     chosen: dict[str, Tensor],
-    indices: Tensor,
+    positions: Tensor,
     metric: str,
     wants_high: bool,
     names: dict[str, str] | None = None,
 ) -> list[str]:
     """Table lines for the samples furthest on the wrong side of ``metric`` among ``chosen``
-    ``(M,)`` scores of the samples ``indices`` (undefined last): sample, label, predicted and every
-    score, under its name in ``names`` if there is one."""
+    ``(M,)`` scores of the samples at ``positions`` of the pass's result (undefined last): sample,
+    label, predicted and every score, under its name in ``names`` if there is one."""
     names = names or {}
     rows = []
     for position in worst_positions(chosen[metric], wants_high):
-        index = int(indices[position])
-        row: dict[str, Any] = {"sample": index, **label_and_prediction(engine, index)}
+        at = int(positions[position])
+        row: dict[str, Any] = {"sample": int(request.result.indices[at]), **label_and_prediction(request, at)}
         row.update({names.get(name, name): float(values[position]) for name, values in chosen.items()})
         rows.append(row)
     return sample_table(rows, ["sample", "label", "predicted", *(names.get(name, name) for name in chosen)])
@@ -337,7 +374,8 @@ def score_outcome(
     scores under their ``names`` (:func:`worst_sample_lines`); the JSON result carries every
     selected sample's scores."""
     selection = request.selection
-    indices = selection.nonzero().flatten()
+    positions = selection.nonzero().flatten()
+    indices = request.indices
     chosen = {name: values[selection] for name, values in scores.items()}
     seed = request.engine.spec.seed
     measurements = [
@@ -353,7 +391,7 @@ def score_outcome(
         f"{heading}; samples with the {'smallest' if wants_high else 'largest'} {metric} "
         f"(of {len(indices)}; {undefined} undefined{counted}):"
     ]
-    details += worst_sample_lines(request.engine, chosen, indices, metric, wants_high, names)
+    details += worst_sample_lines(request, chosen, positions, metric, wants_high, names)
     return Outcome(
         measurements,
         samples=len(indices),

@@ -7,20 +7,31 @@ import math
 
 from ..metrics import complexity
 from ..metrics.saliency import reduce_channels
-from ..spec.schema import ComplexityCheck
+import torch
+from torch import Tensor
+
+from ..spec.schema import CheckSpec, ComplexityCheck
+from ..streaming import Shard
 from .base import CheckRequest, Outcome, score_outcome
 
 FUNCTIONS = {"sparseness": complexity.sparseness, "complexity": complexity.complexity}
 
 
-def evaluate(request: CheckRequest) -> Outcome:
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """``sparseness`` and / or ``complexity``, ``(B,)``."""
+    config = check.config
+    assert isinstance(config, ComplexityCheck) and method is not None
+    maps = reduce_channels(shard.attributions(method), config.channels or shard.spec.saliency.channels)
+    pixels = torch.full((maps.shape[0],), maps.shape[1] * maps.shape[2], dtype=torch.long)
+    return {"pixels": pixels, **{name: FUNCTIONS[name](maps) for name in config.metrics()}}
+
+
+def decide(request: CheckRequest) -> Outcome:
     config = request.check.config
-    assert isinstance(config, ComplexityCheck) and request.method is not None
-    engine = request.engine
-    channels = config.channels or engine.spec.saliency.channels
-    maps = reduce_channels(engine.attributions(request.method), channels)
-    thresholds = config.metrics()
-    scores = {name: FUNCTIONS[name](maps) for name in thresholds}
-    pixels = maps.shape[1] * maps.shape[2]
-    heading = f"maps: {channels} over channels; complexity of a flat map: ln {pixels} = {math.log(pixels):.3f}"
-    return score_outcome(request, scores, thresholds, heading)
+    assert isinstance(config, ComplexityCheck)
+    channels = config.channels or request.engine.spec.saliency.channels
+    statistics = request.statistics
+    pixels = int(statistics["pixels"][0]) if len(statistics["pixels"]) else 0
+    heading = f"maps: {channels} over channels; complexity of a flat map: ln {pixels} = {math.log(max(pixels, 1)):.3f}"
+    scores = {name: statistics[name] for name in config.metrics()}
+    return score_outcome(request, scores, config.metrics(), heading)

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from .._constants import PATTERN_NAMES
 from ..metrics.intervals import wilson_interval
 from ..metrics.patterns import behaviour_patterns, pattern_fractions
-from ..spec.schema import PatternsCheck, Threshold
+from ..spec.schema import CheckSpec, PatternsCheck, Threshold
+from ..streaming import Shard
 from .base import CheckRequest, Measurement, Outcome
 from .shared_interest import worst_rows, worst_table
 
 
-def evaluate(request: CheckRequest) -> Outcome:
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """The Shared Interest scores the patterns are made of (``(B,)`` each)."""
+    assert method is not None
+    return shard.shared_interest(method).as_dict()
+
+
+def decide(request: CheckRequest) -> Outcome:
     config = request.check.config
     assert isinstance(config, PatternsCheck) and request.method is not None
-    engine = request.engine
-    scores = engine.shared_interest(request.method)
     selection = request.selection
-    indices = selection.nonzero().flatten()
-    chosen = {name: values[selection] for name, values in scores.as_dict().items()}
+    positions = selection.nonzero().flatten()
+    chosen = {name: values[selection] for name, values in request.statistics.items()}
     defined = ~(chosen["iou"].isnan() | chosen["gtc"].isnan() | chosen["sc"].isnan())
     patterns = behaviour_patterns(
         chosen["iou"],
         chosen["gtc"],
         chosen["sc"],
-        engine.correct[indices],
+        request.result.correct[positions],
         low=config.levels.low,
         high=config.levels.high,
     )
@@ -59,15 +65,15 @@ def evaluate(request: CheckRequest) -> Outcome:
     if worst_in is not None:
         members = patterns[:, PATTERN_NAMES.index(worst_in)].nonzero().flatten()
         in_pattern = {name: values[members] for name, values in chosen.items()}
-        worst = worst_rows(request, in_pattern, indices[members], "iou", wants_high=True)
+        worst = worst_rows(request, in_pattern, positions[members], "iou", wants_high=True)
     else:
-        worst = worst_rows(request, chosen, indices, "iou", wants_high=True)
+        worst = worst_rows(request, chosen, positions, "iou", wants_high=True)
     if failing:
         details.append(f"samples in {failing[0]}:")
         details += worst_table(worst)
     return Outcome(
         measurements,
-        samples=len(indices),
+        samples=len(positions),
         undefined=int((~defined).sum()),
         details=details,
         extra={"pattern_counts": counts, "pattern_fractions": fractions, "worst": worst, "worst_in": worst_in},

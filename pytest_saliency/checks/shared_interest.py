@@ -6,11 +6,13 @@ import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .._constants import PATTERN_NAMES
 from .._io import json_number
 from ..metrics.patterns import behaviour_patterns
-from ..spec.schema import SharedInterestCheck
+from ..spec.schema import CheckSpec, SharedInterestCheck
+from ..streaming import Shard
 from .base import (
     CheckRequest,
     Outcome,
@@ -22,13 +24,20 @@ from .base import (
 )
 
 
-def evaluate(request: CheckRequest) -> Outcome:
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """``iou``, ``gtc``, ``sc``, ``sc_continuous``: ``(B,)`` each, NaN where undefined."""
+    assert method is not None
+    return shard.shared_interest(method).as_dict()
+
+
+def decide(request: CheckRequest) -> Outcome:
     config = request.check.config
     assert isinstance(config, SharedInterestCheck) and request.method is not None
     engine = request.engine
-    scores = engine.shared_interest(request.method).as_dict()
+    scores = request.statistics
     selection = request.selection
-    indices = selection.nonzero().flatten()
+    positions = selection.nonzero().flatten()
+    indices = request.indices
     chosen = {name: values[selection] for name, values in scores.items()}
     measurements = [
         measure(f"{metric}.{how}", chosen[metric], how, threshold, engine.spec.seed)
@@ -41,7 +50,7 @@ def evaluate(request: CheckRequest) -> Outcome:
     metric = focus.name.split(".")[0]
     wants_high = config.metrics()[metric][focus.name.split(".")[1]].wants_high
     details = request.no_samples() + [f"worst samples by {metric} (of {len(indices)}; {undefined} undefined):"]
-    worst = worst_rows(request, chosen, indices, metric, wants_high)
+    worst = worst_rows(request, chosen, positions, metric, wants_high)
     details += worst_table(worst)
     extra = {
         "per_sample": per_sample_json(indices, chosen),
@@ -66,19 +75,20 @@ def worst_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def worst_rows(
-    request: CheckRequest, chosen: dict[str, torch.Tensor], indices: torch.Tensor, metric: str, wants_high: bool
+    request: CheckRequest, chosen: dict[str, Tensor], positions: Tensor, metric: str, wants_high: bool
 ) -> list[dict[str, Any]]:
-    """The (at most :data:`WORST_SHOWN`) samples furthest on the wrong side of ``metric``, as
+    """The (at most :data:`WORST_SHOWN`) samples furthest on the wrong side of ``metric`` among
+    ``chosen`` ``(M,)`` scores of the samples at ``positions`` of the pass's result, as
     JSON-serialisable rows: index, label, predicted, iou, gtc, sc (None when undefined), patterns."""
-    engine = request.engine
-    patterns = behaviour_patterns(chosen["iou"], chosen["gtc"], chosen["sc"], engine.correct[indices])
+    result = request.result
+    patterns = behaviour_patterns(chosen["iou"], chosen["gtc"], chosen["sc"], result.correct[positions])
     rows = []
     for position in worst_positions(chosen[metric], wants_high):
-        index = int(indices[position])
+        at = int(positions[position])
         rows.append(
             {
-                "index": index,
-                **label_and_prediction(engine, index),
+                "index": int(result.indices[at]),
+                **label_and_prediction(request, at),
                 **{m: json_number(float(chosen[m][position])) for m in ("iou", "gtc", "sc")},
                 "patterns": [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist(), strict=True) if hit],
             }

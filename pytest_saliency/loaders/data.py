@@ -1,9 +1,14 @@
-"""Labelled images with ground-truth masks, from an ``.npz``, a folder or a Dataset factory."""
+"""Labelled images with ground-truth masks, from an ``.npz``, a folder or a Dataset factory.
+
+A spec's data is a :class:`SampleSource`: it knows how many samples there are and reads any of
+them on demand, as a :class:`SampleBatch` (one shard). Nothing reads the whole data set at once.
+"""
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +22,85 @@ from ..spec.validate import as_strings, read_labels_csv
 from .imports import call_factory, resolve_callable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class SampleBatch:
+    """Some samples of a data set (a shard), checked: ``indices (B,)`` long, their positions in
+    the data set; images ``(B, C, H, W)`` float in [0, 1]; masks ``(B, H, W) bool``; labels
+    ``(B,)`` long; extra named region masks ``(B, H, W) bool``; named per-sample fields ``(B,)``
+    strings; ``skipped``: one line per sample left out (``data.on_bad_sample: skip``)."""
+
+    indices: Tensor
+    images: Tensor
+    masks: Tensor
+    labels: Tensor
+    regions: dict[str, Tensor] = field(default_factory=dict)
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def to(self, device: torch.device) -> SampleBatch:
+        """This batch with its tensors on ``device`` (indices and labels too)."""
+        return SampleBatch(
+            self.indices.to(device),
+            self.images.to(device),
+            self.masks.to(device),
+            self.labels.to(device),
+            {name: mask.to(device) for name, mask in self.regions.items()},
+            self.fields,
+            self.skipped,
+        )
+
+
+class SampleSource(ABC):
+    """A data set read lazily, shard by shard. ``location`` is the spec key it comes from
+    (``("data", "npz")`` ...), for error messages."""
+
+    location: Location = ("data",)
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """The number of samples (after ``data.limit``)."""
+
+    @abstractmethod
+    def read(self, indices: Sequence[int]) -> SampleBatch:
+        """The samples at ``indices`` (ascending), checked."""
+
+    def stream(self, shards: Sequence[range]) -> Iterator[SampleBatch]:
+        """:meth:`read` of each shard in turn (a source may prefetch the next one meanwhile)."""
+        for shard in shards:
+            yield self.read(shard)
+
+
+class ArraySource(SampleSource):
+    """A data set already in memory (:class:`SaliencyData`)."""
+
+    def __init__(self, data: SaliencyData) -> None:
+        self.data = data
+        self.location = data.location
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def read(self, indices: Sequence[int]) -> SampleBatch:
+        chosen = torch.as_tensor(list(indices), dtype=torch.long)
+        data = self.data
+        return SampleBatch(
+            chosen,
+            data.images[chosen],
+            data.masks[chosen],
+            data.labels[chosen],
+            {name: mask[chosen] for name, mask in data.regions.items()},
+            {name: values[chosen.numpy()] for name, values in data.fields.items()},
+        )
+
+
+def open_source(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> SampleSource:
+    """The :class:`SampleSource` a ``data:`` block names."""
+    return ArraySource(load_data(spec, spec_dir, search_paths))
 
 
 @dataclass

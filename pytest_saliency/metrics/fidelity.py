@@ -90,6 +90,7 @@ from pytest_saliency._io import json_number
 from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.imputation import linear_impute
 from pytest_saliency.metrics.saliency import ChannelReduction, reduce_channels
+from pytest_saliency.metrics.seeding import seeded_generator
 
 __all__ = [
     "FILLS",
@@ -351,21 +352,6 @@ def _insertion_defined(defined: Tensor, clean: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Fills
 # ---------------------------------------------------------------------------------------------
-
-
-_SEED_MIXERS = (1_000_003, 1_000_033, 1_009)
-
-
-def seeded_generator(seed: int, salt: int, *parts: int) -> torch.Generator:
-    """A CPU generator (the same draws on every device) seeded by mixing the spec's ``seed`` with
-    a ``salt`` naming the use and up to two more ``parts`` (a sample's position, a perturbation's
-    number): ``key = key · m + part`` for each, ``m`` in ``1 000 003, 1 000 033, 1 009``."""
-    if len(parts) > len(_SEED_MIXERS) - 1:
-        raise ValueError(f"seeded_generator mixes at most {len(_SEED_MIXERS) - 1} parts after the salt, got {parts}")
-    key = int(seed)
-    for multiplier, part in zip(_SEED_MIXERS, (salt, *parts), strict=False):
-        key = key * multiplier + part
-    return torch.Generator(device="cpu").manual_seed(key % 2**63)
 
 
 def _make_fill(fill: str, images: Tensor, seed: int, noise_std: float, batch_size: int) -> Tensor | None:

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .fidelity import seeded_generator
+from .seeding import seeded_generator
 
 __all__ = ["infidelity", "sensitivity"]
 

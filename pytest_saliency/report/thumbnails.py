@@ -18,11 +18,15 @@ from __future__ import annotations
 import base64
 import io
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..loaders.data import SampleBatch
 
 PANEL = 96  # target side of one panel, pixels
 CROP = 48  # target side of a drift segment crop
@@ -163,32 +167,33 @@ def _hstack(panels: list[Tensor]) -> Tensor:
 # --- attaching thumbnails to a result ---------------------------------------------------------
 
 
-def attach(
-    extra: dict[str, Any],
-    images: Tensor,
-    masks: Tensor,
-    maps: Tensor | None = None,
-    regions: Tensor | None = None,
-) -> None:
-    """Add thumbnails to one item's ``extra`` data, in place, from the spec's ``images``
-    ``(N, C, H, W)``, ground-truth ``masks`` ``(N, H, W) bool`` and, for a check with an
-    attribution method, its saliency ``maps`` ``(N, H, W)`` and binarised ``regions``
-    ``(N, H, W) bool``:
+ReadSamples = Callable[[list[int], bool], "tuple[SampleBatch, Tensor | None, Tensor | None]"]
+"""``read(indices, with_maps)`` -> the samples at data-set ``indices`` and, with ``with_maps``,
+their saliency maps ``(K, H, W)`` and binarised regions ``(K, H, W) bool`` (else None)."""
+
+
+def attach(extra: dict[str, Any], read: ReadSamples) -> None:
+    """Add thumbnails to one item's ``extra`` data, in place; the few samples they show are read
+    again with ``read`` (the pass keeps no images):
 
     - each row of ``extra["worst"]`` (the worst examples a Shared Interest or patterns check
-      chose) gets ``thumbnail``: :func:`example_strip` of that sample (when ``maps`` and
-      ``regions`` are given);
+      chose) gets ``thumbnail``: :func:`example_strip` of that sample, with its saliency;
     - each drift cluster with ``representatives`` (``[image, segment]`` pairs) gets ``crops``:
       :func:`segment_crop` of its first few representatives.
     """
     worst = extra.get("worst")
-    if worst and maps is not None and regions is not None:
+    if worst:
         from ..metrics.saliency import normalize_maps
 
-        for row in worst:
-            index = int(row["index"])
-            normalised, _ = normalize_maps(maps[index : index + 1])
-            row["thumbnail"] = example_strip(images[index], normalised[0], masks[index], regions[index])
+        batch, maps, regions = read([int(row["index"]) for row in worst], True)
+        if maps is not None and regions is not None:
+            position = {int(index): at for at, index in enumerate(batch.indices.tolist())}
+            for row in worst:
+                at = position.get(int(row["index"]))
+                if at is None:
+                    continue
+                normalised, _ = normalize_maps(maps[at : at + 1])
+                row["thumbnail"] = example_strip(batch.images[at], normalised[0], batch.masks[at], regions[at])
     drift = extra.get("drift")
     if not isinstance(drift, dict):  # a drift check's own extra holds the clusters
         drift = extra
@@ -197,14 +202,23 @@ def attach(
         patch = _patch(drift)
         if patch is None:
             return
-        columns = math.ceil(images.shape[3] / patch)
+        shown = [
+            [int(pair[0]), int(pair[1])]
+            for cluster in clusters
+            for pair in (cluster.get("representatives") or [])[:CROPS_PER_CLUSTER]
+        ]
+        if not shown:
+            return
+        batch, _, _ = read(sorted({image for image, _ in shown}), False)
+        position = {int(index): at for at, index in enumerate(batch.indices.tolist())}
+        columns = math.ceil(batch.images.shape[3] / patch)
         for cluster in clusters:
             crops = []
             for pair in (cluster.get("representatives") or [])[:CROPS_PER_CLUSTER]:
-                image, segment = int(pair[0]), int(pair[1])
-                if 0 <= image < images.shape[0]:
+                at, segment = position.get(int(pair[0])), int(pair[1])
+                if at is not None:
                     row, column = divmod(segment, columns)
-                    crops.append(segment_crop(images[image], row, column, patch))
+                    crops.append(segment_crop(batch.images[at], row, column, patch))
             if crops:
                 cluster["crops"] = crops
 

@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PlainSerializer,
     PlainValidator,
     WithJsonSchema,
@@ -178,6 +179,14 @@ class DataSpec(_ExactlyOne):
         description="images are divided by this to lie in [0, 1] (default: 255 for uint8, 65535 for uint16, else 1)",
     )
     batch_size: PositiveInt = 64
+    shard_size: PositiveInt = Field(
+        default=256,
+        description="samples read, attributed and scored at a time; memory grows with it, results do not change",
+    )
+    num_workers: NonNegativeInt = Field(
+        default=0, description="DataLoader worker processes reading a Dataset factory's samples (0: in the main process)"
+    )
+    pin_memory: bool = Field(default=False, description="DataLoader pin_memory, for faster copies to a GPU")
     classes: list[str] | None = Field(default=None, min_length=1)
 
 

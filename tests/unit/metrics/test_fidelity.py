@@ -22,10 +22,10 @@ from pytest_saliency.metrics.fidelity import (
     fidelity_curves,
     fidelity_gap,
     removal_counts,
-    seeded_generator,
 )
 from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.saliency import reduce_channels
+from pytest_saliency.metrics.seeding import seeded_generator
 
 # --- curve -> number arithmetic, on hand-computed fixtures -----------------------------------
 

@@ -1,0 +1,407 @@
+"""One pass over a spec's data in shards: what the selected items need, computed shard by shard.
+
+::
+
+    plan  --shards-->  per shard: read -> forward once -> attribute once per method
+                       -> every planned check's per-sample statistics -> keep those, free the shard
+          --merge-->   per-sample statistics of all shards, in sample order
+
+A shard's work (:meth:`ShardWorker.run`) is a pure function of the spec, the plan, the samples
+and the device: the same code runs in-process, or in Ray actors (:mod:`pytest_saliency.cluster`).
+Every random draw is seeded by the spec's seed and the sample's index
+(:mod:`pytest_saliency.metrics.seeding`), so the merged statistics do not depend on the batch size,
+the shard size or the number of workers. Check modules provide ``statistics(shard, need)``
+(:mod:`pytest_saliency.checks`); their ``decide`` reads the merged :class:`PassResult`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .attribution import Attributor
+from .errors import Location, SpecRuntimeError, model_stage
+from .loaders.data import SampleBatch, SampleSource, open_source
+from .loaders.models import ModelUnderTest, load_model
+from .memory import run_with_half_batch_retry
+from .metrics import shared_interest
+from .metrics.saliency import binarize, normalize_maps, reduce_channels
+from .spec.schema import AgainstSpec
+from .spec.validate import LoadedSpec
+
+T = TypeVar("T")
+
+Progress = Callable[[str, int, int], None]
+"""``progress(label, done, total)``: samples done of all, after each shard."""
+
+
+class Need(NamedTuple):
+    """What one check needs for one attribution method (``None`` for checks without one): every
+    item of the check for that method (each class, each slice) reads the same statistics."""
+
+    check_index: int
+    method: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The needs of the items selected in a run, in spec order."""
+
+    needs: tuple[Need, ...]
+
+    def __add__(self, other: Plan) -> Plan:
+        return Plan(tuple(dict.fromkeys(self.needs + other.needs)))
+
+    def without(self, done: Sequence[Need]) -> Plan:
+        return Plan(tuple(need for need in self.needs if need not in done))
+
+
+def check_module(kind: str) -> Any:
+    """``pytest_saliency.checks.<kind>`` (imported on first use)."""
+    return importlib.import_module(f"pytest_saliency.checks.{kind}")
+
+
+@dataclass
+class ShardResult:
+    """One shard's per-sample statistics, on the CPU: the base columns (``index``, ``label``,
+    ``prediction``, ``target``; ``(B,)`` each), the data's per-sample ``fields``, each need's
+    ``{name: (B, ...) tensor}`` (or the error it raised), and the samples the source skipped."""
+
+    base: dict[str, Tensor]
+    fields: dict[str, np.ndarray]
+    statistics: dict[Need, dict[str, Tensor]]
+    errors: dict[Need, BaseException]
+    skipped: list[str]
+    classes: int
+
+
+@dataclass
+class PassResult:
+    """Every shard's :class:`ShardResult` merged in sample order."""
+
+    indices: Tensor
+    """``(N,)`` long: the data set positions of the samples (skipped samples absent)."""
+    labels: Tensor
+    predictions: Tensor
+    targets: Tensor
+    fields: dict[str, np.ndarray]
+    classes: int
+    """The width of the model's logits."""
+    statistics: dict[Need, dict[str, Tensor]] = field(default_factory=dict)
+    errors: dict[Need, BaseException] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def correct(self) -> Tensor:
+        """``(N,) bool``: the prediction equals the label."""
+        return self.predictions == self.labels
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def of(self, need: Need) -> dict[str, Tensor]:
+        """The merged statistics of ``need``; the error it raised on any shard, raised again."""
+        if need in self.errors:
+            raise self.errors[need]
+        return self.statistics[need]
+
+    def including(self, other: PassResult) -> PassResult:
+        """This result with ``other``'s statistics (a later pass over the same samples) added."""
+        return PassResult(
+            self.indices,
+            self.labels,
+            self.predictions,
+            self.targets,
+            self.fields,
+            self.classes,
+            {**self.statistics, **other.statistics},
+            {**self.errors, **other.errors},
+            self.skipped,
+        )
+
+
+def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
+    """The shards' results concatenated in sample order (they may arrive in any order)."""
+    ordered = sorted(parts, key=lambda part: int(part.base["index"][0]) if len(part.base["index"]) else -1)
+    base = {name: torch.cat([part.base[name] for part in ordered]) for name in ("index", "label", "prediction", "target")}
+    names = ordered[0].fields if ordered else {}
+    fields = {name: np.concatenate([part.fields[name] for part in ordered]) for name in names}
+    errors: dict[Need, BaseException] = {}
+    for part in ordered:
+        for need, error in part.errors.items():
+            errors.setdefault(need, error)
+    statistics = {}
+    for need in plan.needs:
+        if need in errors:
+            continue
+        columns = ordered[0].statistics[need] if ordered else {}
+        statistics[need] = {name: torch.cat([part.statistics[need][name] for part in ordered]) for name in columns}
+    return PassResult(
+        base["index"],
+        base["label"],
+        base["prediction"],
+        base["target"],
+        fields,
+        max((part.classes for part in ordered), default=0),
+        statistics,
+        errors,
+        [line for part in ordered for line in part.skipped],
+    )
+
+
+def shard_ranges(count: int, size: int) -> list[range]:
+    """Consecutive ranges of ``size`` samples covering ``count``."""
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+class ShardWorker:
+    """Loads a spec's model once on ``device`` and computes the statistics of any shard; also
+    what a check needs once per worker (:meth:`cached`: randomised copies, reference versions)."""
+
+    def __init__(self, loaded: LoadedSpec, device: torch.device, search_paths: tuple[Path, ...] = ()) -> None:
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.device = device
+        self.search_paths = (*search_paths, loaded.directory)
+        self.batch_size = self.spec.data.batch_size
+        self._cache: dict[Hashable, Any] = {}
+
+    @cached_property
+    def model(self) -> ModelUnderTest:
+        # Loaded outside inference mode: tensors created inside it could never take part in
+        # the gradient computations of attributions later.
+        with torch.inference_mode(False):
+            return load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+
+    @cached_property
+    def source(self) -> SampleSource:
+        with torch.inference_mode(False):  # see model
+            return open_source(self.spec.data, self.loaded.directory, self.search_paths)
+
+    def cached(self, key: Hashable, build: Callable[[], T]) -> T:
+        """``build()`` once per worker for ``key``."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        value: T = self._cache[key]
+        return value
+
+    def reference_model(self, against: AgainstSpec, location: Location) -> ModelUnderTest:
+        """The model version a drift check's ``against: {weights | model}`` names, loaded once:
+        the spec's own factory, kwargs and normalize with other weights, or a whole model block.
+        ``location`` is where the ``against`` block is in the spec (errors)."""
+        if against.stored is not None:
+            raise ValueError("a stored snapshot has no model; load it with the snapshot store")
+
+        def build() -> ModelUnderTest:
+            self.model  # noqa: B018  (the spec's own model loads first: its errors point at model:)
+            if against.model is not None:
+                spec, where = against.model, location + ("model",)
+            elif self.spec.model.factory is None:
+                raise SpecRuntimeError(
+                    location + ("weights",),
+                    "against.weights replaces the weights of the spec's factory, but the model is TorchScript: "
+                    "give against.model instead",
+                )
+            else:
+                spec, where = self.spec.model.model_copy(update={"weights": against.weights}), location
+            with torch.inference_mode(False):  # see model
+                return load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
+
+        return self.cached(("reference", against.model_dump_json()), build)
+
+    def run_range(self, plan: Plan, indices: range) -> ShardResult:
+        """Read the samples ``indices`` and :meth:`run` them (what a Ray actor does)."""
+        return self.run(plan, self.source.read(indices))
+
+    def run(self, plan: Plan, batch: SampleBatch) -> ShardResult:
+        """The per-sample statistics of ``batch`` for every need of ``plan``, on the CPU. A need
+        whose check raises keeps its error (its items fail with it); the others go on."""
+        shard = Shard(self, batch.to(self.device))
+        shard.logits  # noqa: B018  (the model and labels are checked before any check)
+        statistics: dict[Need, dict[str, Tensor]] = {}
+        errors: dict[Need, BaseException] = {}
+        for need in plan.needs:
+            check = self.spec.checks[need.check_index]
+            try:
+                values = check_module(check.kind).statistics(shard, check, need.method)
+            except Exception as error:  # noqa: BLE001  (raised again by every item of this need)
+                errors[need] = error
+                continue
+            statistics[need] = {name: value.detach().cpu() for name, value in values.items()}
+        base = {
+            "index": batch.indices.cpu(),
+            "label": batch.labels.cpu(),
+            "prediction": shard.predictions.cpu(),
+            "target": shard.targets.cpu(),
+        }
+        return ShardResult(base, batch.fields, statistics, errors, batch.skipped, int(shard.logits.shape[1]))
+
+
+@dataclass(frozen=True)
+class SharedInterestScores:
+    """Per-sample ``(B,)`` scores; NaN marks an undefined sample (empty region, constant map)."""
+
+    iou: Tensor
+    gtc: Tensor
+    sc: Tensor
+    sc_continuous: Tensor
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return {"iou": self.iou, "gtc": self.gtc, "sc": self.sc, "sc_continuous": self.sc_continuous}
+
+
+class Shard:
+    """One shard's samples on the worker's device and what is computed from them once: logits,
+    each method's attributions, saliency maps and regions, Shared Interest scores."""
+
+    def __init__(self, worker: ShardWorker, batch: SampleBatch) -> None:
+        self.worker = worker
+        self.spec = worker.spec
+        self.device = worker.device
+        self.batch = batch
+        self._attributions: dict[str, Tensor] = {}
+        self._shared_interest: dict[str, SharedInterestScores] = {}
+
+    @property
+    def model(self) -> ModelUnderTest:
+        return self.worker.model
+
+    @property
+    def images(self) -> Tensor:
+        """``(B, C, H, W)`` on the device."""
+        return self.batch.images
+
+    @property
+    def masks(self) -> Tensor:
+        """``(B, H, W) bool`` ground truth on the device."""
+        return self.batch.masks
+
+    @property
+    def indices(self) -> Tensor:
+        """``(B,)`` the samples' positions in the data set."""
+        return self.batch.indices
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def batches(self, batch_size: int | None = None) -> Iterator[slice]:
+        """Consecutive slices of ``batch_size`` (default: ``data.batch_size``) over the shard."""
+        size = batch_size or self.worker.batch_size
+        total = len(self.batch)
+        for start in range(0, total, size):
+            yield slice(start, min(start + size, total))
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """``(B, classes)`` float logits of the clean images, checked: finite, as wide as the
+        labels and ``data.classes`` need. Every shard computes them first, so a model or data set
+        that does not fit fails here, at its place in the spec."""
+        shape = tuple(self.images.shape[1:])
+
+        def forward(batch_size: int) -> Tensor:
+            with torch.inference_mode():
+                parts = [self.model(self.images[part]).float() for part in self.batches(batch_size)]
+            return torch.cat(parts).clone()  # a normal tensor: inference tensors cannot join autograd later
+
+        with model_stage(("model",), f"the model failed on images of shape {shape}"):
+            logits = run_with_half_batch_retry(forward, self.worker.batch_size, ("data", "batch_size"), "data.batch_size")
+        self._check_logits(logits)
+        return logits
+
+    def _check_logits(self, logits: Tensor) -> None:
+        finite = torch.isfinite(logits).all(dim=1)
+        if not bool(finite.all()):
+            first = int(self.indices[(~finite).nonzero()[0]])
+            raise SpecRuntimeError(
+                ("model",),
+                f"the model's logits are NaN or inf for {int((~finite).sum())} of {len(finite)} images "
+                f"(first: sample {first}): check the weights and the model's numerics",
+            )
+        width = logits.shape[1]
+        labels = self.batch.labels
+        if labels.numel() and int(labels.max()) >= width:
+            position = int(labels.argmax())
+            raise SpecRuntimeError(
+                self.worker.source.location,
+                f"label {int(labels[position])} (sample {int(self.indices[position])}) is outside the model's "
+                f"{width} classes (its logits are (N, {width})): labels are class indices 0..{width - 1}",
+            )
+        classes = self.spec.data.classes
+        if classes is not None and len(classes) != width:
+            raise SpecRuntimeError(
+                ("data", "classes"), f"data.classes names {len(classes)} classes but the model gives {width} logits"
+            )
+
+    @cached_property
+    def predictions(self) -> Tensor:
+        return self.logits.argmax(dim=1)
+
+    @cached_property
+    def targets(self) -> Tensor:
+        """``(B,)`` the class each attribution explains (``target: label | predicted``)."""
+        return self.batch.labels if self.spec.target == "label" else self.predictions
+
+    # --- attributions and saliency -----------------------------------------------------------
+
+    def attributions(self, method: str) -> Tensor:
+        """``(B, C, H, W)`` attributions of the named method, on the device (once per shard)."""
+        if method not in self._attributions:
+            self._attributions[method] = self.attributions_of(self.model, method)
+        return self._attributions[method]
+
+    def attributions_of(self, model: ModelUnderTest, method: str, targets: Tensor | None = None) -> Tensor:
+        """``(B, C, H, W)`` attributions of ``model`` (another version, a randomised copy) by the
+        spec's method ``method`` for ``targets`` (default :attr:`targets`), on the device, not
+        cached; seeded per sample; out of memory, retried once at half the batch."""
+        location = ("attributions", method)
+        chosen = self.targets if targets is None else targets
+
+        def attribute(batch_size: int) -> Tensor:
+            attributor = Attributor(self.spec.attributions[method], model, batch_size, location)
+            parts = [
+                attributor(self.images[part], chosen[part], self.indices[part].tolist(), self.spec.seed)
+                for part in self.batches(batch_size)
+            ]
+            return torch.cat(parts)
+
+        return run_with_half_batch_retry(attribute, self.worker.batch_size, location, "data.batch_size")
+
+    def saliency_maps(self, method: str) -> Tensor:
+        """``(B, H, W)`` maps after the spec's channel reduction."""
+        return reduce_channels(self.attributions(method), self.spec.saliency.channels)
+
+    def saliency_regions(self, method: str) -> tuple[Tensor, Tensor]:
+        """``((B, H, W) bool regions, (B,) bool defined)``: normalised and binarised maps;
+        ``defined`` is False for constant maps, which have no region."""
+        return saliency_regions(self.saliency_maps(method), self.spec)
+
+    def shared_interest(self, method: str) -> SharedInterestScores:
+        """Per-sample IoU, GTC, SC (binary and continuous) against the ground-truth masks."""
+        if method not in self._shared_interest:
+            regions, defined = self.saliency_regions(method)
+            masks = self.masks
+            undefined = torch.where(defined, 0.0, torch.nan)  # NaN propagates to every score
+            self._shared_interest[method] = SharedInterestScores(
+                iou=shared_interest.iou(regions, masks) + undefined,
+                gtc=shared_interest.ground_truth_coverage(regions, masks) + undefined,
+                sc=shared_interest.saliency_coverage(regions, masks) + undefined,
+                sc_continuous=shared_interest.saliency_coverage(self.saliency_maps(method), masks) + undefined,
+            )
+        return self._shared_interest[method]
+
+
+def saliency_regions(maps: Tensor, spec: Any) -> tuple[Tensor, Tensor]:
+    """``(N, H, W)`` maps -> ``((N, H, W) bool regions, (N,) bool defined)`` by the spec's
+    ``saliency.binarize`` rule; constant maps are undefined and have no region."""
+    normalised, defined = normalize_maps(maps)
+    regions = binarize(normalised, **spec.saliency.binarize.rule())
+    return regions & defined.view(-1, 1, 1), defined
+
