@@ -324,7 +324,7 @@ def test_progress_bar_shows_in_a_terminal_and_leaves_pytests_output_intact(
 ) -> None:
     write_spec(checks=CHECKS)
     raw = run_in_terminal(project)
-    assert "x: grad" in raw and "images/s" in raw, raw  # the bar (spec name: method) was drawn
+    assert "x: 3 checks" in raw and "images/s" in raw, raw  # the bar (spec name: checks in the pass) was drawn
     shown = screen(raw)
     assert "specs/x.saliency.yaml .....  " in "\n".join(line + "  " for line in shown), shown
     assert not any("images/s" in line for line in shown), shown  # ... and erased

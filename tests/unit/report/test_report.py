@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pytest_saliency.cli import main
+from pytest_saliency.loaders.data import SampleBatch
 from pytest_saliency.report import html as report_html
 from pytest_saliency.report import outputs as report_outputs
 from pytest_saliency.report import progress as report_progress
@@ -300,12 +301,30 @@ def test_segment_crop_cuts_the_segment_of_the_grid() -> None:
     assert crop.getcolors() == [(48 * 48, (0, 0, 255))]
 
 
+def reader(images: torch.Tensor, masks: torch.Tensor, maps: torch.Tensor | None = None) -> thumbnails.ReadSamples:
+    """What the engine gives ``attach``: the samples at ``indices`` read again, with maps."""
+    asked: list[list[int]] = []
+
+    def read(indices: list[int], with_maps: bool) -> tuple[SampleBatch, torch.Tensor | None, torch.Tensor | None]:
+        asked.append(indices)
+        chosen = torch.tensor(indices, dtype=torch.long)
+        batch = SampleBatch(chosen, images[chosen], masks[chosen], torch.zeros(len(indices), dtype=torch.long))
+        if maps is None or not with_maps:
+            return batch, None, None
+        return batch, maps[chosen], maps[chosen] > 0.5
+
+    read.asked = asked  # type: ignore[attr-defined]  # what the test inspects
+    return read
+
+
 def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> None:
     images = torch.rand(4, 3, 16, 16)
     masks = torch.rand(4, 16, 16) > 0.5
     maps = torch.rand(4, 16, 16)
     extra: dict[str, Any] = {"worst": [{"index": 3}, {"index": 1}]}
-    thumbnails.attach(extra, images, masks, maps, maps > 0.5)
+    read = reader(images, masks, maps)
+    thumbnails.attach(extra, read)
+    assert read.asked == [[3, 1]]  # type: ignore[attr-defined]  # only the shown samples are read again
     assert all(decode(row["thumbnail"]).size == (390, 96) for row in extra["worst"])
 
     drift: dict[str, Any] = {
@@ -317,7 +336,7 @@ def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> N
             ],
         }
     }
-    thumbnails.attach(drift, images, masks)
+    thumbnails.attach(drift, reader(images, masks))
     clusters = drift["drift"]["clusters"]
     assert len(clusters[0]["crops"]) == thumbnails.CROPS_PER_CLUSTER
     assert "crops" not in clusters[1]
@@ -326,7 +345,7 @@ def test_attach_adds_thumbnails_to_worst_rows_and_crops_to_drift_clusters() -> N
 def test_attach_without_maps_leaves_the_worst_rows_without_thumbnails() -> None:
     """A check without an attribution method passes no maps: its rows get no strip."""
     extra: dict[str, Any] = {"worst": [{"index": 0}]}
-    thumbnails.attach(extra, torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool))
+    thumbnails.attach(extra, reader(torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool)))
     assert "thumbnail" not in extra["worst"][0]
 
 
