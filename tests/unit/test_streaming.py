@@ -28,7 +28,7 @@ def test_shards_merge_in_sample_order_whatever_order_they_arrive_in() -> None:
     assert result.of(COV)["iou"].tolist() == [0, 1, 2, 3, 4, 5]
     assert result.of(LOC)["auc"].tolist() == [0, -1, -2, -3, -4, -5]
     assert result.fields["site"].tolist() == [f"s{i}" for i in range(6)]
-    assert result.correct.tolist() == [True, False, False, False, False, True]
+    assert result.correct.tolist() == [True, True, False, False, False, False]
 
 
 def test_a_need_that_failed_on_one_shard_raises_its_error_and_the_others_stand() -> None:
