@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -17,9 +17,10 @@ from .session import SESSION_KEY
 
 if TYPE_CHECKING:
     from .checks.base import Outcome
-    from .streaming import Plan
     from .engine import SpecEngine
+    from .report.results import ItemResult, OutcomeResult, Status
     from .spec import CheckSpec, LoadedSpec, SpecProblem
+    from .streaming import Plan
 
 
 DEBUG_HINT = "(--saliency-debug shows the traceback)"
@@ -167,13 +168,21 @@ class SpecErrorItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.problems[0].line - 1, "spec error"
 
-    def saliency_result(self) -> dict[str, Any]:
+    def saliency_result(self) -> ItemResult:
         return {
+            "nodeid": self.nodeid,
+            "line": self.problems[0].line,
             "spec": spec_stem(self.path),  # as CheckItem names it when the spec has no name
             "spec_path": self.problems[0].path,
             "check": "spec",
+            "kind": None,
             "variant": "",
+            "method": None,
+            "class_index": None,
+            "severity": "fail",
             "status": "error",
+            "samples": 0,
+            "undefined": 0,
             "measurements": [],
             "message": str(self.problems[0]),
         }
@@ -218,15 +227,17 @@ class CheckItem(pytest.Item):
         check = self.check
         session = self.config.stash[SESSION_KEY]
         result = engine.result(self.parent.plan() + Plan((Need(self.check_index, self.method),)))
-        request = CheckRequest(engine, check, self.method, self.class_index, result, session.baselines, self.slice_value)
+        request = CheckRequest(
+            engine, check, self.method, self.class_index, result, session.baselines, self.slice_value
+        )
         self.outcome = check_module(check.kind).decide(request).decided(engine.spec.decide_for(check))
         self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
-            name = f"saliency.{measurement.name}"
+            name = f"saliency.{measurement.name}"  # the label, as the summary and reports show it
             self.user_properties.append((name, rounded(measurement.value)))
-            self.user_properties.append((f"{name}.threshold", measurement.threshold))
+            self.user_properties.append((f"{name}.threshold", str(measurement.threshold)))
             if measurement.interval is not None and measurement.lower is not None and measurement.upper is not None:
                 self.user_properties.append((f"{name}.interval", rounded(measurement.interval)))
                 self.user_properties.append((f"{name}.lower", rounded(measurement.lower)))
@@ -255,11 +266,14 @@ class CheckItem(pytest.Item):
         extra = self.outcome.extra
         method = self.method
         try:
-            attach(extra, lambda indices, with_maps: engine.report_samples(indices, method if with_maps else None))
+            attach(
+                cast(dict[str, Any], extra),
+                lambda indices, with_maps: engine.report_samples(indices, method if with_maps else None),
+            )
         except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
             self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
 
-    def _status(self) -> str:
+    def _status(self) -> Status:
         """passed | failed | inconclusive (decided by interval: no threshold failed, one could not
         be decided) | warned (a ``severity: warn`` check that failed); --saliency-strict makes
         the last two failed."""
@@ -319,11 +333,14 @@ class CheckItem(pytest.Item):
         line, _ = self.parent.loaded.source.value(("checks", self.check_index))
         return self.path, line - 1, self.name
 
-    def saliency_result(self) -> dict[str, Any]:
+    def saliency_result(self) -> ItemResult:
         """The JSON-serialisable result the summary and reports show."""
-        outcome = self.outcome.to_dict() if self.outcome else {"measurements": []}
-        status = self._status()
-        return {
+        outcome: OutcomeResult = (
+            self.outcome.to_dict() if self.outcome else {"samples": 0, "undefined": 0, "measurements": []}
+        )
+        result = {
+            "nodeid": self.nodeid,
+            "line": self.reportinfo()[1] + 1,
             "spec": self.parent.loaded.name,
             "spec_path": str(self.parent.loaded.path),
             "check": self.check.id,
@@ -333,8 +350,9 @@ class CheckItem(pytest.Item):
             "class_index": self.class_index,
             "slice": self._slice(),
             "severity": self.check.severity,
-            "status": status,
+            "status": self._status(),
             "weights": self.weights,
             "overrides": self.parent.loaded.overrides,
             **outcome,
         }
+        return cast("ItemResult", result)  # the item's keys and its outcome's, which mypy cannot join

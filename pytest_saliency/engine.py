@@ -26,6 +26,7 @@ from .loaders.models import ModelUnderTest
 from .spec.validate import LoadedSpec
 from .streaming import Need, PassResult, Plan, Progress, Shard, ShardResult, ShardWorker, merge, shard_ranges
 
+
 def resolve_device(choice: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available (under xdist, worker ``gwN`` takes GPU ``N mod count``),
     else CPU; any other value is passed to ``torch.device``."""
@@ -125,7 +126,9 @@ class SpecEngine:
             raise SpecRuntimeError(self.source.location, "the data set has no samples")
         return merge(parts, plan)
 
-    def report_samples(self, indices: list[int], method: str | None) -> tuple[SampleBatch, Tensor | None, Tensor | None]:
+    def report_samples(
+        self, indices: list[int], method: str | None
+    ) -> tuple[SampleBatch, Tensor | None, Tensor | None]:
         """A few samples read again (the worst examples a report shows), on the CPU, with the
         method's ``(K, H, W)`` saliency maps and regions (None without a method): the same maps as
         in the pass, since every draw is seeded per sample."""

@@ -181,7 +181,8 @@ def pytest_runtest_makereport(
         return
     result = item.saliency_result()
     if report.failed and not result["measurements"] and result["status"] != "error":
-        result.update(status="error", message=str(report.longrepr).splitlines()[0] if report.longrepr else "")
+        result["status"] = "error"
+        result["message"] = str(report.longrepr).splitlines()[0] if report.longrepr else ""
     # Travels back from xdist workers with the report (xdist sends a report's __dict__); TestReport
     # declares no such field, and a subclass would not survive that round trip.
     report.saliency = result  # type: ignore[attr-defined]

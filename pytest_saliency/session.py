@@ -39,7 +39,7 @@ class SaliencySession:
     @property
     def engines(self) -> EngineCache:
         if self._engines is None:
-            from .engine import EngineCache, Runner
+            from .engine import EngineCache
 
             self._engines = EngineCache(size=2)
         return self._engines

@@ -131,7 +131,9 @@ class PassResult:
 def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
     """The shards' results concatenated in sample order (they may arrive in any order)."""
     ordered = sorted(parts, key=lambda part: int(part.base["index"][0]) if len(part.base["index"]) else -1)
-    base = {name: torch.cat([part.base[name] for part in ordered]) for name in ("index", "label", "prediction", "target")}
+    base = {
+        name: torch.cat([part.base[name] for part in ordered]) for name in ("index", "label", "prediction", "target")
+    }
     names = ordered[0].fields if ordered else {}
     fields = {name: np.concatenate([part.fields[name] for part in ordered]) for name in names}
     errors: dict[Need, BaseException] = {}
@@ -312,7 +314,9 @@ class Shard:
             return torch.cat(parts).clone()  # a normal tensor: inference tensors cannot join autograd later
 
         with model_stage(("model",), f"the model failed on images of shape {shape}"):
-            logits = run_with_half_batch_retry(forward, self.worker.batch_size, ("data", "batch_size"), "data.batch_size")
+            logits = run_with_half_batch_retry(
+                forward, self.worker.batch_size, ("data", "batch_size"), "data.batch_size"
+            )
         self._check_logits(logits)
         return logits
 
@@ -404,4 +408,3 @@ def saliency_regions(maps: Tensor, spec: Any) -> tuple[Tensor, Tensor]:
     normalised, defined = normalize_maps(maps)
     regions = binarize(normalised, **spec.saliency.binarize.rule())
     return regions & defined.view(-1, 1, 1), defined
-

@@ -11,10 +11,11 @@ A check module (``pytest_saliency.checks.<kind>``) has two functions:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import torch
@@ -23,14 +24,23 @@ from torch import Tensor
 from .._io import json_number
 from ..baselines import BaselineSettings
 from ..engine import SpecEngine
-from ..streaming import Need, PassResult, Shard
 from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..memory import run_with_half_batch_retry
 from ..metrics.intervals import mean_interval, quantile_interval
+from ..report.results import MeasurementResult, OutcomeExtra, OutcomeResult
 from ..spec.schema import CheckSpec, Threshold
 from ..spec.validate import format_location
+from ..streaming import Need, PassResult, Shard
 
 T = TypeVar("T")
+
+
+def measurement_key(name: str) -> str:
+    """A label as a key: up to its first `` (``, lower case, runs of other characters as ``_``
+    except the dots of ``metric.aggregate`` (``"gap (AUC LIF - AUC MIF)"`` -> ``gap``,
+    ``"fraction distractor"`` -> ``fraction_distractor``, ``"iou.mean"`` -> ``iou.mean``)."""
+    head = name.split(" (", 1)[0].lower()
+    return re.sub(r"[^a-z0-9.]+", "_", head).strip("_") or "value"
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,13 @@ class Measurement:
     ``(upper - lower) / 2`` (what is shown as ``value ± interval``); ``samples``: how many samples
     the value is from. ``passed`` is the decision; under ``decide: interval`` a measurement whose
     interval straddles the threshold is ``inconclusive`` (and not passed), and ``needed`` is
-    roughly how many samples would make it conclusive (None when no number would)."""
+    roughly how many samples would make it conclusive (None when no number would). ``name`` is
+    the label shown (``gap (AUC LIF - AUC MIF)``), ``key`` what a program matches (``gap``): by
+    default :func:`measurement_key` of the name."""
 
     name: str
     value: float
-    threshold: str
+    threshold: Threshold
     passed: bool
     interval: float | None = None
     lower: float | None = None
@@ -53,7 +65,11 @@ class Measurement:
     samples: int | None = None
     inconclusive: bool = False
     needed: int | None = None
-    rule: Threshold | None = field(default=None, compare=False, repr=False)
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", measurement_key(self.name))
 
     @classmethod
     def compare(
@@ -65,6 +81,7 @@ class Measurement:
         *,
         bounds: tuple[float, float] | None = None,
         samples: int | None = None,
+        key: str = "",
     ) -> Measurement:
         """The point decision of ``value`` against ``threshold``; the interval is given as a
         half-width around the value (``interval``) or as its ``bounds``."""
@@ -73,20 +90,18 @@ class Measurement:
         if bounds is not None and interval is None:
             interval = (bounds[1] - bounds[0]) / 2
         lower, upper = bounds if bounds is not None else (None, None)
-        return cls(
-            name, value, str(threshold), threshold.passes(value), interval, lower, upper, samples, rule=threshold
-        )
+        return cls(name, value, threshold, threshold.passes(value), interval, lower, upper, samples, key=key)
 
     def by_interval(self) -> Measurement:
         """This measurement decided by its interval: ``>= x`` passes when the lower bound does,
         fails when the upper bound does not, and is otherwise inconclusive (``<=`` the mirror
         image). Without an interval (``min``, ``max``) the point decision stands; an undefined
         interval (fewer than two samples) is inconclusive. See docs/methods.md, "Intervals and decisions"."""
-        if self.rule is None or self.interval is None or math.isnan(self.value):
+        if self.interval is None or math.isnan(self.value):
             return self
         if self.lower is None or self.upper is None or math.isnan(self.lower) or math.isnan(self.upper):
             return replace(self, passed=False, inconclusive=True, needed=None)
-        rule = self.rule
+        rule = self.threshold
         near, far = (self.lower, self.upper) if rule.wants_high else (self.upper, self.lower)
         if rule.passes(near):
             return replace(self, passed=True, inconclusive=False)
@@ -99,7 +114,7 @@ class Measurement:
         """Samples for the interval's half-width toward the threshold (the passing side's when
         the value passes, the failing side's when it fails: asymmetric intervals differ) to
         shrink below the distance to the threshold, if it shrinks as ``1/sqrt(n)``."""
-        distance = abs(self.value - self.rule.value) if self.rule is not None else 0.0
+        distance = abs(self.value - self.threshold.value)
         if not self.samples or distance == 0.0:
             return None
         return max(self.samples + 1, math.ceil(self.samples * (half / distance) ** 2))
@@ -109,20 +124,21 @@ class Measurement:
         """ok | failed | inconclusive"""
         return "ok" if self.passed else ("inconclusive" if self.inconclusive else "failed")
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {
+    def to_dict(self) -> MeasurementResult:
+        out: MeasurementResult = {
             "name": self.name,
+            "key": self.key,
             "value": None if math.isnan(self.value) else self.value,
-            "threshold": self.threshold,
+            "threshold": str(self.threshold),
             "passed": self.passed,
             "interval": self.interval,
         }
         if self.lower is not None and self.upper is not None:
-            out.update(lower=self.lower, upper=self.upper)
+            out["lower"], out["upper"] = self.lower, self.upper
         if self.samples is not None:
             out["samples"] = self.samples
         if self.inconclusive:
-            out.update(inconclusive=True, needed_samples=self.needed)
+            out["inconclusive"], out["needed_samples"] = True, self.needed
         return out
 
 
@@ -135,7 +151,7 @@ class Outcome:
     samples: int
     undefined: int = 0
     details: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: OutcomeExtra = field(default_factory=lambda: OutcomeExtra())
 
     @property
     def passed(self) -> bool:
@@ -149,15 +165,15 @@ class Outcome:
             m.passed or m.inconclusive for m in self.measurements
         )
 
-    def decided(self, decide: str) -> Outcome:
+    def decided(self, decide: Literal["point", "interval"]) -> Outcome:
         """This outcome with its measurements decided by point (as measured) or by ``interval``."""
         if decide == "interval":
             self.measurements = [m.by_interval() for m in self.measurements]
         self.extra["decide"] = decide
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self) -> OutcomeResult:
+        result = {
             "passed": self.passed,
             "samples": self.samples,
             "undefined": self.undefined,
@@ -165,6 +181,7 @@ class Outcome:
             "details": self.details,
             **self.extra,
         }
+        return cast(OutcomeResult, result)  # the keys of both TypedDicts, which mypy cannot join
 
 
 @dataclass(frozen=True)
@@ -361,7 +378,7 @@ def score_outcome(
     scores: dict[str, Tensor],
     thresholds: dict[str, dict[str, Threshold]],
     heading: str,
-    extra: dict[str, Any] | None = None,
+    extra: OutcomeExtra | None = None,
     *,
     names: dict[str, str] | None = None,
     counted: str = "",
@@ -397,5 +414,5 @@ def score_outcome(
         samples=len(indices),
         undefined=undefined,
         details=details,
-        extra={"per_sample": per_sample_json(indices, chosen), **(extra or {})},
+        extra={"per_sample": per_sample_json(indices, chosen), **(extra or OutcomeExtra())},
     )

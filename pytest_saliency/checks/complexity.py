@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from ..metrics import complexity
-from ..metrics.saliency import reduce_channels
 import torch
 from torch import Tensor
 
+from ..metrics import complexity
+from ..metrics.saliency import reduce_channels
 from ..spec.schema import CheckSpec, ComplexityCheck
 from ..streaming import Shard
 from .base import CheckRequest, Outcome, score_outcome

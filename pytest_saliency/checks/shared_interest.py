@@ -11,6 +11,7 @@ from torch import Tensor
 from .._constants import PATTERN_NAMES
 from .._io import json_number
 from ..metrics.patterns import behaviour_patterns
+from ..report.results import OutcomeExtra
 from ..spec.schema import CheckSpec, SharedInterestCheck
 from ..streaming import Shard
 from .base import (
@@ -52,7 +53,7 @@ def decide(request: CheckRequest) -> Outcome:
     details = request.no_samples() + [f"worst samples by {metric} (of {len(indices)}; {undefined} undefined):"]
     worst = worst_rows(request, chosen, positions, metric, wants_high)
     details += worst_table(worst)
-    extra = {
+    extra: OutcomeExtra = {
         "per_sample": per_sample_json(indices, chosen),
         "worst": worst,  # the report's thumbnails are added to these rows (report/thumbnails.py)
         "worst_by": metric,

@@ -4,9 +4,10 @@ writing it (atomically).
 The document's shape is ``results.schema.json`` beside this module (version
 :data:`SCHEMA_VERSION`); :func:`schema` loads it. Results are sorted so that two runs of the same
 specs (with or without ``pytest -n``) give the same ``results`` list, ready to diff.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: the TypedDicts' ``Required`` keys must be
+evaluated for ``__required_keys__`` to be right.)
+"""
 
 import datetime as _datetime
 import json
@@ -15,10 +16,88 @@ import sys
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
+
+from typing_extensions import Required
 
 from .._io import json_safe, write_atomic
 from ..errors import SaliencyError
+
+Status = Literal["passed", "failed", "warned", "inconclusive", "error"]
+
+
+class MeasurementResult(TypedDict, total=False):
+    """One measurement in a result (``$defs/measurement`` of the schema)."""
+
+    name: Required[str]
+    key: str
+    value: Required[float | None]
+    threshold: Required[str]
+    passed: Required[bool]
+    interval: float | None
+    lower: float | None
+    upper: float | None
+    samples: int
+    inconclusive: bool
+    needed_samples: int | None
+
+
+class OutcomeExtra(TypedDict, total=False):
+    """The keys of each kind of check in its item's result (``$defs/result`` of the schema)."""
+
+    decide: Literal["point", "interval"]
+    per_sample: dict[str, list[Any]]
+    worst: list[dict[str, Any]]
+    worst_by: str
+    worst_in: str | None
+    thumbnail_error: str
+    pattern_counts: dict[str, int]
+    pattern_fractions: dict[str, float]
+    fractions: list[float]
+    curves: dict[str, list[float | None]]
+    fidelity: dict[str, Any]
+    robustness: dict[str, Any]
+    region: dict[str, Any]
+    against: str
+    regions: dict[str, Any]
+    drift: dict[str, Any]
+    baseline: dict[str, Any]
+    sanity: dict[str, Any]
+    artifacts: list[str]
+    skipped: list[str]
+
+
+class OutcomeResult(OutcomeExtra, total=False):
+    """What a check's outcome gives its item's result: counts, measurements, details and the
+    keys of its kind."""
+
+    passed: bool
+    samples: Required[int]
+    undefined: Required[int]
+    measurements: Required[list[MeasurementResult]]
+    details: list[str]
+
+
+class ItemResult(OutcomeResult, total=False):
+    """One item's result in ``results`` (``$defs/result`` of the schema)."""
+
+    nodeid: Required[str]
+    line: Required[int | None]
+    spec: Required[str]
+    spec_path: Required[str]
+    check: Required[str]
+    kind: Required[str | None]
+    variant: Required[str]
+    method: Required[str | None]
+    class_index: Required[int | None]
+    slice: dict[str, str] | None
+    severity: Required[Literal["fail", "warn"]]
+    status: Required[Status]
+    message: str
+    duration: float
+    weights: dict[str, str] | None
+    overrides: dict[str, dict[str, str]]
+
 
 FORMAT = "pytest-saliency-results"
 SCHEMA_VERSION = 1

@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._io import json_safe
 from .format import DASH, UNDEFINED, fixed, significant, with_interval
 
 
-def failure_text(location: str, title: str, result: dict[str, Any]) -> str:
+def failure_text(location: str, title: str, result: Mapping[str, Any]) -> str:
     """``path:line: title`` then a measured-vs-threshold table, the sample counts and details."""
     result = json_safe(result)
     rows = [("measured", "value", "threshold", "status")]

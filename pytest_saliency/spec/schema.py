@@ -766,7 +766,7 @@ class Spec(_Strict):
     )
     checks: list[CheckSpec] = Field(min_length=1)
 
-    def decide_for(self, check: CheckSpec) -> str:
+    def decide_for(self, check: CheckSpec) -> Literal["point", "interval"]:
         """How ``check``'s thresholds are decided: its own ``decide``, else the spec's."""
         return check.decide or self.decide
 

@@ -38,6 +38,8 @@ def images() -> torch.Tensor:
 
 
 TARGET = torch.tensor([0, 1, 2, 1])
+INDICES = [10, 11, 12, 13]  # the samples' indices in their data set: they seed the random draws
+SEED = 0
 WHERE = ("attributions", "m")
 
 
@@ -53,11 +55,11 @@ def input_gradients(model: nn.Module, images: torch.Tensor, target: torch.Tensor
 
 
 def test_saliency_is_the_absolute_input_gradient(model: ModelUnderTest, images: torch.Tensor) -> None:
-    result = attributor(model, method="Saliency")(images, TARGET)
+    result = attributor(model, method="Saliency")(images, TARGET, INDICES, SEED)
     assert result.shape == images.shape and result.dtype == torch.float32
     assert not result.requires_grad
     torch.testing.assert_close(result, input_gradients(model, images, TARGET).abs())
-    signed = attributor(model, method="Saliency", params={"abs": False})(images, TARGET)
+    signed = attributor(model, method="Saliency", params={"abs": False})(images, TARGET, INDICES, SEED)
     torch.testing.assert_close(signed, input_gradients(model, images, TARGET))
 
 
@@ -74,7 +76,7 @@ def test_integrated_gradients_defaults_internal_batch_size(model: ModelUnderTest
 def test_integrated_gradients_is_complete(model: ModelUnderTest, images: torch.Tensor) -> None:
     method = attributor(model, method="IntegratedGradients", params={"n_steps": 32}, baseline="zeros")
     assert method.takes_baselines
-    result = method(images, TARGET)
+    result = method(images, TARGET, INDICES, SEED)
     assert result.shape == images.shape
     with torch.no_grad():
         gain = model(images).gather(1, TARGET.view(-1, 1)) - model(torch.zeros_like(images)).gather(
@@ -85,20 +87,24 @@ def test_integrated_gradients_is_complete(model: ModelUnderTest, images: torch.T
 
 def test_integrated_gradients_is_batch_size_invariant(model: ModelUnderTest, images: torch.Tensor) -> None:
     method = attributor(model, method="IntegratedGradients", params={"n_steps": 8}, internal_batch_size=5)
-    whole = method(images, TARGET)
-    parts = torch.cat([method(images[:1], TARGET[:1]), method(images[1:], TARGET[1:])])
+    whole = method(images, TARGET, INDICES, SEED)
+    parts = torch.cat(
+        [method(images[:1], TARGET[:1], INDICES[:1], SEED), method(images[1:], TARGET[1:], INDICES[1:], SEED)]
+    )
     torch.testing.assert_close(whole, parts, atol=1e-6, rtol=1e-5)
 
 
 def test_integrated_gradients_with_a_blur_baseline(model: ModelUnderTest, images: torch.Tensor) -> None:
-    result = attributor(model, method="IntegratedGradients", params={"n_steps": 32}, baseline="blur")(images, TARGET)
+    result = attributor(model, method="IntegratedGradients", params={"n_steps": 32}, baseline="blur")(
+        images, TARGET, INDICES, SEED
+    )
     with torch.no_grad():
         gain = model(images).gather(1, TARGET.view(-1, 1)) - model(gaussian_blur(images)).gather(1, TARGET.view(-1, 1))
     torch.testing.assert_close(result.flatten(1).sum(1), gain.flatten(), atol=2e-3, rtol=2e-2)
 
 
 def test_layer_gradcam_is_upsampled_to_the_input(model: ModelUnderTest, images: torch.Tensor) -> None:
-    result = attributor(model, method="LayerGradCam", layer="conv")(images, TARGET)
+    result = attributor(model, method="LayerGradCam", layer="conv")(images, TARGET, INDICES, SEED)
     assert result.shape == (BATCH, 1, 8, 8)
     assert torch.isfinite(result).all()
     # bilinear upsampling of a 4x4 map: 2x2 blocks are no longer constant, the map is not zero
@@ -118,8 +124,7 @@ def test_noise_tunnel(model: ModelUnderTest, images: torch.Tensor) -> None:
     tunnel = NoiseTunnelSpec(nt_samples=3, stdevs=1e-4)
     method = attributor(model, method="Saliency", noise_tunnel=tunnel)
     assert isinstance(method.method, captum.attr.NoiseTunnel)
-    torch.manual_seed(0)
-    result = method(images, TARGET)
+    result = method(images, TARGET, INDICES, SEED)
     # with a tiny noise, SmoothGrad of a piecewise linear net is its gradient
     torch.testing.assert_close(result, input_gradients(model, images, TARGET).abs(), atol=1e-4, rtol=1e-3)
 
@@ -127,9 +132,13 @@ def test_noise_tunnel(model: ModelUnderTest, images: torch.Tensor) -> None:
 def test_noise_tunnel_around_integrated_gradients(model: ModelUnderTest, images: torch.Tensor) -> None:
     tunnel = NoiseTunnelSpec(nt_samples=2, stdevs=0.05)
     method = attributor(model, method="IntegratedGradients", params={"n_steps": 4}, noise_tunnel=tunnel)
-    torch.manual_seed(0)
-    result = method(images, TARGET)
+    result = method(images, TARGET, INDICES, SEED)
     assert result.shape == images.shape and torch.isfinite(result).all()
+    # each sample's noise is drawn from its own seed: alone or in a batch, the same map
+    torch.testing.assert_close(method(images[1:2], TARGET[1:2], INDICES[1:2], SEED)[0], result[1])
+    state = torch.get_rng_state()
+    method(images, TARGET, INDICES, SEED)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
 
 
 def test_unknown_param_suggests_the_right_one(model: ModelUnderTest) -> None:
@@ -161,7 +170,7 @@ def test_unknown_method(model: ModelUnderTest) -> None:
 
 def test_yaml_lists_become_tuples_for_captum(model: ModelUnderTest, images: torch.Tensor) -> None:
     method = attributor(model, method="Occlusion", params={"sliding_window_shapes": [3, 4, 4], "strides": [3, 4, 4]})
-    result = method(images, TARGET)
+    result = method(images, TARGET, INDICES, SEED)
     assert result.shape == images.shape
     # 4x4 windows: the attribution is constant on each window
     block = result[0, 0, :4, :4]
@@ -171,7 +180,7 @@ def test_yaml_lists_become_tuples_for_captum(model: ModelUnderTest, images: torc
 def test_a_failing_captum_call_is_one_spec_line(model: ModelUnderTest, images: torch.Tensor) -> None:
     method = attributor(model, method="Occlusion", params={"sliding_window_shapes": [4, 4]})  # 2-D for 3-D input
     with pytest.raises(SpecRuntimeError) as raised:
-        method(images, TARGET)
+        method(images, TARGET, INDICES, SEED)
     assert raised.value.location == WHERE
     assert raised.value.message.startswith("Occlusion failed: ")
     assert "\n" not in raised.value.message
@@ -189,10 +198,12 @@ def test_make_baseline_kinds(images: torch.Tensor) -> None:
     assert torch.equal(mean, mean[:, :, :1, :1].expand_as(mean))  # constant per image and channel
     blur = make_baseline("blur", images)
     assert blur.shape == images.shape and blur.std() < images.std()
-    first = make_baseline("uniform", images, torch.Generator().manual_seed(3))
-    again = make_baseline("uniform", images, torch.Generator().manual_seed(3))
-    other = make_baseline("uniform", images, torch.Generator().manual_seed(4))
+    first = make_baseline("uniform", images, INDICES, seed=3)
+    again = make_baseline("uniform", images, INDICES, seed=3)
+    other = make_baseline("uniform", images, INDICES, seed=4)
     assert first.shape == images.shape and first.min() >= 0 and first.max() <= 1
     assert torch.equal(first, again) and not torch.equal(first, other)
+    alone = make_baseline("uniform", images[2:3], INDICES[2:3], seed=3)  # a sample's draw is its own
+    assert torch.equal(alone[0], first[2])
     with pytest.raises(ValueError, match="unknown baseline 'noise'"):
         make_baseline("noise", images)
