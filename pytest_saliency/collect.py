@@ -188,6 +188,10 @@ class SpecErrorItem(pytest.Item):
         }
 
 
+SKIPPED_SHOWN = 3
+"""How many skipped samples an item's details name (the JSON result lists them all)."""
+
+
 class CheckItem(pytest.Item):
     """One check for one attribution method (and class)."""
 
@@ -231,6 +235,10 @@ class CheckItem(pytest.Item):
             engine, check, self.method, self.class_index, result, session.baselines, self.slice_value
         )
         self.outcome = check_module(check.kind).decide(request).decided(engine.spec.decide_for(check))
+        if result.skipped:  # data.on_bad_sample: skip; never silently
+            self.outcome.extra["skipped"] = result.skipped
+            shown = "; ".join(result.skipped[:SKIPPED_SHOWN]) + ("; ..." if len(result.skipped) > SKIPPED_SHOWN else "")
+            self.outcome.details.append(f"{len(result.skipped)} samples skipped (data.on_bad_sample: skip): {shown}")
         self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
