@@ -1,9 +1,9 @@
 """``region`` checks: how much a named region (a decoy patch, a ruler, a box) drives the target.
 
-The check uses no attribution: its statistics are computed shard by shard, and :func:`decide`
-thresholds the merged per-sample scores. Per sample with region ``R`` (the data's
-named extra mask, or the spec's ``box`` on every image), ground-truth mask ``G`` and target class
-``t`` (the spec's ``target``: label or predicted), it measures the scores of
+The check uses no attribution: :func:`statistics` scores each shard's samples and :func:`decide`
+thresholds the merged per-sample scores. Per sample with region ``R`` (the data's named extra
+mask, or the spec's ``box`` on every image), ground-truth mask ``G`` and target class ``t`` (the
+spec's ``target``: label or predicted), it measures the scores of
 :mod:`pytest_saliency.metrics.region` on centred logits:
 
 - ``method: contextual_decomposition``: :func:`~pytest_saliency.metrics.region.cd_region_scores`

@@ -7,7 +7,7 @@
   similarity after the last step, ``every_step`` after each, ``per_layer`` after the named ones.
   Lower is better: a method that passes loses similarity as the model loses its training.
 - ``test: random_logit`` (Sixt et al. 2020): the mean similarity between the map for the target
-  and the map for a uniformly drawn other class (seeded), bounded by ``final``.
+  and the map for a uniformly drawn other class (seeded per sample), bounded by ``final``.
 - ``test: efficient`` (eMPRT, Hedström et al. 2023): the mean of ``(H(ê) − H(e)) / H(e)``
   between the trained and the fully (cascading) randomised model, bounded by ``score``; higher is
   better.

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from pytest_saliency.metrics.sanity import (
+    Order,
     average_ranks,
     efficient_mprt_score,
     histogram_entropy,
@@ -296,7 +297,7 @@ def test_a_layer_drawn_alone_gets_the_weights_it_gets_inside_the_model() -> None
 
 
 @pytest.mark.parametrize("order", ["cascading", "independent"])
-def test_a_working_copy_used_before_steps_like_a_fresh_one(order: str) -> None:
+def test_a_working_copy_used_before_steps_like_a_fresh_one(order: Order) -> None:
     """A worker keeps one working copy and the drawn layers for every shard: a copy left fully
     randomised by an earlier shard gives the same steps as a fresh deep copy."""
     model = small_net()
@@ -305,8 +306,8 @@ def test_a_working_copy_used_before_steps_like_a_fresh_one(order: str) -> None:
     working = deepcopy(model)
     for _ in randomised_steps(model, working, layers, states, "cascading"):
         pass
-    fresh = [snapshot(step) for _, step in randomised_models(model, layers, order, seed=2)]  # type: ignore[arg-type]
-    reused = [snapshot(step) for _, step in randomised_steps(model, working, layers, states, order)]  # type: ignore[arg-type]
+    fresh = [snapshot(step) for _, step in randomised_models(model, layers, order, seed=2)]
+    reused = [snapshot(step) for _, step in randomised_steps(model, working, layers, states, order)]
     for a, b in zip(fresh, reused, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
