@@ -17,7 +17,8 @@ Re-initialisation uses each layer's own ``reset_parameters()`` after ``torch.man
 seed both draw the same weights, and the caller's random state is left as it was. BatchNorm's
 ``reset_parameters()`` sets the running mean to 0, the running variance to 1 and the affine
 weight and bias to 1 and 0 (the identity up to ``eps``): nothing is drawn, so nothing can be
-negative or NaN. The model passed in is never modified: every function works on a deep copy.
+negative or NaN. The model passed in is never modified: the functions draw on deep copies and
+step a copy they are given (:func:`randomised_steps`).
 
 Everything is batched over samples; an undefined value (a constant map has no ranks and no
 entropy) is NaN.
