@@ -1,8 +1,9 @@
 """``region`` checks: how much a named region (a decoy patch, a ruler, a box) drives the target.
 
-The check runs once per spec (it uses no attribution). Per sample with region ``R`` (the data's
-named extra mask, or the spec's ``box`` on every image), ground-truth mask ``G`` and target class
-``t`` (the spec's ``target``: label or predicted), it measures the scores of
+The check uses no attribution: :func:`statistics` scores each shard's samples and :func:`decide`
+thresholds the merged per-sample scores. Per sample with region ``R`` (the data's named extra
+mask, or the spec's ``box`` on every image), ground-truth mask ``G`` and target class ``t`` (the
+spec's ``target``: label or predicted), it measures the scores of
 :mod:`pytest_saliency.metrics.region` on centred logits:
 
 - ``method: contextual_decomposition``: :func:`~pytest_saliency.metrics.region.cd_region_scores`
@@ -24,23 +25,32 @@ import torch
 from torch import Tensor
 
 from ..errors import Location, SpecRuntimeError, did_you_mean
-from ..memory import run_with_half_batch_retry
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
-from ..spec.schema import RegionCheck
-from .base import CheckRequest, Outcome, score_outcome
+from ..spec.schema import CheckSpec, RegionCheck
+from ..streaming import Shard
+from .base import CheckRequest, Outcome, check_location, run_in_batches, score_outcome
 
-__all__ = ["evaluate"]
+EMPTY = "empty_region"
+"""The statistic that marks a sample whose region is empty (counted in the details)."""
 
 
-def evaluate(request: CheckRequest) -> Outcome:
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """``share``, ``signed_share`` (and ``interaction`` when thresholded), ``(B,)`` float, NaN
+    where undefined; ``empty_region`` ``(B,)`` bool."""
+    config = check.config
+    assert isinstance(config, RegionCheck)
+    location = check_location(shard, check)
+    regions = _regions(shard, config, location)
+    return {**_scores(shard, check, config, regions, location), EMPTY: ~nonempty(regions)}
+
+
+def decide(request: CheckRequest) -> Outcome:
     config = request.check.config
     assert isinstance(config, RegionCheck)
-    engine = request.engine
-    location: Location = ("checks", engine.spec.checks.index(request.check), "region")
-    regions = _regions(request, config, location)
-    scores = _scores(request, config, regions, location)
-    empty = int((~nonempty(regions[request.selection])).sum())
+    statistics = request.statistics
+    scores = {name: values for name, values in statistics.items() if name != EMPTY}
+    empty = int(statistics[EMPTY][request.selection].sum())
     return score_outcome(
         request,
         scores,
@@ -66,19 +76,19 @@ def _describe(config: RegionCheck) -> str:
     return f"region box [{top}:{bottom}, {left}:{right}]"
 
 
-def _regions(request: CheckRequest, config: RegionCheck, location: Location) -> Tensor:
-    """``(N, H, W) bool``: the named mask, or the box on every image."""
-    data = request.engine.data
-    n, _, height, width = data.images.shape
+def _regions(shard: Shard, config: RegionCheck, location: Location) -> Tensor:
+    """``(B, H, W) bool`` on the shard's device: the named mask, or the box on every image."""
+    n, _, height, width = shard.images.shape
+    regions = shard.batch.regions
     if config.mask is not None:
-        if config.mask not in data.regions:
-            named = ", ".join(repr(name) for name in data.regions) or "none"
+        if config.mask not in regions:
+            named = ", ".join(repr(name) for name in regions) or "none"
             raise SpecRuntimeError(
                 location + ("mask",),
-                f"the data has no region mask {config.mask!r}{did_you_mean(config.mask, data.regions)}; "
+                f"the data has no region mask {config.mask!r}{did_you_mean(config.mask, regions)}; "
                 f"its extra masks: {named}",
             )
-        return data.regions[config.mask].bool()
+        return regions[config.mask].bool()
     assert config.box is not None
     top, left, bottom, right = config.box
     if not (top < bottom <= height and left < right <= width):
@@ -87,26 +97,27 @@ def _regions(request: CheckRequest, config: RegionCheck, location: Location) -> 
             f"box [top, left, bottom, right] = {config.box} must satisfy top < bottom <= {height} and "
             f"left < right <= {width} (the images are {height}x{width}, ends exclusive)",
         )
-    box = torch.zeros(height, width, dtype=torch.bool)
+    box = torch.zeros(height, width, dtype=torch.bool, device=shard.device)
     box[top:bottom, left:right] = True
     return box.expand(n, height, width)
 
 
-def _scores(request: CheckRequest, config: RegionCheck, regions: Tensor, location: Location) -> dict[str, Tensor]:
-    """Per-sample ``(N,)`` scores on the CPU, batched by the engine's batch size (halved once
-    when that runs out of memory)."""
-    engine = request.engine
-    model = engine.model
-    targets = engine.targets
+def _scores(
+    shard: Shard, check: CheckSpec, config: RegionCheck, regions: Tensor, location: Location
+) -> dict[str, Tensor]:
+    """Per-sample ``(B,)`` float scores, batched by ``data.batch_size`` (halved once when that
+    runs out of memory)."""
+    model = shard.model
+    targets = shard.targets
 
     def scores(batch_size: int) -> dict[str, Tensor]:
         parts: dict[str, list[Tensor]] = {}
-        for part in engine.batches(batch_size=batch_size):
-            images = engine.data.images[part].to(engine.device)
+        for part in shard.batches(batch_size):
+            images = shard.images[part]
             if config.method == "occlusion":
                 batch = occlusion_scores(model, images, regions[part], targets[part])
             else:
-                truth = engine.data.masks[part] if config.interaction is not None else None
+                truth = shard.masks[part] if config.interaction is not None else None
                 with torch.inference_mode():
                     inputs = model.normalize(images)
                 try:
@@ -114,10 +125,10 @@ def _scores(request: CheckRequest, config: RegionCheck, regions: Tensor, locatio
                 except UnsupportedLayerError as error:
                     raise SpecRuntimeError(location + ("method",), _unsupported(error)) from None
             for name, values in batch.items():
-                parts.setdefault(name, []).append(values.float().cpu())
+                parts.setdefault(name, []).append(values.float())
         return {name: torch.cat(values) for name, values in parts.items()}
 
-    return run_with_half_batch_retry(scores, engine.batch_size, location, "data.batch_size")
+    return run_in_batches(shard, check, None, scores)
 
 
 def _unsupported(error: UnsupportedLayerError) -> str:

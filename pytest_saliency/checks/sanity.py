@@ -7,7 +7,7 @@
   similarity after the last step, ``every_step`` after each, ``per_layer`` after the named ones.
   Lower is better: a method that passes loses similarity as the model loses its training.
 - ``test: random_logit`` (Sixt et al. 2020): the mean similarity between the map for the target
-  and the map for a uniformly drawn other class (seeded), bounded by ``final``.
+  and the map for a uniformly drawn other class (seeded per sample), bounded by ``final``.
 - ``test: efficient`` (eMPRT, Hedström et al. 2023): the mean of ``(H(ê) − H(e)) / H(e)``
   between the trained and the fully (cascading) randomised model, bounded by ``score``; higher is
   better.
@@ -15,20 +15,26 @@
 Maps are the attributions after the check's ``channels`` reduction (default
 ``saliency.channels``). The model under test is never modified: the copies are deep copies.
 Undefined samples (a constant map has no ranks) are left out of the means and counted.
+
+Per shard, :func:`statistics` gives each sample's similarity at every step (or its entropies);
+the randomised layers' weights are drawn once per worker and kept, with one working copy of the
+model that each shard steps through (:func:`~pytest_saliency.metrics.sanity.randomised_steps`).
+:func:`decide` reads the merged per-sample values.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..loaders.models import ModelUnderTest
 from ..metrics.fidelity import auc_interval
-from ..metrics.saliency import ChannelReduction, reduce_channels
+from ..metrics.saliency import reduce_channels
 from ..metrics.sanity import (
     SSIM_WINDOW,
     Order,
@@ -36,22 +42,15 @@ from ..metrics.sanity import (
     histogram_entropy,
     other_classes,
     parameterised_layers,
-    randomised_models,
+    randomised_state,
+    randomised_steps,
     self_similarity,
     similarity,
     similarity_to,
 )
-from ..spec.schema import SanityCheck
-from .base import (
-    CheckRequest,
-    Measurement,
-    Outcome,
-    aggregate,
-    json_floats,
-    sample_table,
-)
-
-__all__ = ["evaluate"]
+from ..spec.schema import CheckSpec, SanityCheck
+from ..streaming import Shard
+from .base import CheckRequest, Measurement, Outcome, aggregate, check_location, json_floats, sample_table
 
 NETWORK = "network"
 """Layer names in a spec are relative to the user's network inside :class:`ModelUnderTest`."""
@@ -66,13 +65,15 @@ def _shown(layer: str) -> str:
     return layer or "<network>"
 
 
-def evaluate(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, SanityCheck) and request.method is not None
-    engine = request.engine
-    location: Location = ("checks", engine.spec.checks.index(request.check), "sanity")
-    channels = config.channels or engine.spec.saliency.channels
-    trained = reduce_channels(engine.attributions(request.method), channels)
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """Per sample: ``cascading`` / ``independent``: ``similarity`` ``(B, 1 + steps)``, the trained
+    map's with itself, then with each step's; ``random_logit``: ``similarity`` and ``other_class``
+    ``(B,)``; ``efficient``: ``score``, ``entropy_trained``, ``entropy_randomised`` ``(B,)``."""
+    config = check.config
+    assert isinstance(config, SanityCheck) and method is not None
+    location = check_location(shard, check)
+    channels = config.channels or shard.spec.saliency.channels
+    trained = reduce_channels(shard.attributions(method), channels)
     if config.similarity_name == "ssim" and min(trained.shape[1:]) < SSIM_WINDOW:
         raise SpecRuntimeError(
             location + ("similarity",),
@@ -80,16 +81,35 @@ def evaluate(request: CheckRequest) -> Outcome:
             f"{trained.shape[1]}x{trained.shape[2]} (use similarity: spearman or spearman_abs)",
         )
     if config.test == "random_logit":
-        return _random_logit(request, config, trained, channels, location)
-    layers = _layers(request, config, location)
+        classes = int(shard.logits.shape[1])
+        try:
+            others = other_classes(shard.targets, classes, shard.spec.seed, shard.indices.tolist())
+        except ValueError as error:
+            raise SpecRuntimeError(location + ("test",), str(error)) from None
+        maps = reduce_channels(shard.attributions_of(shard.model, method, others), channels)
+        return {"similarity": similarity(config.similarity_name, trained, maps).float(), "other_class": others}
+    layers = _layers(shard.model.network, config, location)
+    order: Order = "independent" if config.test == "independent" else "cascading"
+    steps = _randomised(shard, config, layers, order, location)
     if config.test == "efficient":
-        return _efficient(request, config, trained, channels, layers)
-    return _randomisation(request, config, trained, channels, layers)
+        *_, (_, model) = steps  # every layer re-initialised; only the last step is explained
+        assert isinstance(model, ModelUnderTest)
+        randomised = reduce_channels(shard.attributions_of(model, method), channels)
+        return {
+            "score": efficient_mprt_score(trained, randomised, config.bins).float(),
+            "entropy_trained": histogram_entropy(trained, config.bins).float(),
+            "entropy_randomised": histogram_entropy(randomised, config.bins).float(),
+        }
+    compare = similarity_to(config.similarity_name, trained)
+    curve = [self_similarity(trained)]
+    for _, model in steps:
+        assert isinstance(model, ModelUnderTest)
+        curve.append(compare(reduce_channels(shard.attributions_of(model, method), channels)))
+    return {"similarity": torch.stack(curve, dim=1).float()}
 
 
-def _layers(request: CheckRequest, config: SanityCheck, location: Location) -> list[str]:
+def _layers(network: nn.Module, config: SanityCheck, location: Location) -> list[str]:
     """The layers to randomise, checked against the network (positioned errors)."""
-    network = request.engine.model.network
     known = parameterised_layers(network)
     if config.layers is None:
         if not known:
@@ -117,48 +137,54 @@ def _layers(request: CheckRequest, config: SanityCheck, location: Location) -> l
     return layers
 
 
-def _randomised_maps(
-    request: CheckRequest,
-    config: SanityCheck,
-    channels: ChannelReduction,
-    layers: list[str],
-    order: Order,
-    last_only: bool = False,
-) -> Iterator[tuple[str, Tensor]]:
-    """Yield ``(layer, (N, H, W) maps)`` of the randomised copies, one step at a time (with
-    ``last_only``, only the last step's: the layers before it are re-initialised, not explained)."""
-    engine = request.engine
-    method = request.method
-    assert method is not None
-    location: Location = ("checks", engine.spec.checks.index(request.check), "sanity")
-    steps = randomised_models(engine.model, [_path(layer) for layer in layers], order, engine.spec.seed)
-    for step, layer in enumerate(layers, start=1):
-        try:
-            _, model = next(steps)
-        except TypeError as error:  # a parameterised module without reset_parameters
-            where = location + ("layers", step - 1) if config.layers is not None else location
-            raise SpecRuntimeError(
-                where, f"cannot re-initialise layer {_shown(layer)!r}: {error}; list the other layers in layers"
-            ) from None
-        if last_only and step < len(layers):
-            continue
-        label = f"{engine.loaded.name}: {method} with {step}/{len(layers)} layers randomised"
-        assert isinstance(model, ModelUnderTest)
-        yield layer, reduce_channels(engine.attributions_of(model, method, label), channels)
+def _randomised(
+    shard: Shard, config: SanityCheck, layers: list[str], order: Order, location: Location
+) -> Iterator[tuple[str, nn.Module]]:
+    """The randomised copies of the shard's model, one step at a time (a lazy iterator over one
+    working copy). Once per worker: each layer's re-initialised weights (drawn with the spec's
+    seed, the same in either order) and the working copy."""
+    model, seed = shard.model, shard.spec.seed
+    paths = [_path(layer) for layer in layers]
+
+    def draw() -> list[dict[str, Tensor]]:
+        states = []
+        for position, (layer, path) in enumerate(zip(layers, paths, strict=True)):
+            try:
+                states.append(randomised_state(model, path, seed))
+            except TypeError as error:  # a parameterised module without reset_parameters
+                where = location + ("layers", position) if config.layers is not None else location
+                raise SpecRuntimeError(
+                    where, f"cannot re-initialise layer {_shown(layer)!r}: {error}; list the other layers in layers"
+                ) from None
+        return states
+
+    states = shard.worker.cached(("sanity: randomised layers", tuple(paths), seed), draw)
+    working = shard.worker.cached(("sanity: working copy",), lambda: copy.deepcopy(model))
+    return randomised_steps(model, working, paths, states, order)
 
 
-def _randomisation(
-    request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, layers: list[str]
-) -> Outcome:
+def decide(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, SanityCheck) and request.method is not None
+    chosen = {name: values[request.selection] for name, values in request.statistics.items()}
+    if config.test == "random_logit":
+        return _random_logit(request, config, chosen)
+    layers = _layers(request.engine.model.network, config, request.location)
+    if config.test == "efficient":
+        return _efficient(request, config, chosen, layers)
+    return _randomisation(request, config, chosen["similarity"].T, layers)
+
+
+def _channels(request: CheckRequest, config: SanityCheck) -> str:
+    return config.channels or request.engine.spec.saliency.channels
+
+
+def _randomisation(request: CheckRequest, config: SanityCheck, values: Tensor, layers: list[str]) -> Outcome:
+    """The outcome from the ``(1 + steps, N)`` similarities of the samples at each step."""
     engine = request.engine
     name = config.similarity_name
+    channels = _channels(request, config)
     network = engine.model.network
-    compare = similarity_to(name, trained)
-    curve = [self_similarity(trained)]
-    order: Order = "cascading" if config.test == "cascading" else "independent"
-    for _, maps in _randomised_maps(request, config, channels, layers, order):
-        curve.append(compare(maps))
-    values = torch.stack(curve).float()  # (1 + steps, N)
     means = [aggregate(row, "mean") for row in values]
     intervals = [auc_interval(row) for row in values]
     measurements = []
@@ -220,27 +246,19 @@ def _randomisation(
     return Outcome(measurements, samples=values.shape[1], undefined=undefined, details=details, extra=extra)
 
 
-def _random_logit(
-    request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, location: Location
-) -> Outcome:
+def _random_logit(request: CheckRequest, config: SanityCheck, chosen: dict[str, Tensor]) -> Outcome:
     engine = request.engine
-    assert request.method is not None and config.final is not None
+    assert config.final is not None
     name = config.similarity_name
-    classes = int(engine.logits.shape[1])
-    try:
-        others = other_classes(engine.targets, classes, engine.spec.seed)
-    except ValueError as error:
-        raise SpecRuntimeError(location + ("test",), str(error)) from None
-    label = f"{engine.loaded.name}: {request.method} for another class"
-    maps = reduce_channels(engine.attributions_of(engine.model, request.method, label, others), channels)
-    values = similarity(name, trained, maps).float()
+    channels = _channels(request, config)
+    values = chosen["similarity"]
     mean, interval = aggregate(values, "mean"), auc_interval(values)
     measurements = [Measurement.compare(f"{name} to another class's map", mean, config.final, interval)]
     details = [
         (
             f"random logit: {name} between the {channels} map of the {engine.spec.target} class and of a uniformly "
-            f"drawn other class (seed {engine.spec.seed}, {classes} classes), mean over {values.numel()} samples: "
-            f"{mean:.4f} ± {interval:.4f}"
+            f"drawn other class (seeded per sample, seed {engine.spec.seed}, {request.result.classes} classes), "
+            f"mean over {values.numel()} samples: {mean:.4f} ± {interval:.4f}"
         ),
         "a map that explains the class differs between classes; a high similarity means it does not depend on the class",
     ]
@@ -250,7 +268,7 @@ def _random_logit(
             "similarity": name,
             "channels": channels,
             "seed": engine.spec.seed,
-            "other_class": others.tolist(),
+            "other_class": chosen["other_class"].tolist(),
             "per_sample": json_floats(values),
         }
     }
@@ -259,21 +277,17 @@ def _random_logit(
     )
 
 
-def _efficient(
-    request: CheckRequest, config: SanityCheck, trained: Tensor, channels: ChannelReduction, layers: list[str]
-) -> Outcome:
+def _efficient(request: CheckRequest, config: SanityCheck, chosen: dict[str, Tensor], layers: list[str]) -> Outcome:
     engine = request.engine
     assert config.score is not None
-    ((_, randomised),) = _randomised_maps(request, config, channels, layers, "cascading", last_only=True)
-    scores = efficient_mprt_score(trained, randomised, config.bins).float()
-    before, after = histogram_entropy(trained, config.bins), histogram_entropy(randomised, config.bins)
+    scores, before, after = chosen["score"], chosen["entropy_trained"], chosen["entropy_randomised"]
     mean, interval = aggregate(scores, "mean"), auc_interval(scores)
     measurements = [Measurement.compare("eMPRT score (H(ê) − H(e)) / H(e)", mean, config.score, interval)]
     details = [
         (
-            f"efficient MPRT: entropy of a {config.bins}-bin histogram of the {channels} map, trained model "
-            f"{aggregate(before.float(), 'mean'):.4f} nats -> all {len(layers)} layers randomised "
-            f"{aggregate(after.float(), 'mean'):.4f} nats (seed {engine.spec.seed}); "
+            f"efficient MPRT: entropy of a {config.bins}-bin histogram of the {_channels(request, config)} map, "
+            f"trained model {aggregate(before, 'mean'):.4f} nats -> all {len(layers)} layers randomised "
+            f"{aggregate(after, 'mean'):.4f} nats (seed {engine.spec.seed}); "
             f"mean relative rise {mean:.4f} ± {interval:.4f}"
         ),
         "a method that explains the model gives a more disordered map for a random model (a positive score)",
@@ -281,12 +295,12 @@ def _efficient(
     extra = {
         "sanity": {
             "test": "efficient",
-            "channels": channels,
+            "channels": _channels(request, config),
             "seed": engine.spec.seed,
             "bins": config.bins,
             "layers": layers,
-            "entropy_trained": json_floats(before.float()),
-            "entropy_randomised": json_floats(after.float()),
+            "entropy_trained": json_floats(before),
+            "entropy_randomised": json_floats(after),
             "per_sample": json_floats(scores),
         }
     }

@@ -17,7 +17,8 @@ Re-initialisation uses each layer's own ``reset_parameters()`` after ``torch.man
 seed both draw the same weights, and the caller's random state is left as it was. BatchNorm's
 ``reset_parameters()`` sets the running mean to 0, the running variance to 1 and the affine
 weight and bias to 1 and 0 (the identity up to ``eps``): nothing is drawn, so nothing can be
-negative or NaN. The model passed in is never modified: every function works on a deep copy.
+negative or NaN. The model passed in is never modified: the functions draw on deep copies and
+step a copy they are given (:func:`randomised_steps`).
 
 Everything is batched over samples; an undefined value (a constant map has no ranks and no
 entropy) is NaN.
@@ -26,12 +27,14 @@ entropy) is NaN.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .seeding import per_sample_draws
 
 Similarity = Literal["spearman", "spearman_abs", "ssim"]
 SIMILARITIES: tuple[str, ...] = ("spearman", "spearman_abs", "ssim")
@@ -42,6 +45,8 @@ SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 ENTROPY_BINS = 100
 """Histogram bins of eMPRT's entropy (the paper's and Quantus' default)."""
+SALT_OTHER_CLASS = 0x81
+"""The salt of random logit's per-sample draw of the other class (docs/methods.md)."""
 
 
 # --- similarities ----------------------------------------------------------------------------
@@ -222,34 +227,59 @@ def reinitialise(module: nn.Module, seed: int) -> None:
             target.reset_parameters()
 
 
+def randomised_state(model: nn.Module, layer: str, seed: int) -> dict[str, Tensor]:
+    """The state dict of ``model``'s ``layer`` (a dotted name) after :func:`reinitialise` with
+    ``seed``, drawn on a deep copy of that layer alone. Nothing drawn depends on the weights the
+    layer had, so this is the layer's state at its step in either order.
+
+    Raises ``TypeError`` like :func:`reinitialise`."""
+    module = copy.deepcopy(model.get_submodule(layer))
+    reinitialise(module, seed)
+    return module.state_dict()
+
+
+def randomised_steps(
+    model: nn.Module,
+    randomised: nn.Module,
+    layers: Sequence[str],
+    states: Iterable[dict[str, Tensor]],
+    order: Order,
+) -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(layer, randomised)`` for each of ``layers`` (dotted names in ``model``), with
+    ``states`` the layers' :func:`randomised_state` in the same order.
+
+    ``randomised`` is a copy of ``model`` (the same architecture) that is first given ``model``'s
+    weights, then changed step by step: ``cascading``, the copy at step ``k`` has ``layers[:k + 1]``
+    re-initialised (pass the layers top-down for Adebayo et al.'s cascade); ``independent``, only
+    ``layers[k]``, the others as trained. The copy yielded is valid until the next step (it is
+    the same object each time); ``model`` itself is never modified."""
+    randomised.load_state_dict(model.state_dict())
+    for layer, state in zip(layers, states, strict=False):
+        module = randomised.get_submodule(layer)
+        module.load_state_dict(state)
+        yield layer, randomised
+        if order == "independent":
+            module.load_state_dict(model.get_submodule(layer).state_dict())
+
+
 def randomised_models(
     model: nn.Module, layers: Sequence[str], order: Order, seed: int
 ) -> Iterator[tuple[str, nn.Module]]:
-    """Yield ``(layer, randomised copy)`` for each of ``layers`` (dotted names in ``model``).
-
-    ``cascading``: the copy at step ``k`` has ``layers[:k + 1]`` re-initialised (pass the layers
-    top-down for Adebayo et al.'s cascade); ``independent``: only ``layers[k]``, the others as
-    trained. Each layer is drawn by :func:`reinitialise` with ``seed``, so the weights of a layer
-    are the same in both orders and whatever the batch size. One deep copy of ``model`` is made
-    and changed step by step, so the copy yielded is valid until the next step (it is not a new
-    object each time); ``model`` itself is never modified."""
-    randomised = copy.deepcopy(model)
-    for layer in layers:
-        module = randomised.get_submodule(layer)
-        trained = {key: value.clone() for key, value in module.state_dict().items()} if order == "independent" else None
-        reinitialise(module, seed)
-        yield layer, randomised
-        if trained is not None:
-            module.load_state_dict(trained)
+    """:func:`randomised_steps` on one deep copy of ``model``, each layer drawn by
+    :func:`randomised_state` with ``seed`` when its step comes, so the weights of a layer are the
+    same in both orders and whatever the batch size."""
+    states = (randomised_state(model, layer, seed) for layer in layers)
+    return randomised_steps(model, copy.deepcopy(model), layers, states, order)
 
 
-def other_classes(targets: Tensor, num_classes: int, seed: int) -> Tensor:
+def other_classes(targets: Tensor, num_classes: int, seed: int, indices: Sequence[int]) -> Tensor:
     """For each ``(N,)`` target a class drawn uniformly from the ``num_classes - 1`` others,
-    ``(N,)`` long, from a CPU generator seeded with ``seed`` (the same whatever the device or
-    batch size)."""
+    ``(N,)`` long on the targets' device. Sample ``i``'s draw is seeded by ``seed`` and its index
+    ``indices[i]`` in the data set (:func:`~pytest_saliency.metrics.seeding.per_sample_draws`, a
+    32-bit draw modulo ``num_classes - 1``), so it is the same whatever the device, the batch or
+    the shard the sample is in."""
     if num_classes < 2:
         raise ValueError(f"random logit needs at least 2 classes, the model has {num_classes}")
-    generator = torch.Generator().manual_seed(seed)
-    draws = torch.randint(0, num_classes - 1, tuple(targets.shape), generator=generator)
+    draws = per_sample_draws(indices, (), seed, SALT_OTHER_CLASS, "bits") % (num_classes - 1)
     cpu_targets = targets.cpu()
     return (draws + (draws >= cpu_targets).long()).to(targets.device)

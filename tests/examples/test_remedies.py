@@ -144,14 +144,16 @@ def test_the_example_specs_fail_as_the_readme_says(weights: str, outcome: str, f
 def test_the_region_check_measures_the_tables_decoy_share(measured: dict[str, Measured]) -> None:
     """The spec's own engine and check give the table's number (batched by the spec's batch size)."""
     from pytest_saliency.checks.base import CheckRequest
-    from pytest_saliency.checks.region import evaluate as region_check
+    from pytest_saliency.checks.region import decide
     from pytest_saliency.engine import SpecEngine
     from pytest_saliency.spec import load_spec
+    from pytest_saliency.streaming import Need, Plan
 
     loaded = load_spec(SPECS["decoy.pt"])
     engine = SpecEngine(loaded, torch.device("cpu"), (ROOT,))
     check = next(check for check in loaded.spec.checks if check.id == "decoy-unused")
-    outcome = region_check(CheckRequest(engine, check, None, None))
+    result = engine.result(Plan((Need(loaded.spec.checks.index(check), None),)))
+    outcome = decide(CheckRequest(engine, check, None, None, result))
     (share,) = [m for m in outcome.measurements if m.name == "share.mean"]
     assert share.value == pytest.approx(measured["decoy.pt"].decoy_share, abs=1e-4)
     assert not outcome.passed and outcome.undefined == 0

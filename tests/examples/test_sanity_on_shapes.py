@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_saliency.checks.base import CheckRequest
-from pytest_saliency.checks.sanity import evaluate
+from pytest_saliency.checks.base import CheckRequest, Outcome
+from pytest_saliency.checks.sanity import decide
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.spec import load_spec
+from pytest_saliency.streaming import Need, Plan
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 0.01
 QUOTED_CURVE = {"grad": [1.00, 0.80, 0.67, 0.28, 0.11], "edge": [1.00, 1.00, 1.00, 1.00, 1.00]}
-QUOTED_VALUES = {("class-sensitive", "grad"): 0.707, ("class-sensitive", "edge"): 1.0,
+QUOTED_VALUES = {("class-sensitive", "grad"): 0.701, ("class-sensitive", "edge"): 1.0,
                  ("disorder-when-random", "grad"): 0.917, ("disorder-when-random", "edge"): 0.0}  # fmt: skip
 
 
@@ -28,9 +29,12 @@ def engine() -> SpecEngine:
     return SpecEngine(loaded, torch.device("cpu"), (ROOT,))
 
 
-def outcome(engine: SpecEngine, check_id: str, method: str):  # type: ignore[no-untyped-def]
-    check = next(check for check in engine.spec.checks if check.id == check_id)
-    return evaluate(CheckRequest(engine, check, method, None))
+def outcome(engine: SpecEngine, check_id: str, method: str) -> Outcome:
+    """The item's outcome; the first call computes every check of the spec in one pass."""
+    checks = engine.spec.checks
+    plan = Plan(tuple(Need(index, name) for index in range(len(checks)) for name in engine.spec.attributions))
+    check = next(check for check in checks if check.id == check_id)
+    return decide(CheckRequest(engine, check, method, None, engine.result(plan)))
 
 
 @pytest.mark.parametrize("method", ["grad", "edge"])
@@ -51,4 +55,4 @@ def test_random_logit_and_emprt_are_the_quoted_ones(engine: SpecEngine, check_id
 def test_the_spec_reference_quotes_these_numbers() -> None:
     reference = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
     assert "0.80 → 0.67 → 0.28 → 0.11" in reference
-    assert "0.707" in reference and "0.917" in reference
+    assert "0.701" in reference and "0.917" in reference

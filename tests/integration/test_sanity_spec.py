@@ -12,6 +12,7 @@ at every step, and its eMPRT score exactly 0.
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -220,3 +221,48 @@ def test_ssim_on_maps_smaller_than_its_window_is_a_positioned_error_with_a_fix(
         ]
     )
     helpers.assert_no_traceback(result.stdout.str())
+
+
+def test_statistics_do_not_depend_on_the_shard_size(sanity_project: pytest.Pytester, write_spec) -> None:
+    """Each worker draws the randomised layers once and every shard steps through them; the other
+    class is drawn per sample: shards of 1, 3 and all 6 samples give the same numbers (up to the
+    float rounding of a network run on batches of another size) and the same other classes."""
+    checks = (
+        sanity_check("cascade", every_step='"<= 1"', final='"<= 1"')
+        + sanity_check("alone", test="independent", final='"<= 1"')
+        + sanity_check("logit", test="random_logit", final='"<= 1"')
+        + sanity_check("emprt", test="efficient", score='">= -10"')
+    )
+    write_spec(model=MODEL, attributions=METHODS, checks=checks)
+    documents = []
+    for size in (1, 3, 6):
+        result = sanity_project.runpytest_inprocess(
+            "--saliency-set", f"data.shard_size={size}", "--saliency-json", f"out/{size}.json"
+        )
+        result.assert_outcomes(passed=8)
+        document = json.loads((sanity_project.path / "out" / f"{size}.json").read_text())
+        documents.append({(item["check"], item["method"]): item for item in document["results"]})
+    first = documents[0]
+    others = first[("logit", "grad")]["sanity"]["other_class"]
+    assert len(set(others)) > 1  # drawn per sample
+    for other in documents[1:]:
+        assert other.keys() == first.keys()
+        for key, item in first.items():
+            assert [(m["name"], m["passed"]) for m in other[key]["measurements"]] == [
+                (m["name"], m["passed"]) for m in item["measurements"]
+            ]
+            for block in ("measurements", "sanity"):
+                expected = pytest.approx(numbers(item[block]), abs=1e-4, nan_ok=True)
+                assert numbers(other[key][block]) == expected, (key, block)
+            assert other[key]["sanity"].get("other_class") == item["sanity"].get("other_class"), key
+
+
+def numbers(value: object) -> list[float]:
+    """Every number in a JSON value, in order (None, an undefined number, as NaN)."""
+    if isinstance(value, dict):
+        return [number for key in sorted(value) for number in numbers(value[key])]
+    if isinstance(value, list):
+        return [number for item in value for number in numbers(item)]
+    if value is None:
+        return [math.nan]
+    return [float(value)] if isinstance(value, int | float) and not isinstance(value, bool) else []

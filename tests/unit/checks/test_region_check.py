@@ -18,13 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from pytest_saliency.checks.base import CheckRequest
-from pytest_saliency.checks.region import evaluate
-from pytest_saliency.engine import SpecEngine
+from pytest_saliency.checks.region import decide, statistics
 from pytest_saliency.errors import SpecRuntimeError
-from pytest_saliency.loaders.data import SaliencyData
+from pytest_saliency.loaders.data import SampleBatch
 from pytest_saliency.loaders.models import ModelUnderTest
 from pytest_saliency.metrics.region import cd_region_scores, centre, occlusion_scores, relative_share
 from pytest_saliency.spec.schema import CheckSpec, NormalizeSpec
+from pytest_saliency.streaming import Need, PassResult, Plan, Shard, ShardResult, merge, shard_ranges
 
 SIZE = 4
 REGION = (slice(0, 2), slice(0, 2))  # the top-left 2x2 corner: 4 of 16 pixels
@@ -49,7 +49,9 @@ def linear_model(bias: float | None = None) -> nn.Module:
 
 
 class FakeEngine:
-    """What a region check reads from the engine, built from tensors."""
+    """What a region check reads from a worker and an engine, built from tensors: the samples are
+    split into real :class:`~pytest_saliency.streaming.Shard` s of ``shard_size``, each shard's
+    statistics merged as the engine merges them (:func:`~pytest_saliency.streaming.merge`)."""
 
     def __init__(
         self,
@@ -61,27 +63,53 @@ class FakeEngine:
         masks: Tensor | None = None,
         normalize: NormalizeSpec | None = None,
         batch_size: int = 2,
-        checks: list[CheckSpec] | None = None,
+        shard_size: int | None = None,
+        classes: tuple[str, ...] | None = ("a", "b"),
     ) -> None:
         n = images.shape[0]
-        labels = torch.zeros(n, dtype=torch.long) if labels is None else labels
-        masks = torch.ones(n, *images.shape[2:], dtype=torch.bool) if masks is None else masks
+        self.images = images
+        self.labels = torch.zeros(n, dtype=torch.long) if labels is None else labels
+        self.masks = torch.ones(n, *images.shape[2:], dtype=torch.bool) if masks is None else masks
+        self.regions = regions
         self.model = ModelUnderTest(network, normalize).eval()
-        self.data = SaliencyData(images, masks, labels, regions)
-        self.spec = SimpleNamespace(checks=checks or [], seed=0, data=SimpleNamespace(classes=["a", "b"]))
+        self.spec = SimpleNamespace(checks=[], seed=0, target="label", data=SimpleNamespace(classes=classes))
         self.device = torch.device("cpu")
         self.batch_size = batch_size
-        self.targets = labels
-        with torch.no_grad():
-            self.predictions = self.model(images).argmax(dim=1)
+        self.shard_size = shard_size or n
 
-    batches = SpecEngine.batches
+    def shards(self) -> list[Shard]:
+        shards = []
+        for part in shard_ranges(self.images.shape[0], self.shard_size):
+            at = slice(part.start, part.stop)
+            batch = SampleBatch(
+                torch.arange(part.start, part.stop),
+                self.images[at],
+                self.masks[at],
+                self.labels[at],
+                {name: mask[at] for name, mask in self.regions.items()},
+            )
+            shards.append(Shard(self, batch))  # type: ignore[arg-type]
+        return shards
+
+    def result(self, check: CheckSpec) -> PassResult:
+        """The merged statistics of ``check`` over every shard."""
+        need = Need(self.spec.checks.index(check), None)
+        parts = []
+        for shard in self.shards():
+            base = {"index": shard.indices, "label": shard.batch.labels, "prediction": shard.predictions}
+            base["target"] = shard.targets
+            parts.append(ShardResult(base, {}, {need: statistics(shard, check, None)}, {}, [], 2))
+        return merge(parts, Plan((need,)))
 
 
 def run_check(engine: FakeEngine, **region: Any) -> Any:
     check = CheckSpec.model_validate({"id": "decoy-unused", "region": region})
     engine.spec.checks = [check]
-    return evaluate(CheckRequest(engine, check, None, None))  # type: ignore[arg-type]
+    return decide_check(engine, check)
+
+
+def decide_check(engine: FakeEngine, check: CheckSpec) -> Any:
+    return decide(CheckRequest(engine, check, None, None, engine.result(check)))  # type: ignore[arg-type]
 
 
 # --- share -----------------------------------------------------------------------------------
@@ -264,7 +292,7 @@ def test_occlusion_method_in_the_check() -> None:
 
 
 @pytest.mark.parametrize("method", ["contextual_decomposition", "occlusion"])
-def test_scores_do_not_depend_on_the_batch_size(method: str) -> None:
+def test_scores_do_not_depend_on_the_batch_or_shard_size(method: str) -> None:
     torch.manual_seed(0)
     network = nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 2 * 2, 3)
@@ -272,12 +300,31 @@ def test_scores_do_not_depend_on_the_batch_size(method: str) -> None:
     images = torch.rand(7, 3, SIZE, SIZE)
     regions = {"decoy": torch.rand(7, SIZE, SIZE) > 0.6}
     values = []
-    for batch_size in (1, 3, 7):
-        engine = FakeEngine(network, images, regions, labels=torch.arange(7) % 3, batch_size=batch_size)
+    for batch_size, shard_size in ((1, 7), (3, 7), (7, 7), (2, 1), (2, 3)):
+        engine = FakeEngine(
+            network,
+            images,
+            regions,
+            labels=torch.arange(7) % 3,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            classes=None,
+        )
         values.append(
             run_check(engine, mask="decoy", method=method, share={"mean": "<= 1"}).extra["per_sample"]["share"]
         )
-    assert values[0] == pytest.approx(values[1], abs=1e-5) and values[0] == pytest.approx(values[2], abs=1e-5)
+    assert len(values[0]) == 7
+    for other in values[1:]:
+        assert other == pytest.approx(values[0], abs=1e-5)
+
+
+def test_empty_regions_are_counted_over_every_shard() -> None:
+    regions = corner().repeat(5, 1, 1)
+    regions[[1, 4]] = False
+    engine = FakeEngine(linear_model(), torch.ones(5, 1, SIZE, SIZE), {"decoy": regions}, shard_size=2)
+    outcome = run_check(engine, mask="decoy", share={"mean": ">= 0.25"})
+    assert outcome.samples == 5 and "2 undefined, 2 with an empty region" in outcome.details[0]
+    assert outcome.extra["per_sample"]["index"] == [0, 1, 2, 3, 4]
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -295,7 +342,7 @@ def test_unsupported_layer_is_a_one_line_spec_error() -> None:
     check = CheckSpec.model_validate({"id": "decoy-unused", "region": {"mask": "decoy", "share": {"mean": "<= 0.05"}}})
     engine.spec.checks.append(check)
     with pytest.raises(SpecRuntimeError) as caught:
-        evaluate(CheckRequest(engine, check, None, None))  # type: ignore[arg-type]
+        decide_check(engine, check)
     error = caught.value
     assert error.location == ("checks", 1, "region", "method")
     assert "\n" not in error.message and error.message.endswith("use method: occlusion")

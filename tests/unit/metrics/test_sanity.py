@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -18,12 +19,15 @@ from pydantic import ValidationError
 from torch import nn
 
 from pytest_saliency.metrics.sanity import (
+    Order,
     average_ranks,
     efficient_mprt_score,
     histogram_entropy,
     other_classes,
     parameterised_layers,
     randomised_models,
+    randomised_state,
+    randomised_steps,
     reinitialise,
     self_similarity,
     similarity,
@@ -283,6 +287,31 @@ def test_randomisation_is_seeded_and_leaves_the_callers_random_state_alone() -> 
     assert torch.equal(alone[1]["2.weight"], first[1]["2.weight"])
 
 
+def test_a_layer_drawn_alone_gets_the_weights_it_gets_inside_the_model() -> None:
+    model = small_net(batch_norm=True)
+    inside = deepcopy(model)
+    reinitialise(inside.get_submodule("3"), seed=4)
+    alone = randomised_state(model, "3", seed=4)
+    assert alone.keys() == inside.get_submodule("3").state_dict().keys()
+    assert all(torch.equal(value, inside.get_submodule("3").state_dict()[key]) for key, value in alone.items())
+
+
+@pytest.mark.parametrize("order", ["cascading", "independent"])
+def test_a_working_copy_used_before_steps_like_a_fresh_one(order: Order) -> None:
+    """A worker keeps one working copy and the drawn layers for every shard: a copy left fully
+    randomised by an earlier shard gives the same steps as a fresh deep copy."""
+    model = small_net()
+    layers = parameterised_layers(model)
+    states = [randomised_state(model, layer, seed=2) for layer in layers]
+    working = deepcopy(model)
+    for _ in randomised_steps(model, working, layers, states, "cascading"):
+        pass
+    fresh = [snapshot(step) for _, step in randomised_models(model, layers, order, seed=2)]
+    reused = [snapshot(step) for _, step in randomised_steps(model, working, layers, states, order)]
+    for a, b in zip(fresh, reused, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_batch_norm_is_reset_to_the_identity_without_nan() -> None:
     model = small_net(batch_norm=True)
     norm = model.get_submodule("1")
@@ -315,14 +344,24 @@ def test_a_module_without_reset_parameters_is_named() -> None:
 
 def test_other_classes_are_seeded_uniform_draws_among_the_others() -> None:
     targets = torch.arange(5).repeat(400)
-    others = other_classes(targets, 5, seed=0)
+    indices = range(len(targets))
+    others = other_classes(targets, 5, 0, indices)
     assert (others != targets).all() and others.min() >= 0 and others.max() <= 4
-    assert torch.equal(others, other_classes(targets, 5, seed=0))
-    assert not torch.equal(others, other_classes(targets, 5, seed=1))
+    assert torch.equal(others, other_classes(targets, 5, 0, indices))
+    assert not torch.equal(others, other_classes(targets, 5, 1, indices))
     counts = torch.bincount(others[targets == 2], minlength=5)
     assert counts[2] == 0 and counts.min().item() == 0 and (counts[[0, 1, 3, 4]] > 70).all()  # 100 each expected
     with pytest.raises(ValueError, match="at least 2 classes"):
-        other_classes(torch.zeros(3, dtype=torch.long), 1, seed=0)
+        other_classes(torch.zeros(3, dtype=torch.long), 1, 0, range(3))
+
+
+@given(st.integers(0, 40), st.integers(1, 60), st.integers(2, 9))
+def test_a_samples_other_class_depends_on_its_index_not_its_batch(start: int, size: int, classes: int) -> None:
+    """Any slice of the samples draws what those samples draw among all of them."""
+    targets = torch.arange(100) % classes
+    everything = other_classes(targets, classes, 3, range(100))
+    part = other_classes(targets[start : start + size], classes, 3, range(start, min(start + size, 100)))
+    assert torch.equal(part, everything[start : start + size])
 
 
 # --- the spec block ----------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def our_maps(model: ModelUnderTest, images: torch.Tensor, labels: torch.Tensor) 
     attributor = Attributor(
         AttributionSpec(method="Saliency", params={"abs": True}), model, 64, ("attributions", "grad")
     )
-    return reduce_channels(attributor(images, labels), "abs_sum")
+    return reduce_channels(attributor(images, labels, range(len(images)), SEED), "abs_sum")
 
 
 def quantus_steps(network: torch.nn.Module, order: str):  # type: ignore[no-untyped-def]
