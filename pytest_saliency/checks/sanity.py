@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +47,7 @@ from ..metrics.sanity import (
     similarity,
     similarity_to,
 )
+from ..report.results import OutcomeExtra
 from ..spec.schema import CheckSpec, SanityCheck
 from ..streaming import Shard
 from .base import CheckRequest, Measurement, Outcome, aggregate, check_location, json_floats, sample_table
@@ -228,7 +228,7 @@ def _randomisation(request: CheckRequest, config: SanityCheck, values: Tensor, l
         "a similarity that stays high means the map does not depend on what the model learned"
     )
     undefined = int(values[-1].isnan().sum())
-    extra: dict[str, Any] = {
+    extra: OutcomeExtra = {
         "sanity": {
             "test": config.test,
             "similarity": name,
@@ -262,7 +262,7 @@ def _random_logit(request: CheckRequest, config: SanityCheck, chosen: dict[str, 
         ),
         "a map that explains the class differs between classes; a high similarity means it does not depend on the class",
     ]
-    extra = {
+    extra: OutcomeExtra = {
         "sanity": {
             "test": "random_logit",
             "similarity": name,
@@ -292,7 +292,7 @@ def _efficient(request: CheckRequest, config: SanityCheck, chosen: dict[str, Ten
         ),
         "a method that explains the model gives a more disordered map for a random model (a positive score)",
     ]
-    extra = {
+    extra: OutcomeExtra = {
         "sanity": {
             "test": "efficient",
             "channels": _channels(request, config),

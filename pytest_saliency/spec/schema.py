@@ -184,7 +184,8 @@ class DataSpec(_ExactlyOne):
         description="samples read, attributed and scored at a time; memory grows with it, results do not change",
     )
     num_workers: NonNegativeInt = Field(
-        default=0, description="DataLoader worker processes reading a Dataset factory's samples (0: in the main process)"
+        default=0,
+        description="DataLoader worker processes reading a Dataset factory's samples (0: in the main process)",
     )
     pin_memory: bool = Field(default=False, description="DataLoader pin_memory, for faster copies to a GPU")
     classes: list[str] | None = Field(default=None, min_length=1)
