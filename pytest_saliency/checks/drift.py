@@ -121,7 +121,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
     out = {
         "scores_b": scores_b,
         "size": torch.tensor([height, width]).expand(len(shard), 2),
-        **on_masks(shard, segments),
+        **_on_masks(shard, segments),
     }
     if config.against.stored is not None:
         out["digest"] = sample_digests(shard.batch.images, shard.batch.labels)
@@ -144,7 +144,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
     return out
 
 
-def on_masks(shard: Shard, segments: Tensor) -> dict[str, Tensor]:
+def _on_masks(shard: Shard, segments: Tensor) -> dict[str, Tensor]:
     """``on:<name> (B, S) bool`` for each extra mask of the shard's data (e.g. ``decoy``) and for
     the ground-truth masks: the segments that lie on the image's mask, i.e. whose overlap with it
     is at least half of the segment or half of the mask (so a patch split across segments counts
@@ -182,7 +182,7 @@ def decide(request: CheckRequest) -> Outcome:
         result, against, snapshot, notes = _against_snapshot(request, config, statistics)
     else:
         result, against = _against_version(request, config, statistics)
-    result = replace_settings(result, config)
+    result = _with_settings(result, config)
     measurements = _measurements(config, result, engine.spec.seed)
     regions = _regions(statistics, result)
     width = int(statistics["size"][0, 1])
@@ -216,7 +216,7 @@ def decide(request: CheckRequest) -> Outcome:
     return outcome
 
 
-def replace_settings(result: DriftResult, config: DriftCheck) -> DriftResult:
+def _with_settings(result: DriftResult, config: DriftCheck) -> DriftResult:
     """``result`` with the check's settings (segments, keep, clusters, seed, embedding) recorded."""
     settings = {"segments": {"patch": config.segments.patch}, **result.settings}
     return replace(result, settings={**settings, "embedding": config.embedding.model_dump(mode="json")})
@@ -449,7 +449,7 @@ def _measurements(config: DriftCheck, result: DriftResult, seed: int) -> list[Me
 
 def _regions(statistics: dict[str, Tensor], result: DriftResult) -> dict[str, dict[str, Any]]:
     """For each extra mask of the data (e.g. ``decoy``): which cluster holds the kept segments
-    that lie on it (:func:`on_masks`), and their attribution share under A and B; for the
+    that lie on it (:func:`_on_masks`), and their attribution share under A and B; for the
     ground-truth masks (``ground_truth``), the share only."""
     out: dict[str, dict[str, Any]] = {}
     k = int(result.shift.count.shape[0])
