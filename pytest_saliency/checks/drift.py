@@ -124,7 +124,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
         **_on_masks(shard, segments),
     }
     if config.against.stored is not None:
-        out["digest"] = sample_digests(shard.batch.images, shard.batch.labels)
+        out["digest"] = sample_digests(images, shard.batch.labels)
         if config.embedding.kind == "colour_texture":
             every = torch.arange(count, device=shard.device).expand(len(shard), count)
             embed = _colour_texture(shard.worker.batch_size)
@@ -137,7 +137,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
     embed = _colour_texture(shard.worker.batch_size)
     if config.embedding.kind == "activations":
         embed = shard.worker.cached(
-            ("drift-embedder", config.against.model_dump_json(), config.embedding.model_dump_json()),
+            ("drift-embedder", location, config.against.model_dump_json(), config.embedding.model_dump_json()),
             lambda: _reference_embedder(reference, config, location, shard.worker.batch_size),
         )
     out.update(scores_a=scores_a, kept=kept, embeddings=embed_segments(embed, images, segments, kept, count))
@@ -161,7 +161,8 @@ def _on_masks(shard: Shard, segments: Tensor) -> dict[str, Tensor]:
 
 
 def _reference_embedder(model: ModelUnderTest, config: DriftCheck, location: Location, batch_size: int) -> Embedder:
-    """The activation embedder of ``model``'s embedding layer (once per worker and version)."""
+    """The activation embedder of ``model``'s embedding layer, its errors at the check's
+    ``location`` (built once per worker and check)."""
     layer = _layer(model, config, location)
     return _guarded(activation_embedder(model, f"network.{layer}", batch_size=batch_size), layer, location)
 
