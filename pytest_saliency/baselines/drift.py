@@ -6,7 +6,8 @@ without the reference model: A's segment scores, the k-means centres fitted on A
 segments and, for ``embedding: {kind: activations}``, the embedding of *every* segment of every
 image by the snapshot model's layer (an ``(N, S, D)`` table, float16 when it fits). With
 ``colour_texture`` the table is not needed (the descriptor is a function of the images, whose
-hash the snapshot records), and the snapshot stays small. The check itself
+hash the snapshot records), and the snapshot stays small. The data hash is
+:func:`~.store.data_hash` of per-sample digests (snapshot format 2). The check itself
 (:mod:`pytest_saliency.checks.drift`) decides what to compare; this module only reads and
 writes.
 """
@@ -27,7 +28,7 @@ from .._io import write_atomic
 from ..checks.base import CheckRequest, Outcome
 from ..engine import SpecEngine
 from ..errors import Location, SnapshotCorruptError, SpecDeprecationWarning, SpecRuntimeError
-from ..metrics.drift import Embedder, EmbedSpec, drift_from_scores
+from ..metrics.drift import drift_from_scores
 from ..spec.schema import DriftCheck
 from .settings import UpdateMode, snapshot_name
 from .store import SnapshotStore, check_compatible, content_hash, make_metadata
@@ -57,10 +58,11 @@ def snapshot_location(engine: SpecEngine, config: DriftCheck, location: Location
     return where
 
 
-def expected_settings(engine: SpecEngine, config: DriftCheck, method: str) -> dict[str, Any]:
-    """What a snapshot must have been made with to be comparable with this run."""
+def expected_settings(engine: SpecEngine, config: DriftCheck, method: str, data_hash: str) -> dict[str, Any]:
+    """What a snapshot must have been made with to be comparable with this run (``data_hash``:
+    :func:`~.store.data_hash` of this run's samples)."""
     return {
-        "data_hash": engine.data_hash,
+        "data_hash": data_hash,
         "segments": {"patch": config.segments.patch},
         "keep": config.keep,
         "clusters": config.clusters,
@@ -73,37 +75,27 @@ def expected_settings(engine: SpecEngine, config: DriftCheck, method: str) -> di
 def fresh_snapshot(
     request: CheckRequest,
     config: DriftCheck,
-    images: Tensor,
-    segments: Tensor,
     scores: Tensor,
+    table: Tensor,
     expected: dict[str, Any],
-    embed: Embedder,
     layer: str | None,
 ) -> Snapshot:
-    """The snapshot the spec's own model makes now from its ``(N, S)`` segment ``scores``: the
-    scores, the k-means centres fitted on its kept segments and, when ``layer`` names the
-    activation layer ``embed`` reads, the ``(N, S, D)`` embedding of every segment."""  # fmt: skip
+    """The snapshot the spec's own model makes now from its ``(N, S)`` segment ``scores`` and the
+    ``(N, S, D)`` embedding ``table`` of every segment: the scores, the k-means centres fitted on
+    its kept segments and, when ``layer`` names the activation layer the table comes from, the
+    table itself (the colour/texture table is not stored: it is a function of the images)."""
     engine, check = request.engine, request.check
     n, s = scores.shape
     tensors: dict[str, Tensor] = {"scores_a": scores.detach().float().cpu()}
-    fit_embed: EmbedSpec = embed
     if layer is not None:
-        every = torch.arange(s, device=images.device).expand(n, s)
-        table = embed(images=images, segments=segments, indices=every).reshape(n, s, -1)
         if table.numel() == 0 or (bool(torch.isfinite(table).all()) and float(table.abs().max()) < FLOAT16_LIMIT):
             table = table.half()  # half the size of float32, and plenty for k-means
         tensors["embeddings"] = table.cpu()
-        fit_embed = table.float()
+    device = engine.device
     fitted = drift_from_scores(
-        scores,
-        scores,
-        images,
-        segments,
-        keep=config.keep,
-        embed=fit_embed,
-        clusters=config.clusters,
-        seed=engine.spec.seed,
-    )
+        scores.to(device), scores.to(device),
+        keep=config.keep, embed=table.float().to(device), clusters=config.clusters, seed=engine.spec.seed,
+    )  # fmt: skip
     tensors["centres"] = fitted.centres.detach().float().cpu()
     settings = {key: value for key, value in expected.items() if key != "data_hash"}
     spec_hash = content_hash(
@@ -117,7 +109,7 @@ def fresh_snapshot(
         spec_hash=spec_hash,
         settings=settings,
         weights_hash=engine.weights_hash,
-        data_hash=engine.data_hash,
+        data_hash=expected["data_hash"],
         device=engine.device,
         seed=engine.spec.seed,
         spec=str(engine.loaded.path),

@@ -40,11 +40,15 @@ __all__ = [
     "SnapshotStore",
     "check_compatible",
     "content_hash",
+    "data_hash",
     "environment_warnings",
     "make_metadata",
+    "sample_digests",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The snapshot format a save records. 2: ``data_hash`` is :func:`data_hash` of per-sample
+digests (format 1 hashed the whole data set at once, which a streamed run never holds)."""
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _CHUNK = 1 << 20
 
@@ -93,6 +97,25 @@ def content_hash(
     else:
         raise TypeError(f"cannot hash a {type(content).__name__}")
     return digest.hexdigest()[:length]
+
+
+def sample_digests(images: Tensor, labels: Tensor) -> Tensor:
+    """``(B, 32) uint8``: the SHA-256 of each image's float32 bytes (``(C, H, W)``, C order, on
+    the CPU) followed by its label as a little-endian int64, for ``images (B, C, H, W)`` and
+    ``labels (B,)``."""
+    pixels = images.detach().to("cpu", torch.float32).contiguous().numpy()
+    values = labels.detach().to("cpu", torch.int64).tolist()
+    rows = b"".join(
+        hashlib.sha256(image.tobytes() + int(label).to_bytes(8, "little", signed=True)).digest()
+        for image, label in zip(pixels, values, strict=True)
+    )
+    return torch.frombuffer(bytearray(rows), dtype=torch.uint8).reshape(len(values), 32)
+
+
+def data_hash(digests: Tensor) -> str:
+    """The data hash a snapshot records: :func:`content_hash` of the per-sample digests ``(N, 32)
+    uint8`` (:func:`sample_digests`) concatenated in sample order, so shards can compute it."""
+    return content_hash(digests.to("cpu", torch.uint8).contiguous().numpy().tobytes())
 
 
 def _library_version() -> str:

@@ -15,6 +15,10 @@ stored snapshot) and version **B** the spec's own model, the version under test:
    over non-empty clusters, ``min_rank_correlation`` the mean per-image Spearman correlation of
    the segment scores.
 
+Steps 1-2 and the embeddings run per shard (:func:`statistics`: each image's segment scores, kept
+segments and their embeddings, which segments lie on each mask); k-means and the shares run on
+the merged rows (:func:`decide`).
+
 Embedding (this project's choice): ``activations`` pools a layer of the **reference** model over
 each segment (default: its last ``Conv2d``), so A's and B's segments are described in one
 feature space; ``colour_texture`` is a descriptor of the pixels alone.
@@ -22,7 +26,10 @@ feature space; ``colour_texture`` is a descriptor of the pixels alone.
 Stored snapshots: the reference model is not available when comparing with a snapshot, so the
 snapshot (:mod:`pytest_saliency.baselines.drift`) stores, beside A's segment scores and the
 k-means centres, what the embedder needs; comparing with a snapshot then uses exactly the
-embedder a comparison with the weights would use.
+embedder a comparison with the weights would use. Which segments are kept depends on A's scores,
+which only the snapshot holds (read in :func:`decide`: a shard does not know where the run keeps
+its snapshots), so against a snapshot a shard gives every segment's colour/texture embedding,
+and with ``activations`` none (the snapshot's table embeds every segment).
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ from ..baselines.drift import (
     update_snapshot,
 )
 from ..baselines.settings import snapshot_name, update_command
-from ..baselines.store import SnapshotStore, check_compatible, environment_warnings
+from ..baselines.store import (
+    FORMAT_VERSION,
+    SnapshotStore,
+    check_compatible,
+    data_hash,
+    environment_warnings,
+    sample_digests,
+)
 from ..engine import SpecEngine
 from ..errors import (
     Location,
@@ -60,45 +74,122 @@ from ..loaders.models import ModelUnderTest
 from ..metrics.drift import (
     DriftResult,
     Embedder,
-    EmbedSpec,
     activation_embedder,
     colour_texture_embeddings,
+    drift_from_kept,
     drift_from_scores,
+    embed_segments,
+    kept_segments,
     patch_segments,
     segment_attribution,
 )
-from ..spec.schema import DriftCheck, Threshold
-from .base import CheckRequest, Measurement, Outcome, measure
+from ..spec.schema import CheckSpec, DriftCheck, Threshold
+from ..streaming import Shard
+from .base import CheckRequest, Measurement, Outcome, check_location, measure
 
 CLUSTERS_SHOWN = 5
 REPRESENTATIVES_SHOWN = 3
 GROUND_TRUTH = "ground_truth"
+ON_MASK = "on:"
+"""The prefix of the statistics that say which segments lie on a mask (``on:decoy``, ``on:ground_truth``)."""
 
 
-def evaluate(request: CheckRequest) -> Outcome:
+# --------------------------------------------------------------------------------------------
+# Per shard
+# --------------------------------------------------------------------------------------------
+
+
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """Per image (``S`` segments, ``M = 2 min(keep, S)`` kept, ``D`` embedding features):
+
+    - ``scores_b (B, S)``: B's segment scores; ``size (B, 2)``: the image's height and width;
+    - ``on:<mask> (B, S) bool`` for each extra mask of the data and ``on:ground_truth``: the
+      segments that lie on it;
+    - against another version: ``scores_a (B, S)``, ``kept (B, M)`` the kept segment ids
+      (sorted; one best under both versions appears twice) and ``embeddings (B, M, D)``;
+    - against a snapshot: ``digest (B, 32) uint8`` (the image's and label's SHA-256, for the data
+      hash) and, with ``colour_texture``, ``segment_embeddings (B, S, D)`` of every segment.
+    """
+    config = check.config
+    assert isinstance(config, DriftCheck) and method is not None
+    location = check_location(shard, check)
+    images = shard.images
+    height, width = images.shape[2], images.shape[3]
+    segments = patch_segments(height, width, config.segments.patch, device=shard.device)
+    count = int(segments.max()) + 1
+    scores_b = segment_attribution(shard.attributions(method), segments)
+    out = {
+        "scores_b": scores_b,
+        "size": torch.tensor([height, width]).expand(len(shard), 2),
+        **_on_masks(shard, segments),
+    }
+    if config.against.stored is not None:
+        out["digest"] = sample_digests(images, shard.batch.labels)
+        if config.embedding.kind == "colour_texture":
+            every = torch.arange(count, device=shard.device).expand(len(shard), count)
+            embed = _colour_texture(shard.worker.batch_size)
+            out["segment_embeddings"] = embed_segments(embed, images, segments, every, count)
+        return out
+    where = location + ("against",)
+    reference = shard.worker.reference_model(config.against, where)
+    scores_a = segment_attribution(shard.attributions_of(reference, method), segments)
+    kept = kept_segments(scores_a, scores_b, config.keep)
+    embed = _colour_texture(shard.worker.batch_size)
+    if config.embedding.kind == "activations":
+        embed = shard.worker.cached(
+            ("drift-embedder", location, config.against.model_dump_json(), config.embedding.model_dump_json()),
+            lambda: _reference_embedder(reference, config, location, shard.worker.batch_size),
+        )
+    out.update(scores_a=scores_a, kept=kept, embeddings=embed_segments(embed, images, segments, kept, count))
+    return out
+
+
+def _on_masks(shard: Shard, segments: Tensor) -> dict[str, Tensor]:
+    """``on:<name> (B, S) bool`` for each extra mask of the shard's data (e.g. ``decoy``) and for
+    the ground-truth masks: the segments that lie on the image's mask, i.e. whose overlap with it
+    is at least half of the segment or half of the mask (so a patch split across segments counts
+    in each half)."""
+    sizes = torch.bincount(segments.reshape(-1).long()).to(torch.float64)
+    masks = [*sorted(shard.batch.regions.items()), (GROUND_TRUTH, shard.masks)]
+    out = {}
+    for name, mask in masks:
+        pixels = mask.to(segments.device).double()
+        overlap = segment_attribution(pixels, segments, sizes.numel())  # (B, S) pixel counts, float64
+        totals = pixels.sum(dim=(1, 2))
+        out[ON_MASK + name] = (overlap > 0) & (overlap >= 0.5 * torch.minimum(sizes[None, :], totals[:, None]))
+    return out
+
+
+def _reference_embedder(model: ModelUnderTest, config: DriftCheck, location: Location, batch_size: int) -> Embedder:
+    """The activation embedder of ``model``'s embedding layer, its errors at the check's
+    ``location`` (built once per worker and check)."""
+    layer = _layer(model, config, location)
+    return _guarded(activation_embedder(model, f"network.{layer}", batch_size=batch_size), layer, location)
+
+
+# --------------------------------------------------------------------------------------------
+# The merged rows
+# --------------------------------------------------------------------------------------------
+
+
+def decide(request: CheckRequest) -> Outcome:
     config = request.check.config
     assert isinstance(config, DriftCheck) and request.method is not None
-    engine, method = request.engine, request.method
-    location: Location = ("checks", _check_index(engine, request.check.id), "drift")
-    device = engine.device
-    images = engine.data.images.to(device)
-    segments = patch_segments(images.shape[2], images.shape[3], config.segments.patch, device=device)
-    scores_b = segment_attribution(engine.attributions(method).to(device), segments)
-
+    engine = request.engine
+    statistics = request.statistics
     snapshot: dict[str, Any] | None = None
     notes: list[str] = []
     if config.against.stored is not None:
-        result, against, snapshot, notes = _against_snapshot(request, config, location, images, segments, scores_b)
+        result, against, snapshot, notes = _against_snapshot(request, config, statistics)
     else:
-        result, against = _against_version(request, config, location, images, segments, scores_b)
-
-    settings = {"segments": {"patch": config.segments.patch}, **result.settings}
-    result = replace(result, settings={**settings, "embedding": config.embedding.model_dump(mode="json")})
+        result, against = _against_version(request, config, statistics)
+    result = _with_settings(result, config)
     measurements = _measurements(config, result, engine.spec.seed)
-    regions = _regions(engine, segments, result)
+    regions = _regions(statistics, result)
+    width = int(statistics["size"][0, 1])
     undefined = int(((result.scores_a.sum(dim=1) <= 0) | (result.scores_b.sum(dim=1) <= 0)).sum())
     details = [f"A = {against} (reference); B = {_version_b(engine)} (under test)"]
-    details += _cluster_lines(result, regions, config.segments.patch, images.shape[3])
+    details += _cluster_lines(result, regions, config.segments.patch, width)
     details += [region["line"] for region in regions.values()]
     rho = result.rank_correlation[~torch.isnan(result.rank_correlation)]
     if rho.numel():
@@ -126,30 +217,25 @@ def evaluate(request: CheckRequest) -> Outcome:
     return outcome
 
 
+def _with_settings(result: DriftResult, config: DriftCheck) -> DriftResult:
+    """``result`` with the check's settings (segments, keep, clusters, seed, embedding) recorded."""
+    settings = {"segments": {"patch": config.segments.patch}, **result.settings}
+    return replace(result, settings={**settings, "embedding": config.embedding.model_dump(mode="json")})
+
+
 # --------------------------------------------------------------------------------------------
 # A: another model version
 # --------------------------------------------------------------------------------------------
 
 
 def _against_version(
-    request: CheckRequest, config: DriftCheck, location: Location, images: Tensor, segments: Tensor, scores_b: Tensor
+    request: CheckRequest, config: DriftCheck, statistics: dict[str, Tensor]
 ) -> tuple[DriftResult, str]:
-    engine, method = request.engine, request.method
-    assert method is not None
-    where = location + ("against",)
-    scores_a = segment_attribution(
-        engine.reference_attributions(config.against, method, where).to(engine.device), segments
-    )
-    embed: EmbedSpec = _colour_texture(engine.batch_size)
-    if config.embedding.kind == "activations":
-        reference = engine.reference_model(config.against, where)
-        layer = _layer(reference, config, location)
-        embed = _guarded(
-            activation_embedder(reference, f"network.{layer}", batch_size=engine.batch_size), layer, location
-        )
-    result = drift_from_scores(
-        scores_a, scores_b, images, segments,
-        keep=config.keep, embed=embed, clusters=config.clusters, seed=engine.spec.seed,
+    device = request.engine.device
+    result = drift_from_kept(
+        statistics["scores_a"].to(device), statistics["scores_b"].to(device),
+        statistics["kept"].to(device), statistics["embeddings"].to(device),
+        keep=config.keep, clusters=config.clusters, seed=request.engine.spec.seed, sample_index=request.result.indices,
     )  # fmt: skip
     against = config.against
     if against.weights is not None:
@@ -224,9 +310,9 @@ def _colour_texture(batch_size: int) -> Embedder:
 
 
 def _against_snapshot(
-    request: CheckRequest, config: DriftCheck, location: Location, images: Tensor, segments: Tensor, scores_b: Tensor
+    request: CheckRequest, config: DriftCheck, statistics: dict[str, Tensor]
 ) -> tuple[DriftResult, str, dict[str, Any], list[str]]:
-    engine, method, check = request.engine, request.method, request.check
+    engine, method, check, location = request.engine, request.method, request.check, request.location
     stored = config.against.stored
     assert method is not None and stored is not None
     settings = request.baselines
@@ -239,25 +325,23 @@ def _against_snapshot(
         store.tensor_path(name)
     except ValueError as error:
         raise SpecRuntimeError(where, str(error)) from None
-    expected = expected_settings(engine, config, method)
+    digests = data_hash(statistics["digest"])
+    expected = expected_settings(engine, config, method, digests)
     entry: dict[str, Any] = {
         "name": name,
         "folder": str(folder),
         "path": str(store.tensor_path(name)),
         "action": "compared",
     }
+    scores_b = statistics["scores_b"]
     if settings.mode is not None:
 
         def fresh() -> Snapshot:
             if config.embedding.kind != "activations":
-                return fresh_snapshot(
-                    request, config, images, segments, scores_b, expected, _colour_texture(engine.batch_size), None
-                )
-            layer = _layer(engine.model, config, location)
-            embed = _guarded(
-                activation_embedder(engine.model, f"network.{layer}", batch_size=engine.batch_size), layer, location
-            )
-            return fresh_snapshot(request, config, images, segments, scores_b, expected, embed, layer)
+                table = statistics["segment_embeddings"]
+                return fresh_snapshot(request, config, scores_b, table, expected, None)
+            table, layer = _snapshot_table(engine, config, location)
+            return fresh_snapshot(request, config, scores_b, table, expected, layer)
 
         entry["action"] = update_snapshot(store, name, fresh, expected, settings.mode, where)
         entry["unused"] = unused_snapshots(store, engine, folder)
@@ -270,6 +354,16 @@ def _against_snapshot(
         ) from None
     except SnapshotCorruptError as error:
         raise SpecRuntimeError(where, str(error)) from None
+    notes = []
+    version = metadata.get("format", 1)
+    if isinstance(version, int) and version < FORMAT_VERSION:  # its data hash was of the whole data at once
+        expected = {key: value for key, value in expected.items() if key != "data_hash"}
+        note = (
+            f"baseline {name!r} has format {version}, whose data hash this version cannot check: compared "
+            f"without checking the data; rewrite it with: {update_command(spec_path)}"
+        )
+        warnings.warn(SnapshotEnvironmentWarning(note), stacklevel=1)
+        notes.append(f"note: {note}")
     problems = check_compatible(metadata, expected)
     needed = ["scores_a", "centres"] + (["embeddings"] if config.embedding.kind == "activations" else [])
     absent = [key for key in needed if key not in tensors]
@@ -285,25 +379,41 @@ def _against_snapshot(
             f"baseline {name!r} in {folder} was made from other data or settings and is refused: "
             f"{'; '.join(problems)}. If the change is intended, rewrite it with: {update_command(spec_path)}",
         )
-    notes = []
     for note in environment_warnings(metadata, device=engine.device):
         warnings.warn(SnapshotEnvironmentWarning(f"baseline {name!r}: {note}"), stacklevel=1)
         notes.append(f"note: baseline {note} (numbers may move slightly)")
 
     device = engine.device
-    embed: EmbedSpec = (
-        tensors["embeddings"].to(device).float()
-        if config.embedding.kind == "activations"
-        else _colour_texture(engine.batch_size)
+    table = (
+        tensors["embeddings"].float() if config.embedding.kind == "activations" else statistics["segment_embeddings"]
     )
     result = drift_from_scores(
-        tensors["scores_a"].to(device), scores_b, images, segments,
-        keep=config.keep, embed=embed, clusters=config.clusters, seed=engine.spec.seed,
+        tensors["scores_a"].to(device), scores_b.to(device),
+        keep=config.keep, embed=table.to(device), clusters=config.clusters, seed=engine.spec.seed,
         centres=tensors["centres"].to(device),
     )  # fmt: skip
+    result = replace(result, sample_index=request.result.indices)
     made = metadata.get("created", "?")
     shown = f"baseline {stored!r} ({name}, made {made}, weights {metadata.get('weights_hash')})"
     return result, shown, entry, notes
+
+
+def _snapshot_table(engine: SpecEngine, config: DriftCheck, location: Location) -> tuple[Tensor, str]:
+    """``((N, S, D), layer)``: every segment of every image embedded by the spec's own model's
+    embedding layer, what an ``activations`` snapshot stores. Only an update needs it: the data
+    is read once more, shard by shard, on the engine's device (a forward pass, no attributions)."""
+    layer = _layer(engine.model, config, location)
+    embed = _guarded(
+        activation_embedder(engine.model, f"network.{layer}", batch_size=engine.batch_size), layer, location
+    )
+    parts = []
+    for batch in engine.source.stream(engine.shards()):
+        images = batch.images.to(engine.device)
+        segments = patch_segments(images.shape[2], images.shape[3], config.segments.patch, device=engine.device)
+        count = int(segments.max()) + 1
+        every = torch.arange(count, device=engine.device).expand(len(batch), count)
+        parts.append(embed_segments(embed, images, segments, every, count).cpu())
+    return torch.cat(parts), layer
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,25 +448,18 @@ def _measurements(config: DriftCheck, result: DriftResult, seed: int) -> list[Me
     return measurements
 
 
-def _regions(engine: SpecEngine, segments: Tensor, result: DriftResult) -> dict[str, dict[str, Any]]:
+def _regions(statistics: dict[str, Tensor], result: DriftResult) -> dict[str, dict[str, Any]]:
     """For each extra mask of the data (e.g. ``decoy``): which cluster holds the kept segments
-    that lie on it, and their attribution share under A and B; for the ground-truth masks
-    (``ground_truth``), the share only.
-
-    A segment lies on the mask when the overlap is at least half of the segment or half of the
-    image's mask (so a patch split across segments counts in each half)."""
+    that lie on it (:func:`_on_masks`), and their attribution share under A and B; for the
+    ground-truth masks (``ground_truth``), the share only."""
     out: dict[str, dict[str, Any]] = {}
     k = int(result.shift.count.shape[0])
     n = int(result.scores_a.shape[0])
-    sizes = torch.bincount(segments.reshape(-1).long()).to(torch.float64)
-    masks = [(name, mask) for name, mask in sorted(engine.data.regions.items())]
-    masks.append((GROUND_TRUTH, engine.data.masks))
-    for name, mask in masks:
-        pixels = mask.to(segments.device).double()
-        overlap = segment_attribution(pixels, segments, sizes.numel()).double()  # (N, S) pixel counts
-        totals = pixels.sum(dim=(1, 2))
-        on = (overlap > 0) & (overlap >= 0.5 * torch.minimum(sizes.to(overlap.device)[None, :], totals[:, None]))
-        held = on[result.point_image, result.point_segment]
+    for key, on in statistics.items():
+        if not key.startswith(ON_MASK):
+            continue
+        name = key[len(ON_MASK) :]
+        held = on.to(result.point_image.device)[result.point_image, result.point_segment]
         count = int(held.sum())
         what = "ground-truth" if name == GROUND_TRUTH else name
         if count == 0:
@@ -422,7 +525,3 @@ def _version_b(engine: SpecEngine) -> str:
     if model.weights is not None:
         return f"this spec's model (weights {model.weights})"
     return f"this spec's model ({model.torchscript or model.factory})"
-
-
-def _check_index(engine: SpecEngine, check_id: str) -> int:
-    return next(index for index, check in enumerate(engine.spec.checks) if check.id == check_id)

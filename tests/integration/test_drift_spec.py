@@ -9,6 +9,7 @@ and one 4x4 decoy segment, so the decoy segments' share moves from 0.1/1.1 to 1/
 from __future__ import annotations
 
 import io
+import json
 import shlex
 import textwrap
 from pathlib import Path
@@ -138,6 +139,35 @@ def test_versions_from_yaml_itself_passes_and_the_decoy_twin_fails(twins, helper
     )
     helpers.assert_no_traceback(output.split("saliency summary")[0].split("FAILURES")[1])
     result.stdout.fnmatch_lines(literal("PASSED specs/x.saliency.yaml::same[grad]"))
+
+
+@pytest.mark.parametrize("kind", ["activations", "colour_texture"])
+def test_results_do_not_depend_on_the_shard_size(twins, kind):
+    """Against another version and against a snapshot (made in shards of 5), in shards of 1, 3
+    and all 12 samples: the same JSON results, to the last digit."""
+    extra = f"embedding: {{kind: {kind}}}\nmean_shift: 0.05\nmin_rank_correlation: 0.5\n"
+    checks = (
+        drift_check("vs-clean", "{weights: ../clean.pt}", extra),
+        drift_check("stable", "{snapshot: production}", extra),
+    )
+    write(twins, *checks)
+    twins.runpytest("--saliency-update-baselines", "--saliency-set", "data.shard_size=5").assert_outcomes(passed=2)
+    write(twins, *checks, weights="decoy.pt")
+    results = {}
+    for size in (1, 3, 12):
+        out = twins.path / f"shards-{size}.json"
+        run = twins.runpytest("--saliency-set", f"data.shard_size={size}", f"--saliency-json={out}")
+        run.assert_outcomes(failed=2)
+        document = json.loads(out.read_text())
+        assert document["overrides"] == [f"data.shard_size={size}"]
+        results[size] = {
+            result["nodeid"]: {key: result[key] for key in ("measurements", "drift", "regions", "samples", "undefined")}
+            for result in document["results"]
+        }
+    assert results[1] == results[3] == results[12]
+    for result in results[1].values():
+        assert result["drift"]["max_abs_shift"] == pytest.approx(1 / 1.2 - 0.1 / 1.1, abs=1e-6)
+        assert result["regions"]["decoy"]["fraction"] == 1.0 and result["samples"] == N
 
 
 def test_baseline_workflow(twins):

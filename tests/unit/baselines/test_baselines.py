@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,8 +18,10 @@ from pytest_saliency.baselines.store import (
     SnapshotStore,
     check_compatible,
     content_hash,
+    data_hash,
     environment_warnings,
     make_metadata,
+    sample_digests,
 )
 from pytest_saliency.errors import BaselineError, MissingSnapshotError, SaliencyError, SnapshotCorruptError
 
@@ -242,6 +245,20 @@ def test_drift_baseline_round_trip(tmp_path):
         tensors["scores_a"], first.scores_b, images, patch_segments(16, 16, 4), keep=3, centres=tensors["centres"]
     )
     assert torch.equal(again.shift.shift, first.shift.shift)
+
+
+def test_the_data_hash_is_of_per_sample_digests_in_sample_order():
+    images, labels = torch.rand(5, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    digests = sample_digests(images, labels)
+    assert digests.shape == (5, 32) and digests.dtype == torch.uint8
+    assert torch.equal(
+        torch.cat([sample_digests(images[:2], labels[:2]), sample_digests(images[2:], labels[2:])]), digests
+    )
+    first = hashlib.sha256(images[0].numpy().tobytes() + (0).to_bytes(8, "little")).digest()
+    assert bytes(digests[0].tolist()) == first
+    assert data_hash(digests) == content_hash(digests.numpy().tobytes())
+    assert data_hash(digests.flip(0)) != data_hash(digests)
+    assert not torch.equal(sample_digests(images, labels.flip(0))[0], digests[0])  # the label counts
 
 
 def test_the_package_and_its_settings_import_without_torch():

@@ -25,10 +25,11 @@ from pytest_saliency._constants import spec_stem
 from pytest_saliency.baselines.settings import BaselineSettings, ci_is_set, snapshot_name, update_command
 from pytest_saliency.baselines.summary import summary_lines
 from pytest_saliency.checks.base import CheckRequest
-from pytest_saliency.checks.drift import evaluate
+from pytest_saliency.checks.drift import decide
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.errors import SnapshotEnvironmentWarning, SpecDeprecationWarning, SpecError, SpecRuntimeError
 from pytest_saliency.spec import load_spec
+from pytest_saliency.streaming import Need, Plan
 
 TWINS = '''\
 import torch
@@ -111,6 +112,7 @@ def write_spec(
     against: str = "{weights: clean.pt}",
     extra: str = "",
     batch_size: int = 64,
+    shard_size: int = 256,
     name: str = "twin",
 ) -> Path:
     text = textwrap.dedent(
@@ -123,6 +125,7 @@ def write_spec(
           npz: data.npz
           classes: [a, b, c]
           batch_size: {batch_size}
+          shard_size: {shard_size}
         attributions:
           grad: {{method: Saliency, params: {{abs: true}}}}
         checks:
@@ -141,15 +144,21 @@ def write_spec(
     return path
 
 
+def decided(engine: SpecEngine, method: str = "grad", baselines: BaselineSettings | None = None):
+    """The outcome of the spec's first check for ``method``, from one streaming pass."""
+    result = engine.result(Plan((Need(0, method),)))
+    return decide(CheckRequest(engine, engine.spec.checks[0], method, None, result, baselines or BaselineSettings()))
+
+
 def run(path: Path, method: str = "grad", baselines: BaselineSettings | None = None):
-    loaded = load_spec(path)
-    engine = SpecEngine(loaded, torch.device("cpu"), ())
-    return evaluate(CheckRequest(engine, loaded.spec.checks[0], method, None, baselines or BaselineSettings()))
+    return decided(SpecEngine(load_spec(path), torch.device("cpu"), ()), method, baselines)
 
 
 def measured(outcome, name: str) -> float:
     return next(m.value for m in outcome.measurements if m.name == name)
 
+
+BASELINE = "{snapshot: production}"
 
 # --------------------------------------------------------------------------------------------
 # Against another version
@@ -192,10 +201,17 @@ def test_the_decoy_twin_moves_the_cluster_that_holds_the_decoys(project, kind):
 
 
 @pytest.mark.parametrize("kind", ["activations", "colour_texture"])
-def test_the_result_does_not_depend_on_the_batch_size(project, kind):
-    whole = run(write_spec(project, extra=f"embedding: {{kind: {kind}}}\n"))
-    chunked = run(write_spec(project, extra=f"embedding: {{kind: {kind}}}\n", batch_size=5))
-    assert whole.extra["drift"] == chunked.extra["drift"]
+@pytest.mark.parametrize("against", ["{weights: clean.pt}", BASELINE])
+def test_the_result_does_not_depend_on_the_batch_or_shard_size(project, kind, against):
+    extra = f"embedding: {{kind: {kind}}}\n"
+    run(write_spec(project, against=against, extra=extra, shard_size=7), baselines=BaselineSettings(mode="missing"))
+    whole = run(write_spec(project, against=against, extra=extra))  # a snapshot made in two shards, read in one
+    assert run(write_spec(project, against=against, extra=extra, batch_size=5)).extra["drift"] == whole.extra["drift"]
+    for size in (1, 5):
+        assert (
+            run(write_spec(project, against=against, extra=extra, shard_size=size)).extra["drift"]
+            == whole.extra["drift"]
+        )
 
 
 def test_against_a_whole_model_block_and_a_named_layer(project):
@@ -225,14 +241,17 @@ def test_a_layer_the_model_never_calls_is_a_spec_level_error(project, against):
     assert not (project / "saliency-baselines" / "twin" / "production.drift.grad.pt").exists()
 
 
-def test_the_reference_is_computed_once_per_engine(project):
-    loaded = load_spec(write_spec(project))
-    engine = SpecEngine(loaded, torch.device("cpu"), ())
-    against = loaded.spec.checks[0].drift.against
-    first = engine.reference_attributions(against, "grad", ())
-    assert engine.reference_attributions(against, "grad", ()) is first
-    assert engine.reference_model(against, ()) is engine.reference_model(against, ())
-    assert not torch.equal(first, engine.attributions("grad"))
+def test_the_reference_and_its_embedder_are_built_once_per_worker(project, monkeypatch):
+    from pytest_saliency import streaming
+    from pytest_saliency.checks import drift
+
+    loads, embedders = [], []
+    load_model, reference_embedder = streaming.load_model, drift._reference_embedder
+    monkeypatch.setattr(streaming, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
+    monkeypatch.setattr(drift, "_reference_embedder", lambda *a: embedders.append(a) or reference_embedder(*a))
+    outcome = run(write_spec(project, shard_size=5))  # three shards
+    assert measured(outcome, "max |shift|") == pytest.approx(DECOY_SHIFT, abs=1e-6)
+    assert len(loads) == 2 and len(embedders) == 1  # the spec's model and the reference, once each
 
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "drift.saliency.yaml"
@@ -241,8 +260,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "drift.saliency.yam
 @pytest.mark.skipif(not (EXAMPLE.parent / "shapes" / "decoy.pt").exists(), reason="the shapes weights are not built")
 def test_the_shipped_example_fails_and_names_the_decoy_cluster():
     loaded = load_spec(EXAMPLE)
-    engine = SpecEngine(loaded, torch.device("cpu"), (EXAMPLE.parents[1],))
-    outcome = evaluate(CheckRequest(engine, loaded.spec.checks[0], "grad", None))
+    outcome = decided(SpecEngine(loaded, torch.device("cpu"), (EXAMPLE.parents[1],)))
     assert not outcome.passed
     region = outcome.extra["regions"]["decoy"]
     drift = outcome.extra["drift"]
@@ -257,8 +275,6 @@ def test_the_shipped_example_fails_and_names_the_decoy_cluster():
 # --------------------------------------------------------------------------------------------
 # Against a stored snapshot
 # --------------------------------------------------------------------------------------------
-
-BASELINE = "{snapshot: production}"
 
 
 def test_the_former_key_names_the_same_files_and_warns_at_its_line(project):
@@ -464,3 +480,25 @@ def test_summary_lines_count_each_action():
     assert "named by no check" in lines[1] and lines[2].startswith("saliency drift mismatches")
     assert lines[3].endswith("p.d.ig.obtained.json")
     assert summary_lines(results[3:], BaselineSettings()) == []
+
+
+def test_a_format_1_baseline_compares_without_its_data_hash_and_says_so(project):
+    path = write_spec(project, weights="clean.pt", against=BASELINE)
+    run(path, baselines=BaselineSettings(mode="missing"))
+    json_path = stored(project)[1]
+    metadata = json.loads(json_path.read_text())
+    assert metadata["format"] == 2 and len(metadata["data_hash"]) == 16
+    json_path.write_text(json.dumps({**metadata, "data_hash": "c72cdc9bbbe40d24"}))  # another data hash
+    with pytest.raises(SpecRuntimeError, match=r"refused: data_hash: baseline has 'c72cdc9bbbe40d24'"):
+        run(path)
+    json_path.write_text(json.dumps({**metadata, "format": 1, "data_hash": "c72cdc9bbbe40d24"}))  # an older snapshot
+    note = (
+        "baseline 'production.drift.grad' has format 1, whose data hash this version cannot check: compared "
+        f"without checking the data; rewrite it with: pytest --saliency-update-baselines {path}"
+    )
+    with pytest.warns(SnapshotEnvironmentWarning) as caught:
+        outcome = run(path)
+    assert [str(item.message) for item in caught] == [note]
+    assert outcome.passed and outcome.details[-1] == f"note: {note}"
+    assert run(path, baselines=BaselineSettings(mode="changed")).extra["baseline"]["action"] == "updated"
+    assert json.loads(json_path.read_text())["format"] == 2

@@ -20,7 +20,11 @@ from pytest_saliency.metrics.drift import (
     attribution_drift,
     cluster_shift,
     colour_texture_embeddings,
+    drift_from_kept,
     drift_from_scores,
+    embed_segments,
+    first_occurrences,
+    kept_segments,
     kmeans,
     patch_segments,
     rank_correlation,
@@ -374,6 +378,40 @@ def test_drift_with_reference_centres_is_order_and_batch_invariant():
     combined = (7 * halves[0].shift.shift + 13 * halves[1].shift.shift) / 20
     torch.testing.assert_close(combined, reference.shift.shift, rtol=0, atol=1e-12)
     assert torch.equal(halves[0].shift.count + halves[1].shift.count, reference.shift.count)
+
+
+def test_kept_segments_of_parts_merge_into_the_whole_drift():
+    """What a shard computes per image (kept segments, their embeddings) gives, merged, the
+    drift of the whole data set to the last bit."""
+    images, seg, obj, decoy = make_scene(n=20)
+    attr_a = attribution_maps(seg, obj, decoy, obj_level=1.0, decoy_level=0.3, background=0.1, seed=1)
+    attr_b = attribution_maps(seg, obj, decoy, obj_level=0.6, decoy_level=1.5, background=0.05, seed=2)
+    scores_a, scores_b = segment_attribution(attr_a, seg), segment_attribution(attr_b, seg)
+    whole = drift_from_scores(scores_a, scores_b, images, seg, keep=3, clusters=3)
+    parts = (slice(0, 1), slice(1, 8), slice(8, 20))
+    kept = torch.cat([kept_segments(scores_a[p], scores_b[p], 3) for p in parts])
+    embedded = torch.cat([embed_segments("colour_texture", images[p], seg, kept[p], GRID) for p in parts])
+    assert kept.shape == (20, 6) and embedded.shape == (20, 6, 7)
+    merged = drift_from_kept(
+        scores_a, scores_b, kept, embedded, keep=3, clusters=3, sample_index=torch.arange(20) + 100
+    )
+    assert torch.equal(merged.shift.shift, whole.shift.shift) and torch.equal(merged.centres, whole.centres)
+    assert torch.equal(merged.assignment, whole.assignment)
+    for cluster in range(3):
+        assert merged.representative_segments(cluster) == [
+            (100 + image, segment) for image, segment in whole.representative_segments(cluster)
+        ]
+
+
+def test_kept_segments_union_and_first_occurrences():
+    scores_a = torch.tensor([[4.0, 3.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    scores_b = torch.tensor([[1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    kept = kept_segments(scores_a, scores_b, 2)
+    assert kept.tolist() == [[0, 1, 1, 3], [0, 0, 1, 1]]  # sorted ids; ties to the lower id
+    assert first_occurrences(kept).tolist() == [[True, True, False, True], [True, False, True, False]]
+    assert kept_segments(scores_a, scores_b, 2, "a").tolist() == [[0, 1], [0, 1]]
+    with pytest.raises(ValueError):
+        kept_segments(scores_a, scores_b[:, :3], 2)
 
 
 def test_drift_embedding_choices_and_stored_centres():
