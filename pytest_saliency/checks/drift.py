@@ -83,6 +83,7 @@ from ..metrics.drift import (
     patch_segments,
     segment_attribution,
 )
+from ..report.results import OutcomeExtra
 from ..spec.schema import CheckSpec, DriftCheck, Threshold
 from ..streaming import Shard
 from .base import CheckRequest, Measurement, Outcome, check_location, measure
@@ -199,7 +200,7 @@ def decide(request: CheckRequest) -> Outcome:
             + (f" ({constant} images with constant scores left out)" if constant else "")
         )
     details += notes
-    extra: dict[str, Any] = {
+    extra: OutcomeExtra = {
         "against": against,
         "drift": result.to_dict(),
         "regions": {name: {k: v for k, v in region.items() if k != "line"} for name, region in regions.items()},
