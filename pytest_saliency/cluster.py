@@ -29,6 +29,7 @@ Ray is imported only here, and only when ``--saliency-ray`` is given.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import pickle
@@ -52,6 +53,11 @@ START_TIMEOUT_S = 300.0
 """How long the actors may take to start (the cluster placing them) before the run gives up."""
 LOCAL = "local"
 """The address of ``--saliency-ray`` without a value: start a local cluster in this process."""
+
+
+def _ray() -> Any:
+    """The ``ray`` module, untyped here (mypy runs with Ray installed or not)."""
+    return importlib.import_module("ray")
 
 
 class ShardActor:
@@ -122,7 +128,7 @@ class RayRunner:
 
     def connect(self) -> None:
         """``ray.init`` once (nothing when Ray is already initialised, e.g. by a conftest)."""
-        import ray
+        ray = _ray()
 
         if ray.is_initialized():
             return
@@ -136,7 +142,7 @@ class RayRunner:
 
     def resources(self) -> tuple[int, int]:
         """``(CPUs, GPUs)`` of the cluster (connecting first)."""
-        import ray
+        ray = _ray()
 
         self.connect()
         total = ray.cluster_resources()
@@ -162,13 +168,11 @@ class RayRunner:
         the cluster does not start them within :data:`START_TIMEOUT_S`."""
         if self._actors:
             return self._actors
-        import ray
+        ray = _ray()
 
         _, gpus = self.resources()
         count, self.gpus_per_actor = self._layout(gpus)
-        remote = ray.remote(ShardActor).options(
-            num_gpus=self.gpus_per_actor, max_restarts=1, max_task_retries=1
-        )  # type: ignore[attr-defined]
+        remote = ray.remote(ShardActor).options(num_gpus=self.gpus_per_actor, max_restarts=1, max_task_retries=1)
         device = "cuda:0" if self.gpus_per_actor else "cpu"  # Ray shows each actor its own GPU as 0
         actors = [remote.remote(device) for _ in range(count)]
         try:
@@ -190,7 +194,7 @@ class RayRunner:
         """Each shard on the next free actor (one shard in flight per actor)."""
         if worker in self._failed:
             raise self._failed[worker]
-        import ray
+        ray = _ray()
 
         actors = self.actors()
         key = self._keys.setdefault(worker, uuid.uuid4().hex)
@@ -244,7 +248,7 @@ class RayRunner:
         """End the run's actors, and Ray itself when this runner started it."""
         if "ray" not in sys.modules:
             return
-        import ray
+        ray = _ray()
 
         if ray.is_initialized():
             for actor in self._actors:

@@ -127,7 +127,9 @@ def test_a_second_death_is_one_line_at_the_model(
     result.assert_outcomes(failed=1, passed=1)  # the run goes on after it
     assert (project.path / "deaths.txt").read_text() == "2"
     result.stdout.fnmatch_lines(
-        ["specs/x.saliency.yaml:3:3: model: the Ray worker computing samples 0-1 died again after a restart and a retry: *"]
+        [
+            "specs/x.saliency.yaml:3:3: model: the Ray worker computing samples 0-1 died again after a restart and a retry: *"
+        ]
     )
     failure = [line for line in result.stdout.lines if line.startswith("specs/x.saliency.yaml:")]
     assert len(failure) == 1, failure  # one line, no traceback
@@ -160,7 +162,9 @@ def test_ray_and_xdist_are_refused_together(project: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["ERROR: --saliency-ray and -n (pytest-xdist) do not combine: *"])
 
 
-def test_without_ray_the_option_says_how_to_install_it(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_ray_the_option_says_how_to_install_it(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as when it is not installed
     result = project.runpytest_inprocess("--saliency-ray")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
