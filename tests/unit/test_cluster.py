@@ -1,0 +1,47 @@
+"""The Ray runner's choices that need no cluster: how many actors with how much GPU, the line of a
+lost shard, errors made fit to travel back."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_saliency.cluster import RayRunner, _picklable
+
+
+@pytest.mark.parametrize(
+    ("workers", "device", "gpus", "layout"),
+    [
+        (None, "auto", 0, (2, 0.0)),  # a CPU cluster: two actors
+        (None, "auto", 4, (4, 1.0)),  # one actor per GPU
+        (2, "auto", 4, (2, 1.0)),  # fewer actors than GPUs: one GPU each
+        (8, "auto", 2, (8, 0.25)),  # more: they share the GPUs, none waits for one of its own
+        (None, "cpu", 4, (2, 0.0)),  # --saliency-device cpu keeps them off the GPUs
+        (3, "cpu", 4, (3, 0.0)),
+    ],
+)
+def test_actors_and_their_share_of_the_gpus(
+    workers: int | None, device: str, gpus: int, layout: tuple[int, float]
+) -> None:
+    assert RayRunner(workers=workers, device=device)._layout(gpus) == layout
+
+
+def test_a_lost_shard_is_one_line_naming_its_samples_and_the_error() -> None:
+    error = RayRunner._lost(range(4, 8), RuntimeError("The actor died.\nmore detail"), died=True)
+    assert error.location == ("model",)
+    assert error.message == (
+        "the Ray worker computing samples 4-7 died again after a restart and a retry: RuntimeError: The actor died."
+    )
+    assert "sample 3 failed:" in RayRunner._lost(range(3, 4), RuntimeError("x"), died=False).message
+
+
+class Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # pickle calls it with args=(message,) only
+        super().__init__(f"{a} and {b}")
+
+
+def test_an_error_that_cannot_travel_back_becomes_its_line() -> None:
+    picklable = ValueError("bad value")
+    assert _picklable(picklable) is picklable
+    replaced = _picklable(Unpicklable(1, 2))
+    assert type(replaced) is RuntimeError
+    assert str(replaced) == "Unpicklable: 1 and 2"
