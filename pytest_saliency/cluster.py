@@ -24,7 +24,7 @@ paths as the driver (a shared filesystem, or the same checkout at the same path 
 container), and has the same Python environment (pytest-saliency, torch, the model's packages).
 A local cluster (``--saliency-ray`` without an address) always meets them.
 
-Ray is imported only here, and only when ``--saliency-ray`` is given.
+Ray is imported only when ``--saliency-ray`` is given.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class RayRunner:
     ``address``: :data:`LOCAL` starts a local cluster, else what ``ray.init(address=...)`` takes
     (``auto``, ``ray://head:10001``); ``workers``: the number of actors (default one per GPU of
     the cluster, else 2); ``device``: ``--saliency-device`` (``cpu`` keeps the actors off GPUs).
-    Ray starts (or connects) at the first pass, or when the report header describes it."""
+    The plugin connects when the run starts (a wrong address is a usage error, before any test),
+    except under ``--collect-only``."""
 
     def __init__(self, address: str = LOCAL, workers: int | None = None, device: str = "auto") -> None:
         self.address = address
@@ -126,18 +127,27 @@ class RayRunner:
         self._keys: WeakKeyDictionary[ShardWorker, str] = WeakKeyDictionary()
         self._failed: WeakKeyDictionary[ShardWorker, SaliencyError] = WeakKeyDictionary()
 
+    @property
+    def connected(self) -> bool:
+        return "ray" in sys.modules and bool(_ray().is_initialized())
+
     def connect(self) -> None:
-        """``ray.init`` once (nothing when Ray is already initialised, e.g. by a conftest)."""
+        """``ray.init`` once (nothing when Ray is already initialised, e.g. by a conftest);
+        :class:`ClusterUnavailable` (one line) when it fails."""
         ray = _ray()
 
         if ray.is_initialized():
             return
         # Workers' output would cut through pytest's; it stays in Ray's log folder.
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-        if self.address == LOCAL:
-            ray.init(include_dashboard=False, **options)
-        else:
-            ray.init(address=self.address, **options)
+        try:
+            if self.address == LOCAL:
+                ray.init(include_dashboard=False, **options)
+            else:
+                ray.init(address=self.address, **options)
+        except Exception as error:  # noqa: BLE001  (no cluster there, a version mismatch, ...)
+            option = "--saliency-ray" if self.address == LOCAL else f"--saliency-ray={self.address}"
+            raise ClusterUnavailable(f"{option}: Ray did not start: {describe_exception(error)}") from error
         self.started = True
 
     def resources(self) -> tuple[int, int]:

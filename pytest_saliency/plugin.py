@@ -157,13 +157,20 @@ def _ray_runner(config: pytest.Config, device: str) -> RayRunner | None:
             "--saliency-ray and -n (pytest-xdist) do not combine: every xdist worker would start its own "
             "Ray actors; use --saliency-ray alone, it spreads each spec's shards over the cluster"
         )
-    from .cluster import INSTALL_HINT, RayRunner  # stdlib only; Ray itself loads at the first pass
+    from .cluster import INSTALL_HINT, RayRunner  # stdlib only
+    from .errors import ClusterUnavailable
 
     try:
         import ray  # noqa: F401
     except ImportError:
         raise pytest.UsageError(INSTALL_HINT) from None
-    return RayRunner(address, workers, device)
+    runner = RayRunner(address, workers, device)
+    if not config.option.collectonly:  # nothing runs then: no cluster to start
+        try:
+            runner.connect()
+        except ClusterUnavailable as error:
+            raise pytest.UsageError(str(error)) from None
+    return runner
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -200,11 +207,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         folder = os.path.relpath(settings.directory, config.rootpath) + "/"
     lines = [f"saliency: device {device}, baselines {mode}, folder {folder}"]
     runner = session.runner
-    if runner is not None and not config.option.collectonly:  # connects: the first spec would anyway
+    if runner is not None:
         from .cluster import RayRunner
 
         assert isinstance(runner, RayRunner)
-        lines.append(f"saliency: {runner.describe()}")
+        if runner.connected:
+            lines.append(f"saliency: {runner.describe()}")
     return lines
 
 

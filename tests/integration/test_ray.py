@@ -23,6 +23,7 @@ WriteSpec = Callable[..., Path]
 ATTRIBUTIONS = """\
 grad: {method: Saliency, params: {abs: true}}
 ixg: {method: InputXGradient}
+random: {method: random}
 """
 CHECKS = """\
 - id: cov
@@ -93,11 +94,11 @@ def test_two_actors_give_the_measurements_of_an_in_process_run(
     assert on_ray.parseoutcomes() == local.parseoutcomes()
 
     expected, measured = items(project.path / "local.json"), items(project.path / "ray.json")
-    assert len(expected) == 2 * (3 + 1 + 1 + 1)  # two methods x (three classes, patterns, localisation, complexity)
+    assert len(expected) == 3 * (3 + 1 + 1 + 1)  # three methods x (three classes, patterns, localisation, complexity)
     assert measured.keys() == expected.keys()
     for nodeid, result in expected.items():
         assert result["measurements"], nodeid
-        assert measured[nodeid] == result, nodeid  # every measurement, per-sample detail and thumbnail
+        assert measured[nodeid] == result, nodeid  # every measurement (random's per-sample draws too), thumbnail
     helpers.assert_no_traceback(on_ray.stdout.str())
 
 

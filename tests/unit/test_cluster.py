@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_saliency.cluster import RayRunner, _picklable
+from pytest_saliency.errors import ClusterUnavailable
 
 
 @pytest.mark.parametrize(
@@ -45,3 +46,20 @@ def test_an_error_that_cannot_travel_back_becomes_its_line() -> None:
     replaced = _picklable(Unpicklable(1, 2))
     assert type(replaced) is RuntimeError
     assert str(replaced) == "Unpicklable: 1 and 2"
+
+
+def test_a_cluster_that_does_not_start_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray")
+
+    def refuse(**options: object) -> None:
+        raise ConnectionError("Could not find any running Ray instance.\nPlease specify one.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    runner = RayRunner("ray://head:10001")
+    with pytest.raises(ClusterUnavailable) as caught:
+        runner.connect()
+    assert str(caught.value) == (
+        "--saliency-ray=ray://head:10001: Ray did not start: ConnectionError: Could not find any running Ray instance."
+    )
+    assert not runner.started
