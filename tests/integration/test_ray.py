@@ -176,3 +176,24 @@ def test_a_path_after_the_option_is_not_taken_for_an_address(project: pytest.Pyt
     result = project.runpytest_inprocess("--saliency-ray", "specs")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --saliency-ray specs: that is a path, not a Ray address: *"])
+
+
+def test_collecting_starts_no_cluster(
+    project: pytest.Pytester, write_spec: WriteSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_spec("x")
+
+    def refuse(**options: object) -> None:
+        raise AssertionError("ray.init called")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    result = project.runpytest_inprocess("--saliency-ray", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["specs/x.saliency.yaml::cov[[]grad[]]"])
+
+
+def test_workers_without_ray_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest_inprocess("--saliency-workers", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --saliency-workers needs --saliency-ray (it counts Ray actors)"])
