@@ -3,10 +3,14 @@ lost shard, errors made fit to travel back."""
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import pytest
 
 from pytest_saliency.cluster import RayRunner, _picklable
 from pytest_saliency.errors import ClusterUnavailable
+from pytest_saliency.spec import load_spec
 
 
 @pytest.mark.parametrize(
@@ -63,3 +67,14 @@ def test_a_cluster_that_does_not_start_is_one_line(monkeypatch: pytest.MonkeyPat
         "--saliency-ray=ray://head:10001: Ray did not start: ConnectionError: Could not find any running Ray instance."
     )
     assert not runner.started
+
+
+def test_a_loaded_spec_pickles_for_the_actors() -> None:
+    """What every actor gets: the validated spec with its source positions and overrides."""
+    root = Path(__file__).resolve().parents[2]
+    loaded = load_spec(root / "specs" / "shapes.saliency.yaml", display="specs/shapes.saliency.yaml")
+    copy = pickle.loads(pickle.dumps(loaded))
+    assert copy.spec == loaded.spec
+    assert copy.path == loaded.path
+    assert copy.source.values == loaded.source.values
+    assert copy.problem(("model", "factory"), "x") == loaded.problem(("model", "factory"), "x")
