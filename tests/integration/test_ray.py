@@ -92,6 +92,7 @@ def test_two_actors_give_the_measurements_of_an_in_process_run(
     assert on_ray.ret == local.ret
     on_ray.stdout.fnmatch_lines(["saliency: ray local cluster (2 CPUs, 0 GPUs), 2 workers on cpu"])
     assert on_ray.parseoutcomes() == local.parseoutcomes()
+    assert ray.is_initialized()  # the run did not start this cluster, so it left it running
 
     expected, measured = items(project.path / "local.json"), items(project.path / "ray.json")
     assert len(expected) == 3 * (3 + 1 + 1 + 1)  # three methods x (three classes, patterns, localisation, complexity)

@@ -78,3 +78,18 @@ def test_a_loaded_spec_pickles_for_the_actors() -> None:
     assert copy.path == loaded.path
     assert copy.source.values == loaded.source.values
     assert copy.problem(("model", "factory"), "x") == loaded.problem(("model", "factory"), "x")
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_closing_ends_the_actors_and_only_a_ray_the_run_started(monkeypatch: pytest.MonkeyPatch, started: bool) -> None:
+    ray = pytest.importorskip("ray")
+    calls: list[str] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "kill", lambda actor: calls.append(f"kill {actor}"))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    runner = RayRunner()
+    runner.started = started
+    runner._actors = ["a", "b"]
+    runner.close()
+    assert calls == ["kill a", "kill b", *(["shutdown"] if started else [])]
+    assert not runner.started
