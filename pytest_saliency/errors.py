@@ -11,13 +11,28 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 Location = tuple[str | int, ...]
 """A place in a spec as the keys and indices that lead to it: ``("checks", 0, "fidelity")``."""
 
 
 class SaliencyError(Exception):
-    """The root of every error pytest-saliency raises on purpose: catch it to catch them all."""
+    """The root of every error pytest-saliency raises on purpose: catch it to catch them all.
+
+    Every one pickles with its attributes, whatever its ``__init__`` takes, so that an error
+    raised in a Ray worker reaches the driver as itself (:mod:`pytest_saliency.cluster`)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(kind: type[SaliencyError], args: tuple[Any, ...], state: dict[str, Any]) -> SaliencyError:
+    """A pickled :class:`SaliencyError` rebuilt without calling its ``__init__``."""
+    error = kind.__new__(kind, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,11 @@ class SpecInvalid(SaliencyError):
 
 class DeviceUnavailable(SaliencyError):
     """``--saliency-device`` (or the ``saliency_device`` ini value) names no usable device."""
+
+
+class ClusterUnavailable(DeviceUnavailable):
+    """The Ray cluster of ``--saliency-ray`` gave no worker in time (its resources are taken, or
+    it cannot place the asked workers); one line says which."""
 
 
 class SaliencyWarning(UserWarning):

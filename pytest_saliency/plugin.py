@@ -22,6 +22,7 @@ from .session import SESSION_KEY, SaliencySession
 if TYPE_CHECKING:
     from pluggy import Result
 
+    from .cluster import RayRunner
     from .engine import SpecEngine
 
 
@@ -87,6 +88,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "model.weights=candidate.pt or checks.0.decide=interval (repeatable). Paths are relative to where "
         "pytest is invoked. Recorded in --saliency-json as overrides.",
     )
+    group.addoption(
+        "--saliency-ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="compute the specs' shards on a Ray cluster: alone, a local one started for the run; "
+        "--saliency-ray=ADDRESS connects to one (auto, ray://head:10001). Needs pytest-saliency[ray].",
+    )
+    group.addoption(
+        "--saliency-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --saliency-ray: the number of Ray actors (default: one per GPU of the cluster, else 2).",
+    )
     parser.addini("saliency_device", "default for --saliency-device", default="auto")
     parser.addini(
         "saliency_baseline_dir",
@@ -111,6 +128,7 @@ def pytest_configure(config: pytest.Config) -> None:
         report_path=_output_path(config, "saliency_report"),
         json_path=_output_path(config, "saliency_json"),
     )
+    session.runner = _ray_runner(config, session.device)
     from .report.progress import for_config  # stdlib and pytest only
 
     session.progress = for_config(config)
@@ -119,11 +137,58 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "saliency: a check from a *.saliency.yaml spec file")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def _ray_runner(config: pytest.Config, device: str) -> RayRunner | None:
+    """The runner of ``--saliency-ray`` (None without it); its usage errors, one line each."""
+    address = config.getoption("saliency_ray")
+    workers = config.getoption("saliency_workers")
+    if address is None:
+        if workers is not None:
+            raise pytest.UsageError("--saliency-workers needs --saliency-ray (it counts Ray actors)")
+        return None
+    if workers is not None and workers < 1:
+        raise pytest.UsageError(f"--saliency-workers {workers}: give 1 or more")
+    if (config.invocation_params.dir / address).exists():
+        raise pytest.UsageError(
+            f"--saliency-ray {address}: that is a path, not a Ray address: "
+            f"write --saliency-ray=ADDRESS, or put --saliency-ray after the paths"
+        )
+    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        raise pytest.UsageError(
+            "--saliency-ray and -n (pytest-xdist) do not combine: every xdist worker would start its own "
+            "Ray actors; use --saliency-ray alone, it spreads each spec's shards over the cluster"
+        )
+    from .cluster import INSTALL_HINT, RayRunner  # stdlib only
+    from .errors import ClusterUnavailable
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise pytest.UsageError(INSTALL_HINT) from None
+    runner = RayRunner(address, workers, device)
+    if not config.option.collectonly:  # nothing runs then: no cluster to start
+        try:
+            runner.connect()
+        except ClusterUnavailable as error:
+            raise pytest.UsageError(str(error)) from None
+    return runner
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the Ray actors of ``--saliency-ray`` (and Ray, when the run started it)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and session.runner is not None:
+        from .cluster import RayRunner
+
+        assert isinstance(session.runner, RayRunner)
+        session.runner.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
     """One header line with the device and baseline settings of the run, as pytest-randomly
     prints its seed: ``saliency: device auto (CUDA when available), baselines compare, folder
     saliency-baselines/ beside each spec``. ``auto`` is resolved only when torch is already
-    imported (the header never imports it)."""
+    imported (the header never imports it). With ``--saliency-ray`` a second line describes the
+    cluster (``saliency: ray local cluster (2 CPUs, 0 GPUs), 2 workers on cpu``)."""
     session = config.stash[SESSION_KEY]
     device = session.device
     torch = sys.modules.get("torch")
@@ -140,7 +205,15 @@ def pytest_report_header(config: pytest.Config) -> str:
         folder = f"{DEFAULT_DIRNAME}/ beside each spec"
     else:
         folder = os.path.relpath(settings.directory, config.rootpath) + "/"
-    return f"saliency: device {device}, baselines {mode}, folder {folder}"
+    lines = [f"saliency: device {device}, baselines {mode}, folder {folder}"]
+    runner = session.runner
+    if runner is not None:
+        from .cluster import RayRunner
+
+        assert isinstance(runner, RayRunner)
+        if runner.connected:
+            lines.append(f"saliency: {runner.describe()}")
+    return lines
 
 
 def _output_path(config: pytest.Config, name: str) -> str | None:

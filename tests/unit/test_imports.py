@@ -1,9 +1,9 @@
 """The package's import structure: the plugin module is light, and no module imports itself back.
 
 pytest imports ``pytest_saliency.plugin`` in every run of an environment where the package is
-installed, so it must not pull in torch or captum. And an import cycle (two modules that need
-each other, even through an import inside a function) works only as long as nobody reorders the
-imports; every module should have one place in a layering.
+installed, so it must not pull in torch, captum or Ray. And an import cycle (two modules that
+need each other, even through an import inside a function) works only as long as nobody reorders
+the imports; every module should have one place in a layering.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_saliency"
-HEAVY = ("torch", "captum", "torchvision")
+HEAVY = ("torch", "captum", "torchvision", "ray")
 
 
 def test_importing_the_plugin_loads_neither_torch_nor_captum() -> None:
