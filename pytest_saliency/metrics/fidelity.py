@@ -55,7 +55,11 @@ remaining (order, fraction, image) triples are laid out job-major and built batc
 (per run of consecutive images of one job: one comparison of the precomputed ranks with ``k`` and
 one fused ``mul``/``where`` straight into the batch; no per-image or per-pixel Python loop), then
 pushed through the model in full batches of ``batch_size`` under ``torch.inference_mode``. The
-per-sample curves do not depend on ``batch_size``. Fills with a per-image source (blur, uniform,
+per-sample curves depend neither on ``batch_size`` nor on the other images: every random draw
+(tie keys, random order, fill noise) is seeded by ``seed`` and the image's index in the data set
+(``indices``; :func:`~pytest_saliency.metrics.seeding.per_sample_draws`), so a data set can be
+scored shard by shard (:func:`sample_scores`) and summed up once
+(:meth:`FidelityResult.from_scores`). Fills with a per-image source (blur, uniform,
 the noisy-linear noise) hold one extra ``(N, C, H, W)`` tensor.
 
 Fills (every channel of a removed pixel takes the fill's value for that channel):
@@ -65,11 +69,11 @@ Fills (every channel of a removed pixel takes the fill's value for that channel)
 - ``"blur"``: a Gaussian-blurred copy of the image (:func:`~pytest_saliency.metrics.image.gaussian_blur`), ``sigma = BLUR_SIGMA = 3`` pixels, kernel
   ``2 * ceil(3 * sigma) + 1 = 19`` taps, separable, replicate padding at the border;
 - ``"uniform"``: uniform noise in ``[min, max]`` of the image (over all its channels and pixels),
-  drawn once per image from ``seed`` and shared by every step and order;
+  drawn once per image from ``seed`` and its index and shared by every step and order;
 - ``"noisy_linear"``: ROAD's noisy linear imputation
   (:mod:`pytest_saliency.metrics.imputation`) of the removed pixels of each perturbed input,
   solved for the whole batch at once, plus ``N(0, noise_std^2)`` noise. The noise is drawn once
-  per image and pixel from ``seed`` (common random numbers), so the same removed pixel gets the
+  per image and pixel from ``seed`` and the image's index (common random numbers), so the same removed pixel gets the
   same noise at every step and in every order; ROAD draws fresh noise at each call, which has the
   same distribution at each point of a curve.
 """
