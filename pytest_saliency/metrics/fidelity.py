@@ -706,7 +706,9 @@ def sample_scores(
         fill_source = _make_fill(fill, images, samples, seed, noise_std, batch_size)
         blurred = None
         if any(inserting):
-            blurred = fill_source if fill == "blur" else _make_fill("blur", images, samples, seed, noise_std, batch_size)
+            blurred = (
+                fill_source if fill == "blur" else _make_fill("blur", images, samples, seed, noise_std, batch_size)
+            )
         total = len(jobs.order) * n
         results = torch.empty(total, dtype=torch.float32, device=device)
         for start in range(0, total, batch_size):

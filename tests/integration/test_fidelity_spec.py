@@ -137,17 +137,24 @@ def test_bad_parameters_are_spec_errors_with_their_position(
     helpers.assert_no_traceback(result.stdout.str())
 
 
-def test_curves_and_robustness_scores_do_not_depend_on_the_shard_or_batch_size(project: pytest.Pytester, write_spec) -> None:
+def test_curves_and_robustness_scores_do_not_depend_on_the_shard_or_batch_size(
+    project: pytest.Pytester, write_spec
+) -> None:
     # Every random draw (tie keys, random order, uniform fill, random maps, perturbations) is
     # seeded by the sample's index in the data set, so one sample per shard, three, or all six
     # at once give the same per-sample numbers.
     checks = fidelity_check("faithful", fill="uniform", steps="5", orders="[mif, lif, random]", gap='">= -1"')
-    checks += '- id: stable\n  robustness:\n    methods: [grad]\n    n_perturb_samples: 3\n'
+    checks += "- id: stable\n  robustness:\n    methods: [grad]\n    n_perturb_samples: 3\n"
     checks += '    max_sensitivity: {max: "<= 10"}\n    infidelity: {mean: "<= 10"}\n'
     write_spec(attributions=METHODS, checks=checks)
 
     def per_sample(shard_size: str, batch_size: str) -> dict[tuple[str, str], object]:
-        settings = ["--saliency-set", f"data.shard_size={shard_size}", "--saliency-set", f"data.batch_size={batch_size}"]
+        settings = [
+            "--saliency-set",
+            f"data.shard_size={shard_size}",
+            "--saliency-set",
+            f"data.batch_size={batch_size}",
+        ]
         result = project.runpytest_inprocess("--saliency-json", "out.json", *settings)
         result.assert_outcomes(passed=3)
         document = json.loads((project.path / "out.json").read_text())
