@@ -73,9 +73,9 @@ Fills (every channel of a removed pixel takes the fill's value for that channel)
 - ``"noisy_linear"``: ROAD's noisy linear imputation
   (:mod:`pytest_saliency.metrics.imputation`) of the removed pixels of each perturbed input,
   solved for the whole batch at once, plus ``N(0, noise_std^2)`` noise. The noise is drawn once
-  per image and pixel from ``seed`` and the image's index (common random numbers), so the same removed pixel gets the
-  same noise at every step and in every order; ROAD draws fresh noise at each call, which has the
-  same distribution at each point of a curve.
+  per image and pixel from ``seed`` and the image's index (common random numbers), so the same
+  removed pixel gets the same noise at every step and in every order; ROAD draws fresh noise at
+  each call, which has the same distribution at each point of a curve.
 """
 
 from __future__ import annotations
