@@ -33,7 +33,7 @@ import torch
 from _timing import best_of, cpu_name
 from torch import Tensor, nn
 
-from pytest_saliency.metrics.fidelity import fidelity_curves
+from pytest_saliency.metrics.fidelity import FidelityResult, fidelity_curves, sample_scores
 from pytest_saliency.metrics.imputation import linear_impute
 
 
@@ -106,18 +106,22 @@ def pixel_flipping(quantus, channels: int, args: argparse.Namespace) -> dict[str
     x_np, y_np = images.numpy(), target.numpy()
     a_np = importance.numpy()[:, None]
 
-    def ours() -> object:
-        return fidelity_curves(
+    def ours() -> FidelityResult:
+        # what a fidelity check does: the per-sample scores of a shard (here one shard of every
+        # image, with their data-set indices), summed up from the merged samples
+        samples = sample_scores(
             timed,
             images,
             importance,
             target=target,
+            indices=range(len(images)),
             fractions=fractions,
             orders=("mif", "lif"),
             fill="zeros",
             score="probability",
             batch_size=args.batch_size,
         )
+        return FidelityResult.from_scores(samples, score="probability", fill="zeros", unit=1)
 
     def theirs(n: int = args.images) -> dict[str, np.ndarray]:
         curves = {}
@@ -198,7 +202,7 @@ def road(quantus, args: argparse.Namespace) -> dict[str, float]:
     timed = TimedModel(model).eval()
     x_np, y_np, a_np = images.numpy(), target.numpy(), importance.numpy()[:, None]
 
-    def ours(noise: float, n: int) -> object:
+    def ours(noise: float, n: int) -> FidelityResult:
         return fidelity_curves(
             timed,
             images[:n],

@@ -3,8 +3,12 @@ on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
-from ..metrics.fidelity import FidelityResult, fidelity_curves
-from ..spec.schema import FidelityCheck
+import torch
+from torch import Tensor
+
+from ..metrics.fidelity import FidelityResult, SampleScores, default_fractions, sample_scores
+from ..spec.schema import CheckSpec, FidelityCheck
+from ..streaming import Shard
 from .base import CheckRequest, Measurement, Outcome, run_in_batches
 
 ORDER_NAMES = {
@@ -15,21 +19,22 @@ ORDER_NAMES = {
 }
 
 
-def evaluate(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, FidelityCheck) and request.method is not None
-    engine = request.engine
-    device = engine.device
-    target = engine.predictions if config.score_of == "predicted" else engine.data.labels
-    attributions = engine.attributions(request.method)
-    label, report = f"{engine.loaded.name}: {request.method} curves", engine.progress
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """Each order's raw scores ``(B, S)`` (under the order's name), the clean score ``clean``
+    ``(B,)`` and the units per image ``units`` ``(B,)``; every draw is seeded per sample."""
+    config = check.config
+    assert isinstance(config, FidelityCheck) and method is not None
+    target = shard.predictions if config.score_of == "predicted" else shard.batch.labels
+    attributions = shard.attributions(method)
+    indices = shard.indices.tolist()
 
-    def curves(batch_size: int) -> FidelityResult:
-        return fidelity_curves(
-            engine.model,
-            engine.data.images.to(device),
-            attributions.to(device),
-            target=target.to(device),
+    def scores(batch_size: int) -> SampleScores:
+        return sample_scores(
+            shard.model,
+            shard.images,
+            attributions,
+            target=target,
+            indices=indices,
             fractions=config.fractions,
             steps=config.steps,
             orders=config.orders,
@@ -37,13 +42,20 @@ def evaluate(request: CheckRequest) -> Outcome:
             unit=config.patch,
             score=config.score,
             batch_size=batch_size,
-            seed=engine.spec.seed,
+            seed=shard.spec.seed,
             noise_std=config.noise_std,
-            channels=config.channels or engine.spec.saliency.channels,
-            progress=(lambda done, total: report(label, done, total)) if report else None,
+            channels=config.channels or shard.spec.saliency.channels,
         )
 
-    result = run_in_batches(request, config.batch_size, curves)
+    samples = run_in_batches(shard, check, config.batch_size, scores)
+    units = torch.full((len(indices),), samples.n_units, dtype=torch.long)
+    return {**samples.scores, "clean": samples.clean, "units": units}
+
+
+def decide(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, FidelityCheck) and request.method is not None
+    result = _curves(request, config)
     summary = result.to_dict()
     measurements = []
     if config.gap is not None:
@@ -63,7 +75,7 @@ def evaluate(request: CheckRequest) -> Outcome:
                 )
             )
     fill = "blur (insertion)" if config.orders == ["insertion"] else config.fill
-    details = [
+    details = request.no_samples() + [
         f"{config.score} of the {config.score_of} class, fill {fill}, unit {config.unit}, "
         f"{len(summary['fractions'])} fractions from 0 to {summary['fractions'][-1]:.2f}",
     ]
@@ -78,10 +90,24 @@ def evaluate(request: CheckRequest) -> Outcome:
             "the LIF curve's fall is the perturbation artifact: removing the least important "
             "features should not move the score"
         )
-    undefined = summary["n_undefined"]
     extra = {
         "fractions": summary["fractions"],
         "curves": {order: summary["orders"][order]["mean_curve"] for order in result.orders},
         "fidelity": summary,
     }
-    return Outcome(measurements, samples=len(engine.data), undefined=undefined, details=details, extra=extra)
+    samples = len(request.indices)
+    return Outcome(measurements, samples=samples, undefined=summary["n_undefined"], details=details, extra=extra)
+
+
+def _curves(request: CheckRequest, config: FidelityCheck) -> FidelityResult:
+    """The :class:`FidelityResult` of the item's samples from the merged per-sample scores."""
+    statistics, selection = request.statistics, request.selection
+    units = statistics["units"][selection]
+    fractions = config.fractions if config.fractions is not None else default_fractions(config.steps)
+    samples = SampleScores(
+        fractions=torch.tensor(fractions, dtype=torch.float64),
+        scores={order: statistics[order][selection] for order in config.orders},
+        clean=statistics["clean"][selection],
+        n_units=int(units[0]) if len(units) else 0,
+    )
+    return FidelityResult.from_scores(samples, score=config.score, fill=config.fill, unit=config.patch)

@@ -3,42 +3,38 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
+
 from torch import Tensor
 
 from ..attribution import Attributor
 from ..metrics import robustness
-from ..metrics.robustness import Progress
-from ..spec.schema import RobustnessCheck
+from ..spec.schema import CheckSpec, RobustnessCheck
+from ..streaming import Shard
 from .base import CheckRequest, Outcome, run_in_batches, score_outcome
 
 
-def evaluate(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, RobustnessCheck) and request.method is not None
-    engine = request.engine
-    device = engine.device
+def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+    """Each thresholded score (``max_sensitivity``, ``avg_sensitivity``, ``infidelity``), ``(B,)``
+    float64; the perturbations are seeded by the samples' indices in the data set."""
+    config = check.config
+    assert isinstance(config, RobustnessCheck) and method is not None
     thresholds = config.metrics()
-    images = engine.data.images.to(device)
-    targets = engine.targets.to(device)
-    clean = engine.attributions(request.method)
-    seed = engine.spec.seed
+    images, targets, clean = shard.images, shard.targets, shard.attributions(method)
+    indices = shard.indices.tolist()
+    seed = shard.spec.seed
     scores: dict[str, Tensor] = {}
-    settings = []
-
-    def progress(what: str) -> Progress | None:
-        report, label = engine.progress, f"{engine.loaded.name}: {request.method} {what}"
-        return None if report is None else lambda done, total: report(label, done, total)
-
     if "max_sensitivity" in thresholds or "avg_sensitivity" in thresholds:
-        method = request.method
-        location = ("attributions", method)
 
         def sensitivity(batch_size: int) -> tuple[Tensor, Tensor]:
-            attributor = Attributor(engine.spec.attributions[method], engine.model, batch_size, location)
-            generator = torch.Generator().manual_seed(seed)
+            location = ("attributions", method)
+            attributor = Attributor(shard.spec.attributions[method], shard.model, batch_size, location)
+
+            def explain(inputs: Tensor, target: Tensor, samples: Sequence[int]) -> Tensor:
+                return attributor(inputs, target, samples, seed)
+
             return robustness.sensitivity(
-                lambda inputs, target: attributor(inputs, target, generator),
+                explain,
                 images,
                 targets,
                 clean,
@@ -47,20 +43,16 @@ def evaluate(request: CheckRequest) -> Outcome:
                 norm_ord=config.norm_ord,
                 batch_size=batch_size,
                 seed=seed,
-                progress=progress("sensitivity"),
+                indices=indices,
             )
 
-        highest, mean = run_in_batches(request, config.batch_size, sensitivity)
+        highest, mean = run_in_batches(shard, check, config.batch_size, sensitivity)
         scores.update({"max_sensitivity": highest, "avg_sensitivity": mean})
-        settings.append(
-            f"sensitivity: uniform noise in ±{config.perturb_radius:g}, {config.norm_ord} norm, "
-            "relative to the clean attribution"
-        )
     if "infidelity" in thresholds:
 
         def infidelity(batch_size: int) -> Tensor:
             return robustness.infidelity(
-                engine.model,
+                shard.model,
                 images,
                 clean,
                 targets,
@@ -69,13 +61,26 @@ def evaluate(request: CheckRequest) -> Outcome:
                 normalize=config.normalize,
                 batch_size=batch_size,
                 seed=seed,
-                progress=progress("infidelity"),
+                indices=indices,
             )
 
-        scores["infidelity"] = run_in_batches(request, config.batch_size, infidelity)
+        scores["infidelity"] = run_in_batches(shard, check, config.batch_size, infidelity)
+    return {name: scores[name] for name in thresholds}
+
+
+def decide(request: CheckRequest) -> Outcome:
+    config = request.check.config
+    assert isinstance(config, RobustnessCheck)
+    thresholds = config.metrics()
+    settings = []
+    if "max_sensitivity" in thresholds or "avg_sensitivity" in thresholds:
+        settings.append(
+            f"sensitivity: uniform noise in ±{config.perturb_radius:g}, {config.norm_ord} norm, "
+            "relative to the clean attribution"
+        )
+    if "infidelity" in thresholds:
         normalized = ", normalized" if config.normalize else ""
         settings.append(f"infidelity: Gaussian noise σ {config.noise_std:g} on the target's logit{normalized}")
-    scores = {name: scores[name] for name in thresholds}
     heading = f"{config.n_perturb_samples} perturbations per image; " + "; ".join(settings)
     extra = {
         "robustness": {
@@ -86,4 +91,4 @@ def evaluate(request: CheckRequest) -> Outcome:
             "normalize": config.normalize,
         }
     }
-    return score_outcome(request, scores, thresholds, heading, extra)
+    return score_outcome(request, request.statistics, thresholds, heading, extra)

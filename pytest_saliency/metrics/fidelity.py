@@ -55,7 +55,11 @@ remaining (order, fraction, image) triples are laid out job-major and built batc
 (per run of consecutive images of one job: one comparison of the precomputed ranks with ``k`` and
 one fused ``mul``/``where`` straight into the batch; no per-image or per-pixel Python loop), then
 pushed through the model in full batches of ``batch_size`` under ``torch.inference_mode``. The
-per-sample curves do not depend on ``batch_size``. Fills with a per-image source (blur, uniform,
+per-sample curves depend neither on ``batch_size`` nor on the other images: every random draw
+(tie keys, random order, fill noise) is seeded by ``seed`` and the image's index in the data set
+(``indices``; :func:`~pytest_saliency.metrics.seeding.per_sample_draws`), so a data set can be
+scored shard by shard (:func:`sample_scores`) and summed up once
+(:meth:`FidelityResult.from_scores`). Fills with a per-image source (blur, uniform,
 the noisy-linear noise) hold one extra ``(N, C, H, W)`` tensor.
 
 Fills (every channel of a removed pixel takes the fill's value for that channel):
@@ -65,13 +69,13 @@ Fills (every channel of a removed pixel takes the fill's value for that channel)
 - ``"blur"``: a Gaussian-blurred copy of the image (:func:`~pytest_saliency.metrics.image.gaussian_blur`), ``sigma = BLUR_SIGMA = 3`` pixels, kernel
   ``2 * ceil(3 * sigma) + 1 = 19`` taps, separable, replicate padding at the border;
 - ``"uniform"``: uniform noise in ``[min, max]`` of the image (over all its channels and pixels),
-  drawn once per image from ``seed`` and shared by every step and order;
+  drawn once per image from ``seed`` and its index and shared by every step and order;
 - ``"noisy_linear"``: ROAD's noisy linear imputation
   (:mod:`pytest_saliency.metrics.imputation`) of the removed pixels of each perturbed input,
   solved for the whole batch at once, plus ``N(0, noise_std^2)`` noise. The noise is drawn once
-  per image and pixel from ``seed`` (common random numbers), so the same removed pixel gets the
-  same noise at every step and in every order; ROAD draws fresh noise at each call, which has the
-  same distribution at each point of a curve.
+  per image and pixel from ``seed`` and the image's index (common random numbers), so the same
+  removed pixel gets the same noise at every step and in every order; ROAD draws fresh noise at
+  each call, which has the same distribution at each point of a curve.
 """
 
 from __future__ import annotations
@@ -90,19 +94,21 @@ from pytest_saliency._io import json_number
 from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.imputation import linear_impute
 from pytest_saliency.metrics.saliency import ChannelReduction, reduce_channels
-from pytest_saliency.metrics.seeding import seeded_generator
+from pytest_saliency.metrics.seeding import per_sample_draws, sample_indices
 
 __all__ = [
     "FILLS",
     "ORDERS",
     "SCORES",
     "FidelityResult",
+    "SampleScores",
     "auc_interval",
     "curve_auc",
     "default_fractions",
     "fidelity_curves",
     "fidelity_gap",
     "removal_counts",
+    "sample_scores",
 ]
 
 Order = Literal["mif", "lif", "random", "insertion"]
@@ -231,6 +237,26 @@ def _json_list(values: Tensor) -> list[float | None]:
 
 
 @dataclass(frozen=True)
+class SampleScores:
+    """The model's raw scores along each order's perturbation path, per sample: what
+    :func:`sample_scores` computes for one batch of images (a shard), and what the batches of a
+    data set concatenate into (along ``N``) before :meth:`FidelityResult.from_scores` sums them up.
+
+    Attributes:
+        fractions: ``(S,)`` float64, the fractions of units removed at each curve point.
+        scores: order -> ``(N, S)`` float32 raw score (probability, logit or 0/1 correctness).
+        clean: ``(N,)`` float32 raw score of each clean image; NaN for an accuracy curve without
+            a fraction-0 point, whose clean pass is skipped.
+        n_units: units per image (pixels, or ``K x K`` patches).
+    """
+
+    fractions: Tensor
+    scores: dict[str, Tensor]
+    clean: Tensor
+    n_units: int
+
+
+@dataclass(frozen=True)
 class FidelityResult:
     """Perturbation curves of one attribution and the numbers derived from them.
 
@@ -264,6 +290,41 @@ class FidelityResult:
     fill: str
     unit: int
     ddof: int = field(default=0)
+
+    @classmethod
+    def from_scores(cls, samples: SampleScores, *, score: str, fill: str, unit: int, ddof: int = 0) -> FidelityResult:
+        """The normalised curves, AUCs and defined samples of per-sample raw scores (module docs,
+        steps 4 and 5): of one batch, or of every shard of a data set concatenated."""
+        orders = tuple(samples.scores)
+        clean = samples.clean.float().cpu()
+        raw = torch.stack([samples.scores[order].float().cpu() for order in orders])  # (O, N, S)
+        if score == "accuracy":
+            defined = torch.ones(clean.numel(), dtype=torch.bool)
+            normalised = raw.clone()
+        else:
+            defined = torch.isfinite(clean) & (clean > 0)
+            denominator = torch.where(defined, clean, torch.ones_like(clean))
+            normalised = raw / denominator.view(1, -1, 1)
+            normalised[:, ~defined] = math.nan
+        if "insertion" in orders:  # RISE's curve is the raw score
+            index = orders.index("insertion")
+            normalised[index] = torch.where(_insertion_defined(defined, clean).view(-1, 1), raw[index], math.nan)
+        fractions = samples.fractions
+        curves = {order: normalised[i] for i, order in enumerate(orders)}
+        return cls(
+            fractions=fractions,
+            curves=curves,
+            auc={order: curve_auc(curve, fractions) for order, curve in curves.items()},
+            scores={order: raw[i] for i, order in enumerate(orders)},
+            clean=clean,
+            defined=defined,
+            counts=removal_counts(fractions, samples.n_units),
+            n_units=samples.n_units,
+            score=score,
+            fill=fill,
+            unit=unit,
+            ddof=ddof,
+        )
 
     @property
     def orders(self) -> tuple[str, ...]:
@@ -354,25 +415,26 @@ def _insertion_defined(defined: Tensor, clean: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _make_fill(fill: str, images: Tensor, seed: int, noise_std: float, batch_size: int) -> Tensor | None:
-    """The per-image fill source: ``None`` (zeros), ``(N, C, 1, 1)`` means, or ``(N, C, H, W)``
-    (blurred copy, uniform noise; for ``noisy_linear`` the scaled Gaussian noise field)."""
+def _make_fill(
+    fill: str, images: Tensor, indices: Sequence[int], seed: int, noise_std: float, batch_size: int
+) -> Tensor | None:
+    """The per-image fill source of the samples ``indices``: ``None`` (zeros), ``(N, C, 1, 1)``
+    means, or ``(N, C, H, W)`` (blurred copy, uniform noise; for ``noisy_linear`` the scaled
+    Gaussian noise field); the noise is drawn per sample (:func:`per_sample_draws`)."""
     if fill == "zeros":
         return None
     if fill == "mean":
         return images.mean(dim=(2, 3), keepdim=True)
     if fill == "blur":
         return torch.cat([gaussian_blur(chunk) for chunk in torch.split(images, max(1, batch_size))])
-    generator = seeded_generator(seed, _SALT_FILL)
-    shape = tuple(images.shape)
+    shape = tuple(images.shape[1:])
     if fill == "uniform":
-        noise = torch.rand(shape, generator=generator, dtype=torch.float32)
-        noise = noise.to(device=images.device, dtype=images.dtype)
+        noise = per_sample_draws(indices, shape, seed, _SALT_FILL, "uniform").to(images.device, images.dtype)
         low = images.amin(dim=(1, 2, 3), keepdim=True)
         high = images.amax(dim=(1, 2, 3), keepdim=True)
         return low + (high - low) * noise
     if fill == "noisy_linear":
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        noise = per_sample_draws(indices, shape, seed, _SALT_FILL, "normal")
         return (noise_std * noise).to(device=images.device, dtype=images.dtype)
     raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
 
@@ -392,16 +454,17 @@ def _unit_importance(importance: Tensor, unit: int) -> Tensor:
     return padded.view(n, hu, unit, wu, unit).sum(dim=(2, 4)).reshape(n, hu * wu)
 
 
-def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
+def _ranks(importance: Tensor, orders: Sequence[str], indices: Sequence[int], seed: int) -> Tensor:
     """``(O, N, U)`` int32 rank of each unit in each order (0 = removed first; for
-    ``insertion``, 0 = the first to stay blurred: the LIF ranks).
+    ``insertion``, 0 = the first to stay blurred: the LIF ranks), for the samples ``indices``.
 
     MIF sorts by (importance, seeded random tie key), both descending, in one sort: the float32
     importance is mapped to an order-preserving int32 (``-0.0`` counts as ``0.0``) and packed
     above a random 32-bit key into one int64 sort key, so equal importances are ordered by the
     seeded key (the "seeded random permutation as secondary key" of docs/methods.md#fidelity-curves) and the
     order is reproducible. LIF is the exact reverse of MIF (ties in the reverse seeded order), so
-    one sort serves both. ``random`` is a seeded random permutation.
+    one sort serves both. ``random`` is a seeded random permutation. The tie keys and the random
+    order are drawn per sample, so they do not depend on the other samples of the batch.
     """
     n, u = importance.shape
     device = importance.device
@@ -415,14 +478,14 @@ def _ranks(importance: Tensor, orders: Sequence[str], seed: int) -> Tensor:
     if {"mif", "lif", "insertion"} & set(orders):
         bits = (importance.to(torch.float32) + 0.0).contiguous().view(torch.int32)
         ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
-        ties = torch.randint(0, 2**32, (n, u), generator=seeded_generator(seed, _SALT_TIES), dtype=torch.int64)
+        ties = per_sample_draws(indices, (u,), seed, _SALT_TIES, "bits")
         keys = (ordered << 32) | ties.to(device)
         sequence = torch.sort(keys, dim=1, descending=True, stable=True).indices
         mif_rank = rank_of(sequence)
     ranks = []
     for order in orders:
         if order == "random":
-            keys = torch.rand((n, u), generator=seeded_generator(seed, _SALT_RANDOM_ORDER)).to(device)
+            keys = per_sample_draws(indices, (u,), seed, _SALT_RANDOM_ORDER, "uniform").to(device)
             ranks.append(rank_of(keys.argsort(dim=1)))
             continue
         assert mif_rank is not None  # computed above for mif, lif and insertion
@@ -441,61 +504,111 @@ def _target_scores(logits: Tensor, target: Tensor, score: str) -> Tensor:
     return (logits.argmax(dim=-1) == target).float()
 
 
-def fidelity_curves(
-    model: Callable[[Tensor], Tensor],
+@dataclass(frozen=True)
+class _Jobs:
+    """The distinct model inputs of every image: job ``j`` removes ``k[j]`` units in the order
+    ``order[j]`` (a shared job builds the same input for every order); ``points`` ``(O, S)`` is
+    the job of each order's curve point; ``clean`` whether job 0 is the clean image."""
+
+    order: list[int]
+    k: list[int]
+    points: Tensor
+    clean: bool
+
+
+def _jobs(orders: tuple[str, ...], counts: Tensor, n_units: int, fill: str, score: str) -> _Jobs:
+    """(order, units removed) pairs whose set of removed units is the same are one job: ``k = 0``
+    (clean) and ``k = U`` for every order (``k = U`` of insertion only when it blurs like the
+    fill), and a count repeated in one order. Insertion at ``k`` inserted units removes (blurs)
+    ``U - k``. The clean images come first; they are scored whenever the curves need them: to
+    normalise (probability, logit) or as a curve point (a fraction with ``k = 0``). An accuracy
+    curve without such a point is not normalised, so no pass is spent on it."""
+    inserting = [order == "insertion" for order in orders]
+    index: dict[tuple[int | str, int], int] = {}
+    job_order: list[int] = []
+    job_k: list[int] = []
+
+    def job(order: int, k: int) -> int:
+        shared = k == 0 or (k == n_units and (not inserting[order] or fill == "blur"))
+        key: tuple[int | str, int] = ("shared", k) if shared else (order, k)
+        if key not in index:
+            index[key] = len(job_order)
+            job_order.append(order)
+            job_k.append(key[1])
+        return index[key]
+
+    if score != "accuracy" or bool((counts == 0).any()):
+        job(0, 0)
+    points = torch.tensor(
+        [[job(o, n_units - int(k) if inserting[o] else int(k)) for k in counts.tolist()] for o in range(len(orders))],
+        dtype=torch.long,
+    )
+    return _Jobs(job_order, job_k, points, ("shared", 0) in index)
+
+
+def _perturbed_batch(
+    start: int,
+    stop: int,
+    jobs: _Jobs,
+    ranks: Tensor,
     images: Tensor,
-    importance: Tensor,
-    *,
-    target: Tensor,
-    fractions: Sequence[float] | None = None,
-    steps: int = 20,
-    orders: Sequence[Order] = ("mif", "lif"),
-    fill: Fill = "zeros",
-    unit: int = 1,
-    score: Score = "probability",
-    batch_size: int = 64,
-    seed: int = 0,
-    noise_std: float = 0.01,
-    channels: ChannelReduction = "abs_sum",
-    progress: Callable[[int, int], None] | None = None,
-) -> FidelityResult:
-    """MIF / LIF (/ random) perturbation curves of a batch of images (Brocki & Chung 2022).
-
-    Args:
-        model: maps ``(B, C, H, W)`` inputs to ``(B, K)`` logits; called only under
-            ``torch.inference_mode`` and in batches of at most ``batch_size``. An ``nn.Module``
-            should be in eval mode (a warning is given otherwise: train-mode batch norm would make
-            the curves depend on the batch composition).
-        images: ``(N, C, H, W)`` inputs, on the model's device.
-        importance: ``(N, H, W)`` one importance map per image, or ``(N, C, H, W)`` attributions
-            collapsed with ``channels`` (:func:`~pytest_saliency.metrics.saliency.reduce_channels`).
-        target: ``(N,)`` long class whose score is tracked (label or clean prediction).
-        fractions: fractions of units removed at each curve point, non-decreasing in ``[0, 1]``;
-            default ``0, 1/steps, ..., (steps-1)/steps``.
-        steps: number of default fractions (ignored when ``fractions`` is given).
-        orders: any of ``"mif"``, ``"lif"``, ``"random"``, ``"insertion"`` (RISE: the most
-            important units put back first into the blurred image; its curve is not normalised).
-        fill: ``"zeros" | "mean" | "blur" | "uniform" | "noisy_linear"`` (module docstring).
-        unit: patch side ``K`` (1 = pixels); a patch's importance is the sum over it.
-        score: ``"probability"`` (softmax of the target), ``"logit"`` or ``"accuracy"``
-            (``argmax == target`` as 0/1, not normalised per sample).
-        batch_size: perturbed inputs per forward pass.
-        seed: seeds the tie-break, the random order and the random fills.
-        noise_std: ROAD noise for ``fill="noisy_linear"``.
-        channels: channel reduction for 4-D ``importance``.
-        progress: called after each forward pass with ``(inputs done, inputs in all)``.
-
-    Returns:
-        :class:`FidelityResult` with ``S = len(fractions)`` points per curve.
-    """
-    if images.dim() != 4:
-        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    inserting: list[bool],
+    fill: str,
+    fill_source: Tensor | None,
+    blurred: Tensor | None,
+    unit: int,
+) -> Tensor:
+    """The model inputs ``start:stop`` of the job-major layout (input ``i`` is image
+    ``i mod N`` of job ``i div N``): a few runs of consecutive images of one job, each one
+    comparison of the precomputed ranks with ``k`` and one fused fill."""
     n, _, h, w = images.shape
-    if importance.dim() == 4:
-        importance = reduce_channels(importance, channels)
-    if importance.dim() != 3 or tuple(importance.shape) != (n, h, w):
-        raise ValueError(f"importance must be (N, H, W) = {(n, h, w)} or (N, C, H, W), got {tuple(importance.shape)}")
-    orders = tuple(orders)
+    hu, wu = -(-h // unit), -(-w // unit)
+    device = images.device
+    batch = torch.empty((stop - start, *images.shape[1:]), dtype=images.dtype, device=device)
+    removed = torch.empty((stop - start, h, w), dtype=torch.bool, device=device) if fill == "noisy_linear" else None
+    for job_id in range(start // n, (stop - 1) // n + 1):
+        first, last = max(start, job_id * n), min(stop, (job_id + 1) * n)
+        rows, out = slice(first - job_id * n, last - job_id * n), slice(first - start, last - start)
+        units = ranks[jobs.order[job_id], rows] < jobs.k[job_id]  # (run, U)
+        if unit > 1:
+            units = units.view(-1, hu, wu).repeat_interleave(unit, 1).repeat_interleave(unit, 2)
+            pixels = units[:, :h, :w]
+        else:
+            pixels = units.view(-1, h, w)
+        mask = pixels.unsqueeze(1)
+        if inserting[jobs.order[job_id]]:
+            assert blurred is not None
+            torch.where(mask, blurred[rows], images[rows], out=batch[out])
+            if removed is not None:
+                removed[out] = False
+        elif fill == "zeros":
+            # exact for finite inputs, and several times faster than masked_fill
+            torch.mul(images[rows], mask.logical_not(), out=batch[out])
+        elif removed is not None:
+            removed[out] = pixels
+            batch[out] = images[rows]
+        else:
+            assert fill_source is not None  # only the zeros fill has none
+            torch.where(mask, fill_source[rows], images[rows], out=batch[out])
+    if removed is None:
+        return batch
+    assert fill_source is not None
+    imputed = linear_impute(batch, removed)
+    imputed.add_(fill_source.index_select(0, torch.arange(start, stop, device=device) % n))
+    return torch.where(removed.unsqueeze(1), imputed, batch)
+
+
+def _checked_fractions(fractions: Sequence[float] | None, steps: int) -> Tensor:
+    """``(S,)`` float64: ``fractions``, or the default ones of ``steps``; refused unless
+    non-decreasing in ``[0, 1]``."""
+    values = default_fractions(steps) if fractions is None else [float(f) for f in fractions]
+    frac = torch.tensor(values, dtype=torch.float64)
+    if frac.numel() == 0 or bool(((frac < 0) | (frac > 1)).any()) or bool((frac.diff() < 0).any()):
+        raise ValueError(f"fractions must be non-decreasing values in [0, 1], got {values}")
+    return frac
+
+
+def _check_settings(orders: tuple[str, ...], fill: str, score: str, unit: int, batch_size: int) -> None:
     if not orders or any(o not in ORDERS for o in orders) or len(set(orders)) != len(orders):
         raise ValueError(f"orders must be distinct values of {ORDERS}, got {orders}")
     if fill not in FILLS:
@@ -506,18 +619,75 @@ def fidelity_curves(
         raise ValueError(f"unit must be a positive integer, got {unit!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    fraction_values = default_fractions(steps) if fractions is None else [float(f) for f in fractions]
-    frac = torch.tensor(fraction_values, dtype=torch.float64)
-    if frac.numel() == 0 or bool(((frac < 0) | (frac > 1)).any()) or bool((frac.diff() < 0).any()):
-        raise ValueError(f"fractions must be non-decreasing values in [0, 1], got {fraction_values}")
+
+
+def sample_scores(
+    model: Callable[[Tensor], Tensor],
+    images: Tensor,
+    importance: Tensor,
+    *,
+    target: Tensor,
+    indices: Sequence[int] | Tensor | None = None,
+    fractions: Sequence[float] | None = None,
+    steps: int = 20,
+    orders: Sequence[Order] = ("mif", "lif"),
+    fill: Fill = "zeros",
+    unit: int = 1,
+    score: Score = "probability",
+    batch_size: int = 64,
+    seed: int = 0,
+    noise_std: float = 0.01,
+    channels: ChannelReduction = "abs_sum",
+) -> SampleScores:
+    """The model's raw score of every image along every order's perturbation path (module docs,
+    steps 1 to 3): the per-sample part of :func:`fidelity_curves`, which one shard computes.
+
+    Args:
+        model: maps ``(B, C, H, W)`` inputs to ``(B, K)`` logits; called only under
+            ``torch.inference_mode`` and in batches of at most ``batch_size``. An ``nn.Module``
+            should be in eval mode (a warning is given otherwise: train-mode batch norm would make
+            the curves depend on the batch composition).
+        images: ``(N, C, H, W)`` inputs, on the model's device.
+        importance: ``(N, H, W)`` one importance map per image, or ``(N, C, H, W)`` attributions
+            collapsed with ``channels`` (:func:`~pytest_saliency.metrics.saliency.reduce_channels`).
+        target: ``(N,)`` long class whose score is tracked (label or clean prediction).
+        indices: the ``N`` samples' indices in the data set (default ``0 .. N-1``): every random
+            draw (tie keys, random order, uniform and noisy-linear fills) is seeded by ``seed``
+            and the sample's index, so a sample's curves depend neither on the batch size nor on
+            the other samples it is computed with.
+        fractions: fractions of units removed at each curve point, non-decreasing in ``[0, 1]``;
+            default ``0, 1/steps, ..., (steps-1)/steps``.
+        steps: number of default fractions (ignored when ``fractions`` is given).
+        orders: any of ``"mif"``, ``"lif"``, ``"random"``, ``"insertion"`` (RISE: the most
+            important units put back first into the blurred image; its curve is not normalised).
+        fill: ``"zeros" | "mean" | "blur" | "uniform" | "noisy_linear"`` (module docstring).
+        unit: patch side ``K`` (1 = pixels); a patch's importance is the sum over it.
+        score: ``"probability"`` (softmax of the target), ``"logit"`` or ``"accuracy"``
+            (``argmax == target`` as 0/1).
+        batch_size: perturbed inputs per forward pass.
+        seed: seeds the tie-break, the random order and the random fills.
+        noise_std: ROAD noise for ``fill="noisy_linear"``.
+        channels: channel reduction for 4-D ``importance``.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    n, _, h, w = images.shape
+    if importance.dim() == 4:
+        importance = reduce_channels(importance, channels)
+    if importance.dim() != 3 or tuple(importance.shape) != (n, h, w):
+        raise ValueError(f"importance must be (N, H, W) = {(n, h, w)} or (N, C, H, W), got {tuple(importance.shape)}")
+    orders = tuple(orders)
+    _check_settings(orders, fill, score, unit, batch_size)
+    frac = _checked_fractions(fractions, steps)
     target = torch.as_tensor(target, device=images.device).long().view(-1)
     if target.numel() != n:
         raise ValueError(f"target must have N = {n} entries, got {target.numel()}")
+    samples = sample_indices(indices, n)
     if isinstance(model, torch.nn.Module) and model.training:
         warnings.warn(
             "fidelity_curves got a model in training mode; call model.eval() first "
             "(batch norm and dropout would make the curves depend on the batching)",
-            stacklevel=2,
+            stacklevel=3,
         )
     device = images.device
     importance = importance.to(device=device, dtype=torch.float32)
@@ -529,116 +699,66 @@ def fidelity_curves(
     with torch.inference_mode():
         unit_imp = _unit_importance(importance, unit)
         n_units = unit_imp.shape[1]
-        hu, wu = -(-h // unit), -(-w // unit)
         counts = removal_counts(frac, n_units)
-        ranks = _ranks(unit_imp, orders, seed)
-
-        # Jobs: (order index, units removed). The removed set of k = 0 (clean) and k = U does not
-        # depend on the order, so those are computed once, under the key ("shared", k) (k = U of
-        # insertion only when it blurs like the fill); duplicated counts are computed once.
-        # Insertion at k inserted units removes (blurs) U - k.
+        ranks = _ranks(unit_imp, orders, samples, seed)
+        jobs = _jobs(orders, counts, n_units, fill, score)
         inserting = [order == "insertion" for order in orders]
-        job_index: dict[tuple[int | str, int], int] = {}
-        job_order: list[int] = []
-        job_k: list[int] = []
-
-        def job(order_idx: int, k: int) -> int:
-            shared = k == 0 or (k == n_units and (not inserting[order_idx] or fill == "blur"))
-            key: tuple[int | str, int] = ("shared", k) if shared else (order_idx, k)
-            if key not in job_index:
-                job_index[key] = len(job_order)
-                job_order.append(order_idx)  # a shared job builds the same input for every order
-                job_k.append(key[1])
-            return job_index[key]
-
-        # The clean images come first. They are scored whenever the curves need them: to
-        # normalise (probability, logit) or as a curve point (a fraction with k = 0). An accuracy
-        # curve without such a point is not normalised, so no pass is spent on it.
-        if score != "accuracy" or bool((counts == 0).any()):
-            job(0, 0)
-        point_jobs = torch.tensor(
-            [
-                [job(o, n_units - int(k) if inserting[o] else int(k)) for k in counts.tolist()]
-                for o in range(len(orders))
-            ],
-            dtype=torch.long,
-        )
-
-        fill_source = _make_fill(fill, images, seed, noise_std, batch_size)
+        fill_source = _make_fill(fill, images, samples, seed, noise_std, batch_size)
         blurred = None
         if any(inserting):
-            blurred = fill_source if fill == "blur" else _make_fill("blur", images, seed, noise_std, batch_size)
-        total = len(job_order) * n
+            blurred = (
+                fill_source if fill == "blur" else _make_fill("blur", images, samples, seed, noise_std, batch_size)
+            )
+        total = len(jobs.order) * n
         results = torch.empty(total, dtype=torch.float32, device=device)
         for start in range(0, total, batch_size):
             stop = min(start + batch_size, total)
-            img_ids = torch.arange(start, stop, device=device) % n
-            batch = torch.empty((stop - start, *images.shape[1:]), dtype=images.dtype, device=device)
-            if fill == "noisy_linear":
-                removed = torch.empty((stop - start, h, w), dtype=torch.bool, device=device)
-            # Pairs are job-major, so a batch is a few runs of consecutive images of one job:
-            # each run is one comparison of precomputed ranks with k and one fused fill.
-            for job_id in range(start // n, (stop - 1) // n + 1):
-                first, last = max(start, job_id * n), min(stop, (job_id + 1) * n)
-                rows, out = slice(first - job_id * n, last - job_id * n), slice(first - start, last - start)
-                units = ranks[job_order[job_id], rows] < job_k[job_id]  # (run, U)
-                if unit > 1:
-                    units = units.view(-1, hu, wu).repeat_interleave(unit, 1).repeat_interleave(unit, 2)
-                    pixels = units[:, :h, :w]
-                else:
-                    pixels = units.view(-1, h, w)
-                mask = pixels.unsqueeze(1)
-                if inserting[job_order[job_id]]:
-                    assert blurred is not None
-                    torch.where(mask, blurred[rows], images[rows], out=batch[out])
-                    if fill == "noisy_linear":
-                        removed[out] = False
-                elif fill == "zeros":
-                    # exact for finite inputs, and several times faster than masked_fill
-                    torch.mul(images[rows], mask.logical_not(), out=batch[out])
-                elif fill == "noisy_linear":
-                    removed[out] = pixels
-                    batch[out] = images[rows]
-                else:
-                    assert fill_source is not None  # only the zeros fill has none
-                    torch.where(mask, fill_source[rows], images[rows], out=batch[out])
-            if fill == "noisy_linear":
-                imputed = linear_impute(batch, removed)
-                assert fill_source is not None
-                imputed.add_(fill_source.index_select(0, img_ids))
-                batch = torch.where(removed.unsqueeze(1), imputed, batch)
-            logits = model(batch)
-            results[start:stop] = _target_scores(logits, target[img_ids], score)
-            if progress is not None:
-                progress(stop, total)
+            batch = _perturbed_batch(start, stop, jobs, ranks, images, inserting, fill, fill_source, blurred, unit)
+            image_ids = torch.arange(start, stop, device=device) % n
+            results[start:stop] = _target_scores(model(batch), target[image_ids], score)
+        raw = results.view(len(jobs.order), n)[jobs.points.to(device)]  # (O, S, N)
+        clean = results[:n] if jobs.clean else torch.full((n,), math.nan, device=device)
+    raw, clean = raw.permute(0, 2, 1).clone(), clean.clone()  # (O, N, S); normal (non-inference) tensors
+    return SampleScores(frac, {order: raw[i] for i, order in enumerate(orders)}, clean, n_units)
 
-        raw = results.view(len(job_order), n)[point_jobs.to(device)]  # (O, S, N)
-        clean = results[:n] if ("shared", 0) in job_index else torch.full((n,), math.nan, device=device)
 
-    raw = raw.permute(0, 2, 1).float().cpu().clone()  # (O, N, S), a normal (non-inference) tensor
-    clean = clean.float().cpu().clone()
-    if score == "accuracy":
-        defined = torch.ones(n, dtype=torch.bool)
-        normalised = raw.clone()
-    else:
-        defined = torch.isfinite(clean) & (clean > 0)
-        denominator = torch.where(defined, clean, torch.ones_like(clean))
-        normalised = raw / denominator.view(1, -1, 1)
-        normalised[:, ~defined] = math.nan
-    if "insertion" in orders:  # RISE's curve is the raw score
-        index = orders.index("insertion")
-        normalised[index] = torch.where(_insertion_defined(defined, clean).view(-1, 1), raw[index], math.nan)
-    curves: dict[str, Tensor] = {order: normalised[i] for i, order in enumerate(orders)}
-    return FidelityResult(
-        fractions=frac,
-        curves=curves,
-        auc={order: curve_auc(curve, frac) for order, curve in curves.items()},
-        scores={order: raw[i] for i, order in enumerate(orders)},
-        clean=clean,
-        defined=defined,
-        counts=counts,
-        n_units=n_units,
-        score=score,
+def fidelity_curves(
+    model: Callable[[Tensor], Tensor],
+    images: Tensor,
+    importance: Tensor,
+    *,
+    target: Tensor,
+    indices: Sequence[int] | Tensor | None = None,
+    fractions: Sequence[float] | None = None,
+    steps: int = 20,
+    orders: Sequence[Order] = ("mif", "lif"),
+    fill: Fill = "zeros",
+    unit: int = 1,
+    score: Score = "probability",
+    batch_size: int = 64,
+    seed: int = 0,
+    noise_std: float = 0.01,
+    channels: ChannelReduction = "abs_sum",
+) -> FidelityResult:
+    """MIF / LIF (/ random, insertion) perturbation curves of a batch of images (Brocki & Chung
+    2022): :func:`sample_scores` (the arguments are its own) summed up by
+    :meth:`FidelityResult.from_scores`, with ``S = len(fractions)`` points per curve. For
+    ``score="accuracy"`` the curves are not normalised per sample."""
+    samples = sample_scores(
+        model,
+        images,
+        importance,
+        target=target,
+        indices=indices,
+        fractions=fractions,
+        steps=steps,
+        orders=orders,
         fill=fill,
         unit=unit,
+        score=score,
+        batch_size=batch_size,
+        seed=seed,
+        noise_std=noise_std,
+        channels=channels,
     )
+    return FidelityResult.from_scores(samples, score=score, fill=fill, unit=unit)

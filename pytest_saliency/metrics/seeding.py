@@ -7,7 +7,7 @@ random baselines never depend on which other samples it is computed with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
@@ -48,3 +48,12 @@ def per_sample_draws(
         dtype = torch.int64 if kind == "bits" else torch.float32
         return torch.empty((0, *shape), dtype=dtype)
     return torch.stack(draws)
+
+
+def sample_indices(indices: Sequence[int] | Tensor | None, count: int) -> list[int]:
+    """The data-set indices of ``count`` samples as ints: ``indices``, by default ``0 .. count-1``
+    (a batch that is the whole data set); refused unless there are ``count`` of them."""
+    samples = list(range(count)) if indices is None else [int(i) for i in indices]
+    if len(samples) != count:
+        raise ValueError(f"indices must have N = {count} entries, got {len(samples)}")
+    return samples

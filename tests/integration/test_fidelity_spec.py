@@ -1,5 +1,6 @@
 """``fidelity`` checks from YAML through pytest: every fill and score, the failure block, the
-summary row and spec errors.
+summary row, spec errors, and curves (and robustness scores) that do not depend on the shard or
+batch size.
 
 The project's tiny model (``tests/integration/conftest.py``) scores ``x**2 / 2`` summed over the
 object channel, so its gradient saliency is the object: removing the object first (MIF) sends
@@ -11,6 +12,7 @@ attribution is not.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from types import SimpleNamespace
 
@@ -133,3 +135,40 @@ def test_bad_parameters_are_spec_errors_with_their_position(
         where = helpers.position(text, needle)
     result.stdout.fnmatch_lines([f"specs/x.saliency.yaml:{where}: {helpers.literal(message)}"])
     helpers.assert_no_traceback(result.stdout.str())
+
+
+def test_curves_and_robustness_scores_do_not_depend_on_the_shard_or_batch_size(
+    project: pytest.Pytester, write_spec
+) -> None:
+    # Every random draw (tie keys, random order, uniform fill, random maps, perturbations) is
+    # seeded by the sample's index in the data set, so one sample per shard, three, or all six
+    # at once give the same per-sample numbers.
+    checks = fidelity_check("faithful", fill="uniform", steps="5", orders="[mif, lif, random]", gap='">= -1"')
+    checks += "- id: stable\n  robustness:\n    methods: [grad]\n    n_perturb_samples: 3\n"
+    checks += '    max_sensitivity: {max: "<= 10"}\n    infidelity: {mean: "<= 10"}\n'
+    write_spec(attributions=METHODS, checks=checks)
+
+    def per_sample(shard_size: str, batch_size: str) -> dict[tuple[str, str], object]:
+        settings = [
+            "--saliency-set",
+            f"data.shard_size={shard_size}",
+            "--saliency-set",
+            f"data.batch_size={batch_size}",
+        ]
+        result = project.runpytest_inprocess("--saliency-json", "out.json", *settings)
+        result.assert_outcomes(passed=3)
+        document = json.loads((project.path / "out.json").read_text())
+        numbers: dict[tuple[str, str], object] = {}
+        for item in document["results"]:
+            if item["kind"] == "fidelity":
+                orders = item["fidelity"]["orders"]
+                numbers[item["check"], item["method"]] = {order: orders[order]["auc"] for order in orders}
+            else:
+                numbers[item["check"], item["method"]] = item["per_sample"]
+        return numbers
+
+    whole = per_sample("256", "64")
+    assert set(whole) == {("faithful", "grad"), ("faithful", "random"), ("stable", "grad")}
+    assert len(whole["faithful", "random"]["random"]) == 6 and len(whole["stable", "grad"]["infidelity"]) == 6
+    assert per_sample("1", "1") == whole
+    assert per_sample("3", "2") == whole

@@ -16,12 +16,14 @@ from pytest_saliency.metrics.fidelity import (
     ORDERS,
     SCORES,
     FidelityResult,
+    SampleScores,
     auc_interval,
     curve_auc,
     default_fractions,
     fidelity_curves,
     fidelity_gap,
     removal_counts,
+    sample_scores,
 )
 from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.saliency import reduce_channels
@@ -243,26 +245,65 @@ def test_per_sample_curves_do_not_depend_on_the_batch_size(fill: str) -> None:
             torch.testing.assert_close(other.auc[order], results[0].auc[order], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("fill", ["uniform", "noisy_linear"])
+def test_a_samples_curves_follow_its_index_not_its_position(fill: str) -> None:
+    # Samples 4..6 of a data set computed alone (one shard) with their indices have the curves
+    # they have among all seven: the tie keys, the random order and the fill noise are drawn per
+    # sample. Flat importance makes every order the seeded tie-break.
+    model = small_cnn(3)
+    images, _ = data(7, 3, size=10)
+    importance = torch.zeros(7, 10, 10)
+    target = predicted(model, images)
+    settings = {"steps": 5, "orders": ORDERS, "fill": fill, "seed": 3}
+    whole = fidelity_curves(model, images, importance, target=target, **settings)
+    part = slice(4, 7)
+    alone = fidelity_curves(
+        model, images[part], importance[part], target=target[part], indices=torch.arange(4, 7), **settings
+    )
+    by_position = fidelity_curves(model, images[part], importance[part], target=target[part], **settings)
+    for order in ORDERS:
+        torch.testing.assert_close(alone.scores[order], whole.scores[order][part], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(by_position.scores["random"], whole.scores["random"][part])
+    with pytest.raises(ValueError, match="indices"):
+        fidelity_curves(model, images, importance, target=target, indices=[0, 1], steps=3)
+
+
+def test_the_summary_of_concatenated_shards_is_that_of_the_whole_batch() -> None:
+    # What the engine does: each shard's per-sample scores, concatenated, summed up once.
+    model = small_cnn(3)
+    images, importance = data(7, 3, size=10)
+    target = predicted(model, images)
+    settings = {"steps": 4, "orders": ("mif", "lif", "random", "insertion"), "fill": "uniform", "score": "logit"}
+    whole = fidelity_curves(model, images, importance, target=target, **settings)
+    shards = [
+        sample_scores(model, images[part], importance[part], target=target[part], indices=range(7)[part], **settings)
+        for part in (slice(0, 3), slice(3, 4), slice(4, 7))
+    ]
+    merged = SampleScores(
+        fractions=shards[0].fractions,
+        scores={order: torch.cat([shard.scores[order] for shard in shards]) for order in settings["orders"]},
+        clean=torch.cat([shard.clean for shard in shards]),
+        n_units=shards[0].n_units,
+    )
+    result = FidelityResult.from_scores(merged, score="logit", fill="uniform", unit=1)
+    assert torch.equal(result.defined, whole.defined) and result.counts.tolist() == whole.counts.tolist()
+    assert (result.gap, result.gap_interval) == pytest.approx((whole.gap, whole.gap_interval), abs=1e-6)
+    for order in settings["orders"]:
+        torch.testing.assert_close(result.curves[order], whole.curves[order], equal_nan=True)
+        assert result.mean_auc(order) == pytest.approx(whole.mean_auc(order), abs=1e-6)
+
+
 def test_model_batches_inference_mode_and_shared_passes() -> None:
     model = Recorder(small_cnn(1))
     images, importance = data(10, 1)
     target = predicted(model.inner, images)
-    progress: list[tuple[int, int]] = []
     fidelity_curves(
-        model,
-        images,
-        importance,
-        target=target,
-        fractions=[0.0, 0.5, 1.0],
-        orders=("mif", "lif"),
-        batch_size=8,
-        progress=lambda done, total: progress.append((done, total)),
+        model, images, importance, target=target, fractions=[0.0, 0.5, 1.0], orders=("mif", "lif"), batch_size=8
     )
     # clean + MIF@0.5 + LIF@0.5 + everything removed (shared by the orders) = 4 x 10 inputs
     assert sum(model.sizes) == 40
     assert model.sizes == [8, 8, 8, 8, 8]  # full batches across (image, step) pairs
     assert all(model.inference)
-    assert progress == [(8, 40), (16, 40), (24, 40), (32, 40), (40, 40)]  # one report per pass
 
 
 def test_an_accuracy_curve_without_a_clean_point_skips_the_clean_pass() -> None:

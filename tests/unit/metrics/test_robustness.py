@@ -12,7 +12,8 @@ from captum.metrics import sensitivity_max
 from test_fidelity import small_cnn
 
 from pytest_saliency.metrics import robustness
-from pytest_saliency.metrics.robustness import _SALT_INFIDELITY, _SALT_SENSITIVITY, _per_sample_noise
+from pytest_saliency.metrics.robustness import _SALT_INFIDELITY, _SALT_SENSITIVITY
+from pytest_saliency.metrics.seeding import per_sample_draws
 
 N, N_PERTURB, SEED = 5, 4, 3
 
@@ -23,15 +24,17 @@ def workload():
     target = torch.tensor([0, 1, 2, 3, 0])
     saliency = InputXGradient(model)  # depends on the input: a non-zero sensitivity
 
-    def explain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def explain(x: torch.Tensor, t: torch.Tensor, _indices=None) -> torch.Tensor:
         return saliency.attribute(x.detach().clone().requires_grad_(True), target=t).detach()
 
     return model, images, target, explain
 
 
 def noise_of(salt: int, kind: str) -> torch.Tensor:
-    """``(N, N_PERTURB, 3, 12, 12)``: every sample's perturbations, as the module draws them."""
-    return torch.stack([_per_sample_noise(range(N), j, (3, 12, 12), SEED, salt, kind) for j in range(N_PERTURB)], dim=1)
+    """``(N, N_PERTURB, 3, 12, 12)``: every sample's perturbations, as the module draws them
+    (uniform in ``[-1, 1]`` or standard normal, seeded by the sample's index and the perturbation's)."""
+    draws = torch.stack([per_sample_draws(range(N), (3, 12, 12), SEED, salt, kind, j) for j in range(N_PERTURB)], dim=1)
+    return draws * 2 - 1 if kind == "uniform" else draws
 
 
 def replay(noise: torch.Tensor, infidelity: bool):
@@ -136,15 +139,58 @@ def test_per_sample_scores_do_not_depend_on_the_batch_size() -> None:
     for run in runs[1:]:
         for ours, reference in zip(run, runs[0], strict=True):
             np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-5, atol=1e-9)
-    alone = robustness.sensitivity(explain, images[3:4], target[3:4], clean[3:4], n_perturb_samples=3, seed=SEED)
-    assert alone[0].item() != pytest.approx(runs[0][0][0].item())  # position 0 alone gets position 0's noise
+
+
+def test_a_samples_scores_follow_its_index_not_its_position() -> None:
+    # A shard holds samples 3 and 4 of the data set: with their indices they get the scores they
+    # have in the whole batch; at positions 0 and 1 they would get samples 0's and 1's noise.
+    model, images, target, explain = workload()
+    clean = explain(images, target)
+    part = slice(3, 5)
+
+    def scores(indices):
+        return (
+            *robustness.sensitivity(
+                explain, images[part], target[part], clean[part], n_perturb_samples=3, seed=SEED, indices=indices
+            ),
+            robustness.infidelity(
+                model, images[part], clean[part], target[part], n_perturb_samples=3, seed=SEED, indices=indices
+            ),
+        )
+
+    whole = (
+        *robustness.sensitivity(explain, images, target, clean, n_perturb_samples=3, seed=SEED),
+        robustness.infidelity(model, images, clean, target, n_perturb_samples=3, seed=SEED),
+    )
+    for ours, reference in zip(scores(torch.tensor([3, 4])), whole, strict=True):
+        np.testing.assert_allclose(ours.numpy(), reference[part].numpy(), rtol=1e-5, atol=1e-9)
+    by_position = scores(None)
+    assert by_position[0][0].item() != pytest.approx(whole[0][3].item())
+    assert by_position[2][0].item() != pytest.approx(whole[2][3].item())
+    with pytest.raises(ValueError, match="indices"):
+        robustness.infidelity(model, images, clean, target, indices=[0, 1])
+
+
+def test_explain_gets_the_indices_of_its_batch() -> None:
+    _, images, target, explain = workload()
+    clean = explain(images, target)
+    seen: list[list[int]] = []
+
+    def recording(x: torch.Tensor, t: torch.Tensor, indices) -> torch.Tensor:
+        seen.append(list(indices))
+        return explain(x, t)
+
+    robustness.sensitivity(
+        recording, images, target, clean, n_perturb_samples=2, batch_size=2, seed=SEED, indices=[10, 11, 12, 13, 14]
+    )
+    assert seen == [[10, 11], [10, 11], [12, 13], [12, 13], [14], [14]]
 
 
 def test_saliency_of_a_piecewise_linear_model_barely_moves_under_tiny_noise() -> None:
     model, images, target, _ = workload()
     gradient = Saliency(model)
 
-    def explain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def explain(x: torch.Tensor, t: torch.Tensor, _indices=None) -> torch.Tensor:
         return gradient.attribute(x.detach().clone().requires_grad_(True), target=t, abs=False).detach()
 
     clean = explain(images, target)
