@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..metrics.fidelity import FidelityResult, SampleScores, default_fractions, sample_scores
+from ..report.results import OutcomeExtra
 from ..spec.schema import CheckSpec, FidelityCheck
 from ..streaming import Shard
 from .base import CheckRequest, Measurement, Outcome, run_in_batches
@@ -90,7 +91,7 @@ def decide(request: CheckRequest) -> Outcome:
             "the LIF curve's fall is the perturbation artifact: removing the least important "
             "features should not move the score"
         )
-    extra = {
+    extra: OutcomeExtra = {
         "fractions": summary["fractions"],
         "curves": {order: summary["orders"][order]["mean_curve"] for order in result.orders},
         "fidelity": summary,

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..attribution import Attributor
 from ..metrics import robustness
+from ..report.results import OutcomeExtra
 from ..spec.schema import CheckSpec, RobustnessCheck
 from ..streaming import Shard
 from .base import CheckRequest, Outcome, run_in_batches, score_outcome
@@ -82,7 +83,7 @@ def decide(request: CheckRequest) -> Outcome:
         normalized = ", normalized" if config.normalize else ""
         settings.append(f"infidelity: Gaussian noise σ {config.noise_std:g} on the target's logit{normalized}")
     heading = f"{config.n_perturb_samples} perturbations per image; " + "; ".join(settings)
-    extra = {
+    extra: OutcomeExtra = {
         "robustness": {
             "perturb_radius": config.perturb_radius,
             "n_perturb_samples": config.n_perturb_samples,
