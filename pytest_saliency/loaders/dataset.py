@@ -105,7 +105,7 @@ class DatasetSource(SampleSource):
             self._first = (int(batch.indices[0]), shapes)
         first, expected = self._first
         index = int(batch.indices[0])
-        for key in expected.keys() | shapes.keys():
+        for key in [*expected, *(key for key in shapes if key not in expected)]:  # images first
             if key not in shapes or key not in expected:
                 holder, other = (first, index) if key not in shapes else (index, first)
                 raise SpecRuntimeError(

@@ -6,10 +6,12 @@ others (images, masks, extra region masks: ``(N, ...)``) only by rows, a shard a
 - a member stored uncompressed (``np.savez``) by plain file reads at its offset: the zip local
   header gives where the member's bytes start, its ``.npy`` header where the rows start. Pages
   are read into fresh arrays, never mapped, so a shard's memory is its own size. The member's
-  CRC-32 is checked when a pass has read it to its end, and when a shard's values fail a check
-  (corrupt bytes then read as "Bad CRC-32", not as odd pixels);
+  CRC-32 is checked when a pass has read it to its end, and the images' when a shard's pixel
+  values fail a check (damaged bytes then read as "Bad CRC-32", not as odd pixels);
 - a compressed member (``np.savez_compressed``) sequentially through :mod:`zipfile`: reading
   forward is cheap, reading back starts the member again. Store uncompressed for random access.
+
+A pass reads the next shard in a thread while the current one runs (two shards in memory).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from math import prod
@@ -105,10 +108,17 @@ class NpzSource(SampleSource):
             return self._read(list(indices), handles)
 
     def stream(self, shards: Sequence[range]) -> Iterator[SampleBatch]:
-        """Each shard in turn, the file and the compressed members' streams open for the whole pass."""
-        with _Handles() as handles:
-            for shard in shards:
-                yield self._read(list(shard), handles)
+        """Each shard in turn, the file and the compressed members' streams open for the whole
+        pass; the next shard is read (and its CRC run on) in a thread meanwhile."""
+        if not shards:
+            return
+        with _Handles() as handles, ThreadPoolExecutor(1, thread_name_prefix="saliency-npz") as reader:
+            following = [reader.submit(self._read, list(shard), handles) for shard in shards[:1]]
+            for shard in [*shards[1:], None]:
+                batch = following.pop().result()
+                if shard is not None:
+                    following.append(reader.submit(self._read, list(shard), handles))
+                yield batch
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -207,10 +217,9 @@ class NpzSource(SampleSource):
                 self.scale,
                 self.location,
             )
-        except SpecRuntimeError as error:  # odd values may be damaged bytes: say so if the CRC tells
+        except SpecRuntimeError as error:  # odd pixel values may be damaged bytes: say so if the CRC tells
             with _read_errors(self.shown):
-                for name in self.rows:
-                    self._verify(self.members[name], handles)
+                self._verify(self.members["images"], handles)
             raise error
 
     def _rows(self, member: Member, runs: list[range], handles: _Handles) -> np.ndarray:
