@@ -45,6 +45,8 @@ def write(path: Path, count: int, compressed: bool) -> None:
         images[index, index % 3, top : top + 64, left : left + 64] = 1.0
     save = np.savez_compressed if compressed else np.savez
     save(path, images=images, masks=masks, labels=np.arange(count) % 3)
+    with open(path, "rb") as written:
+        os.fsync(written.fileno())  # on disk before any timing: no write-back during the reads
 
 
 def child(mode: str, path: Path, shard_size: int, cold: bool) -> dict[str, float]:
