@@ -82,7 +82,7 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def source(module: str, directory: Path, **kwargs: object) -> SampleSource:
-    settings = {key: kwargs.pop(key) for key in ("num_workers", "limit") if key in kwargs}
+    settings = {key: kwargs.pop(key) for key in ("num_workers", "pin_memory", "limit") if key in kwargs}
     return open_source(DataSpec(factory=f"{module}:samples", kwargs=kwargs, **settings), directory, [])  # type: ignore[arg-type]
 
 
@@ -140,6 +140,13 @@ def test_two_workers_give_the_samples_of_none(module: str, tmp_path: Path) -> No
     assert [shard.indices.tolist() for shard in workers] == [list(shard) for shard in shards]
     for left, right in zip(in_process, workers, strict=True):
         assert_equal(left, right)
+
+
+def test_pin_memory_pins_the_shards_where_there_is_cuda(module: str, tmp_path: Path) -> None:
+    shards = list(source(module, tmp_path, num_workers=2, pin_memory=True).stream([range(0, 3), range(3, 7)]))
+    pinned = torch.cuda.is_available()  # without CUDA the setting is ignored
+    assert [(shard.images.is_pinned(), shard.masks.is_pinned()) for shard in shards] == [(pinned, pinned)] * 2
+    assert shards[1].to(torch.device("cuda" if pinned else "cpu")).labels.tolist() == [0, 1, 2, 0]
 
 
 def test_length_is_len_of_the_dataset_with_the_limit(module: str, tmp_path: Path) -> None:

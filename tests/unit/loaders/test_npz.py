@@ -64,6 +64,19 @@ def test_scattered_and_backward_reads(tmp_path: Path, save: Save) -> None:
     assert_same(source.read([]), expected, [])
 
 
+@pytest.mark.parametrize("save", SAVES.values(), ids=SAVES.keys())
+def test_a_pass_stopped_early_closes_cleanly(tmp_path: Path, save: Save) -> None:
+    """The next shard is being read in a thread when the consumer stops: closing waits for it."""
+    expected = arrays()
+    save(tmp_path / "data.npz", **expected)
+    source = open_source(DataSpec(npz="data.npz"), tmp_path, [])
+    stream = source.stream([range(0, 4), range(4, 8), range(8, 10)])
+    assert_same(next(stream), expected, [0, 1, 2, 3])
+    stream.close()
+    assert list(source.stream([])) == []
+    assert_same(source.read(range(4, 8)), expected, [4, 5, 6, 7])
+
+
 def test_limit_is_the_length_from_the_headers(tmp_path: Path) -> None:
     np.savez(tmp_path / "data.npz", **arrays(count=10))
     source = open_source(DataSpec(npz="data.npz", limit=4), tmp_path, [])
