@@ -178,7 +178,7 @@ class NpzSource(SampleSource):
                 where, f"images are {images.dtype}, not numbers: store them as float in [0, 1] or uint8"
             )
         spatial = (count, *shape[2:])
-        masks = (min(count, self.members["masks"].shape[0]), *self.members["masks"].shape[1:])
+        masks = self._limited("masks")
         if len(masks) == 4 and masks[1] == 1:
             masks = masks[:1] + masks[2:]
         if masks != spatial:
@@ -191,9 +191,14 @@ class NpzSource(SampleSource):
         for key in self.rows:
             if key in ("images", "masks"):
                 continue
-            region = (min(count, self.members[key].shape[0]), *self.members[key].shape[1:])
+            region = self._limited(key)
             if region != spatial:
                 raise SpecRuntimeError(where, f"region mask {key!r} is {region}, expected {spatial}")
+
+    def _limited(self, name: str) -> tuple[int, ...]:
+        """The shape of the member ``name`` after ``limit``."""
+        shape = self.members[name].shape
+        return (min(self.count, shape[0]), *shape[1:]) if shape else shape
 
     # --- reading -------------------------------------------------------------------------------
 

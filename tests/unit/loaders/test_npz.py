@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.loaders.data import SampleBatch, open_source
@@ -51,6 +53,31 @@ def test_shards_equal_one_read(tmp_path: Path, save: Save) -> None:
     shards = list(source.stream([range(0, 4), range(4, 8), range(8, 10)]))
     for shard, indices in zip(shards, ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9]), strict=True):
         assert_same(shard, expected, indices)
+
+
+@pytest.fixture(scope="module")
+def both_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    """A folder with ``stored.npz`` and ``compressed.npz`` of the same 23 samples."""
+    folder = tmp_path_factory.mktemp("npz")
+    expected = arrays(count=23, size=4)
+    for name, save in SAVES.items():
+        save(folder / f"{name}.npz", **expected)
+    return folder, expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.sets(st.integers(1, 22), max_size=8), name=st.sampled_from(sorted(SAVES)))
+def test_any_shards_give_the_samples_of_one_read(
+    both_files: tuple[Path, dict[str, np.ndarray]], cuts: set[int], name: str
+) -> None:
+    folder, expected = both_files
+    bounds = [0, *sorted(cuts), 23]
+    source = open_source(DataSpec(npz=f"{name}.npz"), folder, [])
+    shards = [range(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]
+    read = list(source.stream(shards))
+    assert len(read) == len(shards)
+    for batch, shard in zip(read, shards, strict=True):
+        assert_same(batch, expected, list(shard))
 
 
 @pytest.mark.parametrize("save", SAVES.values(), ids=SAVES.keys())
