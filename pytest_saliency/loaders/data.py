@@ -6,7 +6,6 @@ them on demand, as a :class:`SampleBatch` (one shard). Nothing reads the whole d
 
 from __future__ import annotations
 
-import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import Location, SpecRuntimeError, first_line, model_stage
-from ..spec.schema import DataSpec
+from ..errors import Location, SpecRuntimeError, first_line
+from ..spec.schema import DataSpec, FolderSpec
 from ..spec.validate import as_strings, read_labels_csv
 from .imports import call_factory, resolve_callable
 
@@ -41,6 +40,19 @@ class SampleBatch:
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+    def pin_memory(self) -> SampleBatch:
+        """This batch with its tensors in page-locked memory (what a DataLoader with
+        ``pin_memory`` calls), for faster copies to a GPU."""
+        return SampleBatch(
+            self.indices.pin_memory(),
+            self.images.pin_memory(),
+            self.masks.pin_memory(),
+            self.labels.pin_memory(),
+            {name: mask.pin_memory() for name, mask in self.regions.items()},
+            self.fields,
+            self.skipped,
+        )
 
     def to(self, device: torch.device) -> SampleBatch:
         """This batch with its tensors on ``device`` (indices and labels too)."""
@@ -75,100 +87,91 @@ class SampleSource(ABC):
             yield self.read(shard)
 
 
-class ArraySource(SampleSource):
-    """A data set already in memory (:class:`SaliencyData`)."""
+def open_source(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> SampleSource:
+    """The :class:`SampleSource` a ``data:`` block names (its first ``limit`` samples). Opening
+    reads only what is small: npz headers and ``(N,)`` arrays, the labels CSV, ``len(dataset)``."""
+    if spec.npz is not None:
+        from .npz import NpzSource
 
-    def __init__(self, data: SaliencyData) -> None:
-        self.data = data
-        self.location = data.location
+        return NpzSource(spec_dir / spec.npz, spec.npz, spec.limit, spec.scale)
+    if spec.folder is not None:
+        return FolderSource(spec_dir, spec.folder, spec.classes, spec.limit, spec.scale)
+    assert spec.factory is not None
+    from .dataset import DatasetSource
+
+    where: Location = ("data", "factory")
+    factory = resolve_callable(spec.factory, search_paths, where)
+    return DatasetSource(call_factory(factory, dict(spec.kwargs), spec.factory, where), spec)
+
+
+class FolderSource(SampleSource):
+    """``data.folder``: the labels CSV is read when the source opens, the image and mask files
+    of a shard when it is read."""
+
+    location: Location = ("data", "folder")
+
+    def __init__(
+        self, spec_dir: Path, folder: FolderSpec, classes: Sequence[str] | None, limit: int | None, scale: float | None
+    ) -> None:
+        self.image_dir, self.mask_dir = spec_dir / folder.images, spec_dir / folder.masks
+        self.folder, self.scale = folder, scale
+        header, rows = read_labels_csv(spec_dir / folder.labels)
+        rows = rows[:limit]
+        for number, row in enumerate(rows, start=1):
+            if len(row) < 2:
+                raise SpecRuntimeError(
+                    ("data", "folder", "labels"), f"{folder.labels} row {number} {row!r}: expected file,label"
+                )
+        if not rows:
+            raise SpecRuntimeError(("data", "folder", "labels"), f"{folder.labels} lists no images")
+        self.names = [row[0].strip() for row in rows]
+        self.labels = np.asarray([_label_index(row[1].strip(), classes) for row in rows])
+        self.fields = {  # the columns after file,label, named by the header
+            name: as_strings([row[column].strip() if column < len(row) else "" for row in rows])
+            for column, name in enumerate(header)
+            if column >= 2
+        }
+        self._first: tuple[str, tuple[int, ...]] | None = None
+        """The first image read and its shape: every other must have the same."""
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.names)
 
     def read(self, indices: Sequence[int]) -> SampleBatch:
-        chosen = torch.as_tensor(list(indices), dtype=torch.long)
-        data = self.data
-        return SampleBatch(
-            chosen,
-            data.images[chosen],
-            data.masks[chosen],
-            data.labels[chosen],
-            {name: mask[chosen] for name, mask in data.regions.items()},
-            {name: values[chosen.numpy()] for name, values in data.fields.items()},
+        indices = list(indices)
+        images, masks = [], []
+        for index in indices:
+            image, mask = self._read_sample(self.names[index])
+            images.append(image.transpose(2, 0, 1))
+            masks.append(mask)
+        chosen = np.asarray(indices, dtype=np.int64)
+        return checked_batch(
+            indices,
+            np.stack(images) if images else np.zeros((0, 3, 1, 1), np.uint8),
+            np.stack(masks) if masks else np.zeros((0, 1, 1), bool),
+            self.labels[chosen],
+            {},
+            {name: values[chosen] for name, values in self.fields.items()},
+            self.scale,
+            self.location,
         )
 
-
-def open_source(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> SampleSource:
-    """The :class:`SampleSource` a ``data:`` block names."""
-    return ArraySource(load_data(spec, spec_dir, search_paths))
-
-
-@dataclass
-class SaliencyData:
-    """Images ``(N, C, H, W)`` float in [0, 1], masks ``(N, H, W) bool``, labels ``(N,)`` long,
-    extra named region masks ``(N, H, W) bool`` (e.g. a decoy patch), all on the CPU, and named
-    per-sample fields ``(N,)`` as strings (a hospital, a camera: what ``slices`` select by)."""
-
-    images: Tensor
-    masks: Tensor
-    labels: Tensor
-    regions: dict[str, Tensor] = field(default_factory=dict)
-    location: Location = ("data",)
-    """The spec key the samples come from (``("data", "npz")`` ...), for error messages."""
-    fields: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-def load_data(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> SaliencyData:
-    """Load the data set a ``data:`` block names (its first ``limit`` samples), checked: finite
-    images in ``[0, 1]`` after ``scale``, integer labels, masks the images' size."""
-    if spec.npz is not None:
-        where: Location = ("data", "npz")
-        arrays = _from_npz(spec_dir / spec.npz, spec.npz, where)
-    elif spec.folder is not None:
-        where = ("data", "folder")
-        arrays = _from_folder(spec_dir, spec.folder.images, spec.folder.masks, spec.folder.labels, spec.classes)
-    else:
-        assert spec.factory is not None
-        where = ("data", "factory")
-        factory = resolve_callable(spec.factory, search_paths, where)
-        arrays = _from_dataset(call_factory(factory, dict(spec.kwargs), spec.factory, where), spec.limit, where)
-    return _to_tensors(arrays, spec.limit, spec.scale, where)
-
-
-def _from_npz(path: Path, shown: str, where: Location) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated or corrupt members
-        raise SpecRuntimeError(where, f"cannot read {shown}: {first_line(error)} (write the file again)") from error
-
-
-def _from_folder(
-    spec_dir: Path, images: str, masks: str, labels: str, classes: Sequence[str] | None
-) -> dict[str, np.ndarray]:
-    image_dir, mask_dir = spec_dir / images, spec_dir / masks
-    header, rows = read_labels_csv(spec_dir / labels)
-    image_list, mask_list, label_list = [], [], []
-    first: tuple[str, tuple[int, ...]] | None = None
-    for number, row in enumerate(rows, start=1):
-        if len(row) < 2:
-            raise SpecRuntimeError(("data", "folder", "labels"), f"{labels} row {number} {row!r}: expected file,label")
-        name, label = row[0].strip(), row[1].strip()
-        candidates = [mask_dir / (Path(name).stem + suffix) for suffix in IMAGE_SUFFIXES]
+    def _read_sample(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The image ``(H, W, 3)`` and mask ``(H, W) bool`` of the file ``name``, checked."""
+        folder = self.folder
+        candidates = [self.mask_dir / (Path(name).stem + suffix) for suffix in IMAGE_SUFFIXES]
         mask_path = next((candidate for candidate in candidates if candidate.exists()), None)
         if mask_path is None:
-            raise SpecRuntimeError(("data", "folder", "masks"), f"no mask for {name} in {masks}")
-        image = _read_image(image_dir / name, f"{images}/{name}", "RGB", ("data", "folder", "images"))
-        mask = _read_image(mask_path, f"{masks}/{mask_path.name}", "L", ("data", "folder", "masks")) > 0
-        if first is None:
-            first = (name, image.shape)
-        elif image.shape != first[1]:
+            raise SpecRuntimeError(("data", "folder", "masks"), f"no mask for {name} in {folder.masks}")
+        image = _read_image(self.image_dir / name, f"{folder.images}/{name}", "RGB", ("data", "folder", "images"))
+        mask = _read_image(mask_path, f"{folder.masks}/{mask_path.name}", "L", ("data", "folder", "masks")) > 0
+        if self._first is None:
+            self._first = (name, image.shape)
+        elif image.shape != self._first[1]:
+            first, shape = self._first
             raise SpecRuntimeError(
                 ("data", "folder", "images"),
-                f"{name} is {_size(image.shape)} but {first[0]} is {_size(first[1])}: "
+                f"{name} is {_size(image.shape)} but {first} is {_size(shape)}: "
                 "the images of a folder must share one size (resize them)",
             )
         if mask.shape != image.shape[:2]:
@@ -176,17 +179,7 @@ def _from_folder(
                 ("data", "folder", "masks"),
                 f"{mask_path.name} is {_size(mask.shape)} but its image {name} is {_size(image.shape)}",
             )
-        image_list.append(image.transpose(2, 0, 1))
-        mask_list.append(mask)
-        label_list.append(_label_index(label, classes))
-    if not image_list:
-        raise SpecRuntimeError(("data", "folder", "labels"), f"{labels} lists no images")
-    fields = {  # the columns after file,label, named by the header
-        name: as_strings([row[column].strip() if column < len(row) else "" for row in rows])
-        for column, name in enumerate(header)
-        if column >= 2
-    }
-    return {"images": np.stack(image_list), "masks": np.stack(mask_list), "labels": np.asarray(label_list), **fields}
+        return image, mask
 
 
 def _read_image(path: Path, shown: str, mode: str, where: Location) -> np.ndarray:
@@ -216,42 +209,26 @@ def _label_index(label: str, classes: Sequence[str] | None) -> int:
     raise SpecRuntimeError(("data", "folder", "labels"), f"label {label!r} is neither an index nor one of data.classes")
 
 
-def _from_dataset(dataset: object, limit: int | None, where: Location) -> dict[str, np.ndarray]:
-    try:
-        count = len(dataset)  # type: ignore[arg-type]  # whatever the factory returned: no __len__ raises TypeError
-    except TypeError:
-        raise SpecRuntimeError(where, "the data factory must return a Dataset with __len__ and __getitem__") from None
-    count = min(count, limit) if limit else count
-    columns: dict[str, list[np.ndarray]] = {"images": [], "masks": [], "labels": []}
-    for index in range(count):
-        with model_stage(where, f"reading sample {index} of the Dataset failed"):
-            sample = dataset[index]  # type: ignore[index]  # a Dataset by duck typing, as torch's DataLoader takes it
-        if not isinstance(sample, tuple | list) or len(sample) not in (3, 4):
-            raise SpecRuntimeError(
-                where, "each sample must be (image, mask, label) or (image, mask, label, {name: mask})"
-            )
-        columns["images"].append(np.asarray(sample[0]))
-        columns["masks"].append(np.asarray(sample[1]))
-        columns["labels"].append(np.asarray(sample[2]))
-        for name, value in (sample[3] if len(sample) == 4 else {}).items():  # masks, or per-sample fields
-            columns.setdefault(name, []).append(np.asarray(value))
-    for key, values in columns.items():
-        odd = next((i for i, value in enumerate(values) if value.shape != values[0].shape), None)
-        if odd is not None:
-            raise SpecRuntimeError(
-                where,
-                f"sample {odd}'s {key} is {values[odd].shape} but sample 0's is {values[0].shape}: "
-                "every sample must have the same shape",
-            )
-    return {key: np.stack(values) for key, values in columns.items()}
-
-
 SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 """The default ``data.scale`` of integer images; float images are taken as they are."""
 
 
-def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float | None, where: Location) -> SaliencyData:
-    images = arrays["images"][:limit]
+def checked_batch(
+    indices: Sequence[int],
+    images: np.ndarray,
+    masks: np.ndarray,
+    labels: np.ndarray,
+    regions: dict[str, np.ndarray],
+    fields: dict[str, np.ndarray],
+    scale: float | None,
+    where: Location,
+) -> SampleBatch:
+    """The samples at ``indices`` (their positions in the data set, as messages name them) as a
+    checked :class:`SampleBatch`: images ``(B, C, H, W)`` or ``(B, H, W)`` numbers, finite and in
+    ``[0, 1]`` after ``scale``; masks ``(B, H, W)`` or ``(B, 1, H, W)``; labels ``(B,)`` whole
+    class indices; region masks ``(B, H, W)``; fields ``(B,)``. The arrays are freshly read: the
+    images may be divided in place."""
+    chosen = torch.as_tensor(list(indices), dtype=torch.long)
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4:
@@ -259,10 +236,12 @@ def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float |
     if not (np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_):
         raise SpecRuntimeError(where, f"images are {images.dtype}, not numbers: store them as float in [0, 1] or uint8")
     divisor = scale if scale is not None else SCALES.get(images.dtype, 1.0)
-    image_tensor = torch.from_numpy(np.ascontiguousarray(images).astype(np.float32)) / divisor
-    _check_image_values(image_tensor, scale, images.dtype, where)
+    floats = np.ascontiguousarray(images, dtype=np.float32)
+    image_tensor = torch.from_numpy(floats)
+    if divisor != 1.0:
+        image_tensor.div_(divisor)
+    _check_image_values(image_tensor, chosen, scale, images.dtype, where)
     count, height, width = image_tensor.shape[0], image_tensor.shape[2], image_tensor.shape[3]
-    masks = arrays["masks"][:limit]
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.shape != (count, height, width):
@@ -270,45 +249,42 @@ def _to_tensors(arrays: dict[str, np.ndarray], limit: int | None, scale: float |
             where,
             f"masks {masks.shape} do not match images {tuple(image_tensor.shape)}: expected {(count, height, width)}",
         )
-    labels = arrays["labels"][:limit].reshape(-1)
+    labels = labels.reshape(-1)
     if labels.shape[0] != count:
         raise SpecRuntimeError(where, f"{labels.shape[0]} labels for {count} images")
-    extra = {key: value[:limit] for key, value in arrays.items() if key not in ("images", "masks", "labels")}
-    fields = {key: as_strings(value) for key, value in extra.items() if value.ndim == 1}
     for key, values in fields.items():
         if len(values) != count:
             raise SpecRuntimeError(where, f"per-sample field {key!r} has {len(values)} values for {count} images")
-    regions = {
-        key: torch.from_numpy(np.ascontiguousarray(value)).bool() for key, value in extra.items() if key not in fields
-    }
     for key, region in regions.items():
         if tuple(region.shape) != (count, height, width):
             raise SpecRuntimeError(
                 where, f"region mask {key!r} is {tuple(region.shape)}, expected {(count, height, width)}"
             )
-    return SaliencyData(
-        images=image_tensor,
-        masks=torch.from_numpy(np.ascontiguousarray(masks)).bool(),
-        labels=_class_indices(labels, where),
-        regions=regions,
-        location=where,
-        fields=fields,
+    return SampleBatch(
+        chosen,
+        image_tensor,
+        torch.from_numpy(np.ascontiguousarray(masks)).bool(),
+        class_indices(labels, chosen, where),
+        {key: torch.from_numpy(np.ascontiguousarray(region)).bool() for key, region in regions.items()},
+        {key: as_strings(values) for key, values in fields.items()},
     )
 
 
-def _check_image_values(images: Tensor, scale: float | None, dtype: np.dtype, where: Location) -> None:
+def _check_image_values(images: Tensor, indices: Tensor, scale: float | None, dtype: np.dtype, where: Location) -> None:
     """Finite, and in ``[0, 1]`` (a small rounding margin allowed): anything else would pass
-    every check silently with meaningless numbers, or fail deep inside the model."""
-    finite = torch.isfinite(images)
-    if not bool(finite.all()):
-        bad = (~finite).flatten(1).any(dim=1)
-        first = int(bad.nonzero()[0])
+    every check silently with meaningless numbers, or fail deep inside the model. ``indices``:
+    the samples' positions in the data set, for the message."""
+    if not images.numel():
+        return
+    low, high = (float(bound) for bound in torch.aminmax(images))  # NaN if any is, inf if any is
+    if not (np.isfinite(low) and np.isfinite(high)):  # only then the slower per-sample count
+        bad = (~torch.isfinite(images)).flatten(1).any(dim=1)
+        first = int(indices[bad.nonzero()[0]])
         raise SpecRuntimeError(
             where,
             f"images hold NaN or inf in {int(bad.sum())} of {images.shape[0]} samples (first: sample {first}): "
             "clean or drop those images",
         )
-    low, high = float(images.min()), float(images.max())
     if low >= -1e-3 and high <= 1 + 1e-3:
         return
     shown = f"[{low:.4g}, {high:.4g}]"
@@ -328,8 +304,9 @@ def _check_image_values(images: Tensor, scale: float | None, dtype: np.dtype, wh
     raise SpecRuntimeError(where, fix)
 
 
-def _class_indices(labels: np.ndarray, where: Location) -> Tensor:
-    """``(N,)`` long class indices from integer (or integral float) labels, else an error."""
+def class_indices(labels: np.ndarray, indices: Tensor, where: Location) -> Tensor:
+    """``(B,)`` long class indices from integer (or integral float) labels, else an error naming
+    the sample by its position in ``indices`` ``(B,)``."""
     if labels.dtype == np.bool_:
         labels = labels.astype(np.int64)
     if not np.issubdtype(labels.dtype, np.number):
@@ -341,11 +318,13 @@ def _class_indices(labels: np.ndarray, where: Location) -> Tensor:
             index = int(np.flatnonzero(fractional)[0])
             raise SpecRuntimeError(
                 where,
-                f"labels must be integer class indices, got {labels[index]:g} (sample {index}): store class indices 0, 1, ...",
+                f"labels must be integer class indices, got {labels[index]:g} (sample {int(indices[index])}): "
+                "store class indices 0, 1, ...",
             )
     if labels.size and labels.min() < 0:
         index = int(np.argmin(labels))
         raise SpecRuntimeError(
-            where, f"label {labels[index]:g} (sample {index}) is negative: labels are class indices 0, 1, ..."
+            where,
+            f"label {labels[index]:g} (sample {int(indices[index])}) is negative: labels are class indices 0, 1, ...",
         )
     return torch.from_numpy(labels.astype(np.int64))

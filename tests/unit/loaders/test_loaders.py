@@ -1,4 +1,6 @@
-"""Loading what a spec names: data sets (npz, folder, Dataset factory) and models (factory + weights)."""
+"""Loading what a spec names: data sets (npz, folder, Dataset factory) and models (factory + weights).
+
+The npz and Dataset sources' reading by shards: ``test_npz.py``, ``test_dataset.py``."""
 
 from __future__ import annotations
 
@@ -12,10 +14,17 @@ import torch
 from torch import nn
 
 from pytest_saliency.errors import SpecRuntimeError
-from pytest_saliency.loaders.data import load_data
+from pytest_saliency.loaders.data import SampleBatch, open_source
 from pytest_saliency.loaders.imports import call_factory, resolve_callable
 from pytest_saliency.loaders.models import ModelUnderTest, as_logits, load_model
 from pytest_saliency.spec.schema import DataSpec, FolderSpec, ModelSpec, NormalizeSpec
+
+
+def read_all(spec: DataSpec, directory: Path, search_paths: list[Path] | None = None) -> SampleBatch:
+    """Every sample of the source ``spec`` names, in one read."""
+    source = open_source(spec, directory, search_paths or [])
+    return source.read(range(len(source)))
+
 
 # --- npz -------------------------------------------------------------------------------------
 
@@ -33,7 +42,7 @@ def test_npz_float_images_are_kept_as_they_are(tmp_path: Path) -> None:
     masks = np.zeros((3, 4, 5), np.uint8)
     masks[:, 1:3, 2:4] = 1
     save_npz(tmp_path, images, masks=masks, labels=np.array([2, 0, 1]))
-    data = load_data(DataSpec(npz="data.npz"), tmp_path, [])
+    data = read_all(DataSpec(npz="data.npz"), tmp_path, [])
     assert len(data) == 3
     assert data.images.dtype == torch.float32 and data.images.shape == (3, 3, 4, 5)
     assert torch.equal(data.images, torch.from_numpy(images))
@@ -46,15 +55,15 @@ def test_npz_float_images_are_kept_as_they_are(tmp_path: Path) -> None:
 def test_npz_uint8_images_are_scaled_to_unit_range(tmp_path: Path) -> None:
     images = np.array([0, 51, 255, 102], np.uint8).reshape(1, 1, 2, 2)
     save_npz(tmp_path, images)
-    data = load_data(DataSpec(npz="data.npz"), tmp_path, [])
+    data = read_all(DataSpec(npz="data.npz"), tmp_path, [])
     torch.testing.assert_close(data.images.flatten(), torch.tensor([0.0, 0.2, 1.0, 0.4]))
 
 
 def test_npz_uint16_images_and_an_explicit_scale(tmp_path: Path) -> None:
     save_npz(tmp_path, np.full((1, 1, 2, 2), 65535, np.uint16))
-    assert load_data(DataSpec(npz="data.npz"), tmp_path, []).images.max().item() == 1.0
+    assert read_all(DataSpec(npz="data.npz"), tmp_path, []).images.max().item() == 1.0
     save_npz(tmp_path, np.full((1, 1, 2, 2), 200.0, np.float32))
-    assert load_data(DataSpec(npz="data.npz", scale=400), tmp_path, []).images.max().item() == 0.5
+    assert read_all(DataSpec(npz="data.npz", scale=400), tmp_path, []).images.max().item() == 0.5
 
 
 @pytest.mark.parametrize(
@@ -70,13 +79,13 @@ def test_npz_uint16_images_and_an_explicit_scale(tmp_path: Path) -> None:
 def test_npz_images_outside_the_unit_range_are_refused(tmp_path: Path, values: np.ndarray, message: str) -> None:
     save_npz(tmp_path, values.astype(np.float32).reshape(1, 1, 2, 2))
     with pytest.raises(SpecRuntimeError, match=re.escape(message)) as raised:
-        load_data(DataSpec(npz="data.npz"), tmp_path, [])
+        read_all(DataSpec(npz="data.npz"), tmp_path, [])
     assert raised.value.location == ("data", "npz")
 
 
 def test_npz_rounding_just_outside_the_unit_range_is_accepted(tmp_path: Path) -> None:
     save_npz(tmp_path, np.array([-1e-4, 0.5, 1.0004, 1.0], np.float32).reshape(1, 1, 2, 2))
-    assert len(load_data(DataSpec(npz="data.npz"), tmp_path, [])) == 1
+    assert len(read_all(DataSpec(npz="data.npz"), tmp_path, [])) == 1
 
 
 @pytest.mark.parametrize(
@@ -92,16 +101,16 @@ def test_npz_rounding_just_outside_the_unit_range_is_accepted(tmp_path: Path) ->
 def test_npz_labels_must_be_class_indices(tmp_path: Path, labels: np.ndarray, accepted: bool) -> None:
     save_npz(tmp_path, np.zeros((2, 1, 2, 2), np.float32), labels=labels)
     if accepted:
-        assert load_data(DataSpec(npz="data.npz"), tmp_path, []).labels.tolist() == labels.astype(int).tolist()
+        assert read_all(DataSpec(npz="data.npz"), tmp_path, []).labels.tolist() == labels.astype(int).tolist()
     else:
         with pytest.raises(SpecRuntimeError, match="class indices"):
-            load_data(DataSpec(npz="data.npz"), tmp_path, [])
+            read_all(DataSpec(npz="data.npz"), tmp_path, [])
 
 
 def test_npz_grayscale_images_get_one_channel(tmp_path: Path) -> None:
     images = np.ones((2, 6, 6), np.float32)
     save_npz(tmp_path, images)
-    data = load_data(DataSpec(npz="data.npz"), tmp_path, [])
+    data = read_all(DataSpec(npz="data.npz"), tmp_path, [])
     assert data.images.shape == (2, 1, 6, 6)
     assert data.masks.shape == (2, 6, 6)
 
@@ -109,7 +118,7 @@ def test_npz_grayscale_images_get_one_channel(tmp_path: Path) -> None:
 def test_npz_limit_keeps_the_first_samples(tmp_path: Path) -> None:
     images = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1) * np.ones((5, 1, 3, 3), np.float32)
     save_npz(tmp_path, images, decoy=np.ones((5, 3, 3), bool))
-    data = load_data(DataSpec(npz="data.npz", limit=2), tmp_path, [])
+    data = read_all(DataSpec(npz="data.npz", limit=2), tmp_path, [])
     assert len(data) == 2
     assert data.images[:, 0, 0, 0].tolist() == [0.0, 1.0]
     assert data.labels.tolist() == [0, 1]
@@ -120,7 +129,7 @@ def test_npz_extra_masks_become_regions(tmp_path: Path) -> None:
     decoy = np.zeros((2, 4, 4), np.uint8)
     decoy[:, :2, :2] = 1
     save_npz(tmp_path, np.zeros((2, 3, 4, 4), np.float32), decoy=decoy, ruler=np.ones((2, 4, 4), bool))
-    data = load_data(DataSpec(npz="data.npz"), tmp_path, [])
+    data = read_all(DataSpec(npz="data.npz"), tmp_path, [])
     assert set(data.regions) == {"decoy", "ruler"}
     assert data.regions["decoy"].dtype == torch.bool
     assert data.regions["decoy"].sum().item() == 2 * 4
@@ -130,7 +139,7 @@ def test_npz_extra_masks_become_regions(tmp_path: Path) -> None:
 def test_npz_mismatched_masks_are_refused(tmp_path: Path) -> None:
     save_npz(tmp_path, np.zeros((2, 3, 4, 4), np.float32), masks=np.zeros((2, 4, 5), bool))
     with pytest.raises(SpecRuntimeError, match=r"masks \(2, 4, 5\) do not match images") as raised:
-        load_data(DataSpec(npz="data.npz"), tmp_path, [])
+        read_all(DataSpec(npz="data.npz"), tmp_path, [])
     assert raised.value.location == ("data", "npz")
 
 
@@ -153,7 +162,7 @@ def test_folder_of_pngs(tmp_path: Path) -> None:
     spec = DataSpec(
         folder=FolderSpec(images="images", masks="masks", labels="labels.csv"), classes=["circle", "square"]
     )
-    data = load_data(spec, tmp_path, [])
+    data = read_all(spec, tmp_path, [])
     assert data.images.shape == (3, 3, 5, 4)
     assert data.images[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]
     assert data.images[1, :, 2, 3].tolist() == [0.0, 0.0, 1.0]
@@ -172,7 +181,47 @@ def test_folder_label_that_is_no_class(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("a.png,triangle\n")
     spec = DataSpec(folder=FolderSpec(images="images", masks="masks", labels="labels.csv"), classes=["circle"])
     with pytest.raises(SpecRuntimeError, match="label 'triangle' is neither an index nor one of data.classes"):
-        load_data(spec, tmp_path, [])
+        read_all(spec, tmp_path, [])
+
+
+def write_folder(directory: Path, count: int) -> DataSpec:
+    """``count`` 4x3 PNGs, image ``i`` of grey ``10 i`` with ``i + 1`` mask pixels, labels ``i mod 2``
+    and a ``site`` column."""
+    from PIL import Image
+
+    (directory / "images").mkdir()
+    (directory / "masks").mkdir()
+    rows = ["file,label,site"]
+    for index in range(count):
+        Image.fromarray(np.full((3, 4, 3), 10 * index, np.uint8)).save(directory / "images" / f"s{index}.png")
+        mask = np.zeros(12, np.uint8)
+        mask[: index + 1] = 255
+        Image.fromarray(mask.reshape(3, 4)).save(directory / "masks" / f"s{index}.png")
+        rows.append(f"s{index}.png,{index % 2},site{index % 3}")
+    (directory / "labels.csv").write_text("\n".join(rows) + "\n")
+    return DataSpec(folder=FolderSpec(images="images", masks="masks", labels="labels.csv"))
+
+
+def test_folder_read_in_shards_equals_one_read(tmp_path: Path) -> None:
+    source = open_source(write_folder(tmp_path, 5), tmp_path, [])
+    whole = source.read(range(5))
+    shards = list(source.stream([range(0, 2), range(2, 5)]))
+    assert [shard.indices.tolist() for shard in shards] == [[0, 1], [2, 3, 4]]
+    assert torch.equal(torch.cat([shard.images for shard in shards]), whole.images)
+    assert torch.equal(torch.cat([shard.masks for shard in shards]), whole.masks)
+    assert whole.masks.flatten(1).sum(1).tolist() == [1, 2, 3, 4, 5]
+    assert np.concatenate([shard.fields["site"] for shard in shards]).tolist() == whole.fields["site"].tolist()
+    assert whole.fields["site"].tolist() == ["site0", "site1", "site2", "site0", "site1"]
+
+
+def test_folder_opens_with_the_labels_and_reads_files_per_shard(tmp_path: Path) -> None:
+    spec = write_folder(tmp_path, 5)
+    (tmp_path / "images" / "s3.png").unlink()
+    source = open_source(spec.model_copy(update={"limit": 4}), tmp_path, [])
+    assert len(source) == 4  # from the labels CSV, limit applied
+    assert source.read(range(0, 3)).labels.tolist() == [0, 1, 0]  # the missing file is in another shard
+    with pytest.raises(SpecRuntimeError, match="images/s3.png is listed in the labels but does not exist"):
+        source.read(range(3, 4))
 
 
 # --- Dataset factory -------------------------------------------------------------------------
@@ -207,7 +256,7 @@ def test_dataset_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     (tmp_path / "tiny_saliency_dataset.py").write_text(DATASET_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = DataSpec(factory="tiny_saliency_dataset:val_set", kwargs={"count": 6, "size": 5}, limit=4)
-    data = load_data(spec, tmp_path, [])
+    data = read_all(spec, tmp_path, [])
     assert data.images.shape == (4, 3, 5, 5)
     torch.testing.assert_close(data.images[:, 0, 0, 0], torch.tensor([0.0, 0.1, 0.2, 0.3]))
     assert data.labels.tolist() == [0, 1, 2, 0]
@@ -220,7 +269,7 @@ def test_dataset_factory_that_raises_is_one_line(tmp_path: Path, monkeypatch: py
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = DataSpec(factory="tiny_saliency_dataset_broken:broken")
     with pytest.raises(SpecRuntimeError) as raised:
-        load_data(spec, tmp_path, [])
+        read_all(spec, tmp_path, [])
     assert raised.value.location == ("data", "factory")
     # the user's multi-line message is cut to its first line
     assert raised.value.message == "tiny_saliency_dataset_broken:broken() raised RuntimeError: no such split"
