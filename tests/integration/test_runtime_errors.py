@@ -414,13 +414,13 @@ def test_any_other_exception_is_one_line_at_the_check(
         """
         import pytest_saliency.checks.shared_interest as shared_interest
 
-        working = shared_interest.evaluate
+        working = shared_interest.decide
 
         def pytest_configure():
-            shared_interest.evaluate = lambda request: {}["iou"]
+            shared_interest.decide = lambda request: {}["iou"]
 
         def pytest_unconfigure():
-            shared_interest.evaluate = working
+            shared_interest.decide = working
         """
     )
     text = write_spec().read_text()
