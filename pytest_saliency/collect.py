@@ -220,6 +220,11 @@ class CheckItem(pytest.Item):
         result = engine.result(self.parent.plan() + Plan((Need(self.check_index, self.method),)))
         request = CheckRequest(engine, check, self.method, self.class_index, result, session.baselines, self.slice_value)
         self.outcome = check_module(check.kind).decide(request).decided(engine.spec.decide_for(check))
+        if result.skipped:  # data.on_bad_sample: skip
+            shown = "; ".join(result.skipped[:5]) + ("; ..." if len(result.skipped) > 5 else "")
+            count = len(result.skipped)
+            self.outcome.details.append(f"{count} bad sample{'s' if count != 1 else ''} skipped (on_bad_sample): {shown}")
+            self.outcome.extra["skipped"] = result.skipped
         self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..errors import Location, SpecRuntimeError, first_line, model_stage
 from ..spec.schema import DataSpec
-from ..spec.validate import as_strings, read_labels_csv
+from ..spec.validate import as_strings
 from .imports import call_factory, resolve_callable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -100,6 +100,14 @@ class ArraySource(SampleSource):
 
 def open_source(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> SampleSource:
     """The :class:`SampleSource` a ``data:`` block names."""
+    from . import annotated
+
+    if spec.folder is not None:
+        return annotated.folder_source(spec, spec_dir)
+    if spec.imagefolder is not None:
+        return annotated.imagefolder_source(spec, spec_dir)
+    if spec.coco is not None:
+        return annotated.coco_source(spec, spec_dir)
     return ArraySource(load_data(spec, spec_dir, search_paths))
 
 
@@ -127,9 +135,6 @@ def load_data(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> S
     if spec.npz is not None:
         where: Location = ("data", "npz")
         arrays = _from_npz(spec_dir / spec.npz, spec.npz, where)
-    elif spec.folder is not None:
-        where = ("data", "folder")
-        arrays = _from_folder(spec_dir, spec.folder.images, spec.folder.masks, spec.folder.labels, spec.classes)
     else:
         assert spec.factory is not None
         where = ("data", "factory")
@@ -144,76 +149,6 @@ def _from_npz(path: Path, shown: str, where: Location) -> dict[str, np.ndarray]:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated or corrupt members
         raise SpecRuntimeError(where, f"cannot read {shown}: {first_line(error)} (write the file again)") from error
-
-
-def _from_folder(
-    spec_dir: Path, images: str, masks: str, labels: str, classes: Sequence[str] | None
-) -> dict[str, np.ndarray]:
-    image_dir, mask_dir = spec_dir / images, spec_dir / masks
-    header, rows = read_labels_csv(spec_dir / labels)
-    image_list, mask_list, label_list = [], [], []
-    first: tuple[str, tuple[int, ...]] | None = None
-    for number, row in enumerate(rows, start=1):
-        if len(row) < 2:
-            raise SpecRuntimeError(("data", "folder", "labels"), f"{labels} row {number} {row!r}: expected file,label")
-        name, label = row[0].strip(), row[1].strip()
-        candidates = [mask_dir / (Path(name).stem + suffix) for suffix in IMAGE_SUFFIXES]
-        mask_path = next((candidate for candidate in candidates if candidate.exists()), None)
-        if mask_path is None:
-            raise SpecRuntimeError(("data", "folder", "masks"), f"no mask for {name} in {masks}")
-        image = _read_image(image_dir / name, f"{images}/{name}", "RGB", ("data", "folder", "images"))
-        mask = _read_image(mask_path, f"{masks}/{mask_path.name}", "L", ("data", "folder", "masks")) > 0
-        if first is None:
-            first = (name, image.shape)
-        elif image.shape != first[1]:
-            raise SpecRuntimeError(
-                ("data", "folder", "images"),
-                f"{name} is {_size(image.shape)} but {first[0]} is {_size(first[1])}: "
-                "the images of a folder must share one size (resize them)",
-            )
-        if mask.shape != image.shape[:2]:
-            raise SpecRuntimeError(
-                ("data", "folder", "masks"),
-                f"{mask_path.name} is {_size(mask.shape)} but its image {name} is {_size(image.shape)}",
-            )
-        image_list.append(image.transpose(2, 0, 1))
-        mask_list.append(mask)
-        label_list.append(_label_index(label, classes))
-    if not image_list:
-        raise SpecRuntimeError(("data", "folder", "labels"), f"{labels} lists no images")
-    fields = {  # the columns after file,label, named by the header
-        name: as_strings([row[column].strip() if column < len(row) else "" for row in rows])
-        for column, name in enumerate(header)
-        if column >= 2
-    }
-    return {"images": np.stack(image_list), "masks": np.stack(mask_list), "labels": np.asarray(label_list), **fields}
-
-
-def _read_image(path: Path, shown: str, mode: str, where: Location) -> np.ndarray:
-    """The image file at ``path`` as an array in ``mode`` (``(H, W, 3)`` for RGB, ``(H, W)`` for L)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert(mode))
-    except FileNotFoundError:
-        raise SpecRuntimeError(where, f"{shown} is listed in the labels but does not exist") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:  # PIL's decoders raise all of these
-        raise SpecRuntimeError(
-            where, f"cannot read {shown}: {first_line(error)} (replace or remove the file)"
-        ) from error
-
-
-def _size(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[0]}"  # width x height, as image viewers say
-
-
-def _label_index(label: str, classes: Sequence[str] | None) -> int:
-    if label.lstrip("-").isdigit():
-        return int(label)
-    if classes and label in classes:
-        return list(classes).index(label)
-    raise SpecRuntimeError(("data", "folder", "labels"), f"label {label!r} is neither an index nor one of data.classes")
 
 
 def _from_dataset(dataset: object, limit: int | None, where: Location) -> dict[str, np.ndarray]:

@@ -234,8 +234,8 @@ CATALOGUE: dict[str, Case] = {
         {"data": FOLDER},
         files=lambda directory, helpers: _folder(directory, helpers, odd="size"),
         at="../images",
-        message="data.folder.images: s1.png is 20x20 but s0.png is 16x16: "
-        "the images of a folder must share one size (resize them)",
+        message="data.folder.images: ../images/s1.png is 20x20 but ../images/s0.png is 16x16: "
+        "to give images one size, add data.transform: {resize: [16, 16]}",
     ),
     "model-rejects-the-image-shape": Case(
         {"model": "factory: torch.nn:Linear\nkwargs: {in_features: 5, out_features: 3}"},
@@ -276,13 +276,15 @@ CATALOGUE: dict[str, Case] = {
         {"data": FOLDER},
         files=lambda directory, helpers: _folder(directory, helpers, odd="corrupt"),
         at="../images",
-        message="data.folder.images: cannot read ../images/s1.png: cannot identify image file * (replace or remove the file)",
+        message="data.folder.images: ../images/s1.png (sample 1): cannot read the image: cannot identify image file * "
+        "(replace or remove the file, or set data.on_bad_sample: skip)",
     ),
     "image-listed-but-missing": Case(
         {"data": FOLDER},
         files=lambda directory, helpers: _folder(directory, helpers, odd="missing"),
         at="../images",
-        message="data.folder.images: ../images/s1.png is listed in the labels but does not exist",
+        message="data.folder.images: ../images/s1.png (sample 1): the file does not exist "
+        "(add it or remove its row, or set data.on_bad_sample: skip)",
     ),
     "corrupt-npz-member": Case(
         {"data": "npz: ../corrupt.npz"},

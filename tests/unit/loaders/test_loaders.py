@@ -1,4 +1,4 @@
-"""Loading what a spec names: data sets (npz, folder, Dataset factory) and models (factory + weights)."""
+"""Loading what a spec names: data sets (npz, Dataset factory; image folders: test_annotated.py) and models (factory + weights)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.loaders.data import load_data
 from pytest_saliency.loaders.imports import call_factory, resolve_callable
 from pytest_saliency.loaders.models import ModelUnderTest, as_logits, load_model
-from pytest_saliency.spec.schema import DataSpec, FolderSpec, ModelSpec, NormalizeSpec
+from pytest_saliency.spec.schema import DataSpec, ModelSpec, NormalizeSpec
 
 # --- npz -------------------------------------------------------------------------------------
 
@@ -132,47 +132,6 @@ def test_npz_mismatched_masks_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SpecRuntimeError, match=r"masks \(2, 4, 5\) do not match images") as raised:
         load_data(DataSpec(npz="data.npz"), tmp_path, [])
     assert raised.value.location == ("data", "npz")
-
-
-# --- folder ----------------------------------------------------------------------------------
-
-
-def test_folder_of_pngs(tmp_path: Path) -> None:
-    from PIL import Image
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    for index, colour in enumerate([(255, 0, 0), (0, 0, 255), (0, 255, 0)]):
-        pixels = np.zeros((5, 4, 3), np.uint8)
-        pixels[:] = colour
-        Image.fromarray(pixels).save(tmp_path / "images" / f"img{index}.png")
-        mask = np.zeros((5, 4), np.uint8)
-        mask[: index + 1, :2] = 255
-        Image.fromarray(mask).save(tmp_path / "masks" / f"img{index}.png")
-    (tmp_path / "labels.csv").write_text("file,label\nimg0.png,square\nimg1.png,circle\nimg2.png,1\n")
-    spec = DataSpec(
-        folder=FolderSpec(images="images", masks="masks", labels="labels.csv"), classes=["circle", "square"]
-    )
-    data = load_data(spec, tmp_path, [])
-    assert data.images.shape == (3, 3, 5, 4)
-    assert data.images[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]
-    assert data.images[1, :, 2, 3].tolist() == [0.0, 0.0, 1.0]
-    assert data.labels.tolist() == [1, 0, 1]
-    assert data.masks.shape == (3, 5, 4)
-    assert data.masks.flatten(1).sum(1).tolist() == [2, 4, 6]
-
-
-def test_folder_label_that_is_no_class(tmp_path: Path) -> None:
-    from PIL import Image
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "images" / "a.png")
-    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "masks" / "a.png")
-    (tmp_path / "labels.csv").write_text("a.png,triangle\n")
-    spec = DataSpec(folder=FolderSpec(images="images", masks="masks", labels="labels.csv"), classes=["circle"])
-    with pytest.raises(SpecRuntimeError, match="label 'triangle' is neither an index nor one of data.classes"):
-        load_data(spec, tmp_path, [])
 
 
 # --- Dataset factory -------------------------------------------------------------------------
