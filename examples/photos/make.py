@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 CLASSES = ("animal", "person", "thing")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -40,10 +41,9 @@ PHOTOS: dict[str, tuple[str, str, list[tuple[int, int, int, int]]]] = {
 }
 
 
-def photo(name: str, mode: str) -> object:
+def photo(name: str, mode: str) -> Image.Image:
     """scikit-image's photograph ``name`` as a PIL image in ``mode`` (16-bit: grey times 257)."""
     import skimage.data
-    from PIL import Image
 
     pixels = getattr(skimage.data, name)()
     if mode == "I;16":
@@ -70,13 +70,14 @@ def write(out: Path) -> None:
     for folder in ("imagenet/boxes", "coco/images", "folder/images"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     labels, box_rows = ["file,label"], ["file,top,left,bottom,right"]
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for number, (name, (label, mode, boxes)) in enumerate(PHOTOS.items(), start=1):
         image = photo(name, mode)
         (out / "imagenet/val" / label).mkdir(parents=True, exist_ok=True)
         for path in (out / "imagenet/val" / label, out / "coco/images", out / "folder/images"):
-            image.save(path / f"{name}.png")  # type: ignore[attr-defined]  # a PIL image
-        width, height = image.size  # type: ignore[attr-defined]
+            image.save(path / f"{name}.png")
+        width, height = image.size
         if boxes:
             (out / "imagenet/boxes" / f"{name}.xml").write_text(voc_xml(name, label, (width, height), boxes))
         labels.append(f"{name}.png,{label}")

@@ -15,7 +15,7 @@ of :attr:`SampleBatch.skipped`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,27 @@ class AnnotatedSource(SampleSource):
             skipped,
         )
 
+    def stream(self, shards: Sequence[range]) -> Iterator[SampleBatch]:
+        """:meth:`read` of each shard in turn, never an empty batch: the skipped lines of a shard
+        whose every sample is bad go with a neighbouring batch (in sample order)."""
+        pending: SampleBatch | None = None
+        carried: list[str] = []
+        for shard in shards:
+            batch = self.read(shard)
+            if not len(batch):
+                (pending.skipped if pending is not None else carried).extend(batch.skipped)
+                continue
+            if pending is not None:
+                yield pending
+            batch.skipped[:0], carried = carried, []
+            pending = batch
+        if pending is not None:
+            yield pending
+        elif carried:
+            raise SpecRuntimeError(
+                self.location, f"every sample is bad ({len(carried)} skipped; the first: {carried[0]})"
+            )
+
     def _read_one(self, sample: Sample) -> tuple[Tensor, dict[str, Tensor]]:
         image = read_image(sample.image, sample.shown, self.images_location, self.spec.scale)
         size = (int(image.shape[1]), int(image.shape[2]))
@@ -172,14 +193,21 @@ def read_image(path: Path, shown: str, location: Location, scale: float | None =
     return values.contiguous()
 
 
-def mask_file(path: Path | None, shown: str, location: Location) -> Truth:
-    """A mask image (nonzero = in), which must have its image's size; ``path`` None: no file."""
+def mask_file(folder: Path, shown_dir: str, relative: str, location: Location, *, required: bool) -> Truth:
+    """The mask of the image ``relative`` in ``folder`` (:func:`find_mask`, looked up when the
+    sample is read): non-zero pixels are in, and it must have its image's size. No such file: a
+    bad sample when ``required``, else an empty mask."""
 
     def read(size: tuple[int, int]) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
+        path = find_mask(folder, relative)
         if path is None:
+            if not required:
+                return np.zeros(size, bool)
+            shown = f"{shown_dir}/{Path(relative).with_suffix('').as_posix()}.*"
             raise BadSample(location, shown, "no mask file of this name", "add the mask or remove the image's row")
+        shown = f"{shown_dir}/{path.relative_to(folder).as_posix()}"
         try:
             with Image.open(path) as image:
                 pixels = np.asarray(image) if image.mode.startswith("I") else np.asarray(image.convert("L"))
@@ -243,13 +271,8 @@ def extra_truths(
         if not path.is_dir():
             raise SpecRuntimeError(where, f"{given} is neither a folder of masks nor a boxes .csv")
         for truths, relative in zip(per_sample, relative_names, strict=True):
-            found = find_mask(path, relative)
-            truths[name] = mask_file(found, f"{given}/{found.relative_to(path).as_posix()}", where) if found else _empty
+            truths[name] = mask_file(path, given, relative, where, required=False)
     return per_sample
-
-
-def _empty(size: tuple[int, int]) -> np.ndarray:
-    return np.zeros(size, bool)
 
 
 def _boxes_csv(path: Path, shown: str, location: Location) -> dict[str, list[Box]]:
@@ -286,7 +309,7 @@ def folder_source(spec: DataSpec, spec_dir: Path) -> AnnotatedSource:
         labels.append(label_index(row[1].strip(), spec.classes, where + ("labels",)))
     if folder.masks is not None:
         mask_dir = spec_dir / folder.masks
-        truths = [_folder_mask(mask_dir, folder.masks, name, where + ("masks",)) for name in names]
+        truths = [mask_file(mask_dir, folder.masks, name, where + ("masks",), required=True) for name in names]
     else:
         assert folder.boxes is not None
         boxes = _boxes_csv(spec_dir / folder.boxes, folder.boxes, where + ("boxes",))
@@ -302,12 +325,6 @@ def folder_source(spec: DataSpec, spec_dir: Path) -> AnnotatedSource:
         if column >= 2
     }
     return AnnotatedSource(spec, where, samples, fields)
-
-
-def _folder_mask(mask_dir: Path, shown_dir: str, name: str, location: Location) -> Truth:
-    found = find_mask(mask_dir, name)
-    shown = f"{shown_dir}/{found.relative_to(mask_dir).as_posix()}" if found else f"{shown_dir}/{Path(name).stem}.*"
-    return mask_file(found, shown, location)
 
 
 def imagefolder_source(spec: DataSpec, spec_dir: Path) -> AnnotatedSource:

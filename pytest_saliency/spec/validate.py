@@ -473,7 +473,15 @@ def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
             extra = data.coco.extra
             parsing = where + ("annotations",)
             content = read_coco_json(loaded.resolve(data.coco.annotations), data.coco.annotations)
-            images = [f"{data.coco.images}/{image['file_name']}" for image in content["images"]]
+            names = {category["id"]: category["name"] for category in content["categories"]}
+            annotated = {  # the images that are samples: an instance of a class
+                annotation["image_id"]
+                for annotation in content["annotations"]
+                if data.classes is None or names[annotation["category_id"]] in data.classes
+            }
+            images = [
+                f"{data.coco.images}/{image['file_name']}" for image in content["images"] if image["id"] in annotated
+            ]
         for name, relative in extra.items():
             if relative.lower().endswith(".csv"):
                 parsing = where + ("extra", name)
@@ -485,12 +493,15 @@ def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     except AnnotationError as error:
         yield loaded.problem(parsing, str(error))
         return
-    absent = [image for image in images[: data.limit] if not loaded.resolve(image).is_file()]
+    # with on_bad_sample: skip a missing image is a sample to skip when the data are read
+    listed = images[: data.limit] if data.on_bad_sample == "error" else []
+    absent = [image for image in listed if not loaded.resolve(image).is_file()]
     if absent:
         key = "labels" if data.folder is not None else "annotations"
         yield loaded.problem(
             where + (key,),
-            f"{len(absent)} of the listed images do not exist (first: {absent[0]}): add them or remove them",
+            f"{len(absent)} of the listed images do not exist (first: {absent[0]}): "
+            "add them, remove their rows, or set data.on_bad_sample: skip",
         )
     for index, check in enumerate(loaded.spec.checks):
         region = check.region

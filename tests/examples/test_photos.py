@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_the_three_layouts_give_the_same_ground_truth(photos: Path) -> None:
     """VOC's 1-based inclusive boxes, the CSV's end-exclusive ones and COCO polygons agree pixel
     for pixel after the same transform; coins, without a box, is no COCO sample."""
     pytest.importorskip("pycocotools")
-    blocks = {
+    blocks: dict[str, dict[str, Any]] = {
         "imagefolder": {"imagefolder": ImageFolderSpec(root="imagenet/val", boxes="imagenet/boxes")},
         "coco": {"coco": CocoSpec(images="coco/images", annotations="coco/instances.json")},
         "folder": {"folder": FolderSpec(images="folder/images", labels="folder/labels.csv", boxes="folder/boxes.csv")},

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,8 +78,9 @@ TRANSFORM = "transform: {resize: [16, 16]}"
 CLASSES = "classes: [circle, square, triangle]"
 
 
-def results(directory: Path) -> list[dict]:
-    return json.loads((directory / "out.json").read_text())["results"]
+def results(directory: Path) -> list[dict[str, Any]]:
+    """The items of the run's ``--saliency-json out.json``."""
+    return list(json.loads((directory / "out.json").read_text())["results"])
 
 
 def test_folder_of_masks_with_mixed_sizes_and_modes(
@@ -185,8 +187,9 @@ def spoil(directory: Path, case: str) -> None:
 BAD = {
     "unreadable": ("boxes", "data.folder.images: ../images/s2.png (sample 2): cannot read the image: cannot identify "
                    "image file * (replace or remove the file, or set data.on_bad_sample: skip)"),
-    "missing": ("boxes", "data.folder.images: ../images/s2.png (sample 2): the file does not exist "
-                "(add it or remove its row, or set data.on_bad_sample: skip)"),
+    # found when the spec is collected; with on_bad_sample: skip, when the sample is read
+    "missing": ("boxes", "data.folder.labels: 1 of the listed images do not exist (first: ../images/s2.png): "
+                "add them, remove their rows, or set data.on_bad_sample: skip"),
     "box-outside": ("boxes", "data.folder.boxes: ../boxes.csv (s2.png) (sample 2): box (top 40, left 40, bottom 50, "
                     "right 50) lies outside the 16x16 image (correct the box, or set data.on_bad_sample: skip)"),
     "mask-size": ("masks", "data.folder.masks: ../masks/s2.png (sample 2): the mask is 5x5 but its image is 16x16 "
@@ -211,12 +214,15 @@ def test_a_bad_sample_is_one_line_naming_the_file(
     result.stdout.fnmatch_lines([f"specs/x.saliency.yaml:*: {message}"])
     helpers.assert_no_traceback(result.stdout.str())
 
-    write_spec(data=f"{data}\n{CLASSES}\n{TRANSFORM}\non_bad_sample: skip", checks=checks)
+    # shard_size 1: the bad sample's shard is empty
+    write_spec(data=f"{data}\n{CLASSES}\n{TRANSFORM}\non_bad_sample: skip\nshard_size: 1", checks=checks)
     result = project.runpytest_inprocess("--saliency-json", "out.json")
     result.assert_outcomes(passed=1)
     (item,) = results(project.path)
     assert item["samples"] == 5 and 2 not in item["per_sample"]["index"]
     skipped = message.split(": ", 1)[1].rsplit(" (", 1)[0]  # the line without its key and fix
+    if case == "missing":
+        skipped = "../images/s2.png (sample 2): the file does not exist"
     assert len(item["skipped"]) == 1
     pytest.LineMatcher(item["skipped"]).fnmatch_lines([skipped])
     pytest.LineMatcher(item["details"]).fnmatch_lines([f"1 bad sample skipped (on_bad_sample): {skipped}"])

@@ -44,9 +44,11 @@ def folder(tmp_path: Path) -> Path:
 def test_listed_images_must_exist(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = "  folder: {images: images, boxes: boxes.csv, labels: labels.csv}"
     assert validate(folder, data, capsys) == [
-        "5:54: data.folder.labels: 2 of the listed images do not exist (first: images/b.png): add them or remove them"
+        "5:54: data.folder.labels: 2 of the listed images do not exist (first: images/b.png): "
+        "add them, remove their rows, or set data.on_bad_sample: skip"
     ]
     assert validate(folder, data + "\n  limit: 1", capsys) == []
+    assert validate(folder, data + "\n  on_bad_sample: skip", capsys) == []  # skipped when read
 
 
 def test_boxes_csv_columns(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,6 +99,11 @@ def test_coco_json_structure(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ]
     content["annotations"] = []
     (tmp_path / "instances.json").write_text(json.dumps(content))
+    assert validate(tmp_path, data, capsys) == []  # an image without an instance is no sample
+    content["categories"] = [{"id": 7, "name": "cat"}]
+    content["annotations"] = [{"image_id": 1, "category_id": 7, "bbox": [0, 0, 2, 2]}]
+    (tmp_path / "instances.json").write_text(json.dumps(content))
     assert validate(tmp_path, data, capsys) == [
-        "5:39: data.coco.annotations: 1 of the listed images do not exist (first: images/a.jpg): add them or remove them"
+        "5:39: data.coco.annotations: 1 of the listed images do not exist (first: images/a.jpg): "
+        "add them, remove their rows, or set data.on_bad_sample: skip"
     ]
