@@ -94,6 +94,9 @@ def test_folder_of_masks_with_mixed_sizes_and_modes(
     (item,) = results(project.path)
     assert item["samples"] == 6 and item["undefined"] == 0
     assert min(item["per_sample"]["iou"]) > 0.8
+    write_spec(data=f"{data}\nshard_size: 4\nbatch_size: 3", checks=CHECKS)  # shards of 4 and 2
+    project.runpytest_inprocess("--saliency-json", "out.json").assert_outcomes(passed=1)
+    assert results(project.path)[0]["per_sample"] == item["per_sample"]
 
 
 def test_folder_of_boxes_clipped_and_unannotated(

@@ -251,3 +251,28 @@ def test_an_all_skipped_shard_is_an_empty_batch(tmp_path: Path) -> None:
     assert len(batch.skipped) == 1 and batch.skipped[0].startswith("images/b.png (sample 1): cannot read the image: ")
     both = source.read([0, 1])
     assert both.indices.tolist() == [0] and len(both.skipped) == 1
+
+
+def test_stream_never_yields_an_empty_batch(tmp_path: Path) -> None:
+    """A shard of bad samples only gives its lines to the batch before it (or after it); a data
+    set of bad samples only is one error."""
+    for name in ("a", "c"):
+        save(tmp_path / f"images/{name}.png", np.zeros((4, 4, 3), np.uint8))
+    for name in ("b", "d"):
+        (tmp_path / f"images/{name}.png").write_bytes(b"broken")
+    (tmp_path / "labels.csv").write_text("b.png,0\na.png,0\nd.png,0\nc.png,0\n")
+    (tmp_path / "boxes.csv").write_text("a.png,0,0,2,2\n")
+    folder = FolderSpec(images="images", boxes="boxes.csv", labels="labels.csv")
+    source = open_source(DataSpec(folder=folder, on_bad_sample="skip"), tmp_path, [])
+    batches = list(source.stream([range(0, 1), range(1, 2), range(2, 3), range(3, 4)]))
+    assert [batch.indices.tolist() for batch in batches] == [[1], [3]]
+    assert [[line.split(" (")[0] for line in batch.skipped] for batch in batches] == [
+        ["images/b.png", "images/d.png"],
+        [],
+    ]
+    (tmp_path / "labels.csv").write_text("b.png,0\nd.png,0\n")
+    source = open_source(DataSpec(folder=folder, on_bad_sample="skip"), tmp_path, [])
+    with pytest.raises(
+        SpecRuntimeError, match=r"^every sample is bad \(2 skipped; the first: images/b.png \(sample 0\)"
+    ):
+        list(source.stream([range(0, 1), range(1, 2)]))
