@@ -117,12 +117,12 @@ class AnnotatedSource(SampleSource):
         )
 
     def stream(self, shards: Sequence[range]) -> Iterator[SampleBatch]:
-        """:meth:`read` of each shard in turn, never an empty batch: the skipped lines of a shard
-        whose every sample is bad go with a neighbouring batch (in sample order)."""
+        """:meth:`read` of each shard in turn (the next one is read in a background thread while
+        the caller works on this one), never an empty batch: the skipped lines of a shard whose
+        every sample is bad go with a neighbouring batch (in sample order)."""
         pending: SampleBatch | None = None
         carried: list[str] = []
-        for shard in shards:
-            batch = self.read(shard)
+        for batch in self._prefetched(shards):
             if not len(batch):
                 (pending.skipped if pending is not None else carried).extend(batch.skipped)
                 continue
@@ -136,6 +136,22 @@ class AnnotatedSource(SampleSource):
             raise SpecRuntimeError(
                 self.location, f"every sample is bad ({len(carried)} skipped; the first: {carried[0]})"
             )
+
+    def _prefetched(self, shards: Sequence[range]) -> Iterator[SampleBatch]:
+        """:meth:`read` of each shard, the next one read meanwhile (image decoding and the
+        transform overlap the model's work on the current shard)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(shards) < 2:
+            yield from (self.read(shard) for shard in shards)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saliency-read") as pool:
+            future = pool.submit(self.read, shards[0])
+            for shard in shards[1:]:
+                batch = future.result()
+                future = pool.submit(self.read, shard)
+                yield batch
+            yield future.result()
 
     def _read_one(self, sample: Sample) -> tuple[Tensor, dict[str, Tensor]]:
         image = read_image(sample.image, sample.shown, self.images_location, self.spec.scale)
