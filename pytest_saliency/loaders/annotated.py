@@ -201,10 +201,13 @@ def read_image(path: Path, shown: str, location: Location, scale: float | None =
     divisor = scale if scale is not None else SCALES.get(pixels.dtype, 65535.0 if pixels.dtype.kind in "iu" else 1.0)
     values = torch.from_numpy(pixels.astype(np.float32)) / divisor
     values = values.permute(2, 0, 1) if values.ndim == 3 else values.expand(3, *values.shape)
-    if scale is not None and float(values.max()) > 1 + 1e-3:
+    if (scale is not None or pixels.dtype != np.uint8) and float(values.max()) > 1 + 1e-3:  # a small scale, 32 bits
+        found = (
+            f"data.scale: {scale:g} leaves" if scale is not None else f"{pixels.dtype} pixels divided by 65535 leave"
+        )
         raise BadSample(
-            ("data", "scale"), shown, f"data.scale: {scale:g} leaves it in [0, {float(values.max()):.4g}]",
-            "give the scale that brings the images into [0, 1]",
+            ("data", "scale") if scale is not None else location, shown,
+            f"{found} it in [0, {float(values.max()):.4g}]", "set data.scale to bring the images into [0, 1]",
         )  # fmt: skip
     return values.contiguous()
 

@@ -276,3 +276,17 @@ def test_stream_never_yields_an_empty_batch(tmp_path: Path) -> None:
         SpecRuntimeError, match=r"^every sample is bad \(2 skipped; the first: images/b.png \(sample 0\)"
     ):
         list(source.stream([range(0, 1), range(1, 2)]))
+
+
+def test_values_beyond_one_name_data_scale(tmp_path: Path) -> None:
+    """A 32-bit image above 65535, or a data.scale too small for the pixels, is a bad sample."""
+    from pytest_saliency.loaders.annotated import BadSample, read_image
+
+    Image.fromarray(np.full((3, 3), 70000, np.int32)).save(tmp_path / "deep.tif")
+    with pytest.raises(BadSample, match=r"^int32 pixels divided by 65535 leave it in \[0, 1.068\]$"):
+        read_image(tmp_path / "deep.tif", "deep.tif", ("data", "folder", "images"))
+    Image.fromarray(np.full((3, 3), 200, np.uint8)).save(tmp_path / "grey.png")
+    with pytest.raises(BadSample, match=r"^data.scale: 100 leaves it in \[0, 2\]$") as raised:
+        read_image(tmp_path / "grey.png", "grey.png", ("data", "folder", "images"), scale=100.0)
+    assert raised.value.location == ("data", "scale")
+    assert read_image(tmp_path / "grey.png", "grey.png", ("x",), scale=400.0).max() == 0.5
