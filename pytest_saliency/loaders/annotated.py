@@ -29,8 +29,10 @@ from ..spec.schema import CocoSpec, DataSpec, FolderSpec, ImageFolderSpec
 from ..spec.validate import as_strings, read_labels_csv
 from . import transform
 from .annotations import AnnotationError, Box, coco_box, read_boxes_csv, read_coco_json, read_voc_xml
-from .data import IMAGE_SUFFIXES, SCALES, SampleBatch, SampleSource
+from .source import SCALES, SampleBatch, SampleSource
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""The files of an image folder (any case), and the suffixes a mask file may have."""
 COCO_INSTALL = "COCO annotations need pycocotools: pip install 'pytest-saliency[coco]' (or pip install pycocotools)"
 
 
