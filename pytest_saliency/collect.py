@@ -188,7 +188,7 @@ class SpecErrorItem(pytest.Item):
         }
 
 
-SKIPPED_SHOWN = 3
+SKIPPED_SHOWN = 5
 """How many skipped samples an item's details name (the JSON result lists them all)."""
 
 
@@ -235,10 +235,13 @@ class CheckItem(pytest.Item):
             engine, check, self.method, self.class_index, result, session.baselines, self.slice_value
         )
         self.outcome = check_module(check.kind).decide(request).decided(engine.spec.decide_for(check))
-        if result.skipped:  # data.on_bad_sample: skip; never silently
-            self.outcome.extra["skipped"] = result.skipped
+        if result.skipped:  # data.on_bad_sample: skip
             shown = "; ".join(result.skipped[:SKIPPED_SHOWN]) + ("; ..." if len(result.skipped) > SKIPPED_SHOWN else "")
-            self.outcome.details.append(f"{len(result.skipped)} samples skipped (data.on_bad_sample: skip): {shown}")
+            count = len(result.skipped)
+            self.outcome.details.append(
+                f"{count} bad sample{'s' if count != 1 else ''} skipped (on_bad_sample): {shown}"
+            )
+            self.outcome.extra["skipped"] = result.skipped
         self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)

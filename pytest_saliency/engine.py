@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from .errors import SpecRuntimeError
-from .loaders.data import SampleBatch, SampleSource
 from .loaders.models import ModelUnderTest
+from .loaders.source import SampleBatch, SampleSource
 from .spec.validate import LoadedSpec
 from .streaming import Need, PassResult, Plan, Progress, Shard, ShardResult, ShardWorker, merge, shard_ranges
 
@@ -121,10 +121,11 @@ class SpecEngine:
             if self.progress:
                 self.progress(label, done, total)
 
-        parts = self.runner(self.worker, plan, shards, progress)
-        if not parts:
-            raise SpecRuntimeError(self.source.location, "the data set has no samples")
-        return merge(parts, plan)
+        result = merge(self.runner(self.worker, plan, shards, progress), plan)
+        if not len(result):
+            skipped = f" ({len(result.skipped)} skipped as bad samples)" if result.skipped else ""
+            raise SpecRuntimeError(self.source.location, f"the data set has no samples{skipped}")
+        return result
 
     def report_samples(
         self, indices: list[int], method: str | None

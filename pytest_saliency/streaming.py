@@ -29,8 +29,9 @@ from torch import Tensor
 
 from .attribution import Attributor
 from .errors import Location, SpecRuntimeError, model_stage
-from .loaders.data import SampleBatch, SampleSource, open_source
+from .loaders.data import open_source
 from .loaders.models import ModelUnderTest, load_model
+from .loaders.source import SampleBatch, SampleSource
 from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
@@ -129,10 +130,13 @@ class PassResult:
 
 
 def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
-    """The shards' results concatenated in sample order (they may arrive in any order)."""
-    ordered = sorted(parts, key=lambda part: int(part.base["index"][0]) if len(part.base["index"]) else -1)
+    """The shards' results concatenated in sample order (they may arrive in any order); a shard
+    whose every sample was skipped adds only its skipped lines."""
+    skipped = [line for part in sorted(parts, key=_first_index) for line in part.skipped]
+    ordered = sorted((part for part in parts if len(part.base["index"])), key=_first_index)
     base = {
-        name: torch.cat([part.base[name] for part in ordered]) for name in ("index", "label", "prediction", "target")
+        name: torch.cat([part.base[name] for part in ordered]) if ordered else torch.empty(0, dtype=torch.long)
+        for name in ("index", "label", "prediction", "target")
     }
     names = ordered[0].fields if ordered else {}
     fields = {name: np.concatenate([part.fields[name] for part in ordered]) for name in names}
@@ -155,8 +159,12 @@ def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
         max((part.classes for part in ordered), default=0),
         statistics,
         errors,
-        [line for part in ordered for line in part.skipped],
+        skipped,
     )
+
+
+def _first_index(part: ShardResult) -> int:
+    return int(part.base["index"][0]) if len(part.base["index"]) else -1
 
 
 def shard_ranges(count: int, size: int) -> list[range]:
@@ -225,7 +233,12 @@ class ShardWorker:
 
     def run(self, plan: Plan, batch: SampleBatch) -> ShardResult:
         """The per-sample statistics of ``batch`` for every need of ``plan``, on the CPU. A need
-        whose check raises keeps its error (its items fail with it); the others go on."""
+        whose check raises keeps its error (its items fail with it); the others go on. A batch
+        whose every sample the source skipped gives only its skipped lines."""
+        if not len(batch):
+            empty = torch.empty(0, dtype=torch.long)
+            base = {name: empty for name in ("index", "label", "prediction", "target")}
+            return ShardResult(base, batch.fields, {}, {}, batch.skipped, 0)
         shard = Shard(self, batch.to(self.device))
         shard.logits  # noqa: B018  (the model and labels are checked before any check)
         statistics: dict[Need, dict[str, Tensor]] = {}

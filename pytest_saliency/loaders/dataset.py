@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import Location, SpecRuntimeError, describe_exception
 from ..spec.schema import DataSpec
-from .data import SampleBatch, SampleSource, checked_batch
+from .source import SampleBatch, SampleSource, checked_batch
 
 WHERE: Location = ("data", "factory")
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import Location, SpecRuntimeError, first_line
-from .data import SampleBatch, SampleSource, checked_batch, class_indices
+from .source import SampleBatch, SampleSource, checked_batch, class_indices
 
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 """A zip local file header: signature, versions, flags, method, time, date, CRC, sizes, the

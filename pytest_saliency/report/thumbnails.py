@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from ..loaders.data import SampleBatch
+    from ..loaders.source import SampleBatch
 
 PANEL = 96  # target side of one panel, pixels
 CROP = 48  # target side of a drift segment crop

@@ -157,20 +157,73 @@ class ModelSpec(_ExactlyOne):
         return self
 
 
+Size = Annotated[list[PositiveInt], Field(min_length=2, max_length=2, description="[height, width] in pixels")]
+EXTRA_MASKS = (
+    "named region masks (a decoy, a watermark): a folder of mask images named like the images, "
+    "or a boxes CSV (file,top,left,bottom,right)"
+)
+
+
+class TransformSpec(_Strict):
+    """Geometry applied alike to every image, its ground truth and its extra masks, in this order:
+    resize, then center_crop, then pad_to (antialiased for images, nearest for masks)."""
+
+    resize: PositiveInt | Size | None = Field(
+        default=None, description="an int: the shorter side, keeping the aspect ratio; [H, W]: exactly that size"
+    )
+    center_crop: PositiveInt | Size | None = Field(default=None, description="an int: a square; [H, W]: that size")
+    pad_to: Size | None = Field(default=None, description="[H, W]: zero padding around the image, centred")
+
+    @model_validator(mode="after")
+    def _some_step(self) -> TransformSpec:
+        if self.resize is None and self.center_crop is None and self.pad_to is None:
+            raise ValueError("give at least one of resize, center_crop, pad_to")
+        return self
+
+
 class FolderSpec(_Strict):
-    """Images and masks as image files with matching names, labels in a CSV (file,label)."""
+    """Image files of any size and mode, labels in a CSV (file,label), ground truth as mask
+    images with matching names or as boxes in a CSV (file,top,left,bottom,right)."""
 
     images: str
-    masks: str
     labels: str
+    masks: str | None = None
+    boxes: str | None = Field(
+        default=None, description="a CSV file,top,left,bottom,right in pixels of the stored image, end exclusive"
+    )
+    extra: dict[str, str] = Field(default_factory=dict, description=EXTRA_MASKS)
+
+    @model_validator(mode="after")
+    def _masks_or_boxes(self) -> FolderSpec:
+        if (self.masks is None) == (self.boxes is None):
+            raise ValueError("give exactly one of masks, boxes")
+        return self
+
+
+class ImageFolderSpec(_Strict):
+    """torchvision-style class folders (``root/<class>/<image>``), boxes as Pascal VOC XML files."""
+
+    root: str
+    boxes: str = Field(description="a folder of <image stem>.xml Pascal VOC annotations (ImageNet LOC's format)")
+    extra: dict[str, str] = Field(default_factory=dict, description=EXTRA_MASKS)
+
+
+class CocoSpec(_Strict):
+    """A COCO instances JSON: ground truth is the union of the image's instances of its label."""
+
+    images: str = Field(description="the folder the JSON's file_name values are relative to")
+    annotations: str = Field(description="instances_*.json")
+    extra: dict[str, str] = Field(default_factory=dict, description=EXTRA_MASKS)
 
 
 class DataSpec(_ExactlyOne):
     """Labelled images with ground-truth masks."""
 
-    CHOICES: ClassVar[tuple[str, ...]] = ("npz", "folder", "factory")
+    CHOICES: ClassVar[tuple[str, ...]] = ("npz", "folder", "imagefolder", "coco", "factory")
     npz: str | None = None
     folder: FolderSpec | None = None
+    imagefolder: ImageFolderSpec | None = None
+    coco: CocoSpec | None = None
     factory: CallablePath | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     limit: PositiveInt | None = None
@@ -189,6 +242,19 @@ class DataSpec(_ExactlyOne):
     )
     pin_memory: bool = Field(default=False, description="DataLoader pin_memory, for faster copies to a GPU")
     classes: list[str] | None = Field(default=None, min_length=1)
+    transform: TransformSpec | None = Field(
+        default=None, description="resize, crop and pad every image with its masks (folder, imagefolder, coco)"
+    )
+    on_bad_sample: Literal["error", "skip"] = Field(
+        default="error",
+        description="an unreadable or inconsistent sample: stop with its error, or leave it out and list it",
+    )
+
+    @model_validator(mode="after")
+    def _transform_of_files(self) -> DataSpec:
+        if self.transform is not None and (self.npz is not None or self.factory is not None):
+            raise ValueError("transform applies to image files (folder, imagefolder, coco), not to npz or factory")
+        return self
 
 
 # --- attributions and saliency --------------------------------------------------------------

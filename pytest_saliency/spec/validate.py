@@ -373,10 +373,11 @@ def _fields_hint(loaded: LoadedSpec, name: str) -> str:
         shapes = npz_shapes(loaded.resolve(data.npz))
         fields = [key for key, shape in shapes.items() if len(shape) == 1 and key != "labels"]
         where = "(N,) arrays of the npz"
-    else:
-        assert data.folder is not None
+    elif data.folder is not None:
         fields = read_labels_csv(loaded.resolve(data.folder.labels))[0][2:]
         where = "columns of the labels CSV after file,label"
+    else:
+        fields, where = [], "imagefolder and coco data have none"
     return (did_you_mean(name, fields) or "") + f"; its fields ({where}): {', '.join(fields) or 'none'}"
 
 
@@ -403,8 +404,11 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
             if against.model is not None:
                 named.append((("checks", index, "drift", "against", "model", "weights"), against.model.weights))
                 named.append((("checks", index, "drift", "against", "model", "torchscript"), against.model.torchscript))
-    if spec.data.folder is not None:
-        named += [(("data", "folder", key), getattr(spec.data.folder, key)) for key in ("images", "masks", "labels")]
+    for kind, keys in IMAGE_SOURCES.items():
+        block = getattr(spec.data, kind)
+        if block is not None:
+            named += [(("data", kind, key), getattr(block, key)) for key in keys]
+            named += [(("data", kind, "extra", name), path) for name, path in block.extra.items()]
     missing = False
     for location, relative in named:
         problem = _path_problem(loaded, location, relative) if relative is not None else None
@@ -413,6 +417,99 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
             yield loaded.problem(location, problem)
     if spec.data.npz is not None and not missing:
         yield from _check_npz(loaded, loaded.resolve(spec.data.npz))
+    if any(getattr(spec.data, kind) is not None for kind in IMAGE_SOURCES) and not missing:
+        yield from _check_image_source(loaded)
+
+
+IMAGE_SOURCES = {
+    "folder": ("images", "masks", "boxes", "labels"),
+    "imagefolder": ("root", "boxes"),
+    "coco": ("images", "annotations"),
+}
+"""The data blocks of image files and the keys of each that name a file or folder."""
+
+
+def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
+    """What can be checked without opening an image: the CSVs' columns, the COCO JSON's
+    structure, that the listed image files exist, the class folders, the extra masks' files."""
+    from ..loaders.annotations import AnnotationError, read_boxes_csv, read_coco_json
+
+    data = loaded.spec.data
+    images: list[str] = []
+    extra: dict[str, str] = {}
+    parsing: Location = ("data",)  # the key of the file being parsed
+    try:
+        if data.folder is not None:
+            where: Location = ("data", "folder")
+            folder = data.folder
+            extra = folder.extra
+            rows = read_labels_csv(loaded.resolve(folder.labels))[1]
+            short = next((number for number, row in enumerate(rows, start=1) if len(row) < 2), None)
+            if short is not None:
+                yield loaded.problem(where + ("labels",), f"{folder.labels} row {short}: expected file,label")
+                return
+            images = [f"{folder.images}/{row[0].strip()}" for row in rows]
+            if folder.boxes is not None:
+                parsing = where + ("boxes",)
+                read_boxes_csv(loaded.resolve(folder.boxes), folder.boxes)
+        elif data.imagefolder is not None:
+            where = ("data", "imagefolder")
+            extra = data.imagefolder.extra
+            root = loaded.resolve(data.imagefolder.root)
+            classes = sorted(path.name for path in root.iterdir() if path.is_dir())
+            if not classes:
+                yield loaded.problem(
+                    where + ("root",), f"{data.imagefolder.root} has no class folders (root/<class>/<image>)"
+                )
+            unknown = [name for name in classes if data.classes is not None and name not in data.classes]
+            if unknown:
+                hint = did_you_mean(unknown[0], data.classes or ())
+                yield loaded.problem(
+                    ("data", "classes"), f"class folder {unknown[0]!r} is not one of data.classes{hint}"
+                )
+        else:
+            assert data.coco is not None
+            where = ("data", "coco")
+            extra = data.coco.extra
+            parsing = where + ("annotations",)
+            content = read_coco_json(loaded.resolve(data.coco.annotations), data.coco.annotations)
+            names = {category["id"]: category["name"] for category in content["categories"]}
+            annotated = {  # the images that are samples: an instance of a class
+                annotation["image_id"]
+                for annotation in content["annotations"]
+                if data.classes is None or names[annotation["category_id"]] in data.classes
+            }
+            images = [
+                f"{data.coco.images}/{image['file_name']}" for image in content["images"] if image["id"] in annotated
+            ]
+        for name, relative in extra.items():
+            if relative.lower().endswith(".csv"):
+                parsing = where + ("extra", name)
+                read_boxes_csv(loaded.resolve(relative), relative)
+            elif not loaded.resolve(relative).is_dir():
+                yield loaded.problem(
+                    where + ("extra", name), f"{relative} is neither a folder of masks nor a boxes .csv"
+                )
+    except AnnotationError as error:
+        yield loaded.problem(parsing, str(error))
+        return
+    # with on_bad_sample: skip a missing image is a sample to skip when the data are read
+    listed = images[: data.limit] if data.on_bad_sample == "error" else []
+    absent = [image for image in listed if not loaded.resolve(image).is_file()]
+    if absent:
+        key = "labels" if data.folder is not None else "annotations"
+        yield loaded.problem(
+            where + (key,),
+            f"{len(absent)} of the listed images do not exist (first: {absent[0]}): "
+            "add them, remove their rows, or set data.on_bad_sample: skip",
+        )
+    for index, check in enumerate(loaded.spec.checks):
+        region = check.region
+        if region is not None and region.mask is not None and region.mask not in extra:
+            yield loaded.problem(
+                ("checks", index, "region", "mask"),
+                f"the data has no mask {region.mask!r}{did_you_mean(region.mask, extra)} (extra: {', '.join(extra) or 'none'})",
+            )
 
 
 def _path_problem(loaded: LoadedSpec, location: Location, relative: str) -> str | None:

@@ -137,7 +137,8 @@ def _corrupt_member(directory: Path, helpers: SimpleNamespace) -> None:
 
 def _folder(directory: Path, helpers: SimpleNamespace, *, odd: str = "") -> None:
     """``images/``, ``masks/`` and ``labels.csv`` from the project's arrays; ``odd`` spoils
-    sample 1: ``corrupt`` (not an image), ``size`` (20x20), ``missing`` (no file)."""
+    sample 1: ``corrupt`` (not an image), ``size`` (20x20). (A listed image that does not
+    exist is found by validation: tests/unit/spec/test_validate_image_data.py.)"""
     from PIL import Image
 
     arrays = helpers.make_arrays()
@@ -151,9 +152,6 @@ def _folder(directory: Path, helpers: SimpleNamespace, *, odd: str = "") -> None
         outline = Image.fromarray(mask.astype(np.uint8) * 255)
         if index == 1 and odd == "size":
             picture, outline = picture.resize((20, 20)), outline.resize((20, 20))
-        if index == 1 and odd == "missing":
-            outline.save(directory / "masks" / name)
-            continue
         picture.save(directory / "images" / name)
         outline.save(directory / "masks" / name)
         if index == 1 and odd == "corrupt":
@@ -234,8 +232,8 @@ CATALOGUE: dict[str, Case] = {
         {"data": FOLDER},
         files=lambda directory, helpers: _folder(directory, helpers, odd="size"),
         at="../images",
-        message="data.folder.images: s1.png is 20x20 but s0.png is 16x16: "
-        "the images of a folder must share one size (resize them)",
+        message="data.folder.images: ../images/s1.png is 20x20 but ../images/s0.png is 16x16: "
+        "to give images one size, add data.transform: {resize: [16, 16]}",
     ),
     "model-rejects-the-image-shape": Case(
         {"model": "factory: torch.nn:Linear\nkwargs: {in_features: 5, out_features: 3}"},
@@ -276,13 +274,8 @@ CATALOGUE: dict[str, Case] = {
         {"data": FOLDER},
         files=lambda directory, helpers: _folder(directory, helpers, odd="corrupt"),
         at="../images",
-        message="data.folder.images: cannot read ../images/s1.png: cannot identify image file * (replace or remove the file)",
-    ),
-    "image-listed-but-missing": Case(
-        {"data": FOLDER},
-        files=lambda directory, helpers: _folder(directory, helpers, odd="missing"),
-        at="../images",
-        message="data.folder.images: ../images/s1.png is listed in the labels but does not exist",
+        message="data.folder.images: ../images/s1.png (sample 1): cannot read the image: cannot identify image file * "
+        "(replace or remove the file, or set data.on_bad_sample: skip)",
     ),
     "corrupt-npz-member": Case(
         {"data": "npz: ../corrupt.npz"},

@@ -49,3 +49,12 @@ def test_shard_ranges_cover_every_sample_once_in_order(count: int, size: int) ->
     ranges = shard_ranges(count, size)
     assert [i for part in ranges for i in part] == list(range(count))
     assert all(len(part) <= size for part in ranges)
+
+
+def test_a_shard_whose_every_sample_was_skipped_adds_only_its_lines() -> None:
+    empty = shard(2, 2)
+    empty.statistics, empty.skipped = {}, ["b.png (sample 2): cannot read it"]
+    result = merge([shard(0, 2), empty, shard(3, 4)], Plan((COV,)))
+    assert result.indices.tolist() == [0, 1, 3] and result.of(COV)["iou"].tolist() == [0, 1, 3]
+    assert result.skipped == ["b.png (sample 2): cannot read it"]
+    assert len(merge([empty], Plan((COV,)))) == 0

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from pytest_saliency.checks.base import CheckRequest
 from pytest_saliency.checks.region import decide, statistics
 from pytest_saliency.errors import SpecRuntimeError
-from pytest_saliency.loaders.data import SampleBatch
 from pytest_saliency.loaders.models import ModelUnderTest
+from pytest_saliency.loaders.source import SampleBatch
 from pytest_saliency.metrics.region import cd_region_scores, centre, occlusion_scores, relative_share
 from pytest_saliency.spec.schema import CheckSpec, NormalizeSpec
 from pytest_saliency.streaming import Need, PassResult, Plan, Shard, ShardResult, merge, shard_ranges

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pytest_saliency.errors import SpecRuntimeError
-from pytest_saliency.loaders.data import SampleBatch, SampleSource, open_source
+from pytest_saliency.loaders.data import open_source
 from pytest_saliency.loaders.dataset import boxes_mask
+from pytest_saliency.loaders.source import SampleBatch, SampleSource
 from pytest_saliency.spec.schema import DataSpec
 
 DATASETS = """\

@@ -1,6 +1,7 @@
 """Loading what a spec names: data sets (npz, folder, Dataset factory) and models (factory + weights).
 
-The npz and Dataset sources' reading by shards: ``test_npz.py``, ``test_dataset.py``."""
+The npz and Dataset sources read by shards: ``test_npz.py``, ``test_dataset.py``; image files with
+annotations (folder, imagefolder, coco): ``test_annotated.py``."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import torch
 from torch import nn
 
 from pytest_saliency.errors import SpecRuntimeError
-from pytest_saliency.loaders.data import SampleBatch, open_source
+from pytest_saliency.loaders.data import open_source
 from pytest_saliency.loaders.imports import call_factory, resolve_callable
 from pytest_saliency.loaders.models import ModelUnderTest, as_logits, load_model
+from pytest_saliency.loaders.source import SampleBatch
 from pytest_saliency.spec.schema import DataSpec, FolderSpec, ModelSpec, NormalizeSpec
 
 
@@ -220,7 +222,7 @@ def test_folder_opens_with_the_labels_and_reads_files_per_shard(tmp_path: Path) 
     source = open_source(spec.model_copy(update={"limit": 4}), tmp_path, [])
     assert len(source) == 4  # from the labels CSV, limit applied
     assert source.read(range(0, 3)).labels.tolist() == [0, 1, 0]  # the missing file is in another shard
-    with pytest.raises(SpecRuntimeError, match="images/s3.png is listed in the labels but does not exist"):
+    with pytest.raises(SpecRuntimeError, match=r"images/s3.png \(sample 3\): the file does not exist"):
         source.read(range(3, 4))
 
 

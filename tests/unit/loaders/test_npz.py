@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_saliency.errors import SpecRuntimeError
-from pytest_saliency.loaders.data import SampleBatch, open_source
+from pytest_saliency.loaders.data import open_source
+from pytest_saliency.loaders.source import SampleBatch
 from pytest_saliency.spec.schema import DataSpec
 
 Save = Callable[..., None]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pytest_saliency.cli import main
-from pytest_saliency.loaders.data import SampleBatch
+from pytest_saliency.loaders.source import SampleBatch
 from pytest_saliency.report import html as report_html
 from pytest_saliency.report import outputs as report_outputs
 from pytest_saliency.report import progress as report_progress

@@ -1,0 +1,82 @@
+"""``data.transform``: one geometry for an image, its ground truth and its extra masks.
+
+torchvision's ``transforms.v2`` moves an image and its masks together when they are wrapped as
+``tv_tensors`` (``Image``: antialiased bilinear; ``Mask``: nearest), so a box or a mask stays on
+the pixels it marked. The steps run in the order resize, center_crop, pad_to (docs/spec.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..spec.schema import TransformSpec
+
+
+def apply(spec: TransformSpec | None, image: Tensor, masks: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """``image (C, H, W)`` float and ``masks {name: (H, W) bool}`` after ``spec`` (unchanged
+    without one): ``(C, H', W')`` float and ``{name: (H', W') bool}``."""
+    if spec is None:
+        return image, masks
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    names = list(masks)
+    stacked = torch.stack([masks[name] for name in names]).to(torch.uint8) if names else None
+    steps = _steps(spec)
+    if spec.pad_to is not None:
+        steps = [*steps, v2.Pad(_padding(spec, image.shape[-2:]), fill=0)]
+    transform = v2.Compose(steps)
+    if stacked is None:
+        return transform(tv_tensors.Image(image)).as_subclass(Tensor), {}
+    out_image, out_masks = transform(tv_tensors.Image(image), tv_tensors.Mask(stacked))
+    out_masks = out_masks.as_subclass(Tensor).bool()
+    return out_image.as_subclass(Tensor).clamp(0, 1), {name: out_masks[i] for i, name in enumerate(names)}
+
+
+def output_size(spec: TransformSpec | None, size: tuple[int, int]) -> tuple[int, int]:
+    """The ``(H, W)`` an image of ``size`` has after ``spec`` (what :func:`apply` returns)."""
+    height, width = size
+    if spec is None:
+        return height, width
+    if spec.resize is not None:
+        height, width = _resized((height, width), spec.resize)
+    if spec.center_crop is not None:
+        height, width = _pair(spec.center_crop)
+    if spec.pad_to is not None:
+        height, width = max(height, spec.pad_to[0]), max(width, spec.pad_to[1])
+    return height, width
+
+
+def _resized(size: tuple[int, int], resize: int | list[int]) -> tuple[int, int]:
+    """torchvision's rule: an int sets the shorter side, the longer one is scaled and truncated."""
+    if not isinstance(resize, int):
+        return resize[0], resize[1]
+    height, width = size
+    short, long = sorted((height, width))
+    scaled = int(resize * long / short)
+    return (resize, scaled) if height <= width else (scaled, resize)
+
+
+def _pair(value: int | list[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _padding(spec: TransformSpec, size: torch.Size) -> list[int]:
+    """``[left, top, right, bottom]`` that centre an image of ``size`` (before the transform) on
+    ``pad_to`` after resize and center_crop; 0 on a side already as large."""
+    assert spec.pad_to is not None
+    height, width = output_size(spec.model_copy(update={"pad_to": None}), (int(size[0]), int(size[1])))
+    extra_h, extra_w = max(spec.pad_to[0] - height, 0), max(spec.pad_to[1] - width, 0)
+    return [extra_w // 2, extra_h // 2, extra_w - extra_w // 2, extra_h - extra_h // 2]
+
+
+def _steps(spec: TransformSpec) -> list[object]:
+    from torchvision.transforms import v2
+
+    steps: list[object] = []
+    if spec.resize is not None:
+        steps.append(v2.Resize(spec.resize if isinstance(spec.resize, int) else list(spec.resize), antialias=True))
+    if spec.center_crop is not None:
+        steps.append(v2.CenterCrop(list(_pair(spec.center_crop))))
+    return steps
