@@ -168,7 +168,9 @@ def main() -> None:
         parser.error(f"--checks: unknown {', '.join(unknown)}; known: {', '.join(CHECKS)}")
     size = args.size or (64 if args.quick else 224)
     single = 20000 if args.large else args.images
-    counts = [single] if single else [args.small or (64 if args.quick else 256), args.big or (256 if args.quick else 4096)]
+    counts = (
+        [single] if single else [args.small or (64 if args.quick else 256), args.big or (256 if args.quick else 4096)]
+    )
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(
