@@ -73,21 +73,23 @@ def synchronize(device: torch.device) -> None:
 
 
 def bare_throughput(model: nn.Module, device: torch.device, images: int, size: int, batch_size: int) -> float:
-    """Images/s of the spec's passes without the plugin: per batch of ``batch_size`` images, the
-    forward-only passes under inference mode and the IG steps as forward and backward passes of
-    ``batch_size`` inputs each (IG's default chunk), after one warm-up batch."""
-    forwards, backwards = passes_per_image()
+    """Images/s of the spec's passes without the plugin, after one warm-up batch: per batch of
+    ``batch_size`` images, the forward-only passes under inference mode, then the IG steps'
+    ``images x steps`` scaled inputs as forward and backward passes of ``batch_size`` inputs each
+    (captum's chunk: ``internal_batch_size`` defaults to ``data.batch_size``)."""
+    forwards, steps = passes_per_image()
     generator = torch.Generator().manual_seed(0)
+    alphas = (torch.arange(steps, device=device) + 0.5) / steps
 
     def one_batch(count: int) -> None:
         batch = torch.rand(count, 3, size, size, generator=generator).to(device)
         with torch.inference_mode():
             for _ in range(forwards):
                 model(batch).softmax(dim=1)
-        for step in range(backwards):
-            scaled = (batch * (step + 0.5) / backwards).requires_grad_(True)
-            (gradient,) = torch.autograd.grad(model(scaled)[:, 0].sum(), scaled)
-        del gradient
+        for first in range(0, count * steps, batch_size):  # input j: image j % count at step j // count
+            chosen = torch.arange(first, min(first + batch_size, count * steps), device=device)
+            scaled = (batch[chosen % count] * alphas[chosen // count].view(-1, 1, 1, 1)).requires_grad_(True)
+            torch.autograd.grad(model(scaled)[:, 0].sum(), scaled)
 
     one_batch(min(batch_size, images))
     synchronize(device)
