@@ -99,3 +99,30 @@ def write_npz(path: Path, count: int, size: int, classes: int = 10, seed: int = 
     for index in range(count):
         images[index], masks[index], labels[index] = data[index]
     np.savez(path, images=images, masks=masks, labels=labels)
+
+
+def write_jpeg_folder(
+    folder: Path, count: int, width: int = 500, height: int = 375, classes: int = 10, seed: int = 0
+) -> None:
+    """``count`` JPEGs of ``width`` x ``height`` (Pascal VOC's typical 500 x 375) under
+    ``folder/images``, each seeded noise with a box of its class colour, and the CSVs a
+    ``data.folder`` reads: ``labels.csv`` (file,label) and ``boxes.csv`` (file,top,left,bottom,right)."""
+    from PIL import Image
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    palette = np.random.default_rng(seed).integers(0, 256, size=(classes, 3), dtype=np.uint8)
+    labels, boxes = ["file,label"], ["file,top,left,bottom,right"]
+    for index in range(count):
+        rng = np.random.default_rng((seed, index))
+        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        label = index % classes
+        box_height, box_width = (int(v) for v in rng.integers(height // 6, height // 2, size=2))
+        top, left = int(rng.integers(0, height - box_height)), int(rng.integers(0, width - box_width))
+        pixels[top : top + box_height, left : left + box_width] = palette[label]
+        name = f"{index:06d}.jpg"
+        Image.fromarray(pixels).save(images / name, quality=90)
+        labels.append(f"{name},{label}")
+        boxes.append(f"{name},{top},{left},{top + box_height},{left + box_width}")
+    (folder / "labels.csv").write_text("\n".join(labels) + "\n")
+    (folder / "boxes.csv").write_text("\n".join(boxes) + "\n")

@@ -9,7 +9,9 @@ memory must not grow with the data) and the growth per image in KB.
 The images come from ``_workloads:shapes``, a Dataset that makes each image from its index
 (seeded noise and a shape with its ground-truth mask), so nothing big is stored;
 ``--source npz`` writes the same samples to an uncompressed ``.npz`` in a temporary folder first
-and measures reading that instead.
+and measures reading that instead; ``--source jpeg`` writes a folder of 500x375 JPEGs with a
+boxes CSV (``_workloads:write_jpeg_folder``) and reads it through ``data.folder`` with
+``data.transform: {resize: SIZE, center_crop: SIZE}`` (default 256 vs 5,000 images).
 
 Run: ``python benchmarks/memory.py`` (256 vs 4,096 images), ``--quick`` (64 vs 256 at 64x64,
 under a minute), ``--images 20000`` (one run of 20,000 images: completed, time, peak RSS),
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _timing import cpu_name
-from _workloads import write_npz
+from _workloads import write_jpeg_folder, write_npz
 
 HERE = Path(__file__).resolve().parent
 
@@ -90,6 +92,16 @@ def write_spec(folder: Path, images: int, size: int, checks: list[str], args: ar
             write_npz(npz, images, size)
             print(f"wrote {npz} ({npz.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - start:.1f} s", flush=True)
         data = f"npz: {npz.name}"
+    elif args.source == "jpeg":
+        jpegs = folder / f"jpegs-{images}"
+        if not jpegs.exists():
+            start = time.perf_counter()
+            write_jpeg_folder(jpegs, images)
+            print(f"wrote {images} JPEGs of 500x375 in {time.perf_counter() - start:.1f} s", flush=True)
+        data = (
+            f"folder: {{images: {jpegs.name}/images, labels: {jpegs.name}/labels.csv, boxes: {jpegs.name}/boxes.csv}}\n"
+            f"  transform: {{resize: {size}, center_crop: {size}}}"
+        )
     else:
         data = f"factory: _workloads:shapes\n  kwargs: {{count: {images}, size: {size}}}"
     path = folder / f"memory-{images}.saliency.yaml"
@@ -155,7 +167,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, help="the smaller data set (default 256; --quick 64)")
     parser.add_argument("--big", type=int, help="the larger data set (default 4096; --quick 256)")
     parser.add_argument("--size", type=int, help="image side in pixels (default 224; --quick 64)")
-    parser.add_argument("--source", choices=("factory", "npz"), default="factory")
+    parser.add_argument("--source", choices=("factory", "npz", "jpeg"), default="factory")
     parser.add_argument("--checks", default=",".join(DEFAULT_CHECKS), help=f"comma-separated, of {', '.join(CHECKS)}")
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -169,7 +181,12 @@ def main() -> None:
     size = args.size or (64 if args.quick else 224)
     single = 20000 if args.large else args.images
     counts = (
-        [single] if single else [args.small or (64 if args.quick else 256), args.big or (256 if args.quick else 4096)]
+        [single]
+        if single
+        else [
+            args.small or (64 if args.quick else 256),
+            args.big or (256 if args.quick else 5000 if args.source == "jpeg" else 4096),
+        ]
     )
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
