@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol
@@ -126,6 +126,14 @@ class SpecEngine:
             skipped = f" ({len(result.skipped)} skipped as bad samples)" if result.skipped else ""
             raise SpecRuntimeError(self.source.location, f"the data set has no samples{skipped}")
         return result
+
+    def shard(self, indices: Sequence[int] | None = None) -> Shard:
+        """The samples at ``indices`` (default: all of them, in memory at once) as a
+        :class:`~pytest_saliency.streaming.Shard` on the engine's device, for tests written in
+        Python: ``shard.attributions("grad")``, ``shard.shared_interest("grad").gtc``,
+        ``shard.correct``."""
+        chosen = range(len(self.source)) if indices is None else sorted(indices)
+        return Shard(self.worker, self.source.read(chosen).to(self.device))
 
     def report_samples(
         self, indices: list[int], method: str | None

@@ -280,8 +280,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 @pytest.fixture
 def saliency_engine(request: pytest.FixtureRequest) -> Callable[[str | Path], SpecEngine]:
-    """Load a spec file and return its engine (model, data, attributions, Shared Interest
-    scores) for tests written in Python: ``engine = saliency_engine("specs/x.saliency.yaml")``."""
+    """Load a spec file and return its engine for tests written in Python:
+    ``shard = saliency_engine("specs/x.saliency.yaml").shard(range(64))``, then the shard's
+    attributions, Shared Interest scores, predictions (:meth:`SpecEngine.shard`)."""
 
     def load(path: str | Path) -> SpecEngine:
         from .engine import SpecEngine, resolve_device

@@ -361,6 +361,11 @@ class Shard:
     def predictions(self) -> Tensor:
         return self.logits.argmax(dim=1)
 
+    @property
+    def correct(self) -> Tensor:
+        """``(B,) bool``: the prediction equals the label."""
+        return self.predictions == self.batch.labels
+
     @cached_property
     def targets(self) -> Tensor:
         """``(B,)`` the class each attribution explains (``target: label | predicted``)."""

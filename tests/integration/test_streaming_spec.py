@@ -84,3 +84,23 @@ def test_items_left_out_with_k_cost_nothing(project: pytest.Pytester, write_spec
     result = project.runpytest_inprocess("-k", "cov")
     result.assert_outcomes(passed=1, deselected=1)
     assert "1000000" not in result.stdout.str()
+
+
+def test_the_saliency_engine_fixture_gives_a_shard_to_tests_written_in_python(
+    project: pytest.Pytester, write_spec: WriteSpec
+) -> None:
+    """The tiny model's gradient map is the object itself: IoU 1 on every sample."""
+    write_spec(checks=BROKEN)
+    project.makepyfile(
+        test_python="""
+        import torch
+
+        def test_scores(saliency_engine):
+            shard = saliency_engine("specs/x.saliency.yaml").shard(range(4))
+            assert shard.attributions("grad").shape == (4, 3, 16, 16)
+            assert shard.shared_interest("grad").iou.tolist() == [1.0] * 4
+            assert shard.correct.all() and shard.indices.tolist() == [0, 1, 2, 3]
+        """
+    )
+    result = project.runpytest_inprocess("test_python.py")
+    result.assert_outcomes(passed=1)
