@@ -16,12 +16,12 @@ from torch import Tensor, nn
 
 class SmallCNN(nn.Module):
     """Three 3x3 conv layers (16, 32, 32 channels) with ReLU and 2x2 max pooling, global average
-    pooling and a linear layer: ``(N, 3, H, W)`` -> ``(N, classes)`` logits."""
+    pooling and a linear layer: ``(N, in_channels, H, W)`` -> ``(N, classes)`` logits."""
 
-    def __init__(self, classes: int = 10) -> None:
+    def __init__(self, classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1),
+            nn.Conv2d(in_channels, 16, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1),

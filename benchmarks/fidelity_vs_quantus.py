@@ -31,34 +31,11 @@ import warnings
 import numpy as np
 import torch
 from _timing import best_of, cpu_name
+from _workloads import SmallCNN
 from torch import Tensor, nn
 
 from pytest_saliency.metrics.fidelity import FidelityResult, fidelity_curves, sample_scores
 from pytest_saliency.metrics.imputation import linear_impute
-
-
-class SmallCNN(nn.Module):
-    """Three 3x3 conv layers (16, 32, 32 channels) with ReLU and 2x2 max pooling, global average
-    pooling and a linear layer to 10 classes."""
-
-    def __init__(self, in_channels: int = 3, classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.head = nn.Linear(32, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
 
 
 class TimedModel(nn.Module):
@@ -86,7 +63,7 @@ class TimedModel(nn.Module):
 def make_workload(channels: int, n: int, size: int, seed: int) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
     """Seeded model, images, clean predictions and gradient-saliency importance ``(N, H, W)``."""
     torch.manual_seed(seed)
-    model = SmallCNN(channels).eval()
+    model = SmallCNN(in_channels=channels).eval()
     images = torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         target = model(images).argmax(dim=1)
