@@ -52,14 +52,17 @@ class Runner(Protocol):
 
 
 class LocalRunner:
-    """Every shard in this process, on the engine's device, one after another."""
+    """Every shard in this process, on the engine's device, one after another. A need that
+    raised on one shard is left out of the later ones: its items fail with that first error."""
 
     def __call__(
         self, worker: ShardWorker, plan: Plan, shards: list[range], progress: Callable[[int], None]
     ) -> list[ShardResult]:
         results = []
         for batch in worker.source.stream(shards):
-            results.append(worker.run(plan, batch))
+            result = worker.run(plan, batch)
+            plan = plan.without(list(result.errors))
+            results.append(result)
             progress(len(batch) + len(batch.skipped))
         return results
 
