@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from _timing import best_of, cpu_name
 
-from pytest_saliency.checks.base import CheckRequest
-from pytest_saliency.checks.sanity import decide
+from pytest_saliency.checks.request import CheckRequest
+from pytest_saliency.checks.sanity import KIND, decide
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.spec import load_spec
 from pytest_saliency.streaming import Need, Plan
@@ -112,7 +112,7 @@ def main() -> None:
         result = engine.result(Plan(needs))
         if SANITY not in needs:
             return {}
-        outcome = decide(CheckRequest(engine, check, "grad", None, result))
+        outcome = decide(CheckRequest(engine, check, KIND.config_of(check), "grad", None, result))
         sanity = outcome.extra["sanity"]
         return dict(zip(sanity["steps"], sanity["curve"], strict=True))
 

@@ -45,6 +45,7 @@ from weakref import WeakKeyDictionary
 from .errors import ClusterUnavailable, SaliencyError, SpecRuntimeError, describe_exception, first_line
 
 if TYPE_CHECKING:
+    from .dispatch import Dispatch
     from .spec.validate import LoadedSpec
     from .streaming import Plan, ShardResult, ShardWorker
 
@@ -76,12 +77,14 @@ class ShardActor:
     def run_range(
         self, key: str, loaded: LoadedSpec, directory: str, search_paths: tuple[Path, ...], plan: Plan, indices: range
     ) -> ShardResult:
-        """:meth:`ShardWorker.run_range` of the spec ``key`` (its worker built at its first shard),
+        """:func:`~pytest_saliency.dispatch.compute_range` of the spec ``key`` (its worker built at its first shard),
         in the driver's working ``directory``: the spec's paths are relative to it, and so the
         messages that name them read as on the driver."""
         if os.getcwd() != directory:
             os.chdir(directory)
-        result = self._worker(key, loaded, search_paths).run_range(plan, indices)
+        from .dispatch import compute_range
+
+        result = compute_range(self._worker(key, loaded, search_paths), plan, indices)
         result.errors = {need: _picklable(error) for need, error in result.errors.items()}
         return result
 
@@ -199,9 +202,10 @@ class RayRunner:
         return actors
 
     def __call__(
-        self, worker: ShardWorker, plan: Plan, shards: list[range], progress: Callable[[int], None]
+        self, worker: ShardWorker, dispatch: Dispatch, shards: list[range], progress: Callable[[int], None]
     ) -> list[ShardResult]:
-        """Each shard on the next free actor (one shard in flight per actor)."""
+        """Each shard on the next free actor (one shard in flight per actor), sent what the pass's
+        :class:`~pytest_saliency.dispatch.Dispatch` says when it is submitted."""
         if worker in self._failed:
             raise self._failed[worker]
         ray = _ray()
@@ -216,6 +220,7 @@ class RayRunner:
         def submit(actor: Any) -> None:
             indices = next(todo, None)
             if indices is not None:
+                plan = dispatch.plan_for(indices)
                 reference = actor.run_range.remote(key, loaded, directory, worker.search_paths, plan, indices)
                 pending[reference] = (actor, indices)
 
@@ -236,6 +241,7 @@ class RayRunner:
                 if died:
                     self._drop(actor)
                 raise self._failed[worker] from error
+            dispatch.received(part)
             results.append(part)
             progress(len(part.base["index"]) + len(part.skipped))
             submit(actor)

@@ -13,14 +13,16 @@ import pytest
 
 from ._constants import spec_stem
 from .errors import CheckFailed, DeviceUnavailable, SaliencyWarning, SpecInvalid
+from .report.junit import junit_properties
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
-    from .checks.base import Outcome
+    from .baselines import BaselineSettings
+    from .checks.outcome import Outcome
     from .engine import SpecEngine
     from .report.results import ItemResult, OutcomeResult, Status
     from .spec import CheckSpec, LoadedSpec, SpecProblem
-    from .streaming import Plan
+    from .streaming import PassResult, Plan
 
 
 DEBUG_HINT = "(--saliency-debug shows the traceback)"
@@ -60,7 +62,7 @@ class SpecFile(pytest.File):
             yield SpecErrorItem.from_parent(self, name="spec", problems=problems)
             return
         for index, check in enumerate(spec.checks):
-            slices = self.loaded.slice_values(index) if getattr(check.config, "slices", None) else None
+            slices = self.loaded.slice_values(index) if check.config.slicing else None
             for name, method, class_index, slice_value in _variants(
                 spec.attributions, spec.data.classes, check, slices
             ):
@@ -139,10 +141,8 @@ def _variants(
     ``check[method-class]``, ``check[method-field=value]`` with ``slices``."""
     config = check.config
     methods: list[str | None] = list(config.methods or attributions) if config.uses_attributions else [None]
-    class_indices: list[int | None] = (
-        list(range(len(classes))) if getattr(config, "per_class", False) and classes else [None]
-    )
-    by = getattr(getattr(config, "slices", None), "by", None)
+    class_indices: list[int | None] = list(range(len(classes))) if config.by_class and classes else [None]
+    by = config.slicing.by if config.slicing else None
     values: list[str | None] = list(slices) if slices is not None else [None]
     for method in methods:
         for class_index in class_indices:
@@ -189,6 +189,20 @@ class SpecErrorItem(pytest.Item):
 
 
 SKIPPED_SHOWN = 5
+"""How many skipped samples an item's details name."""
+
+
+def with_skipped_samples(outcome: Outcome, skipped: list[str]) -> Outcome:
+    """``outcome`` with the samples the source skipped (``data.on_bad_sample: skip``) named in
+    its details and listed under ``skipped``; as it is when none was skipped."""
+    if not skipped:
+        return outcome
+    shown = "; ".join(skipped[:SKIPPED_SHOWN]) + ("; ..." if len(skipped) > SKIPPED_SHOWN else "")
+    count = len(skipped)
+    line = f"{count} bad sample{'s' if count != 1 else ''} skipped (on_bad_sample): {shown}"
+    return outcome.extended([line], {"skipped": skipped})
+
+
 """How many skipped samples an item's details name (the JSON result lists them all)."""
 
 
@@ -223,41 +237,53 @@ class CheckItem(pytest.Item):
         return self.name[len(self.check.id) + 1 : -1] if self.name != self.check.id else ""
 
     def runtest(self) -> None:
-        from .checks.base import CheckRequest
-        from .report.format import rounded
-        from .streaming import Need, Plan, check_module
-
-        engine = self.parent.engine()
-        check = self.check
+        """Compute (once per spec), decide, add what the reports show, then pass, warn or fail."""
         session = self.config.stash[SESSION_KEY]
-        result = engine.result(self.parent.plan() + Plan((Need(self.check_index, self.method),)))
-        request = CheckRequest(
-            engine, check, self.method, self.class_index, result, session.baselines, self.slice_value
-        )
-        self.outcome = check_module(check.kind).decide(request).decided(engine.spec.decide_for(check))
-        if result.skipped:  # data.on_bad_sample: skip
-            shown = "; ".join(result.skipped[:SKIPPED_SHOWN]) + ("; ..." if len(result.skipped) > SKIPPED_SHOWN else "")
-            count = len(result.skipped)
-            self.outcome.details.append(
-                f"{count} bad sample{'s' if count != 1 else ''} skipped (on_bad_sample): {shown}"
-            )
-            self.outcome.extra["skipped"] = result.skipped
-        self.weights = engine.weights_file
+        engine = self.parent.engine()
+        merged = self._merged_statistics(engine)
+        outcome = self._decide(engine, merged, session.baselines)
+        outcome = with_skipped_samples(outcome, merged.skipped)
         if session.wants_thumbnails:
-            self._attach_thumbnails(engine)
-        for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
-            name = f"saliency.{measurement.name}"  # the label, as the summary and reports show it
-            self.user_properties.append((name, rounded(measurement.value)))
-            self.user_properties.append((f"{name}.threshold", str(measurement.threshold)))
-            if measurement.interval is not None and measurement.lower is not None and measurement.upper is not None:
-                self.user_properties.append((f"{name}.interval", rounded(measurement.interval)))
-                self.user_properties.append((f"{name}.lower", rounded(measurement.lower)))
-                self.user_properties.append((f"{name}.upper", rounded(measurement.upper)))
-            self.user_properties.append((f"{name}.status", measurement.status))
-        self.user_properties.append(("saliency.status", self._status()))
-        if self.outcome.passed:
+            outcome = self._with_thumbnails(engine, outcome)
+        self.outcome, self.weights = outcome, engine.weights_file
+        self.user_properties += junit_properties(outcome, self._status())
+        self._verdict(outcome, session.strict)
+
+    def _merged_statistics(self, engine: SpecEngine) -> PassResult:
+        """The merged per-sample statistics of the spec's pass, this item's need included."""
+        from .streaming import Need, Plan
+
+        return engine.result(self.parent.plan() + Plan((Need(self.check_index, self.method),)))
+
+    def _decide(self, engine: SpecEngine, merged: PassResult, baselines: BaselineSettings) -> Outcome:
+        """The check kind's outcome for this item, decided by point or by interval."""
+        from .checks.kind import ItemScope
+        from .checks.registry import kind_of
+
+        scope = ItemScope(self.method, self.class_index, self.slice_value)
+        outcome = kind_of(self.check).outcome(engine, self.check, scope, merged, baselines)
+        return outcome.decided(engine.spec.decide_for(self.check))
+
+    def _with_thumbnails(self, engine: SpecEngine, outcome: Outcome) -> Outcome:
+        """``outcome`` with example thumbnails for the HTML report, made here (on the xdist worker,
+        where the tensors are) so that they travel back with the result; the samples are read
+        again by the engine (:func:`~pytest_saliency.report.thumbnails.with_thumbnails`). A
+        failure only loses them."""
+        from .report.thumbnails import with_thumbnails
+
+        method = self.method
+        try:
+            return with_thumbnails(
+                outcome, lambda indices, with_maps: engine.report_samples(indices, method if with_maps else None)
+            )
+        except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
+            return outcome.extended(extra={"thumbnail_error": f"{type(error).__name__}: {error}"})
+
+    def _verdict(self, outcome: Outcome, strict: bool) -> None:
+        """Pass; warn for an inconclusive or ``severity: warn`` check (unless ``strict``); else fail."""
+        if outcome.passed:
             return
-        if not session.strict and (self.outcome.inconclusive or check.severity == "warn"):
+        if not strict and (outcome.inconclusive or self.check.severity == "warn"):
             # Located at the check in the spec (not in this module): pytest's warnings summary
             # then reads "spec.saliency.yaml:LINE: SaliencyWarning: check ..." and shows the line.
             location = self._location()
@@ -266,23 +292,6 @@ class CheckItem(pytest.Item):
             warnings.warn_explicit(SaliencyWarning(message), SaliencyWarning, str(self.parent.loaded.path), line)
             return
         raise CheckFailed()
-
-    def _attach_thumbnails(self, engine: SpecEngine) -> None:
-        """Example thumbnails for the HTML report, made here (on the xdist worker, where the
-        tensors are) so that they travel back with the result: the engine's tensors go to
-        :func:`~pytest_saliency.report.thumbnails.attach`. A failure only loses them."""
-        from .report.thumbnails import attach
-
-        assert self.outcome is not None
-        extra = self.outcome.extra
-        method = self.method
-        try:
-            attach(
-                cast(dict[str, Any], extra),
-                lambda indices, with_maps: engine.report_samples(indices, method if with_maps else None),
-            )
-        except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
-            self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
 
     def _status(self) -> Status:
         """passed | failed | inconclusive (decided by interval: no threshold failed, one could not
@@ -299,7 +308,7 @@ class CheckItem(pytest.Item):
 
     def _slice(self) -> dict[str, str] | None:
         """``{"by": field, "value": ...}`` for an item of a check with ``slices``."""
-        slices = getattr(self.check.config, "slices", None)
+        slices = self.check.config.slicing
         return None if slices is None or self.slice_value is None else {"by": slices.by, "value": self.slice_value}
 
     def _location(self) -> str:

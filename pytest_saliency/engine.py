@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .dispatch import Dispatch, compute_shard
 from .errors import SpecRuntimeError
 from .loaders.models import ModelUnderTest
 from .loaders.source import SampleBatch, SampleSource
@@ -47,21 +48,21 @@ class Runner(Protocol):
     (:class:`LocalRunner`) or on a Ray cluster (:mod:`pytest_saliency.cluster`)."""
 
     def __call__(
-        self, worker: ShardWorker, plan: Plan, shards: list[range], progress: Callable[[int], None]
+        self, worker: ShardWorker, dispatch: Dispatch, shards: list[range], progress: Callable[[int], None]
     ) -> list[ShardResult]: ...
 
 
 class LocalRunner:
-    """Every shard in this process, on the engine's device, one after another. A need that
-    raised on one shard is left out of the later ones: its items fail with that first error."""
+    """Every shard in this process, on the engine's device, one after another, each sent what
+    the pass's :class:`~pytest_saliency.dispatch.Dispatch` says."""
 
     def __call__(
-        self, worker: ShardWorker, plan: Plan, shards: list[range], progress: Callable[[int], None]
+        self, worker: ShardWorker, dispatch: Dispatch, shards: list[range], progress: Callable[[int], None]
     ) -> list[ShardResult]:
         results = []
-        for batch in worker.source.stream(shards):
-            result = worker.run(plan, batch)
-            plan = plan.without(list(result.errors))
+        for indices, batch in zip(shards, worker.source.stream(shards), strict=True):
+            result = compute_shard(worker, dispatch.plan_for(indices), batch)
+            dispatch.received(result)
             results.append(result)
             progress(len(batch) + len(batch.skipped))
         return results
@@ -124,7 +125,7 @@ class SpecEngine:
             if self.progress:
                 self.progress(label, done, total)
 
-        result = merge(self.runner(self.worker, plan, shards, progress), plan)
+        result = merge(self.runner(self.worker, Dispatch(plan), shards, progress), plan)
         if not len(result):
             skipped = f" ({len(result.skipped)} skipped as bad samples)" if result.skipped else ""
             raise SpecRuntimeError(self.source.location, f"the data set has no samples{skipped}")

@@ -6,17 +6,17 @@
                        -> every planned check's per-sample statistics -> keep those, free the shard
           --merge-->   per-sample statistics of all shards, in sample order
 
-A shard's work (:meth:`ShardWorker.run`) is a pure function of the spec, the plan, the samples
+A shard's work (:func:`pytest_saliency.dispatch.compute_shard`) is a pure function of the spec, the plan, the samples
 and the device: the same code runs in-process, or in Ray actors (:mod:`pytest_saliency.cluster`).
 Every random draw is seeded by the spec's seed and the sample's index
 (:mod:`pytest_saliency.metrics.seeding`), so the merged statistics do not depend on the batch size,
-the shard size or the number of workers. Check modules provide ``statistics(shard, need)``
-(:mod:`pytest_saliency.checks`); their ``decide`` reads the merged :class:`PassResult`.
+the shard size or the number of workers. Check kinds (:mod:`pytest_saliency.checks`) compute their
+per-sample statistics from a :class:`Shard`; their ``decide`` reads the merged :class:`PassResult`.
+What each shard is sent is decided in :mod:`pytest_saliency.dispatch`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -63,11 +63,6 @@ class Plan:
 
     def without(self, done: Sequence[Need]) -> Plan:
         return Plan(tuple(need for need in self.needs if need not in done))
-
-
-def check_module(kind: str) -> Any:
-    """``pytest_saliency.checks.<kind>`` (imported on first use)."""
-    return importlib.import_module(f"pytest_saliency.checks.{kind}")
 
 
 @dataclass
@@ -226,38 +221,6 @@ class ShardWorker:
                 return load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
 
         return self.cached(("reference", against.model_dump_json()), build)
-
-    def run_range(self, plan: Plan, indices: range) -> ShardResult:
-        """Read the samples ``indices`` and :meth:`run` them (what a Ray actor does)."""
-        return self.run(plan, self.source.read(indices))
-
-    def run(self, plan: Plan, batch: SampleBatch) -> ShardResult:
-        """The per-sample statistics of ``batch`` for every need of ``plan``, on the CPU. A need
-        whose check raises keeps its error (its items fail with it); the others go on. A batch
-        whose every sample the source skipped gives only its skipped lines."""
-        if not len(batch):
-            empty = torch.empty(0, dtype=torch.long)
-            base = {name: empty for name in ("index", "label", "prediction", "target")}
-            return ShardResult(base, batch.fields, {}, {}, batch.skipped, 0)
-        shard = Shard(self, batch.to(self.device))
-        shard.logits  # noqa: B018  (the model and labels are checked before any check)
-        statistics: dict[Need, dict[str, Tensor]] = {}
-        errors: dict[Need, BaseException] = {}
-        for need in plan.needs:
-            check = self.spec.checks[need.check_index]
-            try:
-                values = check_module(check.kind).statistics(shard, check, need.method)
-            except Exception as error:  # noqa: BLE001  (raised again by every item of this need)
-                errors[need] = error
-                continue
-            statistics[need] = {name: value.detach().cpu() for name, value in values.items()}
-        base = {
-            "index": batch.indices.cpu(),
-            "label": batch.labels.cpu(),
-            "prediction": shard.predictions.cpu(),
-            "target": shard.targets.cpu(),
-        }
-        return ShardResult(base, batch.fields, statistics, errors, batch.skipped, int(shard.logits.shape[1]))
 
 
 @dataclass(frozen=True)

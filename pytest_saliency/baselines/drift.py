@@ -19,19 +19,22 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .._io import write_atomic
-from ..checks.base import CheckRequest, Outcome
-from ..engine import SpecEngine
 from ..errors import Location, SnapshotCorruptError, SpecDeprecationWarning, SpecRuntimeError
 from ..metrics.drift import drift_from_scores
 from ..spec.schema import DriftCheck
 from .settings import UpdateMode, snapshot_name
 from .store import SnapshotStore, check_compatible, content_hash, make_metadata
+
+if TYPE_CHECKING:
+    from ..checks.outcome import Outcome
+    from ..checks.request import CheckRequest
+    from ..engine import SpecEngine
 
 FLOAT16_LIMIT = 6.0e4
 """Embedding tables whose values all stay below this are stored as float16."""
@@ -73,7 +76,7 @@ def expected_settings(engine: SpecEngine, config: DriftCheck, method: str, data_
 
 
 def fresh_snapshot(
-    request: CheckRequest,
+    request: CheckRequest[DriftCheck],
     config: DriftCheck,
     scores: Tensor,
     table: Tensor,
@@ -176,7 +179,7 @@ def unused_snapshots(store: SnapshotStore, engine: SpecEngine, folder: Path) -> 
     return [str(folder / stored) for stored in store.names() if stored not in named]
 
 
-def obtained_summary(entry: dict[str, Any], request: CheckRequest, outcome: Outcome) -> Path | None:
+def obtained_summary(entry: dict[str, Any], request: CheckRequest[DriftCheck], outcome: Outcome) -> Path | None:
     """After a comparison with a snapshot: on a mismatch, write the obtained summary beside the
     snapshot (atomically) and return its path; on a pass, remove a stale one (it would mislead)."""
     path = Path(entry["folder"]) / f"{entry['name']}.obtained.json"

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +60,6 @@ from ..baselines.store import (
     environment_warnings,
     sample_digests,
 )
-from ..engine import SpecEngine
 from ..errors import (
     Location,
     MissingSnapshotError,
@@ -84,9 +83,15 @@ from ..metrics.drift import (
     segment_attribution,
 )
 from ..report.results import OutcomeExtra
-from ..spec.schema import CheckSpec, DriftCheck, Threshold
+from ..spec.schema import DriftCheck, Threshold
 from ..streaming import Shard
-from .base import CheckRequest, Measurement, Outcome, check_location, measure
+from .aggregation import measure
+from .kind import CheckKind
+from .outcome import Measurement, Outcome
+from .request import CheckRequest, config_location
+
+if TYPE_CHECKING:
+    from ..engine import SpecEngine
 
 CLUSTERS_SHOWN = 5
 REPRESENTATIVES_SHOWN = 3
@@ -100,7 +105,7 @@ ON_MASK = "on:"
 # --------------------------------------------------------------------------------------------
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: DriftCheck, method: str | None) -> dict[str, Tensor]:
     """Per image (``S`` segments, ``M = 2 min(keep, S)`` kept, ``D`` embedding features):
 
     - ``scores_b (B, S)``: B's segment scores; ``size (B, 2)``: the image's height and width;
@@ -111,9 +116,8 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
     - against a snapshot: ``digest (B, 32) uint8`` (the image's and label's SHA-256, for the data
       hash) and, with ``colour_texture``, ``segment_embeddings (B, S, D)`` of every segment.
     """
-    config = check.config
-    assert isinstance(config, DriftCheck) and method is not None
-    location = check_location(shard, check)
+    assert method is not None, "a kind with attributions has a method"
+    location = config_location(shard, config)
     images = shard.images
     height, width = images.shape[2], images.shape[3]
     segments = patch_segments(height, width, config.segments.patch, device=shard.device)
@@ -173,9 +177,9 @@ def _reference_embedder(model: ModelUnderTest, config: DriftCheck, location: Loc
 # --------------------------------------------------------------------------------------------
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, DriftCheck) and request.method is not None
+def decide(request: CheckRequest[DriftCheck]) -> Outcome:
+    config = request.config
+    assert request.method is not None, "a kind with attributions has a method"
     engine = request.engine
     statistics = request.statistics
     snapshot: dict[str, Any] | None = None
@@ -208,14 +212,15 @@ def decide(request: CheckRequest) -> Outcome:
     outcome = Outcome(
         measurements, samples=int(result.scores_a.shape[0]), undefined=undefined, details=details, extra=extra
     )
-    if snapshot is not None:
-        obtained = obtained_summary(snapshot, request, outcome)
-        if obtained is not None:
-            snapshot["obtained"] = str(obtained)
-            outcome.details.append(f"obtained drift summary written to {obtained}")
-            extra["artifacts"] = [str(obtained)]
-        extra["baseline"] = snapshot  # the results' key for the snapshot entry, kept for their readers
-    return outcome
+    if snapshot is None:
+        return outcome
+    obtained = obtained_summary(snapshot, request, outcome)
+    if obtained is None:
+        return outcome.extended(extra={"baseline": snapshot})  # the results' key for the snapshot entry
+    snapshot["obtained"] = str(obtained)
+    return outcome.extended(
+        [f"obtained drift summary written to {obtained}"], {"artifacts": [str(obtained)], "baseline": snapshot}
+    )
 
 
 def _with_settings(result: DriftResult, config: DriftCheck) -> DriftResult:
@@ -230,7 +235,7 @@ def _with_settings(result: DriftResult, config: DriftCheck) -> DriftResult:
 
 
 def _against_version(
-    request: CheckRequest, config: DriftCheck, statistics: dict[str, Tensor]
+    request: CheckRequest[DriftCheck], config: DriftCheck, statistics: dict[str, Tensor]
 ) -> tuple[DriftResult, str]:
     device = request.engine.device
     result = drift_from_kept(
@@ -311,7 +316,7 @@ def _colour_texture(batch_size: int) -> Embedder:
 
 
 def _against_snapshot(
-    request: CheckRequest, config: DriftCheck, statistics: dict[str, Tensor]
+    request: CheckRequest[DriftCheck], config: DriftCheck, statistics: dict[str, Tensor]
 ) -> tuple[DriftResult, str, dict[str, Any], list[str]]:
     engine, method, check, location = request.engine, request.method, request.check, request.location
     stored = config.against.stored
@@ -526,3 +531,6 @@ def _version_b(engine: SpecEngine) -> str:
     if model.weights is not None:
         return f"this spec's model (weights {model.weights})"
     return f"this spec's model ({model.torchscript or model.factory})"
+
+
+KIND = CheckKind("drift", DriftCheck, statistics, decide)

@@ -8,9 +8,11 @@ from torch import Tensor
 
 from ..metrics.fidelity import FidelityResult, SampleScores, default_fractions, sample_scores
 from ..report.results import OutcomeExtra
-from ..spec.schema import CheckSpec, FidelityCheck
+from ..spec.schema import FidelityCheck
 from ..streaming import Shard
-from .base import CheckRequest, Measurement, Outcome, run_in_batches
+from .kind import CheckKind
+from .outcome import Measurement, Outcome
+from .request import CheckRequest, run_in_batches
 
 ORDER_NAMES = {
     "mif": "most important first",
@@ -20,11 +22,10 @@ ORDER_NAMES = {
 }
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: FidelityCheck, method: str | None) -> dict[str, Tensor]:
     """Each order's raw scores ``(B, S)`` (under the order's name), the clean score ``clean``
     ``(B,)`` and the units per image ``units`` ``(B,)``; every draw is seeded per sample."""
-    config = check.config
-    assert isinstance(config, FidelityCheck) and method is not None
+    assert method is not None, "a kind with attributions has a method"
     target = shard.predictions if config.score_of == "predicted" else shard.batch.labels
     attributions = shard.attributions(method)
     indices = shard.indices.tolist()
@@ -48,14 +49,14 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
             channels=config.channels or shard.spec.saliency.channels,
         )
 
-    samples = run_in_batches(shard, check, config.batch_size, scores)
+    samples = run_in_batches(shard, config, config.batch_size, scores)
     units = torch.full((len(indices),), samples.n_units, dtype=torch.long)
     return {**samples.scores, "clean": samples.clean, "units": units}
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, FidelityCheck) and request.method is not None
+def decide(request: CheckRequest[FidelityCheck]) -> Outcome:
+    config = request.config
+    assert request.method is not None, "a kind with attributions has a method"
     result = _curves(request, config)
     summary = result.to_dict()
     measurements = []
@@ -100,7 +101,7 @@ def decide(request: CheckRequest) -> Outcome:
     return Outcome(measurements, samples=samples, undefined=summary["n_undefined"], details=details, extra=extra)
 
 
-def _curves(request: CheckRequest, config: FidelityCheck) -> FidelityResult:
+def _curves(request: CheckRequest[FidelityCheck], config: FidelityCheck) -> FidelityResult:
     """The :class:`FidelityResult` of the item's samples from the merged per-sample scores."""
     statistics, selection = request.statistics, request.selection
     units = statistics["units"][selection]
@@ -112,3 +113,6 @@ def _curves(request: CheckRequest, config: FidelityCheck) -> FidelityResult:
         n_units=int(units[0]) if len(units) else 0,
     )
     return FidelityResult.from_scores(samples, score=config.score, fill=config.fill, unit=config.patch)
+
+
+KIND = CheckKind("fidelity", FidelityCheck, statistics, decide)

@@ -9,15 +9,17 @@ from torch import Tensor
 from ..errors import SpecRuntimeError
 from ..metrics import localisation
 from ..metrics.saliency import reduce_channels
-from ..spec.schema import CheckSpec, LocalisationCheck
+from ..spec.schema import LocalisationCheck
 from ..streaming import Shard
-from .base import CheckRequest, Outcome, check_location, score_outcome
+from .kind import CheckKind
+from .outcome import Outcome
+from .request import CheckRequest, config_location
+from .scores import score_outcome
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: LocalisationCheck, method: str | None) -> dict[str, Tensor]:
     """Each thresholded metric of the family, ``(B,)``."""
-    config = check.config
-    assert isinstance(config, LocalisationCheck) and method is not None
+    assert method is not None, "a kind with attributions has a method"
     channels = config.channels or shard.spec.saliency.channels
     maps = reduce_channels(shard.attributions(method), channels)
     masks = shard.masks
@@ -26,16 +28,15 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
         "attribution_localisation": lambda: localisation.attribution_localisation(maps, masks),
         "relevance_mass_accuracy": lambda: localisation.relevance_mass_accuracy(maps, masks),
         "relevance_rank_accuracy": lambda: localisation.relevance_rank_accuracy(maps, masks),
-        "top_k_intersection": lambda: localisation.top_k_intersection(maps, masks, _k(shard, check, maps)),
+        "top_k_intersection": lambda: localisation.top_k_intersection(maps, masks, _k(shard, config, maps)),
         "auc": lambda: localisation.auc(maps, masks),
         "energy_pointing_game": lambda: localisation.energy_pointing_game(maps, masks),
     }
     return {name: functions[name]() for name in config.metrics()}
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, LocalisationCheck)
+def decide(request: CheckRequest[LocalisationCheck]) -> Outcome:
+    config = request.config
     channels = config.channels or request.engine.spec.saliency.channels
     thresholds = config.metrics()
     settings = [f"maps: {channels} over channels", "empty masks are undefined"]
@@ -46,14 +47,16 @@ def decide(request: CheckRequest) -> Outcome:
     return score_outcome(request, request.statistics, thresholds, ", ".join(settings))
 
 
-def _k(shard: Shard, check: CheckSpec, maps: Tensor) -> int:
+def _k(shard: Shard, config: LocalisationCheck, maps: Tensor) -> int:
     """The spec's ``k``, refused (at its key) when an image has fewer pixels."""
-    config = check.config
-    assert isinstance(config, LocalisationCheck) and config.k is not None
+    assert config.k is not None, "the schema requires k with top_k_intersection"
     pixels = maps.shape[1] * maps.shape[2]
     if config.k > pixels:
-        location = (*check_location(shard, check), "k")
+        location = (*config_location(shard, config), "k")
         raise SpecRuntimeError(
             location, f"k = {config.k} is more than the {pixels} pixels of an image: give k <= {pixels}"
         )
     return config.k
+
+
+KIND = CheckKind("localisation", LocalisationCheck, statistics, decide)

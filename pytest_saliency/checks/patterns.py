@@ -8,21 +8,23 @@ from torch import Tensor
 from .._constants import PATTERN_NAMES
 from ..metrics.intervals import wilson_interval
 from ..metrics.patterns import behaviour_patterns, pattern_fractions
-from ..spec.schema import CheckSpec, PatternsCheck, Threshold
+from ..spec.schema import PatternsCheck, Threshold
 from ..streaming import Shard
-from .base import CheckRequest, Measurement, Outcome
+from .kind import CheckKind
+from .outcome import Measurement, Outcome
+from .request import CheckRequest
 from .shared_interest import worst_rows, worst_table
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: PatternsCheck, method: str | None) -> dict[str, Tensor]:
     """The Shared Interest scores the patterns are made of (``(B,)`` each)."""
     assert method is not None
     return shard.shared_interest(method).as_dict()
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, PatternsCheck) and request.method is not None
+def decide(request: CheckRequest[PatternsCheck]) -> Outcome:
+    config = request.config
+    assert request.method is not None, "a kind with attributions has a method"
     selection = request.selection
     positions = selection.nonzero().flatten()
     chosen = {name: values[selection] for name, values in request.statistics.items()}
@@ -78,3 +80,6 @@ def decide(request: CheckRequest) -> Outcome:
         details=details,
         extra={"pattern_counts": counts, "pattern_fractions": fractions, "worst": worst, "worst_in": worst_in},
     )
+
+
+KIND = CheckKind("patterns", PatternsCheck, statistics, decide)

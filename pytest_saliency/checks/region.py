@@ -27,27 +27,27 @@ from torch import Tensor
 from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
-from ..spec.schema import CheckSpec, RegionCheck
+from ..spec.schema import RegionCheck
 from ..streaming import Shard
-from .base import CheckRequest, Outcome, check_location, run_in_batches, score_outcome
+from .kind import CheckKind
+from .outcome import Outcome
+from .request import CheckRequest, config_location, run_in_batches
+from .scores import score_outcome
 
 EMPTY = "empty_region"
 """The statistic that marks a sample whose region is empty (counted in the details)."""
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: RegionCheck, method: str | None) -> dict[str, Tensor]:
     """``share``, ``signed_share`` (and ``interaction`` when thresholded), ``(B,)`` float, NaN
     where undefined; ``empty_region`` ``(B,)`` bool."""
-    config = check.config
-    assert isinstance(config, RegionCheck)
-    location = check_location(shard, check)
+    location = config_location(shard, config)
     regions = _regions(shard, config, location)
-    return {**_scores(shard, check, config, regions, location), EMPTY: ~nonempty(regions)}
+    return {**_scores(shard, config, regions, location), EMPTY: ~nonempty(regions)}
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, RegionCheck)
+def decide(request: CheckRequest[RegionCheck]) -> Outcome:
+    config = request.config
     statistics = request.statistics
     scores = {name: values for name, values in statistics.items() if name != EMPTY}
     empty = int(statistics[EMPTY][request.selection].sum())
@@ -102,9 +102,7 @@ def _regions(shard: Shard, config: RegionCheck, location: Location) -> Tensor:
     return box.expand(n, height, width)
 
 
-def _scores(
-    shard: Shard, check: CheckSpec, config: RegionCheck, regions: Tensor, location: Location
-) -> dict[str, Tensor]:
+def _scores(shard: Shard, config: RegionCheck, regions: Tensor, location: Location) -> dict[str, Tensor]:
     """Per-sample ``(B,)`` float scores, batched by ``data.batch_size`` (halved once when that
     runs out of memory)."""
     model = shard.model
@@ -128,7 +126,7 @@ def _scores(
                 parts.setdefault(name, []).append(values.float())
         return {name: torch.cat(values) for name, values in parts.items()}
 
-    return run_in_batches(shard, check, None, scores)
+    return run_in_batches(shard, config, None, scores)
 
 
 def _unsupported(error: UnsupportedLayerError) -> str:
@@ -144,3 +142,6 @@ def _unsupported(error: UnsupportedLayerError) -> str:
 
 
 _COLUMNS = {"signed_share": "signed"}
+
+
+KIND = CheckKind("region", RegionCheck, statistics, decide)

@@ -10,16 +10,18 @@ from torch import Tensor
 from ..attribution import Attributor
 from ..metrics import robustness
 from ..report.results import OutcomeExtra
-from ..spec.schema import CheckSpec, RobustnessCheck
+from ..spec.schema import RobustnessCheck
 from ..streaming import Shard
-from .base import CheckRequest, Outcome, run_in_batches, score_outcome
+from .kind import CheckKind
+from .outcome import Outcome
+from .request import CheckRequest, run_in_batches
+from .scores import score_outcome
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: RobustnessCheck, method: str | None) -> dict[str, Tensor]:
     """Each thresholded score (``max_sensitivity``, ``avg_sensitivity``, ``infidelity``), ``(B,)``
     float64; the perturbations are seeded by the samples' indices in the data set."""
-    config = check.config
-    assert isinstance(config, RobustnessCheck) and method is not None
+    assert method is not None, "a kind with attributions has a method"
     thresholds = config.metrics()
     images, targets, clean = shard.images, shard.targets, shard.attributions(method)
     indices = shard.indices.tolist()
@@ -47,7 +49,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
                 indices=indices,
             )
 
-        highest, mean = run_in_batches(shard, check, config.batch_size, sensitivity)
+        highest, mean = run_in_batches(shard, config, config.batch_size, sensitivity)
         scores.update({"max_sensitivity": highest, "avg_sensitivity": mean})
     if "infidelity" in thresholds:
 
@@ -65,13 +67,12 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
                 indices=indices,
             )
 
-        scores["infidelity"] = run_in_batches(shard, check, config.batch_size, infidelity)
+        scores["infidelity"] = run_in_batches(shard, config, config.batch_size, infidelity)
     return {name: scores[name] for name in thresholds}
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, RobustnessCheck)
+def decide(request: CheckRequest[RobustnessCheck]) -> Outcome:
+    config = request.config
     thresholds = config.metrics()
     settings = []
     if "max_sensitivity" in thresholds or "avg_sensitivity" in thresholds:
@@ -93,3 +94,6 @@ def decide(request: CheckRequest) -> Outcome:
         }
     }
     return score_outcome(request, request.statistics, thresholds, heading, extra)
+
+
+KIND = CheckKind("robustness", RobustnessCheck, statistics, decide)

@@ -48,9 +48,13 @@ from ..metrics.sanity import (
     similarity_to,
 )
 from ..report.results import OutcomeExtra
-from ..spec.schema import CheckSpec, SanityCheck
+from ..spec.schema import SanityCheck
 from ..streaming import Shard
-from .base import CheckRequest, Measurement, Outcome, aggregate, check_location, json_floats, sample_table
+from .aggregation import aggregate
+from .kind import CheckKind
+from .outcome import Measurement, Outcome
+from .request import CheckRequest, config_location
+from .samples import json_floats, sample_table
 
 NETWORK = "network"
 """Layer names in a spec are relative to the user's network inside :class:`ModelUnderTest`."""
@@ -65,13 +69,12 @@ def _shown(layer: str) -> str:
     return layer or "<network>"
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: SanityCheck, method: str | None) -> dict[str, Tensor]:
     """Per sample: ``cascading`` / ``independent``: ``similarity`` ``(B, 1 + steps)``, the trained
     map's with itself, then with each step's; ``random_logit``: ``similarity`` and ``other_class``
     ``(B,)``; ``efficient``: ``score``, ``entropy_trained``, ``entropy_randomised`` ``(B,)``."""
-    config = check.config
-    assert isinstance(config, SanityCheck) and method is not None
-    location = check_location(shard, check)
+    assert method is not None, "a kind with attributions has a method"
+    location = config_location(shard, config)
     channels = config.channels or shard.spec.saliency.channels
     trained = reduce_channels(shard.attributions(method), channels)
     if config.similarity_name == "ssim" and min(trained.shape[1:]) < SSIM_WINDOW:
@@ -163,9 +166,9 @@ def _randomised(
     return randomised_steps(model, working, paths, states, order)
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, SanityCheck) and request.method is not None
+def decide(request: CheckRequest[SanityCheck]) -> Outcome:
+    config = request.config
+    assert request.method is not None, "a kind with attributions has a method"
     chosen = {name: values[request.selection] for name, values in request.statistics.items()}
     if config.test == "random_logit":
         return _random_logit(request, config, chosen)
@@ -175,11 +178,13 @@ def decide(request: CheckRequest) -> Outcome:
     return _randomisation(request, config, chosen["similarity"].T, layers)
 
 
-def _channels(request: CheckRequest, config: SanityCheck) -> str:
+def _channels(request: CheckRequest[SanityCheck], config: SanityCheck) -> str:
     return config.channels or request.engine.spec.saliency.channels
 
 
-def _randomisation(request: CheckRequest, config: SanityCheck, values: Tensor, layers: list[str]) -> Outcome:
+def _randomisation(
+    request: CheckRequest[SanityCheck], config: SanityCheck, values: Tensor, layers: list[str]
+) -> Outcome:
     """The outcome from the ``(1 + steps, N)`` similarities of the samples at each step."""
     engine = request.engine
     name = config.similarity_name
@@ -246,7 +251,7 @@ def _randomisation(request: CheckRequest, config: SanityCheck, values: Tensor, l
     return Outcome(measurements, samples=values.shape[1], undefined=undefined, details=details, extra=extra)
 
 
-def _random_logit(request: CheckRequest, config: SanityCheck, chosen: dict[str, Tensor]) -> Outcome:
+def _random_logit(request: CheckRequest[SanityCheck], config: SanityCheck, chosen: dict[str, Tensor]) -> Outcome:
     engine = request.engine
     assert config.final is not None
     name = config.similarity_name
@@ -277,7 +282,9 @@ def _random_logit(request: CheckRequest, config: SanityCheck, chosen: dict[str, 
     )
 
 
-def _efficient(request: CheckRequest, config: SanityCheck, chosen: dict[str, Tensor], layers: list[str]) -> Outcome:
+def _efficient(
+    request: CheckRequest[SanityCheck], config: SanityCheck, chosen: dict[str, Tensor], layers: list[str]
+) -> Outcome:
     engine = request.engine
     assert config.score is not None
     scores, before, after = chosen["score"], chosen["entropy_trained"], chosen["entropy_randomised"]
@@ -307,3 +314,6 @@ def _efficient(request: CheckRequest, config: SanityCheck, chosen: dict[str, Ten
     return Outcome(
         measurements, samples=scores.numel(), undefined=int(scores.isnan().sum()), details=details, extra=extra
     )
+
+
+KIND = CheckKind("sanity", SanityCheck, statistics, decide)

@@ -12,28 +12,24 @@ from .._constants import PATTERN_NAMES
 from .._io import json_number
 from ..metrics.patterns import behaviour_patterns
 from ..report.results import OutcomeExtra
-from ..spec.schema import CheckSpec, SharedInterestCheck
+from ..spec.schema import SharedInterestCheck
 from ..streaming import Shard
-from .base import (
-    CheckRequest,
-    Outcome,
-    label_and_prediction,
-    measure,
-    per_sample_json,
-    sample_table,
-    worst_positions,
-)
+from .aggregation import measure
+from .kind import CheckKind
+from .outcome import Outcome
+from .request import CheckRequest, ConfigT
+from .samples import label_and_prediction, per_sample_json, sample_table, worst_positions
 
 
-def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]:
+def statistics(shard: Shard, config: SharedInterestCheck, method: str | None) -> dict[str, Tensor]:
     """``iou``, ``gtc``, ``sc``, ``sc_continuous``: ``(B,)`` each, NaN where undefined."""
     assert method is not None
     return shard.shared_interest(method).as_dict()
 
 
-def decide(request: CheckRequest) -> Outcome:
-    config = request.check.config
-    assert isinstance(config, SharedInterestCheck) and request.method is not None
+def decide(request: CheckRequest[SharedInterestCheck]) -> Outcome:
+    config = request.config
+    assert request.method is not None, "a kind with attributions has a method"
     engine = request.engine
     scores = request.statistics
     selection = request.selection
@@ -76,7 +72,7 @@ def worst_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def worst_rows(
-    request: CheckRequest, chosen: dict[str, Tensor], positions: Tensor, metric: str, wants_high: bool
+    request: CheckRequest[ConfigT], chosen: dict[str, Tensor], positions: Tensor, metric: str, wants_high: bool
 ) -> list[dict[str, Any]]:
     """The (at most :data:`WORST_SHOWN`) samples furthest on the wrong side of ``metric`` among
     ``chosen`` ``(M,)`` scores of the samples at ``positions`` of the pass's result, as
@@ -95,3 +91,6 @@ def worst_rows(
             }
         )
     return rows
+
+
+KIND = CheckKind("shared_interest", SharedInterestCheck, statistics, decide)

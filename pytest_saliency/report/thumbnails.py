@@ -10,23 +10,28 @@ kilobytes of text travel back with each result:
 
 Small images are scaled up by an integer factor with nearest-neighbour sampling (32×32 → 96×96)
 so that pixels stay visible; large ones are scaled down to about :data:`PANEL` pixels.
-:func:`attach` adds them to a check's ``extra`` data (the result dict) for one item.
+:func:`with_thumbnails` gives a check item's outcome with them (:func:`attach` adds them to a copy
+of its ``extra`` data).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from ..checks.outcome import Outcome
     from ..loaders.source import SampleBatch
+    from .results import OutcomeExtra
 
 PANEL = 96  # target side of one panel, pixels
 CROP = 48  # target side of a drift segment crop
@@ -170,6 +175,13 @@ def _hstack(panels: list[Tensor]) -> Tensor:
 ReadSamples = Callable[[list[int], bool], "tuple[SampleBatch, Tensor | None, Tensor | None]"]
 """``read(indices, with_maps)`` -> the samples at data-set ``indices`` and, with ``with_maps``,
 their saliency maps ``(K, H, W)`` and binarised regions ``(K, H, W) bool`` (else None)."""
+
+
+def with_thumbnails(outcome: Outcome, read: ReadSamples) -> Outcome:
+    """``outcome`` with thumbnails in a copy of its ``extra`` data (:func:`attach`)."""
+    extra = copy.deepcopy(dict(outcome.extra))
+    attach(extra, read)
+    return replace(outcome, extra=cast("OutcomeExtra", extra))
 
 
 def attach(extra: dict[str, Any], read: ReadSamples) -> None:

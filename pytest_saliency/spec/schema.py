@@ -362,11 +362,21 @@ class SaliencySpec(_Strict):
 # --- checks ---------------------------------------------------------------------------------
 
 
-class CheckKind(_Strict):
-    """Fields shared by every kind of check."""
+class CheckConfig(_Strict):
+    """Fields shared by every kind of check's block (``shared_interest: {...}``, ``fidelity: {...}``)."""
 
     uses_attributions: ClassVar[bool] = True
     methods: list[str] | None = Field(default=None, min_length=1, description="attribution names; default: all")
+
+    @property
+    def by_class(self) -> bool:
+        """One item per class (``per_class: true``, for the kinds that have it)."""
+        return False
+
+    @property
+    def slicing(self) -> SlicesSpec | None:
+        """One item per value of a per-sample field (``slices``, for the kinds that have it)."""
+        return None
 
 
 class SlicesSpec(_Strict):
@@ -382,14 +392,18 @@ class SlicesSpec(_Strict):
     )
 
 
-class SlicedCheck(CheckKind):
+class SlicedCheck(CheckConfig):
     """A check that can run once per slice of the data (``slices``)."""
 
     slices: SlicesSpec | None = Field(default=None, description="one test per value of a per-sample field")
 
+    @property
+    def slicing(self) -> SlicesSpec | None:
+        return self.slices
+
     @model_validator(mode="after")
     def _slices_or_per_class(self) -> SlicedCheck:
-        if self.slices is not None and getattr(self, "per_class", False):
+        if self.slices is not None and self.by_class:
             raise ValueError("per_class and slices do not combine: give one of them")
         return self
 
@@ -414,6 +428,10 @@ class SharedInterestCheck(SlicedCheck):
     sc_continuous: AggregateThresholds | None = None
     per_class: bool = False
 
+    @property
+    def by_class(self) -> bool:
+        return self.per_class
+
     @model_validator(mode="after")
     def _some_metric(self) -> SharedInterestCheck:
         if not self.metrics():
@@ -434,6 +452,10 @@ class PatternsCheck(SlicedCheck):
     levels: LevelsSpec = Field(default_factory=LevelsSpec)
     per_class: bool = False
 
+    @property
+    def by_class(self) -> bool:
+        return self.per_class
+
     @model_validator(mode="after")
     def _some_limit(self) -> PatternsCheck:
         if not (self.max_fraction or self.min_fraction or self.forbid):
@@ -448,7 +470,7 @@ def _default_orders() -> list[FidelityOrder]:
     return ["mif", "lif"]
 
 
-class FidelityCheck(CheckKind):
+class FidelityCheck(CheckConfig):
     """MIF/LIF perturbation curves and their gap (Brocki & Chung 2022; ROAD, Rong et al. 2022)."""
 
     steps: Annotated[int, Field(ge=2, le=1000)] = 20
@@ -528,7 +550,7 @@ class EmbeddingSpec(_Strict):
     layer: str | None = Field(default=None, description="dotted layer name (default: the last Conv2d)")
 
 
-class DriftCheck(CheckKind):
+class DriftCheck(CheckConfig):
     """Attribution drift between two model versions, per cluster of salient segments (IMACS)."""
 
     against: AgainstSpec
@@ -584,7 +606,7 @@ LOCALISATION_METRICS: tuple[str, ...] = (
 )
 
 
-class LocalisationCheck(CheckKind):
+class LocalisationCheck(CheckConfig):
     """How much of each map falls on the ground-truth mask: the localisation family
     (pointing game, attribution localisation, relevance mass / rank accuracy, top-k intersection,
     ROC-AUC, energy-based pointing game)."""
@@ -609,6 +631,10 @@ class LocalisationCheck(CheckKind):
     )
     per_class: bool = False
 
+    @property
+    def by_class(self) -> bool:
+        return self.per_class
+
     @model_validator(mode="after")
     def _some_metric(self) -> LocalisationCheck:
         if not self.metrics():
@@ -621,7 +647,7 @@ class LocalisationCheck(CheckKind):
         return {name: value for name in LOCALISATION_METRICS if (value := getattr(self, name)) is not None}
 
 
-class ComplexityCheck(CheckKind):
+class ComplexityCheck(CheckConfig):
     """How concentrated each map is: sparseness (Gini index) and complexity (entropy)."""
 
     sparseness: AggregateThresholds | None = Field(default=None, description="Gini index of |map|, higher is sparser")
@@ -632,6 +658,10 @@ class ComplexityCheck(CheckKind):
         default=None, description="channel reduction of the attributions (default: saliency.channels)"
     )
     per_class: bool = False
+
+    @property
+    def by_class(self) -> bool:
+        return self.per_class
 
     @model_validator(mode="after")
     def _some_metric(self) -> ComplexityCheck:
@@ -644,7 +674,7 @@ class ComplexityCheck(CheckKind):
         return {name: value for name in names if (value := getattr(self, name)) is not None}
 
 
-class RobustnessCheck(CheckKind):
+class RobustnessCheck(CheckConfig):
     """How stable the attribution is under small input changes (max / average sensitivity) and how
     well it predicts the effect of noise on the model (infidelity), both as captum.metrics compute
     them (Yeh et al. 2019)."""
@@ -688,7 +718,7 @@ SanityTest = Literal["cascading", "independent", "random_logit", "efficient"]
 SimilarityName = Literal["spearman", "spearman_abs", "ssim"]
 
 
-class SanityCheck(CheckKind):
+class SanityCheck(CheckConfig):
     """Does the explanation depend on the model? Parameter randomisation (Adebayo et al. 2018),
     random logit (Sixt et al. 2020) and efficient MPRT (Hedström et al. 2023)."""
 
@@ -811,8 +841,10 @@ class CheckSpec(_ExactlyOne):
         return next(name for name in self.CHOICES if getattr(self, name) is not None)
 
     @property
-    def config(self) -> CheckKind:
-        config: CheckKind = getattr(self, self.kind)
+    def config(self) -> CheckConfig:
+        """The kind's block; :mod:`pytest_saliency.checks.registry` gives it to the kind as its
+        own config type."""
+        config: CheckConfig = getattr(self, self.kind)
         return config
 
 

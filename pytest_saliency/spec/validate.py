@@ -55,8 +55,8 @@ class LoadedSpec:
         the field in the data (sorted), as strings. Reads one array of the npz or one column of
         the labels CSV, never the images."""
         config = self.spec.checks[check_index].config
-        slices = getattr(config, "slices", None)
-        assert slices is not None
+        slices = config.slicing
+        assert slices is not None, "only checks with slices are expanded by slice"
         if slices.values is not None:
             return [str(value) for value in slices.values]
         values = per_sample_field(self, slices.by)
@@ -269,7 +269,7 @@ def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
                 yield loaded.problem(
                     ("checks", index, check.kind, "methods", position), f"no attribution named {method!r}{hint}"
                 )
-        if getattr(config, "per_class", False) and not spec.data.classes:
+        if config.by_class and not spec.data.classes:
             yield loaded.problem(
                 ("checks", index, check.kind, "per_class"), "per_class needs the class names: add data.classes"
             )
@@ -321,7 +321,7 @@ def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     values of it."""
     data = loaded.spec.data
     for index, check in enumerate(loaded.spec.checks):
-        slices = getattr(check.config, "slices", None)
+        slices = check.config.slicing
         if slices is None:
             continue
         where = ("checks", index, check.kind, "slices")

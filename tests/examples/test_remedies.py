@@ -143,8 +143,8 @@ def test_the_example_specs_fail_as_the_readme_says(weights: str, outcome: str, f
 
 def test_the_region_check_measures_the_tables_decoy_share(measured: dict[str, Measured]) -> None:
     """The spec's own engine and check give the table's number (batched by the spec's batch size)."""
-    from pytest_saliency.checks.base import CheckRequest
-    from pytest_saliency.checks.region import decide
+    from pytest_saliency.checks.region import KIND, decide
+    from pytest_saliency.checks.request import CheckRequest
     from pytest_saliency.engine import SpecEngine
     from pytest_saliency.spec import load_spec
     from pytest_saliency.streaming import Need, Plan
@@ -153,7 +153,7 @@ def test_the_region_check_measures_the_tables_decoy_share(measured: dict[str, Me
     engine = SpecEngine(loaded, torch.device("cpu"), (ROOT,))
     check = next(check for check in loaded.spec.checks if check.id == "decoy-unused")
     result = engine.result(Plan((Need(loaded.spec.checks.index(check), None),)))
-    outcome = decide(CheckRequest(engine, check, None, None, result))
+    outcome = decide(CheckRequest(engine, check, KIND.config_of(check), None, None, result))
     (share,) = [m for m in outcome.measurements if m.name == "share.mean"]
     assert share.value == pytest.approx(measured["decoy.pt"].decoy_share, abs=1e-4)
     assert not outcome.passed and outcome.undefined == 0

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_saliency.checks.base import CheckRequest, Outcome
-from pytest_saliency.checks.sanity import decide
+from pytest_saliency.checks.outcome import Outcome
+from pytest_saliency.checks.request import CheckRequest
+from pytest_saliency.checks.sanity import KIND, decide
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.spec import load_spec
 from pytest_saliency.streaming import Need, Plan
@@ -34,7 +35,7 @@ def outcome(engine: SpecEngine, check_id: str, method: str) -> Outcome:
     checks = engine.spec.checks
     plan = Plan(tuple(Need(index, name) for index in range(len(checks)) for name in engine.spec.attributions))
     check = next(check for check in checks if check.id == check_id)
-    return decide(CheckRequest(engine, check, method, None, engine.result(plan)))
+    return decide(CheckRequest(engine, check, KIND.config_of(check), method, None, engine.result(plan)))
 
 
 @pytest.mark.parametrize("method", ["grad", "edge"])

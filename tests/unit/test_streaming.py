@@ -58,28 +58,3 @@ def test_a_shard_whose_every_sample_was_skipped_adds_only_its_lines() -> None:
     assert result.indices.tolist() == [0, 1, 3] and result.of(COV)["iou"].tolist() == [0, 1, 3]
     assert result.skipped == ["b.png (sample 2): cannot read it"]
     assert len(merge([empty], Plan((COV,)))) == 0
-
-
-def test_the_local_runner_leaves_a_need_that_failed_out_of_the_later_shards() -> None:
-    from types import SimpleNamespace
-
-    from pytest_saliency.engine import LocalRunner
-
-    asked: list[tuple[Need, ...]] = []
-
-    class Batch(list[int]):
-        skipped: list[str] = []
-
-    def run(plan: Plan, batch: Batch) -> ShardResult:
-        asked.append(plan.needs)
-        return shard(batch[0], batch[-1] + 1, failing=LOC in plan.needs)
-
-    ranges = [range(0, 2), range(2, 4), range(4, 6)]
-    worker = SimpleNamespace(source=SimpleNamespace(stream=lambda shards: (Batch(r) for r in shards)), run=run)
-    done: list[int] = []
-    parts = LocalRunner()(worker, Plan((COV, LOC)), ranges, done.append)  # type: ignore[arg-type]
-    assert asked == [(COV, LOC), (COV,), (COV,)]
-    result = merge(parts, Plan((COV, LOC)))
-    assert result.of(COV)["iou"].tolist() == [0, 1, 2, 3, 4, 5]
-    with pytest.raises(SpecRuntimeError, match="broken"):
-        result.of(LOC)

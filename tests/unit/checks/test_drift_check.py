@@ -24,8 +24,8 @@ from pytest_saliency import _io
 from pytest_saliency._constants import spec_stem
 from pytest_saliency.baselines.settings import BaselineSettings, ci_is_set, snapshot_name, update_command
 from pytest_saliency.baselines.summary import summary_lines
-from pytest_saliency.checks.base import CheckRequest
-from pytest_saliency.checks.drift import decide
+from pytest_saliency.checks.drift import KIND, decide
+from pytest_saliency.checks.request import CheckRequest
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.errors import SnapshotEnvironmentWarning, SpecDeprecationWarning, SpecError, SpecRuntimeError
 from pytest_saliency.spec import load_spec
@@ -147,7 +147,10 @@ def write_spec(
 def decided(engine: SpecEngine, method: str = "grad", baselines: BaselineSettings | None = None):
     """The outcome of the spec's first check for ``method``, from one streaming pass."""
     result = engine.result(Plan((Need(0, method),)))
-    return decide(CheckRequest(engine, engine.spec.checks[0], method, None, result, baselines or BaselineSettings()))
+    check = engine.spec.checks[0]
+    return decide(
+        CheckRequest(engine, check, KIND.config_of(check), method, None, result, baselines or BaselineSettings())
+    )
 
 
 def run(path: Path, method: str = "grad", baselines: BaselineSettings | None = None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pytest_saliency.checks.base import Measurement
+from pytest_saliency.checks.outcome import Measurement
 from pytest_saliency.metrics.intervals import wilson_interval
 from pytest_saliency.spec.schema import Threshold
 

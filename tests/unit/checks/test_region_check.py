@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pytest_saliency.checks.base import CheckRequest
-from pytest_saliency.checks.region import decide, statistics
+from pytest_saliency.checks.region import KIND, decide
+from pytest_saliency.checks.request import CheckRequest
 from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.loaders.models import ModelUnderTest
 from pytest_saliency.loaders.source import SampleBatch
@@ -98,7 +98,7 @@ class FakeEngine:
         for shard in self.shards():
             base = {"index": shard.indices, "label": shard.batch.labels, "prediction": shard.predictions}
             base["target"] = shard.targets
-            parts.append(ShardResult(base, {}, {need: statistics(shard, check, None)}, {}, [], 2))
+            parts.append(ShardResult(base, {}, {need: KIND.shard_statistics(shard, check, None)}, {}, [], 2))
         return merge(parts, Plan((need,)))
 
 
@@ -109,7 +109,7 @@ def run_check(engine: FakeEngine, **region: Any) -> Any:
 
 
 def decide_check(engine: FakeEngine, check: CheckSpec) -> Any:
-    return decide(CheckRequest(engine, check, None, None, engine.result(check)))  # type: ignore[arg-type]
+    return decide(CheckRequest(engine, check, KIND.config_of(check), None, None, engine.result(check)))  # type: ignore[arg-type]
 
 
 # --- share -----------------------------------------------------------------------------------

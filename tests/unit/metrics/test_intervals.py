@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_saliency.checks.base import Measurement, Outcome, measure
+from pytest_saliency.checks.aggregation import measure
+from pytest_saliency.checks.outcome import Measurement, Outcome
 from pytest_saliency.metrics.intervals import (
     bootstrap_means,
     mean_interval,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pytest_saliency.checks.base import aggregate
+from pytest_saliency.checks.aggregation import aggregate
 from pytest_saliency.metrics.shared_interest import (
     defined,
     ground_truth_coverage,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_saliency.checks.base import Measurement, measurement_key
+from pytest_saliency.checks.outcome import Measurement, measurement_key
 from pytest_saliency.report.results import ItemResult, MeasurementResult, schema
 from pytest_saliency.spec.schema import Threshold
 

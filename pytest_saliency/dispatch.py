@@ -1,0 +1,71 @@
+"""What each shard of a pass is sent and how it is computed, decided once for every runner.
+
+A runner (:class:`~pytest_saliency.engine.LocalRunner` in this process,
+:class:`~pytest_saliency.cluster.RayRunner` on a cluster) only moves shards and results: it asks
+its pass's :class:`Dispatch` which needs a shard is sent (:meth:`Dispatch.plan_for`), has the
+shard computed by :func:`compute_shard` (here or in a Ray actor), and hands each result back
+(:meth:`Dispatch.received`). A need that raised on one shard is not sent with the shards after
+it: its items fail with that first error, and the pass does not pay for it again.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .checks.registry import kind_of
+from .loaders.source import SampleBatch
+from .streaming import Need, Plan, Shard, ShardResult, ShardWorker
+
+
+class Dispatch:
+    """The needs sent with each shard of one pass over ``plan``."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.failed: dict[Need, BaseException] = {}
+        """The needs that raised, with the first error of each."""
+
+    def plan_for(self, indices: range) -> Plan:
+        """The needs to compute for the samples ``indices``: the pass's plan less the needs that
+        raised on an earlier shard. (A store of results already computed is consulted here.)"""
+        return self.plan.without(list(self.failed))
+
+    def received(self, result: ShardResult) -> None:
+        """Take note of one shard's result: the needs that raised there are dropped from now on."""
+        for need, error in result.errors.items():
+            self.failed.setdefault(need, error)
+
+
+def compute_range(worker: ShardWorker, plan: Plan, indices: range) -> ShardResult:
+    """Read the samples ``indices`` and :func:`compute_shard` them (what a Ray actor does)."""
+    return compute_shard(worker, plan, worker.source.read(indices))
+
+
+def compute_shard(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> ShardResult:
+    """The per-sample statistics of ``batch`` for every need of ``plan``, on the CPU. A need
+    whose check raises keeps its error (its items fail with it); the others go on. A batch
+    whose every sample the source skipped gives only its skipped lines."""
+    if not len(batch):
+        empty = torch.empty(0, dtype=torch.long)
+        base = {name: empty for name in ("index", "label", "prediction", "target")}
+        return ShardResult(base, batch.fields, {}, {}, batch.skipped, 0)
+    shard = Shard(worker, batch.to(worker.device))
+    shard.logits  # noqa: B018  (the model and labels are checked before any check)
+    statistics: dict[Need, dict[str, Tensor]] = {}
+    errors: dict[Need, BaseException] = {}
+    for need in plan.needs:
+        check = worker.spec.checks[need.check_index]
+        try:
+            values = kind_of(check).shard_statistics(shard, check, need.method)
+        except Exception as error:  # noqa: BLE001  (raised again by every item of this need)
+            errors[need] = error
+            continue
+        statistics[need] = {name: value.detach().cpu() for name, value in values.items()}
+    base = {
+        "index": batch.indices.cpu(),
+        "label": batch.labels.cpu(),
+        "prediction": shard.predictions.cpu(),
+        "target": shard.targets.cpu(),
+    }
+    return ShardResult(base, batch.fields, statistics, errors, batch.skipped, int(shard.logits.shape[1]))
