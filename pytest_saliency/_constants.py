@@ -32,3 +32,8 @@ def spec_stem(path: Path) -> str:
         if path.name.endswith(suffix):
             return path.name[: -len(suffix)]
     return path.stem
+
+
+STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+"""The environment variable GitHub Actions sets to the job summary's file: the Markdown summary
+(``--saliency-markdown``) is appended to it too."""

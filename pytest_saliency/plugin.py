@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ._constants import SPEC_SUFFIXES
+from ._constants import SPEC_SUFFIXES, STEP_SUMMARY
 from .baselines.settings import DEFAULT_DIRNAME, UPDATE_MODES, ci_is_set, settings_from_config
 from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
@@ -80,6 +80,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the saliency results as JSON to PATH (schema: pytest_saliency/report/results.schema.json).",
     )
     group.addoption(
+        "--saliency-markdown",
+        metavar="PATH",
+        default=None,
+        help="write a Markdown summary of the saliency checks to PATH (also appended to $GITHUB_STEP_SUMMARY when set).",
+    )
+    group.addoption(
         "--saliency-set",
         action="append",
         default=[],
@@ -127,6 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
         baselines=settings_from_config(config),
         report_path=_output_path(config, "saliency_report"),
         json_path=_output_path(config, "saliency_json"),
+        markdown_path=_output_path(config, "saliency_markdown"),
+        step_summary=os.environ.get(STEP_SUMMARY) or None,
     )
     session.runner = _ray_runner(config, session.device)
     from .report.progress import for_config  # stdlib and pytest only

@@ -30,6 +30,8 @@ class SaliencySession:
     results: list[dict[str, Any]] = field(default_factory=list)
     report_path: str | None = None  # --saliency-report
     json_path: str | None = None  # --saliency-json
+    markdown_path: str | None = None  # --saliency-markdown
+    step_summary: str | None = None  # $GITHUB_STEP_SUMMARY: the Markdown is appended to it too
     overrides: tuple[Override, ...] = ()  # --saliency-set, in the order given
     progress: Callable[[str, int, int], None] | None = None  # the engines' progress callback (a terminal bar)
     report_lines: list[str] = field(default_factory=list)  # what write_reports wrote, for the summary
@@ -70,14 +72,17 @@ class SaliencySession:
         return bool(self.report_path or self.json_path)
 
     def write_reports(self) -> None:
-        """Write the JSON results and HTML report the options ask for (on the controller only)."""
-        if self.wants_thumbnails:
+        """Write the JSON results, HTML report and Markdown summary the options (and
+        ``$GITHUB_STEP_SUMMARY``) ask for (on the controller only)."""
+        if self.wants_thumbnails or self.markdown_path or self.step_summary:
             from .report.outputs import write_run_outputs
 
             self.report_lines = write_run_outputs(
                 self.results,
                 report_path=self.report_path,
                 json_path=self.json_path,
+                markdown_path=self.markdown_path,
+                step_summary=self.step_summary,
                 overrides=[str(override) for override in self.overrides],
             )
 

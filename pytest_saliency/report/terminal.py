@@ -119,7 +119,7 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
                 {"name": result.get("message", ""), "value": None, "threshold": "", "passed": False}
             ]
             for measurement in measurements:
-                status = _measurement_status(measurement, result["status"])
+                status = measurement_status(measurement, result["status"])
                 table.add_row(
                     "  " + escape(measurement["name"]),
                     _value(measurement),
@@ -149,7 +149,7 @@ def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
         where = f"{check}[{method}]" if method else check
         value = fixed(measurement["value"], 4, undefined=UNDEFINED)
         slice_ = result["slice"]
-        status = _measurement_status(measurement, result["status"])
+        status = measurement_status(measurement, result["status"])
         lines.append(
             f"worst slice of {where} ({len(members)} slices): {slice_['by']}={slice_['value']} "
             f"{measurement['name']} {value} (want {measurement['threshold']}) {status}"
@@ -175,7 +175,8 @@ def _status(status: str, markup: bool) -> str:
     return f"[{style}]{status}[/]" if style else status
 
 
-def _measurement_status(measurement: dict[str, Any], item_status: str) -> str:
+def measurement_status(measurement: Mapping[str, Any], item_status: str) -> str:
+    """ok | inconclusive | failed, or the item's status (warned, error) for a measurement that failed."""
     if measurement.get("passed"):
         return "ok"
     if measurement.get("inconclusive"):

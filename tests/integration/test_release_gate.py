@@ -53,7 +53,7 @@ def test_the_workflow_uses_only_options_that_exist() -> None:
     assert command[:2] == ["pytest", "specs/"]
     options = {argument.split("=", 1)[0] for argument in command if argument.startswith("--saliency")}
     assert options <= registered_options()
-    assert {"--saliency-set", "--saliency-strict", "--saliency-json", "--saliency-report"} <= options
+    assert {"--saliency-set", "--saliency-strict", "--saliency-json", "--saliency-report", "--saliency-markdown"} <= options
     assert "--junitxml=saliency-junit.xml" in command
 
 
@@ -68,7 +68,7 @@ def test_the_gate_passes_the_production_weights_and_names_them(
     arguments = [
         argument.replace("candidate.pt", "examples/shapes/clean.pt")
         for argument in gate_command()[1:]
-        if not argument.startswith(("--junitxml", "--saliency-json", "--saliency-report"))
+        if not argument.startswith(("--junitxml", "--saliency-json", "--saliency-report", "--saliency-markdown"))
     ]
     result = pytester.runpytest_inprocess(*arguments, f"--saliency-json={results}")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
