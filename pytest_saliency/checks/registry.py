@@ -1,7 +1,13 @@
-"""The table of check kinds: the one place the runners and the plugin find a kind by its key."""
+"""The table of check kinds: the one place the runners and the items find a kind by its key.
+
+Every key of the spec language's :class:`~pytest_saliency.spec.schema.CheckSpec` names a module
+of this package that defines ``KIND``, its :class:`~.kind.CheckKind`; adding a kind is its config
+in the schema and its module here (docs/checks.md), nothing else.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
@@ -9,8 +15,7 @@ from torch import Tensor
 from ..baselines import BaselineSettings
 from ..spec.schema import CheckSpec
 from ..streaming import PassResult, Shard
-from . import complexity, drift, fidelity, localisation, patterns, region, robustness, sanity, shared_interest
-from .kind import ItemScope
+from .kind import CheckKind, ItemScope
 from .outcome import Outcome
 
 if TYPE_CHECKING:
@@ -36,20 +41,15 @@ class RegisteredKind(Protocol):
     ) -> Outcome: ...
 
 
-KINDS: dict[str, RegisteredKind] = {
-    kind.name: kind
-    for kind in (
-        shared_interest.KIND,
-        patterns.KIND,
-        fidelity.KIND,
-        drift.KIND,
-        region.KIND,
-        sanity.KIND,
-        localisation.KIND,
-        complexity.KIND,
-        robustness.KIND,
-    )
-}
+def _load(name: str, config_type: type) -> RegisteredKind:
+    """The ``KIND`` of the module ``name``, checked against the schema's config type for it."""
+    kind: object = getattr(import_module(f"{__package__}.{name}"), "KIND", None)
+    if not isinstance(kind, CheckKind) or kind.name != name or kind.config_type is not config_type:
+        raise TypeError(f"{__package__}.{name}.KIND must be CheckKind({name!r}, {config_type.__name__}, ...)")
+    return kind
+
+
+KINDS: dict[str, RegisteredKind] = {name: _load(name, config) for name, config in CheckSpec.kinds().items()}
 
 
 def kind_of(check: CheckSpec) -> RegisteredKind:

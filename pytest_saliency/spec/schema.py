@@ -7,7 +7,7 @@ torch, no captum. :func:`json_schema` exports the language for editors.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -802,25 +802,28 @@ class SanityCheck(CheckConfig):
         return self.similarity or ("ssim" if self.test == "random_logit" else "spearman_abs")
 
 
-Decide = Literal["point", "interval"]
+class AgreementCheck(CheckConfig):
+    """Do two attribution methods agree on where the evidence is? The Spearman rank correlation
+    of each sample's map by the item's method with its map by ``reference`` (docs/checks.md
+    builds this kind step by step)."""
 
-CHECK_KINDS: tuple[str, ...] = (
-    "shared_interest",
-    "patterns",
-    "fidelity",
-    "drift",
-    "region",
-    "sanity",
-    "localisation",
-    "complexity",
-    "robustness",
-)
+    reference: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]+$")] = Field(
+        description="the attribution the maps are compared with"
+    )
+    rank_correlation: AggregateThresholds = Field(description="per-sample Spearman correlation of the two maps")
+    channels: ChannelReductionName | None = Field(
+        default=None, description="channel reduction of both attributions (default: saliency.channels)"
+    )
+
+
+Decide = Literal["point", "interval"]
 
 
 class CheckSpec(_ExactlyOne):
-    """One expectation; it becomes one pytest item per attribution method (and class)."""
+    """One expectation; it becomes one pytest item per attribution method (and class). Each kind
+    of check is a field named by its key whose type is the kind's :class:`CheckConfig`."""
 
-    CHOICES: ClassVar[tuple[str, ...]] = CHECK_KINDS
+    CHOICES: ClassVar[tuple[str, ...]] = ()  # the kinds, set below from the fields
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="test name: letters, digits, _ . -")
     severity: Literal["fail", "warn"] = "fail"
     decide: Decide | None = Field(default=None, description="point or interval (default: the spec's decide)")
@@ -835,6 +838,18 @@ class CheckSpec(_ExactlyOne):
     localisation: LocalisationCheck | None = None
     complexity: ComplexityCheck | None = None
     robustness: RobustnessCheck | None = None
+    agreement: AgreementCheck | None = None
+
+    @classmethod
+    def kinds(cls) -> dict[str, type[CheckConfig]]:
+        """Every kind of check, in the order of the fields: its key and its config type."""
+        found = {}
+        for name, field in cls.model_fields.items():
+            types = [given for given in get_args(field.annotation) if isinstance(given, type)]
+            configs = [given for given in types if issubclass(given, CheckConfig)]
+            if configs:
+                found[name] = configs[0]
+        return found
 
     @property
     def kind(self) -> str:
@@ -846,6 +861,10 @@ class CheckSpec(_ExactlyOne):
         own config type."""
         config: CheckConfig = getattr(self, self.kind)
         return config
+
+
+CHECK_KINDS: tuple[str, ...] = tuple(CheckSpec.kinds())
+CheckSpec.CHOICES = CHECK_KINDS
 
 
 class Spec(_Strict):

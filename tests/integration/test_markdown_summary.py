@@ -25,9 +25,7 @@ def rows(text: str, spec: str) -> list[list[str]]:
     section = text[text.index(f"### {spec} ") :]
     section = section[: section.find("\n### ", 1) if "\n### " in section[1:] else None]
     return [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in section.splitlines()
-        if line.startswith("| `")
+        [cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| `")
     ]
 
 

@@ -53,7 +53,13 @@ def test_the_workflow_uses_only_options_that_exist() -> None:
     assert command[:2] == ["pytest", "specs/"]
     options = {argument.split("=", 1)[0] for argument in command if argument.startswith("--saliency")}
     assert options <= registered_options()
-    assert {"--saliency-set", "--saliency-strict", "--saliency-json", "--saliency-report", "--saliency-markdown"} <= options
+    assert {
+        "--saliency-set",
+        "--saliency-strict",
+        "--saliency-json",
+        "--saliency-report",
+        "--saliency-markdown",
+    } <= options
     assert "--junitxml=saliency-junit.xml" in command
 
 
