@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -135,7 +135,7 @@ class SpecFile(pytest.File):
 
 
 def _variants(
-    attributions: dict[str, Any], classes: list[str] | None, check: CheckSpec, slices: list[str] | None = None
+    attributions: Mapping[str, object], classes: list[str] | None, check: CheckSpec, slices: list[str] | None = None
 ) -> Iterator[tuple[str, str | None, int | None, str | None]]:
     """``(item name, method, class index, slice value)`` for each item a check expands into:
     ``check[method-class]``, ``check[method-field=value]`` with ``slices``."""

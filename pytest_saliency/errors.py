@@ -121,7 +121,12 @@ class ClusterUnavailable(DeviceUnavailable):
     it cannot place the asked workers); one line says which."""
 
 
-class SaliencyWarning(UserWarning):
+class PytestSaliencyWarning(UserWarning):
+    """The root of every warning pytest-saliency gives (as ``PytestWarning`` is pytest's):
+    ``-W error::pytest_saliency.errors.PytestSaliencyWarning`` turns them all into errors."""
+
+
+class SaliencyWarning(PytestSaliencyWarning):
     """A check with ``severity: warn`` that did not meet its thresholds (or, under
     ``decide: interval``, could not decide)."""
 
@@ -145,9 +150,9 @@ class SnapshotCorruptError(BaselineError):
     """A snapshot's tensor file does not match its metadata (an interrupted update or a hand edit)."""
 
 
-class SnapshotEnvironmentWarning(UserWarning):
+class SnapshotEnvironmentWarning(PytestSaliencyWarning):
     """A snapshot was made with another torch or library version, or on another device."""
 
 
-class SpecDeprecationWarning(FutureWarning):
+class SpecDeprecationWarning(PytestSaliencyWarning, FutureWarning):
     """A spec key that still works but has a new name (the warning, at the key's line, says which)."""

@@ -35,7 +35,7 @@ from .loaders.source import SampleBatch, SampleSource
 from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .spec.schema import AgainstSpec
+from .spec.schema import AgainstSpec, Spec
 from .spec.validate import LoadedSpec
 
 T = TypeVar("T")
@@ -383,7 +383,7 @@ class Shard:
         return self._shared_interest[method]
 
 
-def saliency_regions(maps: Tensor, spec: Any) -> tuple[Tensor, Tensor]:
+def saliency_regions(maps: Tensor, spec: Spec) -> tuple[Tensor, Tensor]:
     """``(N, H, W)`` maps -> ``((N, H, W) bool regions, (N,) bool defined)`` by the spec's
     ``saliency.binarize`` rule; constant maps are undefined and have no region."""
     normalised, defined = normalize_maps(maps)

@@ -35,36 +35,15 @@ and with ``activations`` none (the snapshot's table embeds every segment).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from ..baselines.drift import (
-    Snapshot,
-    expected_settings,
-    fresh_snapshot,
-    obtained_summary,
-    snapshot_location,
-    unused_snapshots,
-    update_snapshot,
-)
-from ..baselines.settings import snapshot_name, update_command
-from ..baselines.store import (
-    FORMAT_VERSION,
-    SnapshotStore,
-    check_compatible,
-    data_hash,
-    environment_warnings,
-    sample_digests,
-)
+from ..baselines.reference import drift_reference, obtained_summary, sample_digests
 from ..errors import (
     Location,
-    MissingSnapshotError,
-    SnapshotCorruptError,
-    SnapshotEnvironmentWarning,
     SpecRuntimeError,
     did_you_mean,
     first_line,
@@ -318,90 +297,25 @@ def _colour_texture(batch_size: int) -> Embedder:
 def _against_snapshot(
     request: CheckRequest[DriftCheck], config: DriftCheck, statistics: dict[str, Tensor]
 ) -> tuple[DriftResult, str, dict[str, Any], list[str]]:
-    engine, method, check, location = request.engine, request.method, request.check, request.location
-    stored = config.against.stored
-    assert method is not None and stored is not None
-    settings = request.baselines
-    spec_path = engine.loaded.path
-    folder = settings.folder(spec_path)
-    store = SnapshotStore(folder)
-    where = snapshot_location(engine, config, location)
-    name = snapshot_name(stored, check.id, method)
-    try:
-        store.tensor_path(name)
-    except ValueError as error:
-        raise SpecRuntimeError(where, str(error)) from None
-    digests = data_hash(statistics["digest"])
-    expected = expected_settings(engine, config, method, digests)
-    entry: dict[str, Any] = {
-        "name": name,
-        "folder": str(folder),
-        "path": str(store.tensor_path(name)),
-        "action": "compared",
-    }
-    scores_b = statistics["scores_b"]
-    if settings.mode is not None:
+    """A's side from the stored snapshot the baselines give (:func:`drift_reference`)."""
+    location = request.location
 
-        def fresh() -> Snapshot:
-            if config.embedding.kind != "activations":
-                table = statistics["segment_embeddings"]
-                return fresh_snapshot(request, config, scores_b, table, expected, None)
-            table, layer = _snapshot_table(engine, config, location)
-            return fresh_snapshot(request, config, scores_b, table, expected, layer)
+    def table() -> tuple[Tensor, str]:
+        return _snapshot_table(request.engine, config, location)
 
-        entry["action"] = update_snapshot(store, name, fresh, expected, settings.mode, where)
-        entry["unused"] = unused_snapshots(store, engine, folder)
-
-    try:
-        tensors, metadata = store.load(name, spec_path=spec_path)
-    except MissingSnapshotError:
-        raise SpecRuntimeError(
-            where, f"no baseline {name!r} in {folder}; create it with: {update_command(spec_path, 'missing')}"
-        ) from None
-    except SnapshotCorruptError as error:
-        raise SpecRuntimeError(where, str(error)) from None
-    notes = []
-    version = metadata.get("format", 1)
-    if isinstance(version, int) and version < FORMAT_VERSION:  # its data hash was of the whole data at once
-        expected = {key: value for key, value in expected.items() if key != "data_hash"}
-        note = (
-            f"baseline {name!r} has format {version}, whose data hash this version cannot check: compared "
-            f"without checking the data; rewrite it with: {update_command(spec_path)}"
-        )
-        warnings.warn(SnapshotEnvironmentWarning(note), stacklevel=1)
-        notes.append(f"note: {note}")
-    problems = check_compatible(metadata, expected)
-    needed = ["scores_a", "centres"] + (["embeddings"] if config.embedding.kind == "activations" else [])
-    absent = [key for key in needed if key not in tensors]
-    if not problems and not absent and tuple(tensors["scores_a"].shape) != tuple(scores_b.shape):
-        problems.append(
-            f"segment scores: baseline has {tuple(tensors['scores_a'].shape)}, this run {tuple(scores_b.shape)}"
-        )
-    if absent:
-        problems.append(f"the baseline lacks {', '.join(absent)}")
-    if problems:
-        raise SpecRuntimeError(
-            where,
-            f"baseline {name!r} in {folder} was made from other data or settings and is refused: "
-            f"{'; '.join(problems)}. If the change is intended, rewrite it with: {update_command(spec_path)}",
-        )
-    for note in environment_warnings(metadata, device=engine.device):
-        warnings.warn(SnapshotEnvironmentWarning(f"baseline {name!r}: {note}"), stacklevel=1)
-        notes.append(f"note: baseline {note} (numbers may move slightly)")
-
-    device = engine.device
-    table = (
+    reference = drift_reference(request, config, statistics, table)
+    device = request.engine.device
+    tensors = reference.tensors
+    embeddings = (
         tensors["embeddings"].float() if config.embedding.kind == "activations" else statistics["segment_embeddings"]
     )
     result = drift_from_scores(
-        tensors["scores_a"].to(device), scores_b.to(device),
-        keep=config.keep, embed=table.to(device), clusters=config.clusters, seed=engine.spec.seed,
+        tensors["scores_a"].to(device), statistics["scores_b"].to(device),
+        keep=config.keep, embed=embeddings.to(device), clusters=config.clusters, seed=request.engine.spec.seed,
         centres=tensors["centres"].to(device),
     )  # fmt: skip
     result = replace(result, sample_index=request.result.indices)
-    made = metadata.get("created", "?")
-    shown = f"baseline {stored!r} ({name}, made {made}, weights {metadata.get('weights_hash')})"
-    return result, shown, entry, notes
+    return result, reference.shown, reference.entry, reference.notes
 
 
 def _snapshot_table(engine: SpecEngine, config: DriftCheck, location: Location) -> tuple[Tensor, str]:

@@ -58,10 +58,11 @@ def decide(request: CheckRequest[PatternsCheck]) -> Outcome:
         f"pattern counts over {int(defined.sum())} samples with defined scores ({int((~defined).sum())} undefined): "
         + ", ".join(f"{name} {count}" for name, count in counts.items() if count)
     ]
-    failing = [m.name.split(" ", 1)[1] for m in measurements if not m.passed and not m.threshold.wants_high]
+    by_pattern = list(zip((name for name, _ in limits), measurements, strict=True))
+    failing = [name for name, m in by_pattern if not m.passed and not m.threshold.wants_high]
     # The report's worst examples: samples of the first failing pattern, else of the first bounded
     # pattern that has any, else the lowest IoU overall.
-    bounded = [m.name.split(" ", 1)[1] for m in measurements if not m.threshold.wants_high]
+    bounded = [name for name, m in by_pattern if not m.threshold.wants_high]
     shown = failing or [name for name in bounded if counts.get(name)]
     worst_in = shown[0] if shown else None
     if worst_in is not None:

@@ -19,15 +19,13 @@ one-line spec error at ``region.method`` suggesting ``method: occlusion``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
-from ..spec.schema import RegionCheck
+from ..spec.schema import RegionCheck, Threshold
 from ..streaming import Shard
 from .kind import CheckKind
 from .outcome import Outcome
@@ -65,8 +63,9 @@ def decide(request: CheckRequest[RegionCheck]) -> Outcome:
 _METHOD_NAMES = {"contextual_decomposition": "contextual decomposition", "occlusion": "occlusion"}
 
 
-def _thresholds(config: RegionCheck) -> dict[str, dict[str, Any]]:
-    return {name: value for name in ("share", "interaction") if (value := getattr(config, name)) is not None}
+def _thresholds(config: RegionCheck) -> dict[str, dict[str, Threshold]]:
+    given = {"share": config.share, "interaction": config.interaction}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _describe(config: RegionCheck) -> str:

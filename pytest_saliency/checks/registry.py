@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
-from ..baselines import BaselineSettings
+from ..baselines.settings import BaselineSettings
 from ..spec.schema import CheckSpec
 from ..streaming import PassResult, Shard
 from .kind import CheckKind, ItemScope

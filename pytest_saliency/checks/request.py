@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..baselines import BaselineSettings
+from ..baselines.settings import BaselineSettings
 from ..errors import Location, SpecRuntimeError, did_you_mean
 from ..memory import run_with_half_batch_retry
 from ..spec.schema import CheckConfig, CheckSpec, SlicesSpec

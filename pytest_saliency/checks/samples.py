@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -23,13 +23,17 @@ def worst_positions(values: Tensor, wants_high: bool) -> list[int]:
     return torch.argsort(ranked, descending=not wants_high, stable=True)[:WORST_SHOWN].tolist()
 
 
-def label_and_prediction(request: CheckRequest[ConfigT], position: int) -> dict[str, Any]:
+Cell = str | int | float
+"""A value in a sample table: a class name or index, a sample index, a score."""
+
+
+def label_and_prediction(request: CheckRequest[ConfigT], position: int) -> dict[str, str | int]:
     """``{"label": ..., "predicted": ...}`` of the sample at ``position`` of the pass's result,
     as class names when the spec names the classes."""
     classes = request.engine.spec.data.classes
     result = request.result
 
-    def name(value: int) -> Any:
+    def name(value: int) -> str | int:
         return classes[value] if classes and value < len(classes) else value
 
     return {"label": name(int(result.labels[position])), "predicted": name(int(result.predictions[position]))}
@@ -40,16 +44,17 @@ def json_floats(values: Tensor) -> list[float | None]:
     return [json_number(v) for v in values.tolist()]
 
 
-def per_sample_json(indices: Tensor, scores: dict[str, Tensor]) -> dict[str, list[Any]]:
+def per_sample_json(indices: Tensor, scores: dict[str, Tensor]) -> dict[str, list[int] | list[float | None]]:
     """The ``per_sample`` block of a JSON result: the samples' ``(M,)`` ``indices`` under
     ``"index"``, then each ``(M,)`` score under its name (:func:`json_floats`)."""
-    return {"index": indices.tolist(), **{name: json_floats(values) for name, values in scores.items()}}
+    index: list[int] = indices.tolist()
+    return {"index": index, **{name: json_floats(values) for name, values in scores.items()}}
 
 
-def sample_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+def sample_table(rows: Sequence[Mapping[str, Cell]], columns: list[str]) -> list[str]:
     """Fixed-width text lines for a few samples (the worst examples in a failure)."""
 
-    def cell(value: Any) -> str:
+    def cell(value: Cell) -> str:
         if isinstance(value, float):
             return "nan" if math.isnan(value) else f"{value:.3f}"
         return str(value)
@@ -77,7 +82,7 @@ def worst_sample_lines(
     rows = []
     for position in worst_positions(chosen[metric], wants_high):
         at = int(positions[position])
-        row: dict[str, Any] = {"sample": int(request.result.indices[at]), **label_and_prediction(request, at)}
+        row: dict[str, Cell] = {"sample": int(request.result.indices[at]), **label_and_prediction(request, at)}
         row.update({names.get(name, name): float(values[position]) for name, values in chosen.items()})
         rows.append(row)
     return sample_table(rows, ["sample", "label", "predicted", *(names.get(name, name) for name in chosen)])

@@ -54,7 +54,7 @@ from .aggregation import aggregate
 from .kind import CheckKind
 from .outcome import Measurement, Outcome
 from .request import CheckRequest, config_location
-from .samples import json_floats, sample_table
+from .samples import Cell, json_floats, sample_table
 
 NETWORK = "network"
 """Layer names in a spec are relative to the user's network inside :class:`ModelUnderTest`."""
@@ -216,7 +216,9 @@ def _randomisation(
             f"{name} of the {channels} maps with the trained model's, mean over {values.shape[1]} samples"
         )
     ]
-    rows = [{"step": 0, "randomised": "none (trained)", "type": "", name: means[0], "± 95%": intervals[0]}]
+    rows: list[dict[str, Cell]] = [
+        {"step": 0, "randomised": "none (trained)", "type": "", name: means[0], "± 95%": intervals[0]}
+    ]
     rows += [
         {
             "step": step,

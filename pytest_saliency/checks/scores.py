@@ -35,15 +35,15 @@ def score_outcome(
     indices = request.indices
     chosen = {name: values[selection] for name, values in scores.items()}
     seed = request.engine.spec.seed
-    measurements = [
-        measure(f"{metric}.{how}", chosen[metric], how, threshold, seed)
+    measured = [
+        (metric, measure(f"{metric}.{how}", chosen[metric], how, threshold, seed))
         for metric, by_aggregate in thresholds.items()
         for how, threshold in by_aggregate.items()
     ]
+    measurements = [measurement for _, measurement in measured]
     undefined = int(torch.stack([values.isnan() for values in chosen.values()]).any(dim=0).sum())
-    focus = next((m for m in measurements if not m.passed), measurements[0])
-    metric, how = focus.name.rsplit(".", 1)
-    wants_high = thresholds[metric][how].wants_high
+    metric, focus = next(((metric, m) for metric, m in measured if not m.passed), measured[0])
+    wants_high = focus.threshold.wants_high
     details = request.no_samples() + [
         f"{heading}; samples with the {'smallest' if wants_high else 'largest'} {metric} "
         f"(of {len(indices)}; {undefined} undefined{counted}):"

@@ -36,16 +36,16 @@ def decide(request: CheckRequest[SharedInterestCheck]) -> Outcome:
     positions = selection.nonzero().flatten()
     indices = request.indices
     chosen = {name: values[selection] for name, values in scores.items()}
-    measurements = [
-        measure(f"{metric}.{how}", chosen[metric], how, threshold, engine.spec.seed)
+    measured = [
+        (metric, measure(f"{metric}.{how}", chosen[metric], how, threshold, engine.spec.seed))
         for metric, thresholds in config.metrics().items()
         for how, threshold in thresholds.items()
     ]
+    measurements = [measurement for _, measurement in measured]
     used = list(config.metrics())
     undefined = int(torch.stack([chosen[m].isnan() for m in used]).any(dim=0).sum())
-    focus = next((m for m in measurements if not m.passed), measurements[0])
-    metric = focus.name.split(".")[0]
-    wants_high = config.metrics()[metric][focus.name.split(".")[1]].wants_high
+    metric, focus = next(((metric, m) for metric, m in measured if not m.passed), measured[0])
+    wants_high = focus.threshold.wants_high
     details = request.no_samples() + [f"worst samples by {metric} (of {len(indices)}; {undefined} undefined):"]
     worst = worst_rows(request, chosen, positions, metric, wants_high)
     details += worst_table(worst)

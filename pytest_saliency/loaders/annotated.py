@@ -26,9 +26,9 @@ from torch import Tensor
 
 from ..errors import Location, SpecRuntimeError, did_you_mean, first_line
 from ..spec.schema import CocoSpec, DataSpec, FolderSpec, ImageFolderSpec
-from ..spec.validate import as_strings, read_labels_csv
 from . import transform
 from .annotations import AnnotationError, Box, coco_box, read_boxes_csv, read_coco_json, read_voc_xml
+from .readers import as_strings, read_labels_csv
 from .source import SCALES, SampleBatch, SampleSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

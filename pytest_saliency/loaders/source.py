@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import Location, SpecRuntimeError
-from ..spec.validate import as_strings
+from .readers import as_strings
 
 SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 """The default ``data.scale`` of integer images; float images are taken as they are."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._constants import PATTERN_NAMES
 from .._io import write_atomic
 from ..errors import SaliencyError
+from ..spec.schema import Threshold
 from .format import fixed, percent, signed
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).parent / "templates"
 CURVE_ORDERS = ("mif", "lif", "random", "insertion")
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 class ReportDependencyError(SaliencyError, ImportError):
@@ -188,11 +188,11 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
     fractions = result.get("pattern_fractions") or {}
     limits: dict[str, tuple[str, float, bool]] = {}
     for measurement in result.get("measurements") or []:
-        name = str(measurement.get("name", ""))
-        if name.startswith("fraction "):
+        key = str(measurement.get("key", ""))
+        if key.startswith("fraction_"):  # a patterns check's key: fraction_<pattern>
             limit = _threshold_number(measurement.get("threshold", ""))
             if limit is not None:
-                limits[name.removeprefix("fraction ")] = (
+                limits[key.removeprefix("fraction_")] = (
                     measurement["threshold"],
                     limit,
                     bool(measurement.get("passed")),
@@ -430,8 +430,12 @@ def _measured(result: dict[str, Any], name: str) -> float | None:
 
 
 def _threshold_number(threshold: str) -> float | None:
-    match = _NUMBER.search(str(threshold))
-    return float(match.group()) if match else None
+    """The number of a threshold as the results write it (``">= 0.05"``), read by the spec
+    language's own parser; None for anything else."""
+    try:
+        return Threshold.parse(threshold).value
+    except ValueError:
+        return None
 
 
 def _counts(statuses: Any) -> dict[str, int]:

@@ -11,41 +11,41 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
-from .._io import json_safe, write_atomic
+from .._io import write_atomic
 from .format import DASH
+from .results import ItemResult, MeasurementResult
 from .terminal import measurement_status
 
 STATUS_ORDER = ("error", "failed", "inconclusive", "warned", "passed")
 """Rows of items in this order of status: what needs attention first."""
 
 
-def markdown_summary(results: Iterable[Mapping[str, Any]], counts: Mapping[str, int]) -> str:
-    """The Markdown text for these item results (``results`` of the results document) and the
-    document's ``summary`` counts."""
-    rows = [json_safe(dict(result)) for result in results]
+def markdown_summary(results: Iterable[ItemResult], counts: Mapping[str, int]) -> str:
+    """The Markdown text for these item results (``results`` of the results document, JSON-safe
+    already) and the document's ``summary`` counts."""
+    rows = list(results)
     tally = ", ".join(f"{counts[status]} {status}" for status in STATUS_ORDER if counts.get(status))
     lines = ["## Saliency checks", "", f"{counts.get('total', len(rows))} items: {tally or 'none run'}", ""]
-    by_spec: dict[str, list[dict[str, Any]]] = {}
+    by_spec: dict[str, list[ItemResult]] = {}
     for result in rows:
-        by_spec.setdefault(str(result.get("spec") or ""), []).append(result)
+        by_spec.setdefault(result["spec"], []).append(result)
     for spec, items in by_spec.items():
         lines += _spec_section(spec, items)
     return "\n".join(lines)
 
 
-def _spec_section(spec: str, items: list[dict[str, Any]]) -> list[str]:
-    path = items[0].get("spec_path")
+def _spec_section(spec: str, items: list[ItemResult]) -> list[str]:
+    path = items[0]["spec_path"]
     lines = [f"### {_cell(spec)}" + (f" (`{path}`)" if path else ""), ""]
-    weights = next((item["weights"] for item in items if item.get("weights")), None)
+    weights = next((weights for item in items if (weights := item.get("weights"))), None)
     if weights:
         lines += [f"weights `{weights['path']}` sha256 `{weights['sha256']}`", ""]
     lines += ["| item | status | measured | value | threshold |", "|---|---|---|---:|---|"]
     ordered = sorted(items, key=lambda item: STATUS_ORDER.index(item["status"]))  # stable: spec order within
     for item in ordered:
         test_id = item["check"] + (f"[{item['variant']}]" if item.get("variant") else "")
-        measurements = item.get("measurements") or []
+        measurements = item["measurements"]
         if not measurements:
             lines.append(f"| `{_cell(test_id)}` | {item['status']} | {DASH} | {_cell(item.get('message') or '')} | |")
         failing_first = sorted(measurements, key=lambda m: bool(m.get("passed")))
@@ -57,7 +57,7 @@ def _spec_section(spec: str, items: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _value(measurement: Mapping[str, Any]) -> str:
+def _value(measurement: MeasurementResult) -> str:
     value, interval = measurement.get("value"), measurement.get("interval")
     if value is None:
         return DASH

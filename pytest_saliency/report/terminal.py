@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._io import json_safe
+from ..spec.schema import Threshold
 from .format import DASH, UNDEFINED, fixed, significant, with_interval
 
 
@@ -157,17 +157,16 @@ def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
     return lines
 
 
-_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$")
-
-
 def _margin(measurement: dict[str, Any]) -> float:
     """How far the value lies on the right side of its threshold (negative: the wrong side)."""
-    match = _THRESHOLD.match(measurement.get("threshold", ""))
     value: float | None = measurement.get("value")
-    if value is None or match is None:
+    try:
+        threshold = Threshold.parse(measurement.get("threshold", ""))
+    except ValueError:
         return -math.inf
-    limit = float(match.group(2))
-    return value - limit if match.group(1).startswith(">") else limit - value
+    if value is None:
+        return -math.inf
+    return value - threshold.value if threshold.wants_high else threshold.value - value
 
 
 def _status(status: str, markup: bool) -> str:

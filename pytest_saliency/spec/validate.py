@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._constants import SPEC_SUFFIXES, spec_stem
 from ..errors import Location, SpecError, SpecProblem, did_you_mean
+from ..loaders.readers import as_strings, npz_shapes, read_labels_csv
 from .overrides import Override, Problem, apply_overrides, dotted, substitute_environment
 from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
 from .source import DuplicateKey, SourceMap, load_yaml
@@ -277,11 +278,6 @@ def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     yield from _check_slices(loaded)
 
 
-def as_strings(values: Any) -> np.ndarray:
-    """Per-sample field values as an ``(N,)`` array of strings (how slices are named and matched)."""
-    return np.asarray(values).reshape(-1).astype(str)
-
-
 def per_sample_field(loaded: LoadedSpec, name: str) -> np.ndarray | None:
     """The ``(N,)`` values of the data's per-sample field ``name`` as strings (the first ``limit``):
     an npz array or a labels-CSV column; None when the data has no such field (images, masks and
@@ -301,18 +297,6 @@ def per_sample_field(loaded: LoadedSpec, name: str) -> np.ndarray | None:
         column = header.index(name)
         return as_strings([row[column].strip() if column < len(row) else "" for row in rows])[: data.limit]
     return None
-
-
-def read_labels_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    """A folder data set's labels CSV: its header (``[]`` without one; a header's first cell is
-    file, filename, image or name) and its rows (``#`` comments and empty lines skipped)."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as stream:
-        rows = [row for row in csv.reader(stream) if row and not row[0].startswith("#")]
-    if rows and rows[0][0].strip().lower() in ("file", "filename", "image", "name"):
-        return [cell.strip() for cell in rows[0]], rows[1:]
-    return [], rows
 
 
 def _check_slices(loaded: LoadedSpec) -> Iterator[SpecProblem]:
@@ -525,23 +509,6 @@ def _path_problem(loaded: LoadedSpec, location: Location, relative: str) -> str 
         return None
     relative_to = "where the command runs" if loaded.source.override(location) else "the spec file"
     return f"file not found: {relative} (paths are relative to {relative_to})"
-
-
-def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Array shapes in an ``.npz`` file, read from the headers without loading the data."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    with zipfile.ZipFile(path) as archive:
-        for member in archive.namelist():
-            if not member.endswith(".npy"):
-                continue
-            with archive.open(member) as stream:
-                version = np.lib.format.read_magic(stream)  # type: ignore[no-untyped-call]  # numpy leaves np.lib.format unannotated
-                read_header = (
-                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                )
-                header = read_header(stream)  # type: ignore[no-untyped-call]  # as read_magic
-            shapes[member[: -len(".npy")]] = header[0]
-    return shapes
 
 
 def _check_npz(loaded: LoadedSpec, path: Path) -> Iterator[SpecProblem]:

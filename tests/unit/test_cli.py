@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from pytest_saliency.cli import main
+from pytest_saliency.report import html as report_html
+from pytest_saliency.report import results as report_results
+from tests.unit.report.hand_made import sample_results
 
 SPEC = """\
 version: 1
@@ -86,3 +89,24 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert raised.value.code == 2
     assert "usage: pytest-saliency" in capsys.readouterr().err
+
+
+# --- the report command: the HTML page again from a results file -------------------------------------------------------------------------
+
+
+def test_report_command_renders_the_json_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results.json"
+    document = report_results.build_document(sample_results())
+    report_results.write_document(results, document)
+    assert main(["report", str(results), "-o", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text() == report_html.render_html(document)
+    assert "again.html" in capsys.readouterr().err
+    assert main(["report", str(results)]) == 0  # default: beside the JSON
+    assert (tmp_path / "results.html").is_file()
+
+
+def test_report_command_fails_cleanly_on_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pytest-saliency report: ") and "missing.json" in err
+    assert "Traceback" not in err

@@ -38,3 +38,18 @@ def test_an_error_survives_pickling_as_itself(error: SaliencyError) -> None:
 def test_a_pickled_spec_runtime_error_keeps_its_location() -> None:
     copy = pickle.loads(pickle.dumps(SpecRuntimeError(("data", "npz"), "cannot read")))
     assert (copy.location, copy.message) == (("data", "npz"), "cannot read")
+
+
+def test_every_warning_of_the_package_has_one_root() -> None:
+    import inspect
+
+    from pytest_saliency import errors
+
+    warnings = [value for _, value in inspect.getmembers(errors, inspect.isclass) if issubclass(value, Warning)]
+    assert {warning.__name__ for warning in warnings} >= {
+        "SaliencyWarning",
+        "SnapshotEnvironmentWarning",
+        "SpecDeprecationWarning",
+    }
+    assert all(issubclass(warning, errors.PytestSaliencyWarning) for warning in warnings)
+    assert issubclass(errors.SpecDeprecationWarning, FutureWarning)  # still shown by default, as before

@@ -15,6 +15,8 @@ import sys
 from collections import deque
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_saliency"
 HEAVY = ("torch", "captum", "torchvision", "ray")
 
@@ -166,3 +168,67 @@ def test_no_import_cycle_inside_the_package() -> None:
     graph = import_graph()
     cycles = [" ; ".join(one_cycle(graph, component)) for component in strongly_connected(graph)]
     assert not cycles, "import cycles inside pytest_saliency/:\n" + "\n".join(cycles)
+
+
+# --- the layering between the packages --------------------------------------------------------
+
+LAYERS: dict[str, set[str]] = {
+    # a package (or top-level module) -> what else of pytest_saliency it may import at run time;
+    # "pkg.module" allows one module of a package. The README's "Package layout" shows this table.
+    "pytest_saliency": set(),
+    "_constants": set(),
+    "_io": set(),
+    "errors": set(),
+    "memory": {"errors"},
+    "metrics": {"_constants", "_io", "errors"},
+    "spec": {"_constants", "_io", "errors", "loaders.readers", "loaders.annotations"},
+    "loaders": {"_constants", "_io", "errors", "memory", "metrics", "spec.schema"},
+    "attribution": {"errors", "loaders", "memory", "metrics", "spec"},
+    "streaming": {"attribution", "errors", "loaders", "memory", "metrics", "spec"},
+    "baselines": {"pytest_saliency", "_constants", "_io", "errors", "metrics", "spec"},
+    "report": {"pytest_saliency", "_constants", "_io", "errors", "metrics", "spec.schema"},
+    # checks reach the baselines only through their interface, and report only for the document's types
+    "checks": {"_constants", "_io", "attribution", "errors", "loaders", "memory", "metrics", "spec", "streaming"}
+    | {"baselines.settings", "baselines.reference", "report.results"},
+    "dispatch": {"checks", "loaders", "streaming"},
+    "engine": {"baselines.store", "dispatch", "errors", "loaders", "report.format", "spec", "streaming"},
+    "cluster": {"dispatch", "errors", "streaming"},
+    "train": {"metrics"},
+}
+"""What each layer may use; the plugin's own modules (plugin, collect, session, cli) use any."""
+TOP = {"plugin", "collect", "session", "cli"}
+
+
+def layer_of(module: str) -> str:
+    """``checks`` for ``pytest_saliency.checks.drift``; ``pytest_saliency`` for the package."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    assert {layer_of(name) for name in package_modules()} <= set(LAYERS) | TOP
+
+
+def test_each_layer_imports_only_what_it_may() -> None:
+    """Every run-time import between two layers is one the table allows (the whole layer, or the
+    named module): e.g. checks reach the baselines only through ``baselines.reference``."""
+    broken = []
+    for module, edges in import_graph().items():
+        layer = layer_of(module)
+        if layer in TOP:
+            continue
+        for target, line in edges.items():
+            other = layer_of(target)
+            inner = target.removeprefix("pytest_saliency.")
+            if other != layer and other not in LAYERS[layer] and inner not in LAYERS[layer]:
+                broken.append(f"{module}:{line} imports {target}")
+    assert not broken, "imports the layering does not allow:\n" + "\n".join(broken)
+
+
+def test_the_layering_check_sees_a_forbidden_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule is not vacuous: a check that imported the baselines' store would be refused."""
+    graph = import_graph()
+    graph["pytest_saliency.checks.drift"]["pytest_saliency.baselines.store"] = 1
+    monkeypatch.setattr(sys.modules[__name__], "import_graph", lambda: graph)
+    with pytest.raises(AssertionError, match=r"checks.drift:1 imports pytest_saliency.baselines.store"):
+        test_each_layer_imports_only_what_it_may()
