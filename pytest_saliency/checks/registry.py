@@ -8,40 +8,12 @@ in the schema and its module here (docs/checks.md), nothing else.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Protocol
 
-from torch import Tensor
-
-from ..baselines.settings import BaselineSettings
-from ..spec.schema import CheckSpec
-from ..streaming import PassResult, Shard
-from .kind import CheckKind, ItemScope
-from .outcome import Outcome
-
-if TYPE_CHECKING:
-    from ..engine import SpecEngine
+from ..spec.schema import CheckConfig, CheckSpec
+from .kind import CheckKind
 
 
-class RegisteredKind(Protocol):
-    """What the table holds: a :class:`~.kind.CheckKind` of any config type, called with the
-    check's spec entry (it narrows the config to its own type itself)."""
-
-    @property
-    def name(self) -> str: ...
-
-    def shard_statistics(self, shard: Shard, check: CheckSpec, method: str | None) -> dict[str, Tensor]: ...
-
-    def outcome(
-        self,
-        engine: SpecEngine,
-        check: CheckSpec,
-        item: ItemScope,
-        result: PassResult,
-        baselines: BaselineSettings,
-    ) -> Outcome: ...
-
-
-def _load(name: str, config_type: type) -> RegisteredKind:
+def _load(name: str, config_type: type[CheckConfig]) -> CheckKind[CheckConfig]:
     """The ``KIND`` of the module ``name``, checked against the schema's config type for it."""
     kind: object = getattr(import_module(f"{__package__}.{name}"), "KIND", None)
     if not isinstance(kind, CheckKind) or kind.name != name or kind.config_type is not config_type:
@@ -49,9 +21,9 @@ def _load(name: str, config_type: type) -> RegisteredKind:
     return kind
 
 
-KINDS: dict[str, RegisteredKind] = {name: _load(name, config) for name, config in CheckSpec.kinds().items()}
+KINDS: dict[str, CheckKind[CheckConfig]] = {name: _load(name, config) for name, config in CheckSpec.kinds().items()}
 
 
-def kind_of(check: CheckSpec) -> RegisteredKind:
+def kind_of(check: CheckSpec) -> CheckKind[CheckConfig]:
     """The kind of ``check`` (the key of its block)."""
     return KINDS[check.kind]
