@@ -27,16 +27,16 @@ Cell = str | int | float
 """A value in a sample table: a class name or index, a sample index, a score."""
 
 
-def label_and_prediction(request: CheckRequest[ConfigT], position: int) -> dict[str, str | int]:
-    """``{"label": ..., "predicted": ...}`` of the sample at ``position`` of the pass's result,
-    as class names when the spec names the classes."""
+def label_and_prediction(request: CheckRequest[ConfigT], position: int) -> tuple[str | int, str | int]:
+    """``(label, predicted)`` of the sample at ``position`` of the pass's result, as class names
+    when the spec names the classes."""
     classes = request.engine.spec.data.classes
     result = request.result
 
     def name(value: int) -> str | int:
         return classes[value] if classes and value < len(classes) else value
 
-    return {"label": name(int(result.labels[position])), "predicted": name(int(result.predictions[position]))}
+    return name(int(result.labels[position])), name(int(result.predictions[position]))
 
 
 def json_floats(values: Tensor) -> list[float | None]:
@@ -82,7 +82,8 @@ def worst_sample_lines(
     rows = []
     for position in worst_positions(chosen[metric], wants_high):
         at = int(positions[position])
-        row: dict[str, Cell] = {"sample": int(request.result.indices[at]), **label_and_prediction(request, at)}
+        label, predicted = label_and_prediction(request, at)
+        row: dict[str, Cell] = {"sample": int(request.result.indices[at]), "label": label, "predicted": predicted}
         row.update({names.get(name, name): float(values[position]) for name, values in chosen.items()})
         rows.append(row)
     return sample_table(rows, ["sample", "label", "predicted", *(names.get(name, name) for name in chosen)])

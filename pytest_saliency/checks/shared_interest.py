@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -11,14 +10,14 @@ from torch import Tensor
 from .._constants import PATTERN_NAMES
 from .._io import json_number
 from ..metrics.patterns import behaviour_patterns
-from ..report.results import OutcomeExtra
+from ..report.results import OutcomeExtra, WorstRow
 from ..spec.schema import SharedInterestCheck
 from ..streaming import Shard
 from .aggregation import measure
 from .kind import CheckKind
 from .outcome import Outcome
 from .request import CheckRequest, ConfigT
-from .samples import label_and_prediction, per_sample_json, sample_table, worst_positions
+from .samples import Cell, label_and_prediction, per_sample_json, sample_table, worst_positions
 
 
 def statistics(shard: Shard, config: SharedInterestCheck, method: str | None) -> dict[str, Tensor]:
@@ -57,13 +56,20 @@ def decide(request: CheckRequest[SharedInterestCheck]) -> Outcome:
     return Outcome(measurements, samples=len(indices), undefined=undefined, details=details, extra=extra)
 
 
-def worst_table(rows: list[dict[str, Any]]) -> list[str]:
+def worst_table(rows: list[WorstRow]) -> list[str]:
     """:func:`worst_rows` as fixed-width lines (undefined scores read ``nan``)."""
-    shown = [
+
+    def score(value: float | None) -> float:
+        return math.nan if value is None else value
+
+    shown: list[dict[str, Cell]] = [
         {
-            **row,
             "sample": row["index"],
-            **{m: math.nan if row[m] is None else row[m] for m in ("iou", "gtc", "sc")},
+            "label": row["label"],
+            "predicted": row["predicted"],
+            "iou": score(row["iou"]),
+            "gtc": score(row["gtc"]),
+            "sc": score(row["sc"]),
             "patterns": ",".join(row["patterns"]) or "-",
         }
         for row in rows
@@ -73,7 +79,7 @@ def worst_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def worst_rows(
     request: CheckRequest[ConfigT], chosen: dict[str, Tensor], positions: Tensor, metric: str, wants_high: bool
-) -> list[dict[str, Any]]:
+) -> list[WorstRow]:
     """The (at most :data:`WORST_SHOWN`) samples furthest on the wrong side of ``metric`` among
     ``chosen`` ``(M,)`` scores of the samples at ``positions`` of the pass's result, as
     JSON-serialisable rows: index, label, predicted, iou, gtc, sc (None when undefined), patterns."""
@@ -82,13 +88,13 @@ def worst_rows(
     rows = []
     for position in worst_positions(chosen[metric], wants_high):
         at = int(positions[position])
+        label, predicted = label_and_prediction(request, at)
+        iou, gtc, sc = (json_number(float(chosen[m][position])) for m in ("iou", "gtc", "sc"))
+        hits = [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist(), strict=True) if hit]
         rows.append(
-            {
-                "index": int(result.indices[at]),
-                **label_and_prediction(request, at),
-                **{m: json_number(float(chosen[m][position])) for m in ("iou", "gtc", "sc")},
-                "patterns": [n for n, hit in zip(PATTERN_NAMES, patterns[position].tolist(), strict=True) if hit],
-            }
+            WorstRow(
+                index=int(result.indices[at]), label=label, predicted=predicted, iou=iou, gtc=gtc, sc=sc, patterns=hits
+            )
         )
     return rows
 

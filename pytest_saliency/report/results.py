@@ -42,12 +42,27 @@ class MeasurementResult(TypedDict, total=False):
     needed_samples: int | None
 
 
+class WorstRow(TypedDict, total=False):
+    """One of the worst examples a Shared Interest or patterns check shows (``worst`` of a
+    result): its sample index, label and prediction (class names when the spec names them), its
+    scores (None when undefined), its behaviour patterns, and the report's picture of it."""
+
+    index: Required[int]
+    label: Required[str | int]
+    predicted: Required[str | int]
+    iou: Required[float | None]
+    gtc: Required[float | None]
+    sc: Required[float | None]
+    patterns: Required[list[str]]
+    thumbnail: str
+
+
 class OutcomeExtra(TypedDict, total=False):
     """The keys of each kind of check in its item's result (``$defs/result`` of the schema)."""
 
     decide: Literal["point", "interval"]
-    per_sample: dict[str, list[Any]]
-    worst: list[dict[str, Any]]
+    per_sample: dict[str, list[int] | list[float | None]]
+    worst: list[WorstRow]
     worst_by: str
     worst_in: str | None
     thumbnail_error: str
