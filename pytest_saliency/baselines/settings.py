@@ -3,7 +3,7 @@ and the command that writes them.
 
 The plugin builds one :class:`BaselineSettings` from the options (``--saliency-update-baselines``,
 ``--saliency-update-mode``, ``--saliency-allow-ci-update``, the ``saliency_baseline_dir`` ini
-value) and hands it to each check in its :class:`~pytest_saliency.checks.base.CheckRequest`;
+value) and hands it to each check in its :class:`~pytest_saliency.checks.request.CheckRequest`;
 the drift check reads it there. Outside a pytest run (the Python API) the defaults apply:
 snapshots beside the spec, compare only. The options, the ini value and the
 ``saliency-baselines/`` folder keep the names users have committed in their CI files and

@@ -147,7 +147,7 @@ def test_scores_are_float_vectors() -> None:
         assert scores.dtype == torch.float32 and scores.shape == (5,)
 
 
-# --- aggregate (checks/base.py): over defined values only -----------------------------------
+# --- aggregate (checks/aggregation.py): over defined values only -----------------------------------
 
 
 def test_aggregate_ignores_undefined_values() -> None:
