@@ -74,7 +74,8 @@ class SaliencySession:
     def write_reports(self) -> None:
         """Write the JSON results, HTML report and Markdown summary the options (and
         ``$GITHUB_STEP_SUMMARY``) ask for (on the controller only)."""
-        if self.wants_thumbnails or self.markdown_path or self.step_summary:
+        step_summary = self.step_summary if self.results else None  # a run of no spec adds nothing to the job page
+        if self.wants_thumbnails or self.markdown_path or step_summary:
             from .report.outputs import write_run_outputs
 
             self.report_lines = write_run_outputs(
@@ -82,7 +83,7 @@ class SaliencySession:
                 report_path=self.report_path,
                 json_path=self.json_path,
                 markdown_path=self.markdown_path,
-                step_summary=self.step_summary,
+                step_summary=step_summary,
                 overrides=[str(override) for override in self.overrides],
             )
 

@@ -10,8 +10,10 @@ import pytest
 @pytest.fixture(autouse=True)
 def _no_ci_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test as on a developer machine: CI services set ``CI=true``, which changes how
-    baselines may be updated. Tests of the CI behaviour set the variable themselves."""
+    baselines may be updated, and GitHub Actions ``GITHUB_STEP_SUMMARY``, to which every run the
+    tests start would append its Markdown summary. Tests of the CI behaviour set them themselves."""
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
 PINNED_PLUGINS = ",".join(["pytest_saliency.plugin"] + ["xdist.plugin"] * bool(importlib.util.find_spec("xdist")))

@@ -157,13 +157,6 @@ def position(text: str, needle: str) -> str:
     return f"{line}:{column}"
 
 
-@pytest.fixture(autouse=True)
-def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The runs these tests start append no Markdown summary to the job summary of the CI run
-    that runs them (GitHub Actions sets ``GITHUB_STEP_SUMMARY``)."""
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-
 @pytest.fixture
 def project(pytester: pytest.Pytester, data_npz: bytes, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """``pytester.path`` with ``tinymodel.py``, ``data.npz`` and an empty ``specs/``."""

@@ -68,3 +68,7 @@ def test_the_job_summary_is_appended_to_never_overwritten(
     assert text.startswith("# build\n\nan earlier step's summary\n\n## Saliency checks\n")
     assert len(re.findall(r"^## Saliency checks$", text, flags=re.M)) == 2
     assert not list(project.path.rglob("*.json"))  # the summary alone writes no other report
+    (project.path / "test_plain.py").write_text("def test_plain():\n    pass\n", encoding="utf-8")
+    result = project.runpytest_inprocess("test_plain.py", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK and "Markdown" not in result.stdout.str()
+    assert job_summary.read_text(encoding="utf-8") == text  # a run of no spec leaves the job page alone
