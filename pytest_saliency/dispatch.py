@@ -10,6 +10,8 @@ it: its items fail with that first error, and the pass does not pay for it again
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -26,9 +28,10 @@ class Dispatch:
         self.failed: dict[Need, BaseException] = {}
         """The needs that raised, with the first error of each."""
 
-    def plan_for(self, indices: range) -> Plan:
-        """The needs to compute for the samples ``indices``: the pass's plan less the needs that
-        raised on an earlier shard. (A store of results already computed is consulted here.)"""
+    def plan_for(self, samples: Sequence[int]) -> Plan:
+        """The needs to compute for the shard of the data set positions ``samples``: the pass's
+        plan less the needs that raised on an earlier shard. (A store of results already computed
+        is consulted here.)"""
         return self.plan.without(list(self.failed))
 
     def received(self, result: ShardResult) -> None:

@@ -60,8 +60,8 @@ class LocalRunner:
         self, worker: ShardWorker, dispatch: Dispatch, shards: list[range], progress: Callable[[int], None]
     ) -> list[ShardResult]:
         results = []
-        for indices, batch in zip(shards, worker.source.stream(shards), strict=True):
-            result = compute_shard(worker, dispatch.plan_for(indices), batch)
+        for batch in worker.source.stream(shards):  # a shard whose every sample was skipped may yield none
+            result = compute_shard(worker, dispatch.plan_for(batch.indices.tolist()), batch)
             dispatch.received(result)
             results.append(result)
             progress(len(batch) + len(batch.skipped))

@@ -21,12 +21,17 @@ RANGES = [range(0, 2), range(2, 4), range(4, 6)]
 class Batch(list[int]):
     skipped: list[str] = []
 
+    @property
+    def indices(self) -> torch.Tensor:
+        return torch.tensor(self, dtype=torch.long)
+
 
 class Worker:
-    """What a runner reads of a :class:`~pytest_saliency.streaming.ShardWorker`: its source."""
+    """What a runner reads of a :class:`~pytest_saliency.streaming.ShardWorker`: its source
+    (which yields no batch for a shard whose every sample it skipped, here those of ``skipped``)."""
 
-    def __init__(self) -> None:
-        self.source = SimpleNamespace(stream=lambda shards: (Batch(r) for r in shards))
+    def __init__(self, skipped: tuple[range, ...] = ()) -> None:
+        self.source = SimpleNamespace(stream=lambda shards: (Batch(r) for r in shards if r not in skipped))
         self.loaded = SimpleNamespace()
         self.search_paths = ()
 
@@ -83,6 +88,15 @@ def test_each_runner_sends_a_need_that_raised_with_no_later_shard(
     assert result.of(COV)["iou"].tolist() == [0, 1, 2, 3, 4, 5]
     with pytest.raises(SpecRuntimeError, match="broken at 0"):
         result.of(LOC)
+
+
+def test_the_local_runner_goes_on_when_a_shard_yields_no_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[Need, ...]] = []
+    monkeypatch.setattr(engine, "compute_shard", lambda worker, plan, batch: computed(asked, plan, batch))
+    worker = Worker(skipped=(RANGES[0],))
+    parts = engine.LocalRunner()(worker, Dispatch(Plan((COV, LOC))), RANGES, lambda done: None)  # type: ignore[arg-type]
+    assert asked == [(COV, LOC), (COV,)]
+    assert merge(parts, Plan((COV, LOC))).of(COV)["iou"].tolist() == [2, 3, 4, 5]
 
 
 def test_the_dispatch_keeps_the_first_error_of_a_need() -> None:
