@@ -405,15 +405,17 @@ def test_any_other_exception_is_one_line_at_the_check(
     exception and how to see its traceback."""
     variants.makeconftest(
         """
-        import pytest_saliency.checks.shared_interest as shared_interest
+        import dataclasses
 
-        working = shared_interest.decide
+        from pytest_saliency.checks import registry
+
+        working = registry.KINDS["shared_interest"]
 
         def pytest_configure():
-            shared_interest.decide = lambda request: {}["iou"]
+            registry.KINDS["shared_interest"] = dataclasses.replace(working, decide=lambda request: {}["iou"])
 
         def pytest_unconfigure():
-            shared_interest.decide = working
+            registry.KINDS["shared_interest"] = working
         """
     )
     text = write_spec().read_text()
