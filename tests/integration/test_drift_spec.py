@@ -192,7 +192,7 @@ def test_baseline_workflow(twins):
             "saliency baselines (--saliency-update-mode=missing): 1 created, 0 updated, 0 unchanged in specs/saliency-baselines/x"
         ]
     )
-    assert sorted(p.name for p in folder.iterdir()) == ["production.stable.grad.json", "production.stable.grad.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == [".gitignore", "production.stable.grad.json", "production.stable.grad.pt"]
     written = (folder / "production.stable.grad.pt").read_bytes()
 
     twins.runpytest().assert_outcomes(passed=1)  # compares, writes nothing
@@ -239,7 +239,7 @@ def test_the_former_key_baseline_still_works_and_warns_at_its_line(twins):
             "name of 'snapshot': write against: {snapshot: production} (the stored files stay as they are)"
         )
     )
-    assert sorted(p.name for p in folder.iterdir()) == ["production.stable.grad.json", "production.stable.grad.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == [".gitignore", "production.stable.grad.json", "production.stable.grad.pt"]
     write(twins, drift_check("stable", "{snapshot: production}"))  # the same files under the new key
     renamed = twins.runpytest()
     renamed.assert_outcomes(passed=1)
