@@ -69,17 +69,23 @@ class SaliencySession:
         """Items attach example thumbnails to their results only when a report or JSON file is asked for."""
         return bool(self.report_path or self.json_path)
 
-    def write_reports(self) -> None:
-        """Write the JSON results and HTML report the options ask for (on the controller only)."""
-        if self.wants_thumbnails:
-            from .report.outputs import write_run_outputs
+    def write_reports(self, *, interrupted: bool = False) -> tuple[bool, bool]:
+        """Write the JSON results and HTML report the options ask for (on the controller only;
+        beside the asked-for paths for an ``interrupted`` run). Returns ``(missing,
+        interrupted)``: a file asked for could not be written, a Ctrl-C came while writing."""
+        if not self.wants_thumbnails:
+            return False, False
+        from .report.outputs import write_run_outputs
 
-            self.report_lines = write_run_outputs(
-                self.results,
-                report_path=self.report_path,
-                json_path=self.json_path,
-                overrides=[str(override) for override in self.overrides],
-            )
+        outputs = write_run_outputs(
+            self.results,
+            report_path=self.report_path,
+            json_path=self.json_path,
+            overrides=[str(override) for override in self.overrides],
+            interrupted=interrupted,
+        )
+        self.report_lines = outputs.lines
+        return outputs.missing, outputs.interrupted
 
     def baseline_summary(self) -> list[str]:
         """Lines for the end of the run: baselines created/updated/unchanged, obtained files."""

@@ -115,5 +115,8 @@ def settings_from_config(config: pytest.Config) -> BaselineSettings:
                 "reviewed changes made on a developer machine; a CI job that must write them passes "
                 "--saliency-allow-ci-update as well."
             )
-    cache = Path(os.path.expandvars(str(config.getini("cache_dir")))).expanduser()
+    try:
+        cache = Path(os.path.expandvars(str(config.getini("cache_dir")))).expanduser()
+    except ValueError:  # -p no:cacheprovider: the option is not registered, its default folder serves
+        cache = Path(".pytest_cache")
     return BaselineSettings(directory=directory, mode=mode, obtained=config.rootpath / cache / OBTAINED_DIRNAME)
