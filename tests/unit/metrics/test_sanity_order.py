@@ -22,7 +22,8 @@ class Heads(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.trunk(x)
         self.box(features)
-        return self.face(features)
+        logits: Tensor = self.face(features)
+        return logits
 
 
 class Wrapper(nn.Module):
@@ -31,7 +32,8 @@ class Wrapper(nn.Module):
         self.network = network
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.network(x)
+        logits: Tensor = self.network(x)
+        return logits
 
 
 def test_the_order_is_the_computations_from_the_output_down_and_unused_heads_are_named() -> None:
