@@ -329,11 +329,14 @@ class SnapshotStore:
         with _folder_lock(self.directory):
             self._recover(name)
             metadata = self.load_metadata(name, spec_path=spec_path)
-            source = self._matching(name, metadata.get("tensors_sha256"))
-            if source is None:
-                problem = "does not match the SHA-256 its metadata records (an interrupted update or a hand edit)"
-                raise self._damaged(name, tensor_path, problem, spec_path)
-            payload = source.read_bytes()
+            recorded = metadata.get("tensors_sha256")
+            payload = tensor_path.read_bytes()
+            if recorded is not None and hashlib.sha256(payload).hexdigest() != recorded:
+                leftover = self._leftover_matching(name, recorded)  # a folder recovery could not change
+                if leftover is None:
+                    problem = "does not match the SHA-256 its metadata records (an interrupted update or a hand edit)"
+                    raise self._damaged(name, tensor_path, problem, spec_path)
+                payload = leftover.read_bytes()
         try:
             tensors = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
         except Exception as error:  # noqa: BLE001  (a truncated or foreign file raises anything)
@@ -353,12 +356,8 @@ class SnapshotStore:
             return []
         return sorted(path for path in self.directory.glob(f".{glob.escape(name)}.*") if pattern.match(path.name))
 
-    def _matching(self, name: str, recorded: str | None) -> Path | None:
-        """The tensor file whose SHA-256 is ``recorded`` (the one in place first, then the
-        leftovers); the one in place when nothing is recorded; None when none matches."""
-        in_place = self.tensor_path(name)
-        if recorded is None or _sha256(in_place) == recorded:
-            return in_place
+    def _leftover_matching(self, name: str, recorded: str) -> Path | None:
+        """The leftover of ``name`` whose SHA-256 is ``recorded`` (None when none is)."""
         return next((path for path in self.leftovers(name) if _sha256(path) == recorded), None)
 
     def _recover(self, name: str) -> None:
@@ -375,9 +374,12 @@ class SnapshotStore:
         except (MissingSnapshotError, SnapshotCorruptError):  # nothing committed refers to them
             recorded = None
         try:
-            match = self._matching(name, recorded) if recorded is not None else None
-            if match is not None and match != self.tensor_path(name):
-                os.replace(match, self.tensor_path(name))
+            tensor_path = self.tensor_path(name)
+            match = None
+            if recorded is not None and _sha256(tensor_path) != recorded:
+                match = self._leftover_matching(name, recorded)
+            if match is not None:
+                os.replace(match, tensor_path)
                 sync_directory(self.directory)
             for path in leftovers:
                 path.unlink(missing_ok=True)
