@@ -345,7 +345,7 @@ class Shard:
         width = logits.shape[1]
         sums = logits.sum(dim=1)
         if (
-            self.spec.model.output_kind == "logits"
+            self.model.output_kind == "logits"
             and width > 1
             and bool(((logits >= 0).all(dim=1) & ((sums - 1).abs() < 1e-4)).all())
         ):
