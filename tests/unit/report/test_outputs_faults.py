@@ -70,7 +70,12 @@ def test_sigterm_raises_keyboard_interrupt_once_and_the_handler_is_given_back() 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         restore()
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-        signal.signal(signal.SIGTERM, print)  # a handler of the user's own stays
-        assert handle_sigterm_as_interrupt() is not None and signal.getsignal(signal.SIGTERM) is print
+
+        def own(signum: int, frame: object) -> None:
+            """A handler of the user's own."""
+
+        signal.signal(signal.SIGTERM, own)  # stays
+        handle_sigterm_as_interrupt()
+        assert signal.getsignal(signal.SIGTERM) is own
     finally:
         signal.signal(signal.SIGTERM, found)
