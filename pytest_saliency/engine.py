@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .dispatch import Dispatch, compute_shard
-from .errors import SpecRuntimeError
+from .errors import SaliencyError, SpecRuntimeError
 from .loaders.models import ModelUnderTest
 from .loaders.source import SampleBatch, SampleSource
 from .spec.validate import LoadedSpec
@@ -89,6 +89,7 @@ class SpecEngine:
         self.runner: Runner = runner or LocalRunner()
         self._result: PassResult | None = None
         self._done: tuple[Need, ...] = ()
+        self._failed: SaliencyError | None = None
 
     @property
     def model(self) -> ModelUnderTest:
@@ -105,10 +106,18 @@ class SpecEngine:
 
     def result(self, plan: Plan) -> PassResult:
         """The merged statistics of ``plan``'s needs: one pass over the data for the needs not
-        computed yet (usually all of them, at the first item of the spec)."""
+        computed yet (usually all of them, at the first item of the spec). A pass that failed as
+        a whole (the data cannot be read, its checksum fails after the last shard) is not run
+        again: every later item of the spec fails with the same error."""
+        if self._failed is not None:
+            raise self._failed
         missing = plan.without(self._done)
         if self._result is None or missing.needs:
-            fresh = self._run(missing)
+            try:
+                fresh = self._run(missing)
+            except SaliencyError as error:
+                self._failed = error
+                raise
             self._result = fresh if self._result is None else self._result.including(fresh)
             self._done += missing.needs
         return self._result

@@ -7,6 +7,7 @@ heavy."""
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,9 +48,19 @@ class SpecProblem:
     """Set for a value given on the command line: the option, e.g. ``--saliency-set model.weights``."""
 
     def __str__(self) -> str:
+        """One line, whatever the path or message holds (control characters escaped)."""
         if self.origin is not None:
-            return f"{self.origin}: {self.message}"
-        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+            return one_line(f"{self.origin}: {self.message}")
+        return one_line(f"{self.path}:{self.line}:{self.column}: {self.message}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (line breaks, tabs, escapes, NUL) shown escaped as
+    Python writes them in a string (``\\n``, ``\\x1b``), so that a message stays one line."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 class SpecError(SaliencyError):

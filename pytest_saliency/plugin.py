@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .engine import SpecEngine
 
 
+_RESTORE_SIGTERM = pytest.StashKey[Callable[[], None]]()
+"""Puts back the SIGTERM handler the run found (:func:`~pytest_saliency.signals.handle_sigterm_as_interrupt`)."""
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("saliency", "saliency checks (pytest-saliency)")
     group.addoption(
@@ -137,6 +141,9 @@ def pytest_configure(config: pytest.Config) -> None:
         step_summary=os.environ.get(STEP_SUMMARY) or None,
     )
     session.runner = _ray_runner(config, session.device)
+    from .signals import handle_sigterm_as_interrupt  # stdlib only; after Ray's init, which sets its own
+
+    config.stash[_RESTORE_SIGTERM] = handle_sigterm_as_interrupt()
     from .report.progress import for_config  # stdlib and pytest only
 
     session.progress = for_config(config)
@@ -182,13 +189,15 @@ def _ray_runner(config: pytest.Config, device: str) -> RayRunner | None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """End the Ray actors of ``--saliency-ray`` (and Ray, when the run started it)."""
+    """End the Ray actors of ``--saliency-ray`` (and Ray, when the run started it); give SIGTERM
+    its previous handler back."""
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.runner is not None:
         from .cluster import RayRunner
 
         assert isinstance(session.runner, RayRunner)
         session.runner.close()
+    config.stash.get(_RESTORE_SIGTERM, lambda: None)()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -231,11 +240,19 @@ def _output_path(config: pytest.Config, name: str) -> str | None:
     return str(config.invocation_params.dir / Path(value)) if value else None
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The controller (or a run without xdist) writes --saliency-json and --saliency-report."""
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The controller (or a run without xdist) writes --saliency-json and --saliency-report
+    (beside the asked-for paths when the run was interrupted). A file asked for that could not
+    be written makes a passing run exit 1; a Ctrl-C while writing, 2 (as an interrupted run)."""
     if hasattr(session.config, "workerinput") or SESSION_KEY not in session.config.stash:
         return
-    session.config.stash[SESSION_KEY].write_reports()
+    missing, interrupted = session.config.stash[SESSION_KEY].write_reports(
+        interrupted=exitstatus == pytest.ExitCode.INTERRUPTED
+    )
+    if interrupted:
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+    elif missing and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | None:

@@ -71,21 +71,27 @@ class SaliencySession:
         """Items attach example thumbnails to their results only when a report or JSON file is asked for."""
         return bool(self.report_path or self.json_path)
 
-    def write_reports(self) -> None:
+    def write_reports(self, *, interrupted: bool = False) -> tuple[bool, bool]:
         """Write the JSON results, HTML report and Markdown summary the options (and
-        ``$GITHUB_STEP_SUMMARY``) ask for (on the controller only)."""
+        ``$GITHUB_STEP_SUMMARY``) ask for (on the controller only; beside the asked-for paths for
+        an ``interrupted`` run). Returns ``(missing, interrupted)``: a file asked for could not be
+        written, a Ctrl-C came while writing."""
         step_summary = self.step_summary if self.results else None  # a run of no spec adds nothing to the job page
-        if self.wants_thumbnails or self.markdown_path or step_summary:
-            from .report.outputs import write_run_outputs
+        if not (self.wants_thumbnails or self.markdown_path or step_summary):
+            return False, False
+        from .report.outputs import write_run_outputs
 
-            self.report_lines = write_run_outputs(
-                self.results,
-                report_path=self.report_path,
-                json_path=self.json_path,
-                markdown_path=self.markdown_path,
-                step_summary=step_summary,
-                overrides=[str(override) for override in self.overrides],
-            )
+        outputs = write_run_outputs(
+            self.results,
+            report_path=self.report_path,
+            json_path=self.json_path,
+            markdown_path=self.markdown_path,
+            step_summary=step_summary,
+            overrides=[str(override) for override in self.overrides],
+            interrupted=interrupted,
+        )
+        self.report_lines = outputs.lines
+        return outputs.missing, outputs.interrupted
 
     def baseline_summary(self) -> list[str]:
         """Lines for the end of the run: baselines created/updated/unchanged, obtained files."""

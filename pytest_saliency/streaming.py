@@ -306,6 +306,17 @@ class Shard:
                 f"(first: sample {first}): check the weights and the model's numerics",
             )
         width = logits.shape[1]
+        sums = logits.sum(dim=1)
+        if (
+            self.model.output_kind == "logits"
+            and width > 1
+            and bool(((logits >= 0).all(dim=1) & ((sums - 1).abs() < 1e-4)).all())
+        ):
+            raise SpecRuntimeError(
+                ("model",),
+                f"the model returns probabilities, not logits (every row of its (N, {width}) outputs is >= 0 and "
+                "sums to 1): set model.output_kind: probabilities (taken as log-probabilities), or return logits",
+            )
         labels = self.batch.labels
         if labels.numel() and int(labels.max()) >= width:
             position = int(labels.argmax())

@@ -1,5 +1,5 @@
 """What a ``drift`` check stores as its snapshot, when an update run rewrites it, and the
-obtained summary a mismatch leaves beside it.
+obtained summary a mismatch leaves in the run's folder of obtained summaries.
 
 A snapshot holds version A's side of a comparison, so that a later run can compare with it
 without the reference model: A's segment scores, the k-means centres fitted on A's kept
@@ -179,12 +179,22 @@ def unused_snapshots(store: SnapshotStore, engine: SpecEngine, folder: Path) -> 
     return [str(folder / stored) for stored in store.names() if stored not in named]
 
 
-def obtained_summary(entry: dict[str, Any], request: CheckRequest[DriftCheck], outcome: Outcome) -> Path | None:
-    """After a comparison with a snapshot: on a mismatch, write the obtained summary beside the
-    snapshot (atomically) and return its path; on a pass, remove a stale one (it would mislead)."""
-    path = Path(entry["folder"]) / f"{entry['name']}.obtained.json"
+def obtained_summary(entry: dict[str, Any], request: CheckRequest[DriftCheck], outcome: Outcome) -> Path | str | None:
+    """After a comparison with a snapshot: on a mismatch, write the obtained summary (atomically)
+    into the run's folder of obtained summaries (:meth:`BaselineSettings.obtained_folder`, never
+    the snapshot's) and return its path; on a pass, remove a stale one (it would mislead).
+
+    A file that cannot be written or removed (a read-only or full disk) never changes the
+    check's outcome: a mismatch gets that note's line back instead of a path."""
+    folder = request.baselines.obtained_folder(request.engine.loaded.path)
+    if folder is None:
+        return None
+    path = folder / f"{entry['name']}.obtained.json"
     if outcome.passed:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a stale summary, which the end-of-run lines do not name
         return None
     record = {
         "baseline": entry["name"],
@@ -195,5 +205,8 @@ def obtained_summary(entry: dict[str, Any], request: CheckRequest[DriftCheck], o
         **outcome.to_dict(),
     }
     text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
-    write_atomic(path, text)
+    try:
+        write_atomic(path, text)
+    except OSError as error:
+        return f"note: the obtained drift summary could not be written to {path}: {error}"
     return path

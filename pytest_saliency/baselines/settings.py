@@ -31,6 +31,10 @@ UPDATE_MODES: tuple[str, ...] = ("missing", "changed", "all")
 DEFAULT_MODE: UpdateMode = "changed"
 DEFAULT_DIRNAME = "saliency-baselines"
 """The folder, beside each spec file, that holds its snapshots unless ``saliency_baseline_dir`` says otherwise."""
+OBTAINED_DIRNAME = "saliency-obtained"
+"""The folder, in pytest's cache folder (``.pytest_cache/`` unless ``cache_dir`` says otherwise),
+that holds the obtained summaries of drift mismatches: never the snapshots' folder, which may
+be read-only (a checkout, a mounted volume) and is committed."""
 
 
 def ci_is_set(environ: Mapping[str, str] | None = None) -> bool:
@@ -70,11 +74,13 @@ class BaselineSettings:
     ``directory``: the configured ``saliency_baseline_dir`` (``None``: a ``saliency-baselines/``
     folder beside each spec). ``mode``: ``None`` compares only (a normal run never writes a
     snapshot); ``missing`` creates absent snapshots; ``changed`` also rewrites those whose
-    content or settings differ; ``all`` rewrites every snapshot the run touches.
+    content or settings differ; ``all`` rewrites every snapshot the run touches. ``obtained``:
+    where the obtained summaries of mismatches go (``None``: nowhere, outside a pytest run).
     """
 
     directory: Path | None = None
     mode: UpdateMode | None = None
+    obtained: Path | None = None
 
     @property
     def updating(self) -> bool:
@@ -84,6 +90,10 @@ class BaselineSettings:
         """The folder of one spec's snapshots: ``<base>/<spec stem>/``."""
         base = self.directory if self.directory is not None else spec_path.parent / DEFAULT_DIRNAME
         return base / spec_stem(spec_path)
+
+    def obtained_folder(self, spec_path: Path) -> Path | None:
+        """The folder of one spec's obtained summaries: ``<pytest cache>/saliency-obtained/<spec stem>/``."""
+        return None if self.obtained is None else self.obtained / spec_stem(spec_path)
 
 
 def settings_from_config(config: pytest.Config) -> BaselineSettings:
@@ -105,4 +115,8 @@ def settings_from_config(config: pytest.Config) -> BaselineSettings:
                 "reviewed changes made on a developer machine; a CI job that must write them passes "
                 "--saliency-allow-ci-update as well."
             )
-    return BaselineSettings(directory=directory, mode=mode)
+    try:
+        cache = Path(os.path.expandvars(str(config.getini("cache_dir")))).expanduser()
+    except ValueError:  # -p no:cacheprovider: the option is not registered, its default folder serves
+        cache = Path(".pytest_cache")
+    return BaselineSettings(directory=directory, mode=mode, obtained=config.rootpath / cache / OBTAINED_DIRNAME)

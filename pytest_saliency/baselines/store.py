@@ -5,12 +5,15 @@ written with ``torch.save`` and read back with ``torch.load(..., weights_only=Tr
 never runs pickled code) and ``NAME.json`` (metadata: spec hash, settings, weights and data
 hashes, library and torch versions, device, seed, creation date, and the SHA-256 of ``NAME.pt``).
 
-Writes are atomic: each file is written to a temporary file in the same directory, flushed and
-fsynced, then moved into place with ``os.replace``. Both temporary files are complete before
-either replaces anything, and if the second replacement fails the first is rolled back, so an
-exception anywhere in :meth:`SnapshotStore.save` leaves the previous snapshot as it was. A crash
-between the two replacements (power loss, SIGKILL) can only pair a new ``NAME.pt`` with the old
-``NAME.json``; the recorded hash catches that on load (:class:`SnapshotCorruptError`).
+An update is atomic as a whole, with ``NAME.json`` as its one commit point. Under a lock on the
+folder (one writer at a time), both new files are written to temporary files in the folder
+(``.NAME.<random>.tmp``, flushed and fsynced); the metadata replaces ``NAME.json`` (the commit),
+then the tensor file replaces ``NAME.pt``. A process killed before the commit leaves the old
+snapshot and a temporary file; killed after it, the new metadata and the staged tensor file that
+matches its hash. The next load or save (:meth:`SnapshotStore._recover`) moves the matching file
+into place and removes the leftovers, so a reader only ever sees the old or the new snapshot,
+never a mixed pair. A damaged snapshot is one :class:`SnapshotCorruptError` naming the file and
+the command that rewrites it.
 
 No pytest in here: the plugin decides when to load, compare or update.
 """
@@ -18,21 +21,23 @@ No pytest in here: the plugin decides when to load, compare or update.
 from __future__ import annotations
 
 import datetime as _datetime
+import glob
 import hashlib
 import io
 import json
 import os
 import re
-import uuid
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._io import sync_directory, write_temporary
-from ..errors import MissingSnapshotError, SnapshotCorruptError
+from .._io import sync_directory, write_atomic, write_temporary
+from ..errors import MissingSnapshotError, SnapshotCorruptError, first_line
 from .settings import update_command
 
 __all__ = [
@@ -232,7 +237,9 @@ class SnapshotStore:
 
         Tensors are detached and moved to the CPU. ``metadata`` must be JSON-serialisable
         (NaN is refused); ``library_version``, ``torch_version`` and ``created`` are filled in
-        when absent, and ``format`` and ``tensors_sha256`` are always set.
+        when absent, and ``format`` and ``tensors_sha256`` are always set. Saves into one folder
+        take turns (a lock on the folder); an earlier update that was killed is finished or
+        undone, and its leftover files removed, first.
         """
         tensor_path = self.tensor_path(name)
         json_path = self.metadata_path(name)
@@ -254,47 +261,53 @@ class SnapshotStore:
         text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        temporary: list[Path] = []
-        backup: Path | None = None
-        try:
-            temporary.append(write_temporary(self.directory, name, payload))
-            temporary.append(write_temporary(self.directory, name, text.encode("utf-8")))
-            if tensor_path.exists():
-                backup = self.directory / f".{name}.{uuid.uuid4().hex}.bak"
-                try:
-                    os.link(tensor_path, backup)
-                except OSError:  # no hard links here: keep a copy instead
-                    backup.write_bytes(tensor_path.read_bytes())
-            os.replace(temporary[0], tensor_path)
+        with _folder_lock(self.directory):
+            _park("locked")
+            self._recover(name)
+            if not (self.directory / ".gitignore").exists():
+                write_atomic(self.directory / ".gitignore", GITIGNORE)
+            staged_tensors = write_temporary(self.directory, name, payload)
+            committed = False
             try:
-                os.replace(temporary[1], json_path)
-            except BaseException:
-                if backup is not None:
-                    os.replace(backup, tensor_path)
-                    backup = None
-                else:
-                    tensor_path.unlink(missing_ok=True)
-                raise
-            sync_directory(self.directory)
-        finally:
-            for path in temporary:
-                path.unlink(missing_ok=True)
-            if backup is not None:
-                backup.unlink(missing_ok=True)
+                staged_metadata = write_temporary(self.directory, name, text.encode("utf-8"))
+                try:
+                    _park("staged")
+                    os.replace(staged_metadata, json_path)  # the commit point
+                    committed = True
+                finally:
+                    staged_metadata.unlink(missing_ok=True)
+                _park("committed")
+                os.replace(staged_tensors, tensor_path)
+                _park("replaced")
+                sync_directory(self.directory)
+            finally:
+                if not committed:  # once committed, the staged tensor file is what the next load moves in
+                    staged_tensors.unlink(missing_ok=True)
         return tensor_path
 
     def load_metadata(self, name: str, *, spec_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The metadata of snapshot ``name`` (:class:`MissingSnapshotError` if absent)."""
+        """The metadata of snapshot ``name``: :class:`MissingSnapshotError` when neither file
+        exists; :class:`SnapshotCorruptError`, naming the file and the command that rewrites it,
+        when one of the two is missing or the metadata is not a JSON object in UTF-8."""
         json_path = self.metadata_path(name)
-        if not json_path.is_file() or not self.tensor_path(name).is_file():
-            raise MissingSnapshotError(name, self.tensor_path(name), update_command(spec_path))
+        tensor_path = self.tensor_path(name)
+        if not json_path.is_file() and not tensor_path.is_file():
+            raise MissingSnapshotError(name, tensor_path, update_command(spec_path))
+        for present, absent in ((json_path, tensor_path), (tensor_path, json_path)):
+            if not absent.is_file():
+                raise self._damaged(name, absent, f"is missing (only {present.name} is there)", spec_path)
         try:
-            metadata: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
+            metadata = json.loads(json_path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as error:
+            problem = f"is not UTF-8 text ({error.reason} at byte {error.start})"
+            raise self._damaged(name, json_path, problem, spec_path) from None
         except json.JSONDecodeError as error:
-            raise SnapshotCorruptError(
-                f"baseline metadata {json_path} is not valid JSON ({error}); "
-                f"recreate it with: {update_command(spec_path)}"
-            ) from error
+            raise self._damaged(name, json_path, f"is not valid JSON ({error})", spec_path) from None
+        if not isinstance(metadata, dict):
+            problem = f"holds a JSON {_json_kind(metadata)} where an object belongs"
+            raise self._damaged(name, json_path, problem, spec_path)
+        if not isinstance(metadata.get("tensors_sha256", ""), str):
+            raise self._damaged(name, json_path, "records a tensors_sha256 that is not a string", spec_path)
         return metadata
 
     def load(
@@ -307,22 +320,132 @@ class SnapshotStore:
         """``(tensors, metadata)`` of snapshot ``name``.
 
         Raises :class:`MissingSnapshotError` (its message names ``pytest
-        --saliency-update-baselines <spec_path>``) when either file is absent, and
-        :class:`SnapshotCorruptError` when the tensor file does not match the hash its metadata
-        records.
+        --saliency-update-baselines <spec_path>``) when both files are absent, and
+        :class:`SnapshotCorruptError` (naming the damaged file and that command) when one is
+        missing or unreadable, or when the tensor file does not match the hash its metadata
+        records. An update that was killed is finished (or undone) first.
         """
-        metadata = self.load_metadata(name, spec_path=spec_path)
-        payload = self.tensor_path(name).read_bytes()
-        recorded = metadata.get("tensors_sha256")
-        if recorded is not None and hashlib.sha256(payload).hexdigest() != recorded:
-            raise SnapshotCorruptError(
-                f"baseline {name!r} in {self.directory}: the tensor file does not match its metadata "
-                f"(an interrupted update?); recreate it with: {update_command(spec_path)}"
-            )
-        tensors = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-        if not isinstance(tensors, dict):
-            raise SnapshotCorruptError(f"baseline {name!r}: expected a dict of tensors, found {type(tensors).__name__}")
+        tensor_path = self.tensor_path(name)
+        with _folder_lock(self.directory):
+            self._recover(name)
+            metadata = self.load_metadata(name, spec_path=spec_path)
+            recorded = metadata.get("tensors_sha256")
+            payload = tensor_path.read_bytes()
+            if recorded is not None and hashlib.sha256(payload).hexdigest() != recorded:
+                leftover = self._leftover_matching(name, recorded)  # a folder recovery could not change
+                if leftover is None:
+                    problem = "does not match the SHA-256 its metadata records (an interrupted update or a hand edit)"
+                    raise self._damaged(name, tensor_path, problem, spec_path)
+                payload = leftover.read_bytes()
+        try:
+            tensors = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+        except Exception as error:  # noqa: BLE001  (a truncated or foreign file raises anything)
+            problem = f"cannot be read as tensors ({first_line(error)})"
+            raise self._damaged(name, tensor_path, problem, spec_path) from None
+        if not isinstance(tensors, dict) or not all(isinstance(value, Tensor) for value in tensors.values()):
+            raise self._damaged(name, tensor_path, "does not hold a dict of tensors", spec_path)
         return tensors, metadata
+
+    # --- an update that was killed ------------------------------------------------------------
+
+    def leftovers(self, name: str) -> list[Path]:
+        """The temporary and backup files a killed update of ``name`` left
+        (``.NAME.<random>.tmp``, ``.NAME.<random>.bak``)."""
+        pattern = re.compile(rf"^\.{re.escape(name)}\.[A-Za-z0-9_]+\.(?:tmp|bak)$")
+        if not self.directory.is_dir():
+            return []
+        return sorted(path for path in self.directory.glob(f".{glob.escape(name)}.*") if pattern.match(path.name))
+
+    def _leftover_matching(self, name: str, recorded: str) -> Path | None:
+        """The leftover of ``name`` whose SHA-256 is ``recorded`` (None when none is)."""
+        return next((path for path in self.leftovers(name) if _sha256(path) == recorded), None)
+
+    def _recover(self, name: str) -> None:
+        """With the folder locked (no live writer owns a leftover): when the tensor file in place
+        does not match the hash the metadata (the commit point) records and a leftover does (the
+        staged new file, or an older version's backup), move that leftover into place; then
+        remove the leftovers. A folder it cannot change (read-only) is left as it is: loads read
+        the matching leftover where it lies."""
+        leftovers = self.leftovers(name)
+        if not leftovers:
+            return
+        try:
+            recorded = self.load_metadata(name).get("tensors_sha256")
+        except (MissingSnapshotError, SnapshotCorruptError):  # nothing committed refers to them
+            recorded = None
+        try:
+            tensor_path = self.tensor_path(name)
+            match = None
+            if recorded is not None and _sha256(tensor_path) != recorded:
+                match = self._leftover_matching(name, recorded)
+            if match is not None:
+                os.replace(match, tensor_path)
+                sync_directory(self.directory)
+            for path in leftovers:
+                path.unlink(missing_ok=True)
+        except OSError:
+            return
+
+    def _damaged(
+        self, name: str, path: Path, problem: str, spec_path: str | os.PathLike[str] | None
+    ) -> SnapshotCorruptError:
+        return SnapshotCorruptError(f"baseline {name!r}: {path} {problem}; repair it with: {update_command(spec_path)}")
 
     def __repr__(self) -> str:
         return f"SnapshotStore({str(self.directory)!r})"
+
+
+GITIGNORE = (
+    "# Written by pytest-saliency: the temporary and backup files a killed snapshot update leaves\n"
+    "# (the next run that reads or writes the snapshot removes them).\n"
+    ".*.tmp\n"
+    ".*.bak\n"
+)
+"""The ``.gitignore`` a save writes into a snapshot folder that has none."""
+
+PARK_VARIABLE = "PYTEST_SALIENCY_PARK_AT"
+"""Test-only: a save parks (waits to be killed) at the stage this environment variable names
+(``locked``, ``staged``, ``committed``, ``replaced``), after printing ``parked at <stage>``."""
+
+
+def _park(stage: str) -> None:
+    if os.environ.get(PARK_VARIABLE) == stage:
+        print(f"parked at {stage}", flush=True)
+        while True:
+            time.sleep(60)
+
+
+@contextmanager
+def _folder_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory`` (``flock`` on the folder itself, so no lock file is
+    left), held by one process at a time; no lock where the folder cannot be opened (absent)
+    or where the OS has no ``flock`` (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _sha256(path: Path) -> str | None:
+    """The file's SHA-256 hex digest (None when it cannot be read)."""
+    try:
+        return content_hash(path, length=64)
+    except OSError:
+        return None
+
+
+def _json_kind(value: object) -> str:
+    """What JSON calls the type of a parsed value that is not an object."""
+    kinds: dict[type, str] = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return kinds.get(type(value), "null")

@@ -46,6 +46,6 @@ def summary_lines(results: Iterable[dict[str, Any]], settings: BaselineSettings)
             )
     obtained = sorted({_shown(entry["obtained"]) for entry in entries if entry.get("obtained")})
     if obtained:
-        lines.append("saliency drift mismatches, obtained summaries written beside their baselines:")
+        lines.append("saliency drift mismatches, obtained summaries written to:")
         lines += [f"  {path}" for path in obtained]
     return lines

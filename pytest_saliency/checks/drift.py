@@ -194,6 +194,8 @@ def decide(request: CheckRequest[DriftCheck]) -> Outcome:
     if snapshot is None:
         return outcome
     obtained = obtained_summary(snapshot, request, outcome)
+    if isinstance(obtained, str):  # the summary could not be written: a note, the outcome stands
+        return outcome.extended([obtained], {"baseline": snapshot})
     if obtained is None:
         return outcome.extended(extra={"baseline": snapshot})  # the results' key for the snapshot entry
     snapshot["obtained"] = str(obtained)

@@ -3,16 +3,19 @@ on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ..metrics.fidelity import FidelityResult, SampleScores, default_fractions, sample_scores
+from ..errors import SpecRuntimeError
+from ..metrics.fidelity import FidelityResult, SampleScores, default_fractions, removal_counts, sample_scores
 from ..report.results import OutcomeExtra
 from ..spec.schema import FidelityCheck
 from ..streaming import Shard
 from .kind import CheckKind
 from .outcome import Measurement, Outcome
-from .request import CheckRequest, run_in_batches
+from .request import CheckRequest, config_location, run_in_batches
 
 ORDER_NAMES = {
     "mif": "most important first",
@@ -26,6 +29,7 @@ def statistics(shard: Shard, config: FidelityCheck, method: str | None) -> dict[
     """Each order's raw scores ``(B, S)`` (under the order's name), the clean score ``clean``
     ``(B,)`` and the units per image ``units`` ``(B,)``; every draw is seeded per sample."""
     assert method is not None, "a kind with attributions has a method"
+    _check_units(shard, config)
     target = shard.predictions if config.score_of == "predicted" else shard.batch.labels
     attributions = shard.attributions(method)
     indices = shard.indices.tolist()
@@ -52,6 +56,24 @@ def statistics(shard: Shard, config: FidelityCheck, method: str | None) -> dict[
     samples = run_in_batches(shard, config, config.batch_size, scores)
     units = torch.full((len(indices),), samples.n_units, dtype=torch.long)
     return {**samples.scores, "clean": samples.clean, "units": units}
+
+
+def _check_units(shard: Shard, config: FidelityCheck) -> None:
+    """Refuse images cut into fewer units than the curve has points: steps that remove the same
+    units repeat a point, and the curves come out flat (a gap of 0 that passes)."""
+    height, width = shard.images.shape[-2:]
+    units = math.ceil(height / config.patch) * math.ceil(width / config.patch)
+    fractions = config.fractions if config.fractions is not None else default_fractions(config.steps)
+    distinct = int(torch.unique(removal_counts(fractions, units)).numel())
+    if distinct < len(fractions):
+        points = f"{len(fractions)} fractions" if config.fractions is not None else f"{config.steps} steps"
+        key = "fractions" if config.fractions is not None else "steps"
+        raise SpecRuntimeError(
+            config_location(shard, config) + ("unit",),
+            f"unit {config.unit} cuts the {height}x{width} images into {units} units, too few for the {points}: "
+            f"{len(fractions) - distinct} of them would remove the same units as another (flat curves); "
+            f"use a smaller unit or fewer {key}",
+        )
 
 
 def decide(request: CheckRequest[FidelityCheck]) -> Outcome:

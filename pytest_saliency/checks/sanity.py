@@ -37,6 +37,7 @@ from ..metrics.saliency import reduce_channels
 from ..metrics.sanity import (
     SSIM_WINDOW,
     Order,
+    computation_order,
     efficient_mprt_score,
     histogram_entropy,
     other_classes,
@@ -91,9 +92,10 @@ def statistics(shard: Shard, config: SanityCheck, method: str | None) -> dict[st
             raise SpecRuntimeError(location + ("test",), str(error)) from None
         maps = reduce_channels(shard.attributions_of(shard.model, method, others), channels)
         return {"similarity": similarity(config.similarity_name, trained, maps).float(), "other_class": others}
-    layers = _layers(shard.model.network, config, location)
+    layers, left_out = _plan(shard, config, location)
     order: Order = "independent" if config.test == "independent" else "cascading"
     steps = _randomised(shard, config, layers, order, location)
+    plan = _plan_columns(shard.model.network, config, layers, left_out, len(shard))
     if config.test == "efficient":
         *_, (_, model) = steps  # every layer re-initialised; only the last step is explained
         assert isinstance(model, ModelUnderTest)
@@ -102,42 +104,105 @@ def statistics(shard: Shard, config: SanityCheck, method: str | None) -> dict[st
             "score": efficient_mprt_score(trained, randomised, config.bins).float(),
             "entropy_trained": histogram_entropy(trained, config.bins).float(),
             "entropy_randomised": histogram_entropy(randomised, config.bins).float(),
+            **plan,
         }
     compare = similarity_to(config.similarity_name, trained)
     curve = [self_similarity(trained)]
     for _, model in steps:
         assert isinstance(model, ModelUnderTest)
         curve.append(compare(reduce_channels(shard.attributions_of(model, method), channels)))
-    return {"similarity": torch.stack(curve, dim=1).float()}
+    return {"similarity": torch.stack(curve, dim=1).float(), **plan}
 
 
-def _layers(network: nn.Module, config: SanityCheck, location: Location) -> list[str]:
-    """The layers to randomise, checked against the network (positioned errors)."""
-    known = parameterised_layers(network)
-    if config.layers is None:
-        if not known:
+def _plan(shard: Shard, config: SanityCheck, location: Location) -> tuple[list[str], list[str]]:
+    """``(layers, left_out)``: the layers to randomise, in the order of the steps, and those left
+    out. Listed in ``layers``: as listed, none left out. Else (once per worker, on its first
+    batch): every parameterised layer in the order of the computation from the logits down
+    (:func:`~pytest_saliency.metrics.sanity.computation_order`), less those whose output never
+    reaches the logits and whose randomisation alone leaves the first batch's logits unchanged
+    (unused heads): randomising them could not change a map."""
+    if config.layers is not None:
+        return _listed_layers(shard.model.network, config, location), []
+    model, seed = shard.model, shard.spec.seed
+
+    def build() -> tuple[list[str], list[str]]:
+        if not parameterised_layers(model.network):
             raise SpecRuntimeError(location + ("test",), "the model has no parameterised layer to randomise")
-        layers = known
-    else:
-        names = [name for name, _ in network.named_modules() if name]
-        for position, layer in enumerate(config.layers):
-            if layer not in names:
-                raise SpecRuntimeError(
-                    location + ("layers", position),
-                    f"the model has no layer {layer!r}{did_you_mean(layer, known or names)}",
-                )
-            if next(network.get_submodule(layer).parameters(), None) is None:
-                raise SpecRuntimeError(
-                    location + ("layers", position), f"layer {layer!r} has no parameters to randomise"
-                )
-        layers = list(config.layers)
+        images = shard.images[: shard.worker.batch_size]
+        order, detached = computation_order(model, model.network, images)
+        working = shard.worker.cached(("sanity: working copy",), lambda: copy.deepcopy(model))
+        left_out = []
+        with torch.inference_mode():
+            logits = model(images)
+            for layer in detached:
+                module = working.get_submodule(_path(layer))
+                try:
+                    module.load_state_dict(randomised_state(model, _path(layer), seed))
+                except TypeError:  # no reset_parameters: it cannot be randomised, and need not be
+                    left_out.append(layer)
+                    continue
+                if torch.equal(working(images), logits):
+                    left_out.append(layer)
+                module.load_state_dict(model.get_submodule(_path(layer)).state_dict())
+        return [layer for layer in order if layer not in left_out], left_out
+
+    layers, left_out = shard.worker.cached(("sanity: plan", seed), build)
+    _check_per_layer(config, layers, location)
+    return layers, left_out
+
+
+def _plan_columns(
+    network: nn.Module, config: SanityCheck, layers: list[str], left_out: list[str], count: int
+) -> dict[str, Tensor]:
+    """The plan of :func:`_plan` as per-sample columns, for :func:`decide` on the driver (which
+    does not run the model): ``layer_steps (B, S)`` and ``left_out (B, K)``, indices into the
+    network's :func:`parameterised_layers`. None when the spec lists the layers."""
+    if config.layers is not None:
+        return {}
+    known = parameterised_layers(network)
+    steps = torch.tensor([known.index(layer) for layer in layers], dtype=torch.long)
+    out = torch.tensor([known.index(layer) for layer in left_out], dtype=torch.long)
+    return {"layer_steps": steps.expand(count, -1), "left_out": out.expand(count, -1)}
+
+
+def _decided_layers(request: CheckRequest, config: SanityCheck) -> tuple[list[str], list[str]]:
+    """``(layers, left_out)`` as the shards planned them (:func:`_plan_columns`)."""
+    network = request.engine.model.network
+    if config.layers is not None:
+        return _listed_layers(network, config, request.location), []
+    known = parameterised_layers(network)
+    statistics = request.statistics
+    layers = [known[int(index)] for index in statistics["layer_steps"][0]]
+    left_out = [known[int(index)] for index in statistics["left_out"][0]]
+    _check_per_layer(config, layers, request.location)
+    return layers, left_out
+
+
+def _listed_layers(network: nn.Module, config: SanityCheck, location: Location) -> list[str]:
+    """The layers the spec lists, checked against the network (positioned errors)."""
+    assert config.layers is not None
+    known = parameterised_layers(network)
+    names = [name for name, _ in network.named_modules() if name]
+    for position, layer in enumerate(config.layers):
+        if layer not in names:
+            raise SpecRuntimeError(
+                location + ("layers", position),
+                f"the model has no layer {layer!r}{did_you_mean(layer, known or names)}",
+            )
+        if next(network.get_submodule(layer).parameters(), None) is None:
+            raise SpecRuntimeError(location + ("layers", position), f"layer {layer!r} has no parameters to randomise")
+    layers = list(config.layers)
+    _check_per_layer(config, layers, location)
+    return layers
+
+
+def _check_per_layer(config: SanityCheck, layers: list[str], location: Location) -> None:
     for name in config.per_layer or {}:
         if name not in layers:
             raise SpecRuntimeError(
                 location + ("per_layer", name),
                 f"per_layer names {name!r}, which is not randomised{did_you_mean(name, layers)}",
             )
-    return layers
 
 
 def _randomised(
@@ -172,10 +237,18 @@ def decide(request: CheckRequest[SanityCheck]) -> Outcome:
     chosen = {name: values[request.selection] for name, values in request.statistics.items()}
     if config.test == "random_logit":
         return _random_logit(request, config, chosen)
-    layers = _layers(request.engine.model.network, config, request.location)
+    layers, left_out = _decided_layers(request, config)
     if config.test == "efficient":
-        return _efficient(request, config, chosen, layers)
-    return _randomisation(request, config, chosen["similarity"].T, layers)
+        outcome = _efficient(request, config, chosen, layers)
+    else:
+        outcome = _randomisation(request, config, chosen["similarity"].T, layers)
+    if left_out:
+        outcome.details.append(
+            f"left out: {', '.join(left_out)} (their output never reaches the logits and randomising them leaves "
+            "the first batch's logits unchanged: an unused head)"
+        )
+    outcome.extra["sanity"]["left_out"] = left_out
+    return outcome
 
 
 def _channels(request: CheckRequest[SanityCheck], config: SanityCheck) -> str:
@@ -207,9 +280,8 @@ def _randomisation(
                     f"after {_shown(layer)}" if config.test == "cascading" else f"with only {_shown(layer)} randomised"
                 )
                 measurements.append(Measurement.compare(f"{name} {step_name}", means[step], threshold, intervals[step]))
-    cumulative = (
-        "cumulatively, top-down as listed" if config.test == "cascading" else "one at a time, the others trained"
-    )
+    order = "as listed" if config.layers is not None else "in the order of the computation, from the logits down"
+    cumulative = f"cumulatively, {order}" if config.test == "cascading" else "one at a time, the others trained"
     details = [
         (
             f"{config.test} randomisation of {len(layers)} layers ({cumulative}; seed {engine.spec.seed}): "

@@ -14,6 +14,7 @@ of :attr:`SampleBatch.skipped`.
 
 from __future__ import annotations
 
+import glob
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -265,13 +266,18 @@ def boxes_truth(boxes: Sequence[Box], shown: str, location: Location) -> Truth:
 
 def find_mask(folder: Path, relative: str) -> Path | None:
     """The mask image for the image ``relative`` (a path under its images folder): the same
-    path under ``folder`` with any image suffix, else the same stem directly in ``folder``."""
+    path under ``folder`` with any image suffix in any case (``0.png``, ``0.PNG``, ``0.Png``),
+    else the same stem directly in ``folder``."""
     stem = Path(relative).with_suffix("")
     for candidate in (folder / stem, folder / stem.name):
-        for suffix in IMAGE_SUFFIXES:
+        for suffix in (*IMAGE_SUFFIXES, *(suffix.upper() for suffix in IMAGE_SUFFIXES)):
             path = candidate.with_name(candidate.name + suffix)
             if path.is_file():
                 return path
+        if candidate.parent.is_dir():  # a mixed-case suffix: the folder is listed, for these misses only
+            for path in sorted(candidate.parent.glob(f"{glob.escape(candidate.name)}.*")):
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.stem == candidate.name and path.is_file():
+                    return path
     return None
 
 

@@ -30,7 +30,7 @@ def read_boxes_csv(path: Path, shown: str) -> dict[str, list[Box]]:
     empty lines skipped) by file name; several rows for one file are all its boxes."""
     boxes: dict[str, list[Box]] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
+        with open(path, newline="", encoding="utf-8-sig") as stream:  # Excel writes a byte-order mark
             rows = list(csv.reader(stream))
     except (OSError, UnicodeDecodeError) as error:
         raise AnnotationError(f"cannot read {shown}: {error}") from error

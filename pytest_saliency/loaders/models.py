@@ -28,10 +28,16 @@ class Normalize(nn.Module):
         return (inputs - self.mean) / self.std
 
 
+PROBABILITY_FLOOR = 1e-12
+"""Probabilities (``model.output_kind: probabilities``) are clamped to this before the log."""
+
+
 class ModelUnderTest(nn.Module):
     """The user's ``network`` behind an optional :class:`Normalize`, so that attributions are
     taken with respect to the images as stored (in ``[0, 1]``), and ahead of :func:`as_logits`,
-    so that every caller sees ``(N, classes)`` logits whatever the network returns."""
+    so that every caller sees ``(N, classes)`` logits whatever the network returns. A network
+    that returns probabilities (``output_kind="probabilities"``) gives their logs, clamped at
+    :data:`PROBABILITY_FLOOR` first: log-probabilities, whose softmax is the probabilities."""
 
     def __init__(
         self,
@@ -39,15 +45,20 @@ class ModelUnderTest(nn.Module):
         normalize: NormalizeSpec | None,
         output: int | str | None = None,
         location: Location = ("model",),
+        output_kind: str = "logits",
     ) -> None:
         super().__init__()
         self.normalize = Normalize(normalize.mean, normalize.std) if normalize else nn.Identity()
         self.network = network
         self.output = output
         self.location = location
+        self.output_kind = output_kind
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
+        logits = as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
+        if self.output_kind == "probabilities":
+            return torch.log(logits.clamp_min(PROBABILITY_FLOOR))
+        return logits
 
 
 def as_logits(output: object, choice: int | str | None, count: int, location: Location = ("model",)) -> Tensor:
@@ -147,7 +158,7 @@ def load_model(
             )
         if spec.weights is not None:
             _load_weights(network, spec_dir / spec.weights, spec.weights, location + ("weights",))
-    return ModelUnderTest(network, spec.normalize, spec.output, location).to(device).eval()
+    return ModelUnderTest(network, spec.normalize, spec.output, location, spec.output_kind).to(device).eval()
 
 
 def _load_weights(network: nn.Module, path: Path, shown: str, location: Location) -> None:

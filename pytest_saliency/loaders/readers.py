@@ -17,8 +17,9 @@ def as_strings(values: object) -> np.ndarray:
 
 def read_labels_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     """A folder data set's labels CSV: its header (``[]`` without one; a header's first cell is
-    file, filename, image or name) and its rows (``#`` comments and empty lines skipped)."""
-    with open(path, newline="", encoding="utf-8") as stream:
+    file, filename, image or name) and its rows (``#`` comments and empty lines skipped). UTF-8,
+    with or without the byte-order mark that Excel writes."""
+    with open(path, newline="", encoding="utf-8-sig") as stream:
         rows = [row for row in csv.reader(stream) if row and not row[0].startswith("#")]
     if rows and rows[0][0].strip().lower() in ("file", "filename", "image", "name"):
         return [cell.strip() for cell in rows[0]], rows[1:]

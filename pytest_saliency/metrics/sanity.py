@@ -201,10 +201,48 @@ def efficient_mprt_score(original: Tensor, randomised: Tensor, bins: int = ENTRO
 
 
 def parameterised_layers(model: nn.Module) -> list[str]:
-    """Dotted names of the modules of ``model`` that hold parameters of their own, top-down
-    (the reverse of definition order: the logits layer first)."""
+    """Dotted names of the modules of ``model`` that hold parameters of their own, in reverse
+    definition order (what Quantus' MPRT randomises top-down; :func:`computation_order` gives the
+    order of the computation)."""
     names = [name for name, module in model.named_modules() if next(module.parameters(recurse=False), None) is not None]
     return names[::-1]
+
+
+def computation_order(model: nn.Module, network: nn.Module, inputs: Tensor) -> tuple[list[str], list[str]]:
+    """``(top_down, detached)``: the parameterised layers of ``network`` (a part of ``model``;
+    dotted names in it) in the order of the computation from the output down, and those whose
+    output does not reach ``model``'s output at all.
+
+    One forward pass of ``model`` on ``inputs`` ``(B, C, H, W)`` records when each layer's forward
+    ends (forward hooks), and one backward pass from the output's sum asks autograd whether each
+    layer's output lies on a path to it. ``top_down`` is the reverse of the recorded order
+    (layers the pass never called, or that hooks cannot watch, follow in reverse definition
+    order); ``detached`` lists, in that order, the called layers whose output requires a gradient
+    but receives none (an unused head). The model is not changed."""
+    known = parameterised_layers(network)
+    finished: dict[str, Tensor | None] = {}
+    handles = []
+    for name in known:
+
+        def record(module: nn.Module, args: object, output: object, name: str = name) -> None:
+            first = output[0] if isinstance(output, tuple | list) and output else output
+            finished.setdefault(name, first if isinstance(first, Tensor) else None)
+
+        try:
+            handles.append(network.get_submodule(name).register_forward_hook(record))
+        except RuntimeError:  # a TorchScript module takes no hooks
+            continue
+    try:
+        with torch.enable_grad():
+            output = model(inputs.detach().clone().requires_grad_(True))
+    finally:
+        for handle in handles:
+            handle.remove()
+    watched = {name: tensor for name, tensor in finished.items() if tensor is not None and tensor.requires_grad}
+    gradients = torch.autograd.grad(output.sum(), list(watched.values()), allow_unused=True) if watched else ()
+    reaching = {name: gradient is not None for name, gradient in zip(watched, gradients, strict=True)}
+    top_down = [*reversed(finished), *(name for name in known if name not in finished)]
+    return top_down, [name for name in top_down if reaching.get(name) is False]
 
 
 def reinitialise(module: nn.Module, seed: int) -> None:

@@ -1,16 +1,44 @@
 """Every output of a run: ``--saliency-json`` (:mod:`.results`), ``--saliency-report``
 (:mod:`.html`) and ``--saliency-markdown`` / ``$GITHUB_STEP_SUMMARY`` (:mod:`.markdown`), all
-from the one results document."""
+from the one results document.
+
+An interrupted run (Ctrl-C, or SIGTERM: :mod:`pytest_saliency.signals`) never replaces a
+complete file with a partial one: the files it asked for are left as they were, and what ran is
+written beside them as ``<name>.interrupted<suffix>`` (``saliency.interrupted.json``); the job
+summary it appends to says that it is partial. A Ctrl-C while a file is being written leaves that
+file as it was (writes are atomic) and ends the writing, without a traceback."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .format import shown_path
 from .html import ReportDependencyError, write_html
 from .markdown import append_step_summary, markdown_summary, write_markdown
 from .results import build_document, write_document
+
+INTERRUPTED = ".interrupted"
+"""What an interrupted run's files carry before their suffix."""
+
+
+@dataclass
+class RunOutputs:
+    """What :func:`write_run_outputs` did: ``lines`` for the terminal, whether a file that was
+    asked for is ``missing`` (could not be written), and whether the writing was ``interrupted``."""
+
+    lines: list[str] = field(default_factory=list)
+    missing: bool = False
+    interrupted: bool = False
+
+
+def interrupted_path(path: str) -> str:
+    """Where an interrupted run writes the file asked for at ``path``: ``a/saliency.json`` ->
+    ``a/saliency.interrupted.json``."""
+    target = Path(path)
+    return str(target.with_name(f"{target.stem}{INTERRUPTED}{target.suffix}"))
 
 
 def write_run_outputs(
@@ -21,37 +49,55 @@ def write_run_outputs(
     markdown_path: str | None = None,
     step_summary: str | None = None,
     overrides: Iterable[str] = (),
-) -> list[str]:
+    interrupted: bool = False,
+) -> RunOutputs:
     """Write ``--saliency-json``, ``--saliency-report`` and ``--saliency-markdown`` for a run's
-    results, and append the Markdown to the ``step_summary`` file; returns lines for the terminal
-    (the paths written, or why one could not be written). Never raises for an unwritable path or
-    a missing Jinja2: the test outcomes matter more than the report."""
+    results (beside them, :func:`interrupted_path`, for an ``interrupted`` run), and append the
+    Markdown to the ``step_summary`` file. Never raises for an unwritable path, a missing Jinja2
+    or a Ctrl-C: the test outcomes matter more than the report; the returned :class:`RunOutputs`
+    says what happened, for the terminal and the exit status."""
+    if interrupted:
+        json_path = interrupted_path(json_path) if json_path else None
+        report_path = interrupted_path(report_path) if report_path else None
+        markdown_path = interrupted_path(markdown_path) if markdown_path else None
     document = build_document(results, artifacts=[shown_path(report_path)] if report_path else [], overrides=overrides)
-    lines = []
-    if json_path:
-        try:
-            write_document(json_path, document)
-            lines.append(f"saliency results (JSON): {shown_path(json_path)}")
-        except OSError as error:
-            lines.append(f"saliency results (JSON): could not write {shown_path(json_path)}: {error}")
-    if report_path:
-        try:
-            write_html(report_path, document)
-            lines.append(f"saliency report (HTML): {shown_path(report_path)}")
-        except (OSError, ReportDependencyError) as error:
-            lines.append(f"saliency report (HTML): could not write {shown_path(report_path)}: {error}")
-        except Exception as error:  # noqa: BLE001  (a rendering bug must not turn the run into an internal error)
-            lines.append(
-                f"saliency report (HTML): could not render {shown_path(report_path)}: {type(error).__name__}: {error}"
-            )
-    if markdown_path or step_summary:
-        lines += _markdown_outputs(document, markdown_path, step_summary)
-    return lines
+    outputs = RunOutputs()
+    run = " (partial: the run was interrupted; the file asked for is left as it was)" if interrupted else ""
+    try:
+        if json_path:
+            try:
+                write_document(json_path, document)
+                outputs.lines.append(f"saliency results (JSON): {shown_path(json_path)}{run}")
+            except OSError as error:
+                outputs.lines.append(f"saliency results (JSON): could not write {shown_path(json_path)}: {error}")
+                outputs.missing = True
+        if report_path:
+            try:
+                write_html(report_path, document)
+                outputs.lines.append(f"saliency report (HTML): {shown_path(report_path)}{run}")
+            except (OSError, ReportDependencyError) as error:
+                outputs.lines.append(f"saliency report (HTML): could not write {shown_path(report_path)}: {error}")
+                outputs.missing = True
+            except Exception as error:  # noqa: BLE001  (a rendering bug must not turn the run into an internal error)
+                outputs.lines.append(
+                    f"saliency report (HTML): could not render {shown_path(report_path)}: "
+                    f"{type(error).__name__}: {error}"
+                )
+                outputs.missing = True
+        if markdown_path or step_summary:
+            _markdown_outputs(document, markdown_path, step_summary, interrupted, outputs)
+    except KeyboardInterrupt:
+        outputs.lines.append("saliency reports: interrupted while writing; the files not written are left as they were")
+        outputs.missing = outputs.interrupted = True
+    return outputs
 
 
-def _markdown_outputs(document: dict[str, Any], path: str | None, step_summary: str | None) -> list[str]:
+def _markdown_outputs(
+    document: dict[str, Any], path: str | None, step_summary: str | None, interrupted: bool, outputs: RunOutputs
+) -> None:
     text = markdown_summary(document["results"], document["summary"])
-    lines = []
+    if interrupted:
+        text = "**The run was interrupted: these results are partial.**\n\n" + text
     for target, write, done in (
         (path, write_markdown, "saliency summary (Markdown)"),
         (step_summary, append_step_summary, "saliency summary (Markdown) appended to"),
@@ -59,7 +105,7 @@ def _markdown_outputs(document: dict[str, Any], path: str | None, step_summary: 
         if target:
             try:
                 write(target, text)
-                lines.append(f"{done}: {shown_path(target)}")
+                outputs.lines.append(f"{done}: {shown_path(target)}")
             except OSError as error:
-                lines.append(f"{done}: could not write {shown_path(target)}: {error}")
-    return lines
+                outputs.lines.append(f"{done}: could not write {shown_path(target)}: {error}")
+                outputs.missing = True

@@ -149,6 +149,11 @@ class ModelSpec(_ExactlyOne):
         default=None,
         description="which output holds the logits when the model returns a tuple (an index) or a dict (a key)",
     )
+    output_kind: Literal["logits", "probabilities"] = Field(
+        default="logits",
+        description="what the model returns per class: logits, or probabilities (rows summing to 1), "
+        "then taken as log-probabilities (clamped at 1e-12 before the log)",
+    )
 
     @model_validator(mode="after")
     def _weights_need_factory(self) -> ModelSpec:

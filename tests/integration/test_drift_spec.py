@@ -192,7 +192,11 @@ def test_baseline_workflow(twins):
             "saliency baselines (--saliency-update-mode=missing): 1 created, 0 updated, 0 unchanged in specs/saliency-baselines/x"
         ]
     )
-    assert sorted(p.name for p in folder.iterdir()) == ["production.stable.grad.json", "production.stable.grad.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".gitignore",
+        "production.stable.grad.json",
+        "production.stable.grad.pt",
+    ]
     written = (folder / "production.stable.grad.pt").read_bytes()
 
     twins.runpytest().assert_outcomes(passed=1)  # compares, writes nothing
@@ -205,8 +209,8 @@ def test_baseline_workflow(twins):
         [
             "*failed: max |shift| = 0.7424 (want <= 0.1)",
             "  A = baseline 'production' (production.stable.grad, made *, weights *) (reference); *",
-            "saliency drift mismatches, obtained summaries written beside their baselines:",
-            "  specs/saliency-baselines/x/production.stable.grad.obtained.json",
+            "saliency drift mismatches, obtained summaries written to:",
+            "  .pytest_cache/saliency-obtained/x/production.stable.grad.obtained.json",
         ]
     )
     assert (folder / "production.stable.grad.pt").read_bytes() == written  # a normal run never writes
@@ -216,7 +220,9 @@ def test_baseline_workflow(twins):
     updated.stdout.fnmatch_lines(
         ["saliency baselines (--saliency-update-mode=changed): 0 created, 1 updated, 0 unchanged*"]
     )
-    assert not (folder / "production.stable.grad.obtained.json").exists()
+    assert not (
+        twins.path / ".pytest_cache" / "saliency-obtained" / "x" / "production.stable.grad.obtained.json"
+    ).exists()
     again = twins.runpytest("--saliency-update-baselines")
     again.stdout.fnmatch_lines(
         ["saliency baselines (--saliency-update-mode=changed): 0 created, 0 updated, 1 unchanged*"]
@@ -239,7 +245,11 @@ def test_the_former_key_baseline_still_works_and_warns_at_its_line(twins):
             "name of 'snapshot': write against: {snapshot: production} (the stored files stay as they are)"
         )
     )
-    assert sorted(p.name for p in folder.iterdir()) == ["production.stable.grad.json", "production.stable.grad.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".gitignore",
+        "production.stable.grad.json",
+        "production.stable.grad.pt",
+    ]
     write(twins, drift_check("stable", "{snapshot: production}"))  # the same files under the new key
     renamed = twins.runpytest()
     renamed.assert_outcomes(passed=1)
@@ -321,3 +331,71 @@ def test_update_counts_reach_the_controller_under_xdist(twins):
     result.stdout.fnmatch_lines(
         ["saliency baselines (--saliency-update-mode=changed): 2 created, 0 updated, 0 unchanged in *"]
     )
+
+
+FAULTY_DISK = """\
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import pytest_saliency._io
+
+WHERE, ERROR = {where!r}, errno.{error}
+PATCHES = pytest.MonkeyPatch()
+
+
+def pytest_configure(config):
+    \"\"\"For the run, every write, rename and removal of a path holding WHERE raises ERROR (the
+    tests run as root, which file modes do not stop: the fault is injected).\"\"\"
+
+    def guard(real):
+        def guarded(*args, **kwargs):
+            if any(WHERE in str(arg) for arg in args[:2]):  # paths, not the bytes written
+                raise OSError(ERROR, os.strerror(ERROR))
+            return real(*args, **kwargs)
+
+        return guarded
+
+    PATCHES.setattr(pytest_saliency._io, "write_temporary", guard(pytest_saliency._io.write_temporary))
+    PATCHES.setattr(os, "replace", guard(os.replace))
+    PATCHES.setattr(os, "unlink", guard(os.unlink))
+    PATCHES.setattr(Path, "unlink", guard(Path.unlink))
+    PATCHES.setattr(Path, "mkdir", guard(Path.mkdir))
+
+
+def pytest_unconfigure(config):
+    PATCHES.undo()
+"""
+
+
+def test_a_read_only_snapshot_folder_lets_a_passing_drift_check_pass(twins):
+    write(twins, drift_check("stable", "{snapshot: production}"))
+    twins.runpytest("--saliency-update-baselines").assert_outcomes(passed=1)
+    folder = twins.path / "specs" / "saliency-baselines" / "x"
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    twins.makeconftest(FAULTY_DISK.format(where="saliency-baselines", error="EROFS"))
+    result = twins.runpytest("-rA")
+    result.assert_outcomes(passed=1)
+    assert "Errno" not in result.stdout.str()
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def test_a_full_disk_keeps_the_drift_failure_and_its_measurements(twins):
+    write(twins, drift_check("stable", "{snapshot: production}"))
+    twins.runpytest("--saliency-update-baselines").assert_outcomes(passed=1)
+    write(twins, drift_check("stable", "{snapshot: production}"), weights="decoy.pt")
+    twins.makeconftest(FAULTY_DISK.format(where="obtained", error="ENOSPC"))
+    result = twins.runpytest("--saliency-json=results.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        literal(
+            "specs/x.saliency.yaml:*: check 'stable' [grad] failed: max |shift| = 0.7424 (want <= 0.1)",
+            "*note: the obtained drift summary could not be written to *production.stable.grad.obtained.json: "
+            "[Errno 28] No space left on device",
+        )
+    )
+    assert "raised OSError" not in result.stdout.str() and "obtained summaries written" not in result.stdout.str()
+    (item,) = json.loads((twins.path / "results.json").read_text())["results"]
+    assert item["status"] == "failed" and item["measurements"][0]["value"] == pytest.approx(0.7424, abs=1e-4)

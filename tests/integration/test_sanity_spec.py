@@ -60,7 +60,7 @@ def test_gradient_passes_and_the_edge_map_fails_with_the_similarity_per_layer(
                 f"specs/x.saliency.yaml:{line}: check 'randomisation' [[]edge] failed: "
                 "final spearman_abs (all 3 layers randomised) = 1 (want <= 0.5)"
             ),
-            "*cascading randomisation of 3 layers (cumulatively, top-down as listed; seed 0): spearman_abs *6 samples",
+            "*cascading randomisation of 3 layers (cumulatively, in the order of the computation, from the logits down; seed 0): spearman_abs *6 samples",
             "*step      randomised    type  spearman_abs  ± 95%",
             "*   0  none (trained)                 1.000  0.000",
             "*   1               6  Linear         1.000  0.000",

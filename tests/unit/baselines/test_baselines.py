@@ -54,7 +54,7 @@ def test_round_trip(tmp_path, monkeypatch):
     tensors, metadata = sample(1.0)
     path = store.save("production", tensors, metadata)
     assert path == tmp_path / "baselines" / "production.pt" and path.is_file()
-    assert files(tmp_path / "baselines") == ["production.json", "production.pt"]
+    assert files(tmp_path / "baselines") == [".gitignore", "production.json", "production.pt"]
 
     calls = []
     real_load = torch.load
@@ -89,7 +89,7 @@ def test_save_replaces_the_previous_version(tmp_path):
     store.save("b", *sample(2.0))
     loaded, meta = store.load("b")
     assert torch.equal(loaded["centres"], torch.full((4, 7), 2.0)) and meta["weights_hash"] == "w2.0"
-    assert files(tmp_path) == ["b.json", "b.pt"]
+    assert files(tmp_path) == [".gitignore", "b.json", "b.pt"]
 
 
 def half_then_fail(fail_on_call: int):
@@ -163,7 +163,10 @@ def test_missing_baseline_names_the_command_that_creates_it(tmp_path):
     store = SnapshotStore(tmp_path)
     store.save("half", *sample(1.0))
     (tmp_path / "half.json").unlink()
-    with pytest.raises(MissingSnapshotError, match="'my specs/x.saliency.yaml'"):
+    with pytest.raises(
+        SnapshotCorruptError,
+        match=r"half\.json is missing \(only half\.pt is there\); repair it with: .*'my specs/x.saliency.yaml'",
+    ):
         store.load("half", spec_path="my specs/x.saliency.yaml")
 
 

@@ -350,17 +350,18 @@ def test_a_new_version_against_the_baseline_fails_and_writes_the_obtained_summar
     path = write_spec(project, weights="clean.pt", against=BASELINE)
     run(path, baselines=BaselineSettings(mode="missing"))
     write_spec(project, weights="decoy.pt", against=BASELINE)  # the next version of the model
-    outcome = run(path)
+    summaries = project / "cache" / "saliency-obtained"
+    outcome = run(path, baselines=BaselineSettings(obtained=summaries))
     assert not outcome.passed
     assert measured(outcome, "max |shift|") == pytest.approx(DECOY_SHIFT, abs=1e-6)
-    obtained = stored(project)[0].with_name("production.drift.grad.obtained.json")
+    obtained = summaries / "twin" / "production.drift.grad.obtained.json"  # never beside the snapshot
     assert outcome.extra["baseline"]["obtained"] == str(obtained) == outcome.extra["artifacts"][0]
     record = json.loads(obtained.read_text())
     assert record["passed"] is False and record["drift"]["max_abs_shift"] == pytest.approx(DECOY_SHIFT, abs=1e-5)
     assert "decoy: cluster" in "\n".join(outcome.details) and f"written to {obtained}" in outcome.details[-1]
     assert outcome.extra["against"].startswith("baseline 'production' (production.drift.grad, made ")
 
-    updated = run(path, baselines=BaselineSettings(mode="changed"))
+    updated = run(path, baselines=BaselineSettings(mode="changed", obtained=summaries))
     assert updated.passed and updated.extra["baseline"]["action"] == "updated"
     assert not obtained.exists()  # the mismatch is resolved: its stale summary is gone
 
@@ -405,6 +406,7 @@ def test_an_interrupted_update_leaves_the_previous_baseline_intact(project, monk
     assert "the previous baseline, if any, is unchanged" in error.value.message
     assert (tensors_path.read_bytes(), json_path.read_bytes()) == before
     assert sorted(p.name for p in tensors_path.parent.iterdir()) == [
+        ".gitignore",
         "production.drift.grad.json",
         "production.drift.grad.pt",
     ]

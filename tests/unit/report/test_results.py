@@ -78,13 +78,15 @@ def test_load_document_checks_format_and_version(tmp_path: Path) -> None:
 
 def test_write_run_outputs_reports_paths_and_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    lines = report_outputs.write_run_outputs(
+    outputs = report_outputs.write_run_outputs(
         sample_results(), report_path=str(tmp_path / "r.html"), json_path=str(tmp_path / "r.json")
     )
-    assert lines == ["saliency results (JSON): r.json", "saliency report (HTML): r.html"]
+    assert outputs.lines == ["saliency results (JSON): r.json", "saliency report (HTML): r.html"]
+    assert not outputs.missing
     (tmp_path / "blocked").write_text("a file, not a folder")
-    lines = report_outputs.write_run_outputs(sample_results(), json_path=str(tmp_path / "blocked" / "r.json"))
-    assert lines[0].startswith("saliency results (JSON): could not write blocked/r.json")
+    outputs = report_outputs.write_run_outputs(sample_results(), json_path=str(tmp_path / "blocked" / "r.json"))
+    assert outputs.lines[0].startswith("saliency results (JSON): could not write blocked/r.json")
+    assert outputs.missing
 
 
 def test_significant_digits_for_junit() -> None:
