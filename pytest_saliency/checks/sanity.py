@@ -165,7 +165,7 @@ def _plan_columns(
     return {"layer_steps": steps.expand(count, -1), "left_out": out.expand(count, -1)}
 
 
-def _decided_layers(request: CheckRequest, config: SanityCheck) -> tuple[list[str], list[str]]:
+def _decided_layers(request: CheckRequest[SanityCheck], config: SanityCheck) -> tuple[list[str], list[str]]:
     """``(layers, left_out)`` as the shards planned them (:func:`_plan_columns`)."""
     network = request.engine.model.network
     if config.layers is not None:
