@@ -62,7 +62,7 @@ class SpecFile(pytest.File):
         for index, check in enumerate(spec.checks):
             slices = self.loaded.slice_values(index) if getattr(check.config, "slices", None) else None
             for name, method, class_index, slice_value in _variants(
-                spec.attributions, spec.data.classes, check, slices
+                spec.attributions, self.loaded.classes, check, slices
             ):
                 # The id is given as a string so that pytest parses "check[variant]" the way it
                 # parses the ids it reads back from its cache: pytest 9.2 keeps the brackets of a
@@ -213,6 +213,7 @@ class CheckItem(pytest.Item):
         self.slice_value = slice_value
         self.outcome: Outcome | None = None
         self.weights: dict[str, str] | None = None
+        self.model_source: dict[str, object] | None = None
 
     @property
     def check(self) -> CheckSpec:
@@ -243,6 +244,7 @@ class CheckItem(pytest.Item):
             )
             self.outcome.extra["skipped"] = result.skipped
         self.weights = engine.weights_file
+        self.model_source = engine.model_source
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
         for measurement in self.outcome.measurements:  # --junitxml properties, for CI dashboards
@@ -363,6 +365,7 @@ class CheckItem(pytest.Item):
             "severity": self.check.severity,
             "status": self._status(),
             "weights": self.weights,
+            "model_source": self.model_source,
             "overrides": self.parent.loaded.overrides,
             **outcome,
         }

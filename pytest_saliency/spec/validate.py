@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from .._constants import SPEC_SUFFIXES, spec_stem
 from ..errors import Location, SpecError, SpecProblem, did_you_mean
 from .overrides import Override, Problem, apply_overrides, dotted, substitute_environment
-from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
+from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, EXTRAS, Spec
 from .source import DuplicateKey, SourceMap, load_yaml
 
 
@@ -49,6 +49,22 @@ class LoadedSpec:
     def resolve(self, relative: str) -> Path:
         """A path written in the spec, relative to the spec file."""
         return (self.directory / relative).resolve()
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names known without loading anything: ``data.classes``, else a Hugging Face
+        folder's ``id2label`` (read from its ``config.json`` as JSON)."""
+        if self.spec.data.classes is not None:
+            return self.spec.data.classes
+        folder = self.spec.model.huggingface
+        if folder is None or not (self.resolve(folder) / "config.json").is_file():
+            return None
+        from ..loaders.model_sources import huggingface_classes
+
+        try:
+            return huggingface_classes(self.resolve(folder))
+        except (OSError, ValueError):  # a broken config.json is reported when the model loads
+            return None
 
     def slice_values(self, check_index: int) -> list[str]:
         """The slices a check with ``slices`` expands into: its ``values``, else every value of
@@ -269,10 +285,11 @@ def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
                 yield loaded.problem(
                     ("checks", index, check.kind, "methods", position), f"no attribution named {method!r}{hint}"
                 )
-        if getattr(config, "per_class", False) and not spec.data.classes:
+        if getattr(config, "per_class", False) and not loaded.classes:
             yield loaded.problem(
                 ("checks", index, check.kind, "per_class"), "per_class needs the class names: add data.classes"
             )
+    yield from _check_model_source(loaded)
     yield from _check_files(loaded)
     yield from _check_slices(loaded)
 
@@ -388,6 +405,57 @@ def _captum_has(method: str) -> bool:
     except ImportError:
         return False
     return isinstance(getattr(captum.attr, method, None), type)
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""What a Hugging Face hub id looks like (``google/vit-base-patch16-224``)."""
+
+
+def _check_model_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
+    """A source's optional package is installed (looked up, not imported), a Hugging Face folder
+    is a local ``save_pretrained`` folder, and ``data.transform: auto`` has a source to take it
+    from."""
+    model = loaded.spec.model
+    source = model.source
+    if source in EXTRAS and not _installed(EXTRAS[source]):
+        yield loaded.problem(
+            ("model", source), f"{source} models need {EXTRAS[source]}: pip install 'pytest-saliency[{source}]'"
+        )
+    if model.huggingface is not None:
+        folder = loaded.resolve(model.huggingface)
+        where = ("model", "huggingface")
+        if not folder.is_dir() and HUB_ID.match(model.huggingface) and not folder.exists():
+            yield loaded.problem(
+                where,
+                f"{model.huggingface!r} is not a folder (paths are relative to the spec file), and a hub id is not "
+                "downloaded: save the model with save_pretrained(folder) and its image processor beside it, "
+                "and name that folder",
+            )
+        elif not folder.is_dir():
+            yield loaded.problem(where, f"folder not found: {model.huggingface} (paths are relative to the spec file)")
+        elif not (folder / "config.json").is_file():
+            yield loaded.problem(
+                where, f"{model.huggingface} has no config.json: write the folder with the model's save_pretrained"
+            )
+    if loaded.spec.data.transform == "auto" and (
+        source in ("factory", "torchscript") or (source == "torchvision" and model.preset is None)
+    ):
+        reason = (
+            "add model.preset to take a torchvision preset's" if source == "torchvision" else f"a {source} carries no"
+        )
+        yield loaded.problem(
+            ("data", "transform"), f"transform: auto takes the model source's resize and crop: {reason}, or write them"
+        )
+
+
+def _installed(package: str) -> bool:
+    """Whether ``package`` can be imported, without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, a broken install
+        return False
 
 
 def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
@@ -566,7 +634,7 @@ def _check_npz(loaded: LoadedSpec, path: Path) -> Iterator[SpecProblem]:
         yield loaded.problem(where, f"masks {masks} do not match images {images}: masks must be (N, H, W) = {spatial}")
     if labels != spatial[:1]:
         yield loaded.problem(where, f"labels {labels} do not match images {images}: labels must be ({spatial[0]},)")
-    normalize = loaded.spec.model.normalize
+    normalize = loaded.spec.model.normalization
     channels = images[1] if len(images) == 4 else 1
     if normalize is not None and len(normalize.mean) != channels:
         yield loaded.problem(
