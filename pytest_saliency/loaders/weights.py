@@ -40,11 +40,6 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 """What wrappers put before every key: DataParallel/DDP, ``torch.compile``, Lightning modules."""
 
 
-class AttributeDict(dict[str, object]):
-    """Stands in for Lightning's ``AttributeDict`` (hyper-parameters) when a checkpoint is read:
-    the values are kept as a plain dict, nothing of Lightning is imported or run."""
-
-
 LIGHTNING_ATTRIBUTE_DICTS = (
     "lightning.fabric.utilities.data.AttributeDict",
     "pytorch_lightning.utilities.parsing.AttributeDict",
@@ -55,7 +50,7 @@ SAFE_GLOBALS: list[Callable[..., object] | tuple[Callable[..., object], str]] = 
     pathlib.WindowsPath,
     pathlib.PurePosixPath,
     pathlib.PureWindowsPath,
-    *((AttributeDict, name) for name in LIGHTNING_ATTRIBUTE_DICTS),
+    *((dict, name) for name in LIGHTNING_ATTRIBUTE_DICTS),  # read as a plain dict: Lightning is not imported
 ]
 """Plain data classes allowed besides tensors when a checkpoint is unpickled."""
 
@@ -138,9 +133,9 @@ def _refusal(path: Path, shown: str, error: Exception) -> str:
     except Exception:  # noqa: BLE001  (not a torch zip file at all: the load's own message says so)
         unsafe = []
     if any(name.startswith("torch.nn.modules.") for name in unsafe):
-        model = next((name for name in unsafe if not name.startswith("torch.")), unsafe[0])
+        classes = sorted(unsafe, key=lambda name: (name.startswith("torch."), name))  # the model's own first
         return (
-            f"{shown} is a whole pickled model ({model}), which loads only by running code: "
+            f"{shown} is a whole pickled model ({_few(classes, 2)}), which loads only by running code: "
             "save its weights with torch.save(model.state_dict(), PATH) and give that file"
         )
     if unsafe:
