@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def _refusal(path: Path, shown: str, error: Exception) -> str:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001  (not a torch zip file at all: the load's own message says so)
         unsafe = []
-    if any(name.startswith("torch.nn.modules.") for name in unsafe):
+    if unsafe and _pickles_a_module(path):
         classes = sorted(unsafe, key=lambda name: (name.startswith("torch."), name))  # the model's own first
         return (
             f"{shown} is a whole pickled model ({_few(classes, 2)}), which loads only by running code: "
@@ -144,6 +145,18 @@ def _refusal(path: Path, shown: str, error: Exception) -> str:
             "code: save the state_dict alone, torch.save(model.state_dict(), PATH)"
         )
     return f"cannot load {shown} as a state_dict (weights_only=True): {first_line(error)}"
+
+
+def _pickles_a_module(path: Path) -> bool:
+    """Whether the torch zip file at ``path`` holds a pickled ``nn.Module``: its pickle names the
+    attributes every module has (read as bytes; nothing is unpickled)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
+            content = archive.read(name)
+    except (OSError, zipfile.BadZipFile, StopIteration):
+        return False
+    return all(attribute in content for attribute in (b"_parameters", b"_buffers", b"_modules"))
 
 
 def _is_state_dict(value: object) -> bool:
