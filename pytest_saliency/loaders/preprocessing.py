@@ -72,7 +72,7 @@ def resolve_preprocessing(loaded: LoadedSpec) -> tuple[LoadedSpec, Preprocessing
         if defaults.transform is None:
             raise SpecRuntimeError(
                 ("data", "transform"),
-                f"transform: auto takes the model source's resize and crop, but {defaults.origin} describes none: "
+                f"auto takes the model source's resize and crop, but {defaults.origin} describes none: "
                 "write resize and center_crop",
             )
         transform, transform_from = defaults.transform, defaults.origin

@@ -437,15 +437,18 @@ def _check_model_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
             yield loaded.problem(
                 where, f"{model.huggingface} has no config.json: write the folder with the model's save_pretrained"
             )
-    if loaded.spec.data.transform == "auto" and (
-        source in ("factory", "torchscript") or (source == "torchvision" and model.preset is None)
-    ):
-        reason = (
-            "add model.preset to take a torchvision preset's" if source == "torchvision" else f"a {source} carries no"
-        )
-        yield loaded.problem(
-            ("data", "transform"), f"transform: auto takes the model source's resize and crop: {reason}, or write them"
-        )
+    if loaded.spec.data.transform == "auto":
+        if source == "torchvision" and model.preset is None:
+            yield loaded.problem(
+                ("data", "transform"),
+                "auto takes the model source's resize and crop: add model.preset (a torchvision preset has them), "
+                "or write resize and center_crop",
+            )
+        elif source in ("factory", "torchscript"):
+            yield loaded.problem(
+                ("data", "transform"),
+                f"auto takes the model source's resize and crop, and a {source} has none: write resize and center_crop",
+            )
 
 
 def _installed(package: str) -> bool:

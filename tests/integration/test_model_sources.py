@@ -215,3 +215,69 @@ def test_what_the_spec_writes_wins_over_the_source_with_a_note(
             "mean [[]0.5, 0.4, 0.3] std [[]0.2, 0.25, 0.3]",
         ]
     )
+
+
+CHECK_FOLDER = """\
+from pytest_saliency.spec.schema import TransformSpec
+
+
+def test_labels_follow_the_model_class_names(saliency_engine):
+    engine = saliency_engine("specs/x.saliency.yaml")
+    assert engine.spec.data.transform == TransformSpec(resize=[16, 16], interpolation="bilinear")
+    assert engine.spec.data.classes == ["triangle", "circle", "square"]
+    shard = engine.shard()
+    assert shard.images.shape[-2:] == (16, 16)
+    assert shard.batch.labels.tolist() == [1, 2, 0, 1]  # circle, square, triangle, circle by id2label
+"""
+
+
+def test_transform_auto_and_class_names_of_a_huggingface_folder_apply_to_image_files(
+    project: pytest.Pytester, write_spec: WriteSpec, vit_folder: Path
+) -> None:
+    from PIL import Image
+
+    config = json.loads((vit_folder / "config.json").read_text())
+    config["id2label"] = {"0": "triangle", "1": "circle", "2": "square"}  # not the folders' sorted order
+    config["label2id"] = {name: int(index) for index, name in config["id2label"].items()}
+    (vit_folder / "config.json").write_text(json.dumps(config))
+    (project.path / "images").mkdir()
+    rows, boxes = ["file,label"], ["file,top,left,bottom,right"]
+    for index, label in enumerate(["circle", "square", "triangle", "circle"]):
+        pixels = torch.zeros(24, 20, 3, dtype=torch.uint8)
+        pixels[4 + index : 12 + index, 4:12, 0] = 255
+        Image.fromarray(pixels.numpy()).save(project.path / "images" / f"s{index}.png")
+        rows.append(f"s{index}.png,{label}")
+        boxes.append(f"s{index}.png,{4 + index},4,{12 + index},12")
+    (project.path / "labels.csv").write_text("\n".join(rows) + "\n")
+    (project.path / "boxes.csv").write_text("\n".join(boxes) + "\n")
+    data = "folder: {images: ../images, labels: ../labels.csv, boxes: ../boxes.csv}\ntransform: auto"
+    write_spec(
+        model="huggingface: ../vit", data=data, checks="- id: cov\n  shared_interest:\n    iou: {mean: '>= 0'}\n"
+    )
+    project.makepyfile(test_folder=CHECK_FOLDER)
+    result = project.runpytest_inprocess("-p", "no:randomly", "specs", "test_folder.py")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "x normalize mean [[]0.5, 0.4, 0.3] std [[]0.2, 0.25, 0.3] (from huggingface ../vit preprocessor_config.json); "
+            "transform resize [[]16, 16], bilinear (from huggingface ../vit preprocessor_config.json)"
+        ]
+    )
+
+
+def test_transform_auto_without_a_source_that_has_one_is_a_spec_error(
+    project: pytest.Pytester, write_spec: WriteSpec, helpers: SimpleNamespace
+) -> None:
+    data = "folder: {images: ../images, labels: ../labels.csv, boxes: ../boxes.csv}\ntransform: auto"
+    (project.path / "images").mkdir()
+    (project.path / "labels.csv").write_text("file,label\n")
+    (project.path / "boxes.csv").write_text("file,top,left,bottom,right\n")
+    text = write_spec(model="torchvision: resnet18", data=data).read_text()
+    result = project.runpytest_inprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"specs/x.saliency.yaml:{helpers.position(text, 'auto')}: data.transform: auto takes the model source's "
+            "resize and crop: add model.preset (a torchvision preset has them), or write resize and center_crop"
+        ]
+    )
