@@ -203,7 +203,7 @@ def _model_at(location: Location) -> type[BaseModel] | None:
 
 
 def _unwrap(annotation: Any) -> Any:
-    """Strip ``Annotated`` and ``Optional`` wrappers."""
+    """Strip ``Annotated`` and ``Optional`` wrappers (and a literal beside a model)."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
@@ -211,15 +211,41 @@ def _unwrap(annotation: Any) -> Any:
             continue
         if origin in (typing.Union, types.UnionType):
             members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-            if len(members) == 1:
-                annotation = members[0]
+            models = [arg for arg in members if isinstance(arg, type) and issubclass(arg, BaseModel)]
+            if len(members) == 1 or len(models) == 1:  # Model | Literal["auto"]: the model's keys
+                annotation = members[0] if len(members) == 1 else models[0]
                 continue
         return annotation
 
 
+_UNION_MEMBER = re.compile(r"^(literal|function-after)\[.*\]$")
+"""How pydantic names the member of a ``Model | Literal[...]`` union in an error's location."""
+
+
+def _meant_member(errors: list[Any]) -> list[Any]:
+    """A value that fits no member of ``Model | Literal["auto", ...]`` (``transform``,
+    ``normalize``) is reported once per member; keep the member it was meant for (the literal
+    for a string, the model otherwise), with the member's name taken out of the location."""
+    literal_strings = set()
+    for item in errors:
+        loc = item["loc"]
+        member = next((i for i, part in enumerate(loc) if isinstance(part, str) and _UNION_MEMBER.match(part)), None)
+        if member is not None and loc[member].startswith("literal[") and isinstance(item["input"], str):
+            literal_strings.add(loc[:member])
+    kept = []
+    for item in errors:
+        loc = item["loc"]
+        member = next((i for i, part in enumerate(loc) if isinstance(part, str) and _UNION_MEMBER.match(part)), None)
+        if member is None:
+            kept.append(item)
+        elif loc[member].startswith("literal[") == (loc[:member] in literal_strings):
+            kept.append({**item, "loc": loc[:member] + loc[member + 1 :]})
+    return kept
+
+
 def _problems_from_validation(error: ValidationError, source: SourceMap, shown: str) -> list[SpecProblem]:
     problems: dict[Location, SpecProblem] = {}
-    for item in error.errors():
+    for item in _meant_member(error.errors()):
         location = tuple(part for part in item["loc"] if isinstance(part, int | str))
         kind = item["type"]
         where, at_key = location, True
