@@ -94,7 +94,9 @@ def resolve_preprocessing(loaded: LoadedSpec) -> tuple[LoadedSpec, Preprocessing
         notes.append(f"classes: the spec's data.classes differ from {defaults.origin}'s")
     effective = spec.model_copy(update={"data": data.model_copy(update={"transform": transform, "classes": classes})})
     record = Preprocessing(
-        normalize=f"{_normalize(normalize)} (from {normalize_from})",
+        normalize=f"{_normalize(normalize)} (from {normalize_from})"
+        if normalize is not None or normalize_from == SPEC
+        else f"none ({normalize_from} gives none)",
         transform=f"{_transform(transform)} (from {transform_from})" if transform else "none",
         classes=f"{len(classes)} named (from {classes_from})" if classes else "by index",
         notes=tuple(notes),
