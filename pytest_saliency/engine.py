@@ -156,13 +156,14 @@ class SpecEngine:
 
     @cached_property
     def weights_file(self) -> dict[str, str] | None:
-        """The file the spec's model comes from (its ``weights``, or its ``torchscript`` file):
+        """The file the spec's model comes from (its ``weights``, its ``torchscript`` or ``export``
+        file, a Hugging Face folder's weights):
         ``{"path": ..., "sha256": ...}``, the path relative to the working directory when it lies
         below it; None for a factory without weights. Every report names it."""
         from .report.format import shown_path
 
         model = self.spec.model
-        name = model.weights or model.torchscript
+        name = model.weights or model.torchscript or model.export
         if model.huggingface is not None:
             path = huggingface_weights(self.loaded.resolve(model.huggingface))
             if path is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import Location, SpecRuntimeError
+from ..errors import Location, SpecRuntimeError, first_line
 from ..spec.schema import ModelSpec, NormalizeSpec
 from .imports import call_factory, resolve_callable
 from .model_sources import build_network
@@ -31,6 +31,48 @@ class Normalize(nn.Module):
 
     def forward(self, inputs: Tensor) -> Tensor:
         return (inputs - self.mean) / self.std
+
+
+class ExportedNetwork(nn.Module):
+    """A ``torch.export`` program's module: it runs in the mode it was exported in (such a module
+    refuses ``train()`` and ``eval()``), so switching modes leaves it alone."""
+
+    def __init__(self, program: nn.Module) -> None:
+        super().__init__()
+        self.program = program
+
+    def train(self, mode: bool = True) -> ExportedNetwork:
+        self.training = mode
+        return self
+
+    def forward(self, inputs: Tensor) -> object:
+        return self.program(inputs)
+
+
+def _exported_network(path: Path, shown: str, location: Location) -> nn.Module:
+    """The program in a ``.pt2`` file, if it takes one batch of images of any size: attributions
+    run it on batches of every size (steps, chunks, the last partial batch)."""
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:  # not a .pt2, another torch version's format
+        raise SpecRuntimeError(
+            location, f"cannot load {shown} as a torch.export program: {first_line(error)}"
+        ) from error
+    inputs = [
+        node
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+    ]
+    if len(inputs) != 1:
+        raise SpecRuntimeError(location, f"{shown} takes {len(inputs)} inputs: export a model of one image batch")
+    batch = inputs[0].meta["val"].shape[0]
+    if not isinstance(batch, torch.SymInt):
+        raise SpecRuntimeError(
+            location,
+            f"{shown} was exported for a fixed batch of {batch}, and attributions run other batch sizes: export it "
+            "with a dynamic batch, dynamic_shapes={'x': {0: torch.export.Dim('batch')}}",
+        )
+    return ExportedNetwork(program.module())
 
 
 class ModelUnderTest(nn.Module):
@@ -144,6 +186,8 @@ def load_model(
             raise SpecRuntimeError(
                 location + ("torchscript",), f"cannot load TorchScript {spec.torchscript}: {error}"
             ) from None
+    elif spec.export is not None:
+        network = _exported_network(spec_dir / spec.export, spec.export, location + ("export",))
     elif spec.factory is not None:
         factory = resolve_callable(spec.factory, search_paths, location + ("factory",))
         network = call_factory(factory, dict(spec.kwargs), spec.factory, location + ("factory",))

@@ -145,10 +145,10 @@ WEIGHT_SOURCES = ("factory", "torchvision", "timm")
 
 class ModelSpec(_ExactlyOne):
     """The model under test, from one source: a factory, a torchvision builder, a timm model name
-    or a Hugging Face folder (each with an optional ``weights`` file, but the folder), or a
-    TorchScript file."""
+    or a Hugging Face folder (each with an optional ``weights`` file, but the folder), a
+    TorchScript file or a ``torch.export`` program."""
 
-    CHOICES: ClassVar[tuple[str, ...]] = ("factory", "torchvision", "timm", "huggingface", "torchscript")
+    CHOICES: ClassVar[tuple[str, ...]] = ("factory", "torchvision", "timm", "huggingface", "torchscript", "export")
     factory: CallablePath | None = None
     torchvision: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(
         default=None,
@@ -174,6 +174,7 @@ class ModelSpec(_ExactlyOne):
         default=None, description="the key of a checkpoint dict that holds the state_dict (default: found)"
     )
     torchscript: str | None = None
+    export: str | None = Field(default=None, description="a torch.export program (.pt2) exported with a dynamic batch")
     normalize: NormalizeSpec | Literal["auto", "none"] | None = Field(
         default=None,
         description="per-channel mean and std; auto (the default): the model source's own, none: no normalisation",
@@ -197,7 +198,7 @@ class ModelSpec(_ExactlyOne):
 
     @property
     def source(self) -> str:
-        """The source key given: factory, torchvision, timm, huggingface or torchscript."""
+        """The source key given: factory, torchvision, timm, huggingface, torchscript or export."""
         return next((name for name in self.CHOICES if getattr(self, name) is not None), "")
 
     @property

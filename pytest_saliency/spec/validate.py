@@ -470,7 +470,7 @@ def _check_model_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
                 "auto takes the model source's resize and crop: add model.preset (a torchvision preset has them), "
                 "or write resize and center_crop",
             )
-        elif source in ("factory", "torchscript"):
+        elif source in ("factory", "torchscript", "export"):
             yield loaded.problem(
                 ("data", "transform"),
                 f"auto takes the model source's resize and crop, and a {source} has none: write resize and center_crop",
@@ -492,6 +492,7 @@ def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     named: list[tuple[Location, str | None]] = [
         (("model", "weights"), spec.model.weights),
         (("model", "torchscript"), spec.model.torchscript),
+        (("model", "export"), spec.model.export),
         (("data", "npz"), spec.data.npz),
     ]
     for index, check in enumerate(spec.checks):

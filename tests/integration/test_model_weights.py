@@ -5,6 +5,7 @@ its note in the summary; each refusal is one line at its key in the spec, with n
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,6 +99,55 @@ def test_every_weights_format_loads_with_its_note(
         assert "x weights:" not in result.stdout.str()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _export_modules() -> None:
+    """Export, save and load a program once, before pytester snapshots ``sys.modules``: torch.export
+    registers caches on first use that fail when a snapshot removed them and they load again."""
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),)), buffer)
+    buffer.seek(0)
+    torch.export.load(buffer)
+
+
+SMALL_CNN = """\
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+"""
+
+
+def small_cnn(project: pytest.Pytester) -> torch.nn.Module:
+    """The project's ``smallcnn.build()`` network, in eval mode."""
+    project.makepyfile(smallcnn=SMALL_CNN)
+    project.syspathinsert()
+    import smallcnn  # type: ignore[import-not-found]  # the project's module
+
+    network: torch.nn.Module = smallcnn.build().eval()
+    return network
+
+
+def test_a_torch_export_program_with_a_dynamic_batch_runs_as_its_module(
+    project: pytest.Pytester, write_spec: WriteSpec, helpers: SimpleNamespace
+) -> None:
+    network = small_cnn(project)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(network, (torch.rand(2, 3, 16, 16),), dynamic_shapes={"input": {0: batch}})
+    torch.export.save(program, project.path / "net.pt2")
+    torch.save(network.state_dict(), project.path / "net.pt")
+    checks = "- id: cov\n  shared_interest:\n    iou: {mean: '>= 0'}\n"
+    attributions = "grad: {method: Saliency}\nig: {method: IntegratedGradients, params: {n_steps: 4}}"
+    write_spec("a", model="export: ../net.pt2", checks=checks, attributions=attributions)
+    write_spec("b", model="factory: smallcnn:build\nweights: ../net.pt", checks=checks, attributions=attributions)
+    result = project.runpytest_inprocess("-p", "no:randomly", "--saliency-set", "data.batch_size=4")
+    result.assert_outcomes(passed=4)
+    rows = [(row["spec"], row["method"], row["value"]) for row in helpers.summary_rows(result.stdout.str())]
+    assert [row[1:] for row in rows if row[0] == "a"] == [row[1:] for row in rows if row[0] == "b"]
+
+
 REFUSALS = {  # the model block, the text the line points at, the message after "path:line:col: "
     "hub_id": (
         "huggingface: google/vit-base-patch16-224",
@@ -124,7 +174,8 @@ REFUSALS = {  # the model block, the text the line points at, the message after 
     "two_sources": (
         "factory: tinymodel:build\ntorchvision: resnet18",
         "factory",
-        "model: give exactly one of factory, torchvision, timm, huggingface, torchscript (got factory, torchvision)",
+        "model: give exactly one of factory, torchvision, timm, huggingface, torchscript, export "
+        "(got factory, torchvision)",
     ),
     "unknown_torchvision_model": (
         "torchvision: resnet5",
@@ -142,6 +193,12 @@ REFUSALS = {  # the model block, the text the line points at, the message after 
         "../whole.pt",
         "model.weights: ../whole.pt is a whole pickled model (tinymodel.Focus), which loads only by running code: "
         "save its weights with torch.save(model.state_dict(), PATH) and give that file",
+    ),
+    "export_with_a_fixed_batch": (
+        "export: ../static.pt2",
+        "../static.pt2",
+        "model.export: ../static.pt2 was exported for a fixed batch of 2, and attributions run other batch sizes: "
+        "export it with a dynamic batch, dynamic_shapes={'x': {0: torch.export.Dim('batch')}}",
     ),
     "timm_checkpoint_path": (
         "timm: test_vit\nkwargs: {checkpoint_path: ../w.pt}",
@@ -161,6 +218,10 @@ def test_a_model_source_refusal_is_one_line_at_its_key(
         pytest.importorskip("timm")
     (project.path / "empty").mkdir()
     torch.save(WEIGHTS, project.path / "w.pt")
+    if name == "export_with_a_fixed_batch":
+        torch.export.save(
+            torch.export.export(small_cnn(project), (torch.rand(2, 3, 16, 16),)), project.path / "static.pt2"
+        )
     if name == "whole_pickled_model":
         project.syspathinsert()
         import tinymodel  # type: ignore[import-not-found]  # the project's module
