@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from .._constants import SPEC_SUFFIXES, spec_stem
 from ..errors import Location, SpecError, SpecProblem, did_you_mean
@@ -222,25 +223,32 @@ _UNION_MEMBER = re.compile(r"^(literal|function-after)\[.*\]$")
 """How pydantic names the member of a ``Model | Literal[...]`` union in an error's location."""
 
 
-def _meant_member(errors: list[Any]) -> list[Any]:
+def _meant_member(errors: list[ErrorDetails]) -> list[ErrorDetails]:
     """A value that fits no member of ``Model | Literal["auto", ...]`` (``transform``,
     ``normalize``) is reported once per member; keep the member it was meant for (the literal
     for a string, the model otherwise), with the member's name taken out of the location."""
-    literal_strings = set()
+    strings = set()
     for item in errors:
-        loc = item["loc"]
-        member = next((i for i, part in enumerate(loc) if isinstance(part, str) and _UNION_MEMBER.match(part)), None)
-        if member is not None and loc[member].startswith("literal[") and isinstance(item["input"], str):
-            literal_strings.add(loc[:member])
+        member = _union_member(item["loc"])
+        if member is not None and member[1] and isinstance(item["input"], str):
+            strings.add(item["loc"][: member[0]])
     kept = []
     for item in errors:
         loc = item["loc"]
-        member = next((i for i, part in enumerate(loc) if isinstance(part, str) and _UNION_MEMBER.match(part)), None)
+        member = _union_member(loc)
         if member is None:
             kept.append(item)
-        elif loc[member].startswith("literal[") == (loc[:member] in literal_strings):
-            kept.append({**item, "loc": loc[:member] + loc[member + 1 :]})
+        elif member[1] == (loc[: member[0]] in strings):
+            kept.append(ErrorDetails(**{**item, "loc": loc[: member[0]] + loc[member[0] + 1 :]}))
     return kept
+
+
+def _union_member(loc: tuple[int | str, ...]) -> tuple[int, bool] | None:
+    """Where a union member's name is in ``loc``, and whether it is the literal."""
+    for index, part in enumerate(loc):
+        if isinstance(part, str) and _UNION_MEMBER.match(part):
+            return index, part.startswith("literal[")
+    return None
 
 
 def _problems_from_validation(error: ValidationError, source: SourceMap, shown: str) -> list[SpecProblem]:
