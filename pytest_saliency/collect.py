@@ -64,7 +64,7 @@ class SpecFile(pytest.File):
         for index, check in enumerate(spec.checks):
             slices = self.loaded.slice_values(index) if check.config.slicing else None
             for name, method, class_index, slice_value in _variants(
-                spec.attributions, spec.data.classes, check, slices
+                spec.attributions, self.loaded.classes, check, slices
             ):
                 # The id is given as a string so that pytest parses "check[variant]" the way it
                 # parses the ids it reads back from its cache: pytest 9.2 keeps the brackets of a
@@ -227,6 +227,7 @@ class CheckItem(pytest.Item):
         self.slice_value = slice_value
         self.outcome: Outcome | None = None
         self.weights: dict[str, str] | None = None
+        self.model_source: dict[str, object] | None = None
 
     @property
     def check(self) -> CheckSpec:
@@ -245,7 +246,7 @@ class CheckItem(pytest.Item):
         outcome = with_skipped_samples(outcome, merged.skipped)
         if session.wants_thumbnails:
             outcome = self._with_thumbnails(engine, outcome)
-        self.outcome, self.weights = outcome, engine.weights_file
+        self.outcome, self.weights, self.model_source = outcome, engine.weights_file, engine.model_source
         self.user_properties += junit_properties(outcome, self._status())
         self._verdict(outcome, session.strict)
 
@@ -372,6 +373,7 @@ class CheckItem(pytest.Item):
             "severity": self.check.severity,
             "status": self._status(),
             "weights": self.weights,
+            "model_source": self.model_source,
             "overrides": self.parent.loaded.overrides,
             **outcome,
         }

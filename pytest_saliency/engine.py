@@ -22,7 +22,9 @@ from torch import Tensor
 
 from .dispatch import Dispatch, compute_shard
 from .errors import SaliencyError, SpecRuntimeError
+from .loaders.model_sources import huggingface_weights
 from .loaders.models import ModelUnderTest
+from .loaders.preprocessing import resolve_preprocessing
 from .loaders.source import SampleBatch, SampleSource
 from .spec.validate import LoadedSpec
 from .streaming import Need, PassResult, Plan, Progress, Shard, ShardResult, ShardWorker, merge, shard_ranges
@@ -80,10 +82,10 @@ class SpecEngine:
         progress: Progress | None = None,
         runner: Runner | None = None,
     ) -> None:
-        self.loaded = loaded
-        self.spec = loaded.spec
+        self.loaded, self.preprocessing = resolve_preprocessing(loaded)  # transform: auto, the source's classes
+        self.spec = self.loaded.spec
         self.device = device
-        self.worker = ShardWorker(loaded, device, search_paths)
+        self.worker = ShardWorker(self.loaded, device, search_paths)
         self.batch_size = self.spec.data.batch_size
         self.progress = progress
         self.runner: Runner = runner or LocalRunner()
@@ -164,20 +166,37 @@ class SpecEngine:
 
     @cached_property
     def weights_file(self) -> dict[str, str] | None:
-        """The file the spec's model comes from (its ``weights``, or its ``torchscript`` file):
+        """The file the spec's model comes from (its ``weights``, its ``torchscript`` or ``export``
+        file, a Hugging Face folder's weights):
         ``{"path": ..., "sha256": ...}``, the path relative to the working directory when it lies
         below it; None for a factory without weights. Every report names it."""
         from .report.format import shown_path
 
-        name = self.spec.model.weights or self.spec.model.torchscript
-        if name is None:
+        model = self.spec.model
+        name = model.weights or model.torchscript or model.export
+        if model.huggingface is not None:
+            path = huggingface_weights(self.loaded.resolve(model.huggingface))
+            if path is None:
+                return None
+        elif name is None:
             return None
-        path = self.loaded.resolve(name)
+        else:
+            path = self.loaded.resolve(name)
         digest = hashlib.sha256()
         with open(path, "rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(chunk)
         return {"path": shown_path(str(path)), "sha256": digest.hexdigest()}
+
+    @property
+    def model_source(self) -> dict[str, object]:
+        """The normalisation, transform and classes the run uses with their origins, and notes
+        (the spec against its source; how the weights were read, once the model is loaded in
+        this process: always without Ray), as every report shows them."""
+        record = self.preprocessing.as_dict()
+        if "model" in self.worker.__dict__:  # loaded (a cached_property): its notes are known
+            record["notes"] = [*self.preprocessing.notes, *self.worker.model.notes]
+        return record
 
     @cached_property
     def weights_hash(self) -> str:

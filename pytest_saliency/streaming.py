@@ -35,7 +35,7 @@ from .loaders.source import SampleBatch, SampleSource
 from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .spec.schema import AgainstSpec, Spec
+from .spec.schema import WEIGHT_SOURCES, AgainstSpec, Spec
 from .spec.validate import LoadedSpec
 
 T = TypeVar("T")
@@ -209,11 +209,11 @@ class ShardWorker:
             self.model  # noqa: B018  (the spec's own model loads first: its errors point at model:)
             if against.model is not None:
                 spec, where = against.model, location + ("model",)
-            elif self.spec.model.factory is None:
+            elif self.spec.model.source not in WEIGHT_SOURCES:
                 raise SpecRuntimeError(
                     location + ("weights",),
-                    "against.weights replaces the weights of the spec's factory, but the model is TorchScript: "
-                    "give against.model instead",
+                    "against.weights replaces the weights of the spec's factory, but the model is "
+                    f"{self.spec.model.source}: give against.model instead",
                 )
             else:
                 spec, where = self.spec.model.model_copy(update={"weights": against.weights}), location

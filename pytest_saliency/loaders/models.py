@@ -1,4 +1,6 @@
-"""Models from a factory and a state_dict (``weights_only=True``) or from TorchScript."""
+"""The model under test: built from its source (a factory, a torchvision builder, a timm name,
+a Hugging Face folder, TorchScript), its weights fitted (:mod:`.weights`), behind the
+normalisation the spec or the source gives (:mod:`.preprocessing`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from torch import Tensor, nn
 from ..errors import Location, SpecRuntimeError, first_line
 from ..spec.schema import ModelSpec, NormalizeSpec
 from .imports import call_factory, resolve_callable
+from .model_sources import build_network
+from .preprocessing import model_normalization
+from .weights import fit_state_dict, read_state_dict
 
 
 class Normalize(nn.Module):
@@ -30,6 +35,48 @@ class Normalize(nn.Module):
 
 PROBABILITY_FLOOR = 1e-12
 """Probabilities (``model.output_kind: probabilities``) are clamped to this before the log."""
+
+
+class ExportedNetwork(nn.Module):
+    """A ``torch.export`` program's module: it runs in the mode it was exported in (such a module
+    refuses ``train()`` and ``eval()``), so switching modes leaves it alone."""
+
+    def __init__(self, program: nn.Module) -> None:
+        super().__init__()
+        self.program = program
+
+    def train(self, mode: bool = True) -> ExportedNetwork:
+        self.training = mode
+        return self
+
+    def forward(self, inputs: Tensor) -> object:
+        return self.program(inputs)
+
+
+def _exported_network(path: Path, shown: str, location: Location) -> nn.Module:
+    """The program in a ``.pt2`` file, if it takes one batch of images of any size: attributions
+    run it on batches of every size (steps, chunks, the last partial batch)."""
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:  # not a .pt2, another torch version's format
+        raise SpecRuntimeError(
+            location, f"cannot load {shown} as a torch.export program: {first_line(error)}"
+        ) from error
+    inputs = [
+        node
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+    ]
+    if len(inputs) != 1:
+        raise SpecRuntimeError(location, f"{shown} takes {len(inputs)} inputs: export a model of one image batch")
+    batch = inputs[0].meta["val"].shape[0]
+    if not isinstance(batch, torch.SymInt):
+        raise SpecRuntimeError(
+            location,
+            f"{shown} was exported for a fixed batch of {batch}, and attributions run other batch sizes: export it "
+            "with a dynamic batch, dynamic_shapes={'x': {0: torch.export.Dim('batch')}}",
+        )
+    return ExportedNetwork(program.module())
 
 
 class ModelUnderTest(nn.Module):
@@ -53,6 +100,8 @@ class ModelUnderTest(nn.Module):
         self.output = output
         self.location = location
         self.output_kind = output_kind
+        self.notes: list[str] = []
+        """How the weights were read (a checkpoint key, a stripped prefix), for the reports."""
 
     def forward(self, inputs: Tensor) -> Tensor:
         logits = as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
@@ -148,47 +197,24 @@ def load_model(
             raise SpecRuntimeError(
                 location + ("torchscript",), f"cannot load TorchScript {spec.torchscript}: {error}"
             ) from None
-    else:
-        assert spec.factory is not None
+    elif spec.export is not None:
+        network = _exported_network(spec_dir / spec.export, spec.export, location + ("export",))
+    elif spec.factory is not None:
         factory = resolve_callable(spec.factory, search_paths, location + ("factory",))
         network = call_factory(factory, dict(spec.kwargs), spec.factory, location + ("factory",))
         if not isinstance(network, nn.Module):
             raise SpecRuntimeError(
                 location + ("factory",), f"{spec.factory} returned {type(network).__name__}, not an nn.Module"
             )
-        if spec.weights is not None:
-            _load_weights(network, spec_dir / spec.weights, spec.weights, location + ("weights",))
-    return ModelUnderTest(network, spec.normalize, spec.output, location, spec.output_kind).to(device).eval()
-
-
-def _load_weights(network: nn.Module, path: Path, shown: str, location: Location) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle refusals and corrupt files alike
-        message = f"cannot load {shown} as a state_dict (weights_only=True): {first_line(error)}"
-        raise SpecRuntimeError(location, message) from error
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise SpecRuntimeError(location, f"{shown} holds a {type(state).__name__}, not a state_dict")
-    expected = network.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [
-        f"{key} {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in state.items()
-        if key in expected and tuple(value.shape) != tuple(expected[key].shape)
-    ]
-    parts = [
-        f"{label} {_few(names)}"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-        if names
-    ]
-    if parts:
-        raise SpecRuntimeError(location, f"{shown} does not fit the model: {'; '.join(parts)}")
-    network.load_state_dict(state)
-
-
-def _few(names: Sequence[str], shown: int = 3) -> str:
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
+    else:
+        network = build_network(spec, spec_dir, location)
+    notes: list[str] = []
+    if spec.weights is not None:
+        state, notes = read_state_dict(spec_dir / spec.weights, spec.weights, spec.weights_key, location)
+        notes += fit_state_dict(network, state, spec.weights, location + ("weights",))
+    # a Hugging Face model returns an ImageClassifierOutput: its logits are its "logits"
+    output = "logits" if spec.output is None and spec.huggingface is not None else spec.output
+    normalize = model_normalization(spec, spec_dir, location)
+    model = ModelUnderTest(network, normalize, output, location, spec.output_kind)
+    model.notes = notes
+    return model.to(device).eval()

@@ -2,10 +2,16 @@
 
 torchvision's ``transforms.v2`` moves an image and its masks together when they are wrapped as
 ``tv_tensors`` (``Image``: antialiased bilinear; ``Mask``: nearest), so a box or a mask stays on
-the pixels it marked. The steps run in the order resize, center_crop, pad_to (docs/spec.md).
+the pixels it marked. The steps run in the order resize, center_crop, pad_to (docs/spec.md);
+``crop_pct`` (timm's rule) stands for a resize of the shorter side to ``floor(crop / crop_pct)``.
+``transform: auto`` is replaced by the model source's transform before any image is read
+(:mod:`.preprocessing`).
 """
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -13,9 +19,12 @@ from torch import Tensor
 from ..spec.schema import TransformSpec
 
 
-def apply(spec: TransformSpec | None, image: Tensor, masks: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+def apply(
+    spec: TransformSpec | Literal["auto"] | None, image: Tensor, masks: dict[str, Tensor]
+) -> tuple[Tensor, dict[str, Tensor]]:
     """``image (C, H, W)`` float and ``masks {name: (H, W) bool}`` after ``spec`` (unchanged
     without one): ``(C, H', W')`` float and ``{name: (H', W') bool}``."""
+    spec = _resolved(spec)
     if spec is None:
         return image, masks
     from torchvision import tv_tensors
@@ -34,18 +43,36 @@ def apply(spec: TransformSpec | None, image: Tensor, masks: dict[str, Tensor]) -
     return out_image.as_subclass(Tensor).clamp(0, 1), {name: out_masks[i] for i, name in enumerate(names)}
 
 
-def output_size(spec: TransformSpec | None, size: tuple[int, int]) -> tuple[int, int]:
+def output_size(spec: TransformSpec | Literal["auto"] | None, size: tuple[int, int]) -> tuple[int, int]:
     """The ``(H, W)`` an image of ``size`` has after ``spec`` (what :func:`apply` returns)."""
+    spec = _resolved(spec)
     height, width = size
     if spec is None:
         return height, width
-    if spec.resize is not None:
-        height, width = _resized((height, width), spec.resize)
+    resize = resize_of(spec)
+    if resize is not None:
+        height, width = _resized((height, width), resize)
     if spec.center_crop is not None:
         height, width = _pair(spec.center_crop)
     if spec.pad_to is not None:
         height, width = max(height, spec.pad_to[0]), max(width, spec.pad_to[1])
     return height, width
+
+
+def resize_of(spec: TransformSpec) -> int | list[int] | None:
+    """The resize ``spec`` makes: its ``resize``, or ``floor(center_crop / crop_pct)`` per side
+    (an int for a square crop: the shorter side) with ``crop_pct``."""
+    if spec.crop_pct is None or spec.center_crop is None:
+        return spec.resize
+    if isinstance(spec.center_crop, int):
+        return math.floor(spec.center_crop / spec.crop_pct)
+    return [math.floor(side / spec.crop_pct) for side in spec.center_crop]
+
+
+def _resolved(spec: TransformSpec | Literal["auto"] | None) -> TransformSpec | None:
+    if spec == "auto":
+        raise ValueError("data.transform: auto must be resolved from the model source first (preprocessing)")
+    return spec
 
 
 def _resized(size: tuple[int, int], resize: int | list[int]) -> tuple[int, int]:
@@ -75,8 +102,10 @@ def _steps(spec: TransformSpec) -> list[object]:
     from torchvision.transforms import v2
 
     steps: list[object] = []
-    if spec.resize is not None:
-        steps.append(v2.Resize(spec.resize if isinstance(spec.resize, int) else list(spec.resize), antialias=True))
+    resize = resize_of(spec)
+    if resize is not None:
+        mode = v2.InterpolationMode(spec.interpolation)
+        steps.append(v2.Resize(resize if isinstance(resize, int) else list(resize), interpolation=mode, antialias=True))
     if spec.center_crop is not None:
         steps.append(v2.CenterCrop(list(_pair(spec.center_crop))))
     return steps

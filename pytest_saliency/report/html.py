@@ -82,10 +82,12 @@ def view(document: dict[str, Any], title: str | None = None, expand: bool = Fals
                 "checks": [],
                 "anchor": "",
                 "weights": None,
+                "model_source": None,
                 "overrides": {},
             },
         )
         spec["weights"] = spec["weights"] or result.get("weights")
+        spec["model_source"] = spec["model_source"] or result.get("model_source")
         spec["overrides"] = spec["overrides"] or result.get("overrides") or {}
         spec["checks"].append(item_view(result, len(spec["checks"])))
     for index, spec in enumerate(specs.values()):

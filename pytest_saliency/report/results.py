@@ -111,6 +111,7 @@ class ItemResult(OutcomeResult, total=False):
     message: str
     duration: float
     weights: dict[str, str] | None
+    model_source: dict[str, object] | None
     overrides: dict[str, dict[str, str]]
 
 

@@ -107,6 +107,10 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
         weights = next((result["weights"] for result in rows if result.get("weights")), None)
         if weights:  # the spec's name first: one line naming what was tested, whatever the terminal's width
             console.print(escape(f"{spec} weights {weights['path']} sha256:{weights['sha256'][:16]}"), soft_wrap=True)
+        source = next((result["model_source"] for result in rows if result.get("model_source")), None)
+        if source:  # which normalisation and transform were used, and where they came from
+            for line in (f"normalize {source['normalize']}; transform {source['transform']}", *source["notes"]):
+                console.print(escape(f"{spec} {line}"), soft_wrap=True)
         table = Table(box=box.SIMPLE_HEAD)
         table.add_column("check / measured", overflow="fold")
         table.add_column("value", justify="right", no_wrap=True)

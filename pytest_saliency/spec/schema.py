@@ -136,15 +136,49 @@ CallablePath = Annotated[
 ]
 
 
-class ModelSpec(_ExactlyOne):
-    """The model under test: a factory plus an optional state_dict, or a TorchScript file."""
+EXTRAS = {"timm": "timm", "huggingface": "transformers"}
+"""The model sources that need an optional package: source key -> the package (and the extra of
+the same key: ``pip install 'pytest-saliency[timm]'``)."""
+WEIGHT_SOURCES = ("factory", "torchvision", "timm")
+"""The sources whose network takes a ``weights`` file; the others carry their own weights."""
 
-    CHOICES: ClassVar[tuple[str, ...]] = ("factory", "torchscript")
+
+class ModelSpec(_ExactlyOne):
+    """The model under test, from one source: a factory, a torchvision builder, a timm model name
+    or a Hugging Face folder (each with an optional ``weights`` file, but the folder), a
+    TorchScript file or a ``torch.export`` program."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = ("factory", "torchvision", "timm", "huggingface", "torchscript", "export")
     factory: CallablePath | None = None
+    torchvision: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(
+        default=None,
+        description="a torchvision.models classification builder, such as resnet50 (built without weights)",
+    )
+    preset: str | None = Field(
+        default=None,
+        description="with torchvision: a weights preset (IMAGENET1K_V2) whose normalisation, resize, crop and "
+        "category names are used, not its weights",
+    )
+    timm: str | None = Field(
+        default=None, description="a timm model name, such as convnext_tiny.fb_in22k (created with pretrained=False)"
+    )
+    huggingface: str | None = Field(
+        default=None, description="a local folder written by save_pretrained (never a hub id: nothing is downloaded)"
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    weights: str | None = Field(default=None, description="a state_dict file, loaded with weights_only=True")
+    weights: str | None = Field(
+        default=None,
+        description="a state_dict or checkpoint file (.pt, .pth, .bin: weights_only=True; .safetensors)",
+    )
+    weights_key: str | None = Field(
+        default=None, description="the key of a checkpoint dict that holds the state_dict (default: found)"
+    )
     torchscript: str | None = None
-    normalize: NormalizeSpec | None = None
+    export: str | None = Field(default=None, description="a torch.export program (.pt2) exported with a dynamic batch")
+    normalize: NormalizeSpec | Literal["auto", "none"] | None = Field(
+        default=None,
+        description="per-channel mean and std; auto (the default): the model source's own, none: no normalisation",
+    )
     output: Annotated[int, Field(ge=0)] | str | None = Field(
         default=None,
         description="which output holds the logits when the model returns a tuple (an index) or a dict (a key)",
@@ -156,10 +190,26 @@ class ModelSpec(_ExactlyOne):
     )
 
     @model_validator(mode="after")
-    def _weights_need_factory(self) -> ModelSpec:
-        if self.torchscript is not None and (self.weights is not None or self.kwargs):
-            raise ValueError("weights and kwargs go with factory, not with torchscript")
+    def _settings_of_the_source(self) -> ModelSpec:
+        source = self.source
+        if source not in WEIGHT_SOURCES and (self.weights is not None or self.kwargs):
+            carried = "its folder holds the weights" if source == "huggingface" else "it holds its weights"
+            raise ValueError(f"weights and kwargs go with factory, torchvision or timm, not with {source} ({carried})")
+        if self.preset is not None and source != "torchvision":
+            raise ValueError("preset names a torchvision weights preset: it goes with torchvision")
+        if self.weights_key is not None and self.weights is None:
+            raise ValueError("weights_key names a key of the weights file: give weights too")
         return self
+
+    @property
+    def source(self) -> str:
+        """The source key given: factory, torchvision, timm, huggingface, torchscript or export."""
+        return next((name for name in self.CHOICES if getattr(self, name) is not None), "")
+
+    @property
+    def normalization(self) -> NormalizeSpec | None:
+        """The normalisation the spec writes out (None for auto, none and unset)."""
+        return self.normalize if isinstance(self.normalize, NormalizeSpec) else None
 
 
 Size = Annotated[list[PositiveInt], Field(min_length=2, max_length=2, description="[height, width] in pixels")]
@@ -167,6 +217,9 @@ EXTRA_MASKS = (
     "named region masks (a decoy, a watermark): a folder of mask images named like the images, "
     "or a boxes CSV (file,top,left,bottom,right)"
 )
+
+
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
 
 
 class TransformSpec(_Strict):
@@ -177,12 +230,21 @@ class TransformSpec(_Strict):
         default=None, description="an int: the shorter side, keeping the aspect ratio; [H, W]: exactly that size"
     )
     center_crop: PositiveInt | Size | None = Field(default=None, description="an int: a square; [H, W]: that size")
+    crop_pct: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None,
+        description="with center_crop and no resize: first resize the shorter side to floor(crop / crop_pct) (timm's rule)",
+    )
     pad_to: Size | None = Field(default=None, description="[H, W]: zero padding around the image, centred")
+    interpolation: Interpolation = Field(
+        default="bilinear", description="how images are resized (masks: always nearest)"
+    )
 
     @model_validator(mode="after")
     def _some_step(self) -> TransformSpec:
         if self.resize is None and self.center_crop is None and self.pad_to is None:
             raise ValueError("give at least one of resize, center_crop, pad_to")
+        if self.crop_pct is not None and (self.center_crop is None or self.resize is not None):
+            raise ValueError("crop_pct sets the resize before center_crop: give center_crop and no resize")
         return self
 
 
@@ -247,8 +309,10 @@ class DataSpec(_ExactlyOne):
     )
     pin_memory: bool = Field(default=False, description="DataLoader pin_memory, for faster copies to a GPU")
     classes: list[str] | None = Field(default=None, min_length=1)
-    transform: TransformSpec | None = Field(
-        default=None, description="resize, crop and pad every image with its masks (folder, imagefolder, coco)"
+    transform: TransformSpec | Literal["auto"] | None = Field(
+        default=None,
+        description="resize, crop and pad every image with its masks (folder, imagefolder, coco); "
+        "auto: the model source's resize and crop",
     )
     on_bad_sample: Literal["error", "skip"] = Field(
         default="error",
@@ -858,7 +922,7 @@ class CheckSpec(_ExactlyOne):
 
     @property
     def kind(self) -> str:
-        return next(name for name in self.CHOICES if getattr(self, name) is not None)
+        return next((name for name in self.CHOICES if getattr(self, name) is not None), "")
 
     @property
     def config(self) -> CheckConfig:

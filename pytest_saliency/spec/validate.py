@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from .._constants import SPEC_SUFFIXES, spec_stem
 from ..errors import Location, SpecError, SpecProblem, did_you_mean
 from ..loaders.readers import as_strings, npz_shapes, read_labels_csv
 from .overrides import Override, Problem, apply_overrides, dotted, substitute_environment
-from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, Spec
+from .schema import _AGGREGATE, BUILTIN_METHODS, CAPTUM_METHODS, EXTRAS, Spec
 from .source import DuplicateKey, SourceMap, load_yaml
 
 
@@ -50,6 +51,22 @@ class LoadedSpec:
     def resolve(self, relative: str) -> Path:
         """A path written in the spec, relative to the spec file."""
         return (self.directory / relative).resolve()
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names known without loading anything: ``data.classes``, else a Hugging Face
+        folder's ``id2label`` (read from its ``config.json`` as JSON)."""
+        if self.spec.data.classes is not None:
+            return self.spec.data.classes
+        folder = self.spec.model.huggingface
+        if folder is None or not (self.resolve(folder) / "config.json").is_file():
+            return None
+        from ..loaders.model_sources import huggingface_classes
+
+        try:
+            return huggingface_classes(self.resolve(folder))
+        except (OSError, ValueError):  # a broken config.json is reported when the model loads
+            return None
 
     def slice_values(self, check_index: int) -> list[str]:
         """The slices a check with ``slices`` expands into: its ``values``, else every value of
@@ -188,7 +205,7 @@ def _model_at(location: Location) -> type[BaseModel] | None:
 
 
 def _unwrap(annotation: Any) -> Any:
-    """Strip ``Annotated`` and ``Optional`` wrappers."""
+    """Strip ``Annotated`` and ``Optional`` wrappers (and a literal beside a model)."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
@@ -196,15 +213,48 @@ def _unwrap(annotation: Any) -> Any:
             continue
         if origin in (typing.Union, types.UnionType):
             members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-            if len(members) == 1:
-                annotation = members[0]
+            models = [arg for arg in members if isinstance(arg, type) and issubclass(arg, BaseModel)]
+            if len(members) == 1 or len(models) == 1:  # Model | Literal["auto"]: the model's keys
+                annotation = members[0] if len(members) == 1 else models[0]
                 continue
         return annotation
 
 
+_UNION_MEMBER = re.compile(r"^(literal|function-after)\[.*\]$")
+"""How pydantic names the member of a ``Model | Literal[...]`` union in an error's location."""
+
+
+def _meant_member(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """A value that fits no member of ``Model | Literal["auto", ...]`` (``transform``,
+    ``normalize``) is reported once per member; keep the member it was meant for (the literal
+    for a string, the model otherwise), with the member's name taken out of the location."""
+    strings = set()
+    for item in errors:
+        member = _union_member(item["loc"])
+        if member is not None and member[1] and isinstance(item["input"], str):
+            strings.add(item["loc"][: member[0]])
+    kept = []
+    for item in errors:
+        loc = item["loc"]
+        member = _union_member(loc)
+        if member is None:
+            kept.append(item)
+        elif member[1] == (loc[: member[0]] in strings):
+            kept.append(ErrorDetails(**{**item, "loc": loc[: member[0]] + loc[member[0] + 1 :]}))
+    return kept
+
+
+def _union_member(loc: tuple[int | str, ...]) -> tuple[int, bool] | None:
+    """Where a union member's name is in ``loc``, and whether it is the literal."""
+    for index, part in enumerate(loc):
+        if isinstance(part, str) and _UNION_MEMBER.match(part):
+            return index, part.startswith("literal[")
+    return None
+
+
 def _problems_from_validation(error: ValidationError, source: SourceMap, shown: str) -> list[SpecProblem]:
     problems: dict[Location, SpecProblem] = {}
-    for item in error.errors():
+    for item in _meant_member(error.errors()):
         location = tuple(part for part in item["loc"] if isinstance(part, int | str))
         kind = item["type"]
         where, at_key = location, True
@@ -270,10 +320,11 @@ def _cross_check(loaded: LoadedSpec) -> Iterator[SpecProblem]:
                 yield loaded.problem(
                     ("checks", index, check.kind, "methods", position), f"no attribution named {method!r}{hint}"
                 )
-        if config.by_class and not spec.data.classes:
+        if config.by_class and not loaded.classes:
             yield loaded.problem(
                 ("checks", index, check.kind, "per_class"), "per_class needs the class names: add data.classes"
             )
+    yield from _check_model_source(loaded)
     yield from _check_files(loaded)
     yield from _check_slices(loaded)
 
@@ -374,11 +425,66 @@ def _captum_has(method: str) -> bool:
     return isinstance(getattr(captum.attr, method, None), type)
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""What a Hugging Face hub id looks like (``google/vit-base-patch16-224``)."""
+
+
+def _check_model_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
+    """A source's optional package is installed (looked up, not imported), a Hugging Face folder
+    is a local ``save_pretrained`` folder, and ``data.transform: auto`` has a source to take it
+    from."""
+    model = loaded.spec.model
+    source = model.source
+    if source in EXTRAS and not _installed(EXTRAS[source]):
+        yield loaded.problem(
+            ("model", source), f"{source} models need {EXTRAS[source]}: pip install 'pytest-saliency[{source}]'"
+        )
+    if model.huggingface is not None:
+        folder = loaded.resolve(model.huggingface)
+        where = ("model", "huggingface")
+        if not folder.is_dir() and HUB_ID.match(model.huggingface) and not folder.exists():
+            yield loaded.problem(
+                where,
+                f"{model.huggingface!r} is not a folder (paths are relative to the spec file), and a hub id is not "
+                "downloaded: save the model with save_pretrained(folder) and its image processor beside it, "
+                "and name that folder",
+            )
+        elif not folder.is_dir():
+            yield loaded.problem(where, f"folder not found: {model.huggingface} (paths are relative to the spec file)")
+        elif not (folder / "config.json").is_file():
+            yield loaded.problem(
+                where, f"{model.huggingface} has no config.json: write the folder with the model's save_pretrained"
+            )
+    if loaded.spec.data.transform == "auto":
+        if source == "torchvision" and model.preset is None:
+            yield loaded.problem(
+                ("data", "transform"),
+                "auto takes the model source's resize and crop: add model.preset (a torchvision preset has them), "
+                "or write resize and center_crop",
+            )
+        elif source in ("factory", "torchscript", "export"):
+            yield loaded.problem(
+                ("data", "transform"),
+                f"auto takes the model source's resize and crop, and a {source} has none: write resize and center_crop",
+            )
+
+
+def _installed(package: str) -> bool:
+    """Whether ``package`` can be imported, without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, a broken install
+        return False
+
+
 def _check_files(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     spec = loaded.spec
     named: list[tuple[Location, str | None]] = [
         (("model", "weights"), spec.model.weights),
         (("model", "torchscript"), spec.model.torchscript),
+        (("model", "export"), spec.model.export),
         (("data", "npz"), spec.data.npz),
     ]
     for index, check in enumerate(spec.checks):
@@ -533,7 +639,7 @@ def _check_npz(loaded: LoadedSpec, path: Path) -> Iterator[SpecProblem]:
         yield loaded.problem(where, f"masks {masks} do not match images {images}: masks must be (N, H, W) = {spatial}")
     if labels != spatial[:1]:
         yield loaded.problem(where, f"labels {labels} do not match images {images}: labels must be ({spatial[0]},)")
-    normalize = loaded.spec.model.normalize
+    normalize = loaded.spec.model.normalization
     channels = images[1] if len(images) == 4 else 1
     if normalize is not None and len(normalize.mean) != channels:
         yield loaded.problem(

@@ -375,7 +375,10 @@ def test_a_pickled_module_is_refused_with_weights_only(model_dir: Path) -> None:
     with pytest.raises(SpecRuntimeError) as raised:
         load_model(spec, model_dir, [model_dir], torch.device("cpu"))
     assert raised.value.location == ("model", "weights")
-    assert raised.value.message.startswith("cannot load whole.pt as a state_dict (weights_only=True)")
+    assert raised.value.message.startswith("whole.pt is a whole pickled model (")
+    assert raised.value.message.endswith(
+        "save its weights with torch.save(model.state_dict(), PATH) and give that file"
+    )
     assert "\n" not in raised.value.message
 
 
