@@ -32,3 +32,12 @@ def spec_stem(path: Path) -> str:
         if path.name.endswith(suffix):
             return path.name[: -len(suffix)]
     return path.stem
+
+
+CacheMode = Literal["off", "read", "write", "readwrite"]
+"""``--saliency-cache``: what a run does with the persistent result cache."""
+
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
+
+DEFAULT_CACHE_MAX_MB = 2048
+"""The default bound of the result cache's directory (``saliency_cache_max_mb``), in MiB."""

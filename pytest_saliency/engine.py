@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .cache import ResultCache, lookup
 from .errors import SpecRuntimeError
 from .loaders.models import ModelUnderTest
 from .loaders.source import SampleBatch, SampleSource
@@ -60,7 +61,8 @@ class LocalRunner:
     ) -> list[ShardResult]:
         results = []
         for batch in worker.source.stream(shards):
-            result = worker.run(plan, batch)
+            found = lookup(worker, plan, batch)  # the persistent cache's part of the shard
+            result = found.result or found.complete(worker.run(found.todo, batch))
             plan = plan.without(list(result.errors))
             results.append(result)
             progress(len(batch) + len(batch.skipped))
@@ -78,11 +80,13 @@ class SpecEngine:
         search_paths: tuple[Path, ...] = (),
         progress: Progress | None = None,
         runner: Runner | None = None,
+        result_cache: ResultCache | None = None,
     ) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
         self.device = device
         self.worker = ShardWorker(loaded, device, search_paths)
+        self.worker.result_cache = result_cache
         self.batch_size = self.spec.data.batch_size
         self.progress = progress
         self.runner: Runner = runner or LocalRunner()

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .attribution import Attributor
+from .cache import ResultCache
 from .errors import Location, SpecRuntimeError, model_stage
 from .loaders.data import open_source
 from .loaders.models import ModelUnderTest, load_model
@@ -183,6 +184,7 @@ class ShardWorker:
         self.search_paths = (*search_paths, loaded.directory)
         self.batch_size = self.spec.data.batch_size
         self._cache: dict[Hashable, Any] = {}
+        self.result_cache: ResultCache | None = None  # the persistent cache, set by the engine
 
     @cached_property
     def model(self) -> ModelUnderTest:

@@ -75,7 +75,8 @@ def test_the_local_runner_leaves_a_need_that_failed_out_of_the_later_shards() ->
         return shard(batch[0], batch[-1] + 1, failing=LOC in plan.needs)
 
     ranges = [range(0, 2), range(2, 4), range(4, 6)]
-    worker = SimpleNamespace(source=SimpleNamespace(stream=lambda shards: (Batch(r) for r in shards)), run=run)
+    source = SimpleNamespace(stream=lambda shards: (Batch(r) for r in shards))
+    worker = SimpleNamespace(source=source, run=run, result_cache=None)
     done: list[int] = []
     parts = LocalRunner()(worker, Plan((COV, LOC)), ranges, done.append)  # type: ignore[arg-type]
     assert asked == [(COV, LOC), (COV,), (COV,)]
