@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -107,7 +107,8 @@ class ResultCache:
         return self.directory / key[:2] / f"{key}.pt"
 
     def load(self, key: str) -> dict[str, object] | None:
-        """The entry stored under ``key``; None when absent or unreadable (counted)."""
+        """The entry stored under ``key`` (a shard's statistics, or a report's maps); None when
+        absent or unreadable (counted)."""
         path = self.path(key)
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
@@ -169,6 +170,9 @@ class ResultCache:
 def _valid_entry(entry: object, key: str) -> bool:
     if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != key:
         return False
+    if "maps" in entry:
+        maps, regions = entry["maps"], entry.get("regions")
+        return isinstance(maps, Tensor) and isinstance(regions, Tensor) and maps.shape == regions.shape
     base, needs = entry.get("base"), entry.get("needs")
     if not isinstance(base, dict) or not isinstance(needs, dict) or not isinstance(entry.get("classes"), int):
         return False
@@ -290,12 +294,20 @@ def statistic_settings(check: CheckSpec) -> dict[str, object]:
     return {"kind": check.kind, **config.model_dump(mode="json", exclude=left_out)}
 
 
+def method_settings(loaded: LoadedSpec, method: str | None) -> dict[str, object]:
+    """The attribution block of ``method`` with its name (empty for checks without a method)."""
+    if method is None:
+        return {}
+    return {"name": method, **loaded.spec.attributions[method].model_dump(mode="json")}
+
+
 def need_key(loaded: LoadedSpec, need: Need, search_paths: tuple[Path, ...] = ()) -> str:
     """What one need's statistics depend on besides the spec key: the check's statistic settings
     and its method's block (with the content of the files they name)."""
-    settings = statistic_settings(loaded.spec.checks[need.check_index])
-    method = {} if need.method is None else loaded.spec.attributions[need.method].model_dump(mode="json")
-    blocks = {"check": settings, "method": method, "name": need.method}
+    blocks = {
+        "check": statistic_settings(loaded.spec.checks[need.check_index]),
+        "method": method_settings(loaded, need.method),
+    }
     return _digest(json.dumps(blocks, sort_keys=True), *_named_content(blocks, loaded, search_paths))
 
 
@@ -355,6 +367,10 @@ class Lookup:
         return computed
 
 
+def _spec_key(worker: ShardWorker) -> str:
+    return worker.cached(("cache", "spec"), lambda: spec_key(worker.loaded, worker.device, worker.search_paths))
+
+
 def _need_key(worker: ShardWorker, need: Need) -> str:
     return worker.cached(("cache", need), lambda: need_key(worker.loaded, need, worker.search_paths))
 
@@ -367,8 +383,7 @@ def lookup(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> Lookup:
     cache: ResultCache | None = worker.result_cache
     if cache is None or not len(batch):
         return Lookup(plan)
-    shared = worker.cached(("cache", "spec"), lambda: spec_key(worker.loaded, worker.device, worker.search_paths))
-    key = _digest(shared, batch_digest(batch))
+    key = _digest(_spec_key(worker), batch_digest(batch))
     keys = {need: _need_key(worker, need) for need in plan.needs}
     entry = cache.load(key) if cache.reads else None
     if entry is None:
@@ -394,3 +409,25 @@ def lookup_range(worker: ShardWorker, plan: Plan, indices: range) -> Lookup:
     if worker.result_cache is None:
         return Lookup(plan)
     return lookup(worker, plan, worker.source.read(indices))
+
+
+def report_maps(
+    worker: ShardWorker, method: str, batch: SampleBatch, compute: Callable[[], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """``((K, H, W) maps, (K, H, W) bool regions)`` of the few samples a report shows, on the CPU:
+    from the cache when it holds them, else ``compute()`` (and stored)."""
+    cache = worker.result_cache
+    if cache is None:
+        return compute()
+    blocks = {"report maps": method_settings(worker.loaded, method)}
+    settings = _digest(json.dumps(blocks, sort_keys=True), *_named_content(blocks, worker.loaded, worker.search_paths))
+    key = _digest(_spec_key(worker), settings, batch_digest(batch))
+    entry = cache.load(key) if cache.reads else None
+    if entry is not None:
+        maps, regions = entry["maps"], entry["regions"]
+        assert isinstance(maps, Tensor) and isinstance(regions, Tensor)
+        return maps, regions
+    maps, regions = compute()
+    if cache.writes:
+        cache.store(key, {"format": FORMAT, "key": key, "maps": maps, "regions": regions})
+    return maps, regions

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .cache import ResultCache, lookup
+from .cache import ResultCache, lookup, report_maps
 from .errors import SpecRuntimeError
 from .loaders.models import ModelUnderTest
 from .loaders.source import SampleBatch, SampleSource
@@ -151,10 +151,14 @@ class SpecEngine:
         batch = self.source.read(sorted(indices))
         if method is None or not len(batch):
             return batch, None, None
-        shard = Shard(self.worker, batch.to(self.device))
-        maps = shard.saliency_maps(method)
-        regions, _ = shard.saliency_regions(method)
-        return batch, maps.cpu(), regions.cpu()
+
+        def compute() -> tuple[Tensor, Tensor]:
+            shard = Shard(self.worker, batch.to(self.device))
+            regions, _ = shard.saliency_regions(method)
+            return shard.saliency_maps(method).cpu(), regions.cpu()
+
+        maps, regions = report_maps(self.worker, method, batch, compute)  # the persistent cache's, if any
+        return batch, maps, regions
 
     @cached_property
     def weights_file(self) -> dict[str, str] | None:
