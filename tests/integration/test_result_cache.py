@@ -47,7 +47,7 @@ def test_a_rerun_comes_from_the_cache_with_the_same_json(write_spec: WriteSpec, 
     cold.assert_outcomes(passed=2)
     cold.stdout.fnmatch_lines(["saliency: result cache readwrite, .pytest_cache/d/saliency/ (at most 2048 MiB)"])
     cold.stdout.fnmatch_lines(["saliency cache: 0 of 1 shards from the cache, 1 computed"])
-    assert len(entries(default_folder(project))) == 1
+    assert len(entries(default_folder(project))) == 2  # the shard, and the maps its worst examples show
 
     warm = project.runpytest_inprocess("--saliency-json", "warm.json")
     warm.assert_outcomes(passed=2)
