@@ -38,6 +38,7 @@ from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
 from .spec.schema import AgainstSpec
 from .spec.validate import LoadedSpec
+from .speed import prepare
 
 T = TypeVar("T")
 
@@ -191,7 +192,8 @@ class ShardWorker:
         # Loaded outside inference mode: tensors created inside it could never take part in
         # the gradient computations of attributions later.
         with torch.inference_mode(False):
-            return load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+            model = load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+            return prepare(model, self.spec.model, self.device)
 
     @cached_property
     def source(self) -> SampleSource:
@@ -225,7 +227,8 @@ class ShardWorker:
             else:
                 spec, where = self.spec.model.model_copy(update={"weights": against.weights}), location
             with torch.inference_mode(False):  # see model
-                return load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
+                model = load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
+                return prepare(model, spec, self.device)
 
         return self.cached(("reference", against.model_dump_json()), build)
 

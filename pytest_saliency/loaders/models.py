@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import Location, SpecRuntimeError, first_line
 from ..spec.schema import ModelSpec, NormalizeSpec
+from ..speed import autocast, compiled, contiguous_gradients
 from .imports import call_factory, resolve_callable
 
 
@@ -45,9 +46,20 @@ class ModelUnderTest(nn.Module):
         self.network = network
         self.output = output
         self.location = location
+        self.channels_last = False  # model.memory_format, resolved (pytest_saliency.speed)
+        self.precision: torch.dtype | None = None  # model.precision: autocast dtype
+        self.compiled = False  # model.compile
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
+        return compiled(self)(inputs) if self.compiled else self.logits(inputs)
+
+    def logits(self, inputs: Tensor) -> Tensor:
+        """``(N, classes)`` logits; under autocast when :attr:`precision` asks, then as float32."""
+        if self.channels_last:
+            inputs = contiguous_gradients(inputs)  # attributions keep the default layout
+        with autocast(inputs.device, self.precision):
+            logits = as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
+        return logits if self.precision is None else logits.float()
 
 
 def as_logits(output: object, choice: int | str | None, count: int, location: Location = ("model",)) -> Tensor:

@@ -149,6 +149,14 @@ class ModelSpec(_ExactlyOne):
         default=None,
         description="which output holds the logits when the model returns a tuple (an index) or a dict (a key)",
     )
+    memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
+        default="auto",
+        description="auto: channels_last for convolutional networks (exact, faster), else contiguous",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="bf16/fp16: autocast mixed precision (faster, moves the numbers; fp16 on CUDA only)"
+    )
+    compile: bool = Field(default=False, description="torch.compile the model (a slow first pass; moves the numbers)")
 
     @model_validator(mode="after")
     def _weights_need_factory(self) -> ModelSpec:
