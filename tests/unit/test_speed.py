@@ -85,3 +85,18 @@ def test_compile_computes_the_eager_logits_and_a_copy_compiles_its_own(monkeypat
         for parameter in randomised.parameters():
             parameter.normal_()
     assert not torch.allclose(randomised(images), compiled(images))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_and_channels_last_on_cuda_give_float32_logits_near_the_fp32_ones() -> None:
+    cuda = torch.device("cuda")
+    images = torch.rand(4, 3, 16, 16, device=cuda)
+    spec = ModelSpec.model_validate({"factory": "x:y", "precision": "fp16"})
+    half = prepare(ModelUnderTest(convolutional(), None).to(cuda).eval(), spec, cuda)
+    full = prepare(
+        ModelUnderTest(convolutional(), None).to(cuda).eval(), ModelSpec.model_validate({"factory": "x:y"}), cuda
+    )
+    logits, gradient = logits_and_gradients(half, images)
+    expected_logits, _ = logits_and_gradients(full, images)
+    assert logits.dtype == torch.float32 and gradient.is_contiguous()
+    torch.testing.assert_close(logits, expected_logits, rtol=0.02, atol=0.02)
