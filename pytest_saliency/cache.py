@@ -8,10 +8,10 @@ with nothing changed computes nothing (``--saliency-cache``, ``saliency_cache_di
                         -> entry file <dir>/<key[:2]>/<key>.pt: {need key: statistics}
                         -> the needs found are taken, only the others are computed, then stored
 
-The **spec key** covers what can change a number for every shard: the package's own source, the
-torch, captum and numpy versions, the device type and dtype, the model block (as a whole, with
-the content of every file it names and of its factory's module), the data block, the target, the
-seed and the saliency settings. The **shard digest** covers the samples as read (indices, images
+The **spec key** covers what can change a number for every shard: the package's own source,
+the versions of torch, numpy, captum and the model packages (:data:`MODEL_PACKAGES`), the device
+type and dtype, the model block (as a whole, with the content of every file it names and of its
+factory's module), the data block, the target, the seed and the saliency settings. The **shard digest** covers the samples as read (indices, images
 after the transform, masks, labels, extra masks, per-sample fields, skipped lines). A **need key**
 covers one check's statistic configuration (thresholds, ``decide``, ``severity``, ``id``, marks
 and descriptions left out) and its attribution method's block. An entry holds the shard's
@@ -58,6 +58,8 @@ DECISION_ONLY = frozenset(
 )
 """Check settings that only ``decide`` reads, besides the threshold-typed ones: changing them
 reuses the cached statistics."""
+MODEL_PACKAGES = ("captum", "torchvision", "timm", "transformers", "safetensors")
+"""Packages whose version can change a number (attributions, models and weights by name)."""
 
 
 @dataclass
@@ -135,6 +137,7 @@ class ResultCache:
         try:
             with os.fdopen(handle, "wb") as stream:
                 torch.save(entry, stream)
+            os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide a shared folder's entries from others
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -210,10 +213,11 @@ def package_digest() -> str:
 def environment_digest() -> str:
     """The versions of the libraries the numbers come from."""
     versions = [f"torch {torch.__version__}", f"numpy {np.__version__}"]
-    try:
-        versions.append(f"captum {importlib.metadata.version('captum')}")
-    except importlib.metadata.PackageNotFoundError:
-        versions.append("captum none")
+    for name in MODEL_PACKAGES:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} none")
     return _digest(*versions)
 
 
