@@ -21,14 +21,13 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .attribution import Attributor
-from .cache import ResultCache
 from .errors import Location, SpecRuntimeError, model_stage
 from .loaders.data import open_source
 from .loaders.models import ModelUnderTest, load_model
@@ -39,6 +38,9 @@ from .metrics.saliency import binarize, normalize_maps, reduce_channels
 from .spec.schema import AgainstSpec
 from .spec.validate import LoadedSpec
 from .speed import prepare
+
+if TYPE_CHECKING:
+    from .cache import ResultCache
 
 T = TypeVar("T")
 
