@@ -54,6 +54,15 @@ def resnet50(classes: int = 1000, seed: int = 0) -> nn.Module:
         return torchvision.models.resnet50(weights=None, num_classes=classes).eval()
 
 
+def resnet18(classes: int = 1000, seed: int = 0) -> nn.Module:
+    """torchvision's ResNet-18, randomly initialised from ``seed`` (no download)."""
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torchvision.models.resnet18(weights=None, num_classes=classes).eval()
+
+
 class Shapes:
     """``count`` images of ``3 x size x size``, each made from its index alone: uniform noise with
     a filled square or disc of a class colour at a random place. A sample is ``(image (3, H, W)

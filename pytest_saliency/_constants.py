@@ -37,3 +37,11 @@ def spec_stem(path: Path) -> str:
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 """The environment variable GitHub Actions sets to the job summary's file: the Markdown summary
 (``--saliency-markdown``) is appended to it too."""
+
+CacheMode = Literal["off", "read", "write", "readwrite"]
+"""``--saliency-cache``: what a run does with the persistent result cache."""
+
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
+
+DEFAULT_CACHE_MAX_MB = 2048
+"""The default bound of the result cache's directory (``saliency_cache_max_mb``), in MiB."""

@@ -45,6 +45,7 @@ from weakref import WeakKeyDictionary
 from .errors import ClusterUnavailable, SaliencyError, SpecRuntimeError, describe_exception, first_line
 
 if TYPE_CHECKING:
+    from .cache import Lookup
     from .dispatch import Dispatch
     from .spec.validate import LoadedSpec
     from .streaming import Plan, ShardResult, ShardWorker
@@ -208,6 +209,8 @@ class RayRunner:
         :class:`~pytest_saliency.dispatch.Dispatch` says when it is submitted."""
         if worker in self._failed:
             raise self._failed[worker]
+        from .cache import lookup_range
+
         ray = _ray()
 
         actors = self.actors()
@@ -215,23 +218,27 @@ class RayRunner:
         loaded = ray.put(worker.loaded)
         directory = os.getcwd()
         todo: Iterator[range] = iter(shards)
-        pending: dict[Any, tuple[Any, range]] = {}
+        pending: dict[Any, tuple[Any, range, Lookup]] = {}
+        results: list[ShardResult] = []
 
         def submit(actor: Any) -> None:
-            indices = next(todo, None)
-            if indices is not None:
-                plan = dispatch.plan_for(indices)
-                reference = actor.run_range.remote(key, loaded, directory, worker.search_paths, plan, indices)
-                pending[reference] = (actor, indices)
+            for indices in todo:
+                found = lookup_range(worker, dispatch.plan_for(indices), indices)  # looked up before it is sent
+                if found.result is not None:
+                    results.append(found.result)
+                    progress(len(found.result.base["index"]) + len(found.result.skipped))
+                    continue
+                reference = actor.run_range.remote(key, loaded, directory, worker.search_paths, found.todo, indices)
+                pending[reference] = (actor, indices, found)
+                return
 
         for actor in actors:
             submit(actor)
-        results: list[ShardResult] = []
         while pending:
             (reference,), _ = ray.wait(list(pending), num_returns=1)
-            actor, indices = pending.pop(reference)
+            actor, indices, found = pending.pop(reference)
             try:
-                part: ShardResult = ray.get(reference)
+                part: ShardResult = found.complete(ray.get(reference))
             except ray.exceptions.RayTaskError as error:  # raised by our code or the user's, in the actor
                 cause = error.cause if isinstance(error.cause, BaseException) else error
                 raise cause from error

@@ -118,7 +118,15 @@ class SpecFile(pytest.File):
         key = (str(self.path), self.path.stat().st_mtime_ns, str(device))
         search_paths = (self.config.rootpath,)
         return session.engines.get(
-            key, lambda: SpecEngine(self.loaded, device, search_paths, progress=session.progress, runner=session.runner)
+            key,
+            lambda: SpecEngine(
+                self.loaded,
+                device,
+                search_paths,
+                progress=session.progress,
+                runner=session.runner,
+                result_cache=session.result_cache,
+            ),
         )
 
     def plan(self) -> Plan:

@@ -2,8 +2,9 @@
 
 A runner (:class:`~pytest_saliency.engine.LocalRunner` in this process,
 :class:`~pytest_saliency.cluster.RayRunner` on a cluster) only moves shards and results: it asks
-its pass's :class:`Dispatch` which needs a shard is sent (:meth:`Dispatch.plan_for`), has the
-shard computed by :func:`compute_shard` (here or in a Ray actor), and hands each result back
+its pass's :class:`Dispatch` which needs a shard is sent (:meth:`Dispatch.plan_for`), takes what
+the result cache holds of them (:mod:`pytest_saliency.cache`), has the rest computed by
+:func:`compute_shard` (here or in a Ray actor), and hands each result back
 (:meth:`Dispatch.received`). A need that raised on one shard is not sent with the shards after
 it: its items fail with that first error, and the pass does not pay for it again.
 """
@@ -30,8 +31,8 @@ class Dispatch:
 
     def plan_for(self, samples: Sequence[int]) -> Plan:
         """The needs to compute for the shard of the data set positions ``samples``: the pass's
-        plan less the needs that raised on an earlier shard. (A store of results already computed
-        is consulted here.)"""
+        plan less the needs that raised on an earlier shard. The runners then ask the result cache
+        (:func:`~pytest_saliency.cache.lookup`) which of them it already holds."""
         return self.plan.without(list(self.failed))
 
     def received(self, result: ShardResult) -> None:

@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .cache import ResultCache, lookup, report_maps
 from .dispatch import Dispatch, compute_shard
 from .errors import SaliencyError, SpecRuntimeError
 from .loaders.model_sources import huggingface_weights
@@ -63,7 +64,8 @@ class LocalRunner:
     ) -> list[ShardResult]:
         results = []
         for batch in worker.source.stream(shards):  # a shard whose every sample was skipped may yield none
-            result = compute_shard(worker, dispatch.plan_for(batch.indices.tolist()), batch)
+            found = lookup(worker, dispatch.plan_for(batch.indices.tolist()), batch)  # the result cache's part
+            result = found.result or found.complete(compute_shard(worker, found.todo, batch))
             dispatch.received(result)
             results.append(result)
             progress(len(batch) + len(batch.skipped))
@@ -81,11 +83,13 @@ class SpecEngine:
         search_paths: tuple[Path, ...] = (),
         progress: Progress | None = None,
         runner: Runner | None = None,
+        result_cache: ResultCache | None = None,
     ) -> None:
         self.loaded, self.preprocessing = resolve_preprocessing(loaded)  # transform: auto, the source's classes
         self.spec = self.loaded.spec
         self.device = device
         self.worker = ShardWorker(self.loaded, device, search_paths)
+        self.worker.result_cache = result_cache
         self.batch_size = self.spec.data.batch_size
         self.progress = progress
         self.runner: Runner = runner or LocalRunner()
@@ -159,10 +163,14 @@ class SpecEngine:
         batch = self.source.read(sorted(indices))
         if method is None or not len(batch):
             return batch, None, None
-        shard = Shard(self.worker, batch.to(self.device))
-        maps = shard.saliency_maps(method)
-        regions, _ = shard.saliency_regions(method)
-        return batch, maps.cpu(), regions.cpu()
+
+        def compute() -> tuple[Tensor, Tensor]:
+            shard = Shard(self.worker, batch.to(self.device))
+            regions, _ = shard.saliency_regions(method)
+            return shard.saliency_maps(method).cpu(), regions.cpu()
+
+        maps, regions = report_maps(self.worker, method, batch, compute)  # the persistent cache's, if any
+        return batch, maps, regions
 
     @cached_property
     def weights_file(self) -> dict[str, str] | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ._constants import SPEC_SUFFIXES, STEP_SUMMARY
+from ._constants import CACHE_MODES, DEFAULT_CACHE_MAX_MB, SPEC_SUFFIXES, STEP_SUMMARY, CacheMode
 from .baselines.settings import DEFAULT_DIRNAME, UPDATE_MODES, ci_is_set, settings_from_config
 from .collect import CheckItem, SpecErrorItem, SpecFile
 from .session import SESSION_KEY, SaliencySession
@@ -114,7 +114,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="with --saliency-ray: the number of Ray actors (default: one per GPU of the cluster, else 2).",
     )
+    group.addoption(
+        "--saliency-cache",
+        choices=CACHE_MODES,
+        default=None,
+        help="the persistent result cache of per-shard statistics: readwrite (default) reuses and stores, "
+        "read only reuses, write only stores (recomputing everything), off ignores it. "
+        "Kept under pytest's cache folder (-p no:cacheprovider turns it off, --cache-clear clears it) "
+        "or saliency_cache_dir.",
+    )
     parser.addini("saliency_device", "default for --saliency-device", default="auto")
+    parser.addini(
+        "saliency_cache_dir",
+        "folder of the persistent result cache, relative to the ini file (default: saliency/ in pytest's cache folder)",
+        default="",
+    )
+    parser.addini(
+        "saliency_cache_max_mb",
+        f"bound of the result cache's folder in MiB; least recently used entries go first (default {DEFAULT_CACHE_MAX_MB})",
+        default=str(DEFAULT_CACHE_MAX_MB),
+    )
     parser.addini(
         "saliency_baseline_dir",
         "folder for drift snapshots, relative to the ini file (default: saliency-baselines/ beside each spec)",
@@ -141,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
         step_summary=os.environ.get(STEP_SUMMARY) or None,
     )
     session.runner = _ray_runner(config, session.device)
+    session.cache_dir, session.cache_mode, session.cache_max_mb = _result_cache(config)
     from .signals import handle_sigterm_as_interrupt  # stdlib only; after Ray's init, which sets its own
 
     config.stash[_RESTORE_SIGTERM] = handle_sigterm_as_interrupt()
@@ -188,6 +208,34 @@ def _ray_runner(config: pytest.Config, device: str) -> RayRunner | None:
     return runner
 
 
+def _result_cache(config: pytest.Config) -> tuple[Path | None, CacheMode, int]:
+    """``(folder, mode, bound in MiB)`` of the result cache: ``saliency_cache_dir`` (cleared of
+    its entries by ``--cache-clear``), else pytest's cache folder; off without either."""
+    mode: CacheMode = config.getoption("saliency_cache") or "readwrite"
+    text = config.getini("saliency_cache_max_mb")
+    try:
+        bound = int(text)
+    except ValueError:
+        raise pytest.UsageError(f"saliency_cache_max_mb = {text}: give a whole number of MiB") from None
+    if bound < 1:
+        raise pytest.UsageError(f"saliency_cache_max_mb = {bound}: give 1 or more")
+    if mode == "off":
+        return None, mode, bound
+    folder = config.getini("saliency_cache_dir")
+    if folder:
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        directory: Path = base / folder
+        if config.getoption("cacheclear", False):
+            for entry in directory.glob("*/*.pt"):
+                entry.unlink(missing_ok=True)
+        return directory, mode, bound
+    cache = getattr(config, "cache", None)
+    if cache is None:  # -p no:cacheprovider
+        return None, "off", bound
+    made: Path = cache.mkdir("saliency")
+    return made, mode, bound
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """End the Ray actors of ``--saliency-ray`` (and Ray, when the run started it); give SIGTERM
     its previous handler back."""
@@ -223,6 +271,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     else:
         folder = os.path.relpath(settings.directory, config.rootpath) + "/"
     lines = [f"saliency: device {device}, baselines {mode}, folder {folder}"]
+    if session.cache_dir is not None:
+        shown = os.path.relpath(session.cache_dir, config.rootpath)
+        lines.append(f"saliency: result cache {session.cache_mode}, {shown}/ (at most {session.cache_max_mb} MiB)")
+    else:
+        lines.append("saliency: result cache off")
     runner = session.runner
     if runner is not None:
         from .cluster import RayRunner
@@ -284,6 +337,9 @@ def pytest_runtest_makereport(
     # Travels back from xdist workers with the report (xdist sends a report's __dict__); TestReport
     # declares no such field, and a subclass would not survive that round trip.
     report.saliency = result  # type: ignore[attr-defined]
+    counts = item.config.stash[SESSION_KEY].take_cache_counts()
+    if counts is not None:
+        report.saliency_cache = counts  # type: ignore[attr-defined]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -297,6 +353,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         writer = config.get_terminal_writer()
         terminalreporter.write_sep("=", "saliency summary")
         terminalreporter.write(summary_table(results, width=writer.fullwidth, markup=writer.hasmarkup))
+    for line in session.cache_summary():
+        terminalreporter.write_line(line)
     for line in session.baseline_summary():
         terminalreporter.write_line(line)
     for line in session.report_lines:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._constants import DEFAULT_CACHE_MAX_MB, CacheMode
 from .baselines import BaselineSettings, summary_lines
 
 if TYPE_CHECKING:
     from pluggy import Result
 
+    from .cache import ResultCache
     from .engine import EngineCache, Runner
     from .spec.overrides import Override
 
@@ -36,7 +39,13 @@ class SaliencySession:
     progress: Callable[[str, int, int], None] | None = None  # the engines' progress callback (a terminal bar)
     report_lines: list[str] = field(default_factory=list)  # what write_reports wrote, for the summary
     runner: Runner | None = None  # where shards run: None in-process, else on a Ray cluster (--saliency-ray)
+    cache_dir: Path | None = None  # the persistent result cache's folder (None: no cache)
+    cache_mode: CacheMode = "off"  # --saliency-cache
+    cache_max_mb: int = DEFAULT_CACHE_MAX_MB  # saliency_cache_max_mb
+    cache_counts: dict[str, int] = field(default_factory=dict)  # shards cached/computed, entries unreadable
+    cache_unreadable: str | None = None  # the first unreadable entry
     _engines: EngineCache | None = None
+    _result_cache: ResultCache | None = None
 
     @property
     def engines(self) -> EngineCache:
@@ -45,6 +54,25 @@ class SaliencySession:
 
             self._engines = EngineCache(size=2)
         return self._engines
+
+    @property
+    def result_cache(self) -> ResultCache | None:
+        """The persistent result cache of this run's engines (None when off), made at first use."""
+        if self.cache_dir is None or self.cache_mode == "off":
+            return None
+        if self._result_cache is None:
+            from .cache import ResultCache
+
+            self._result_cache = ResultCache(self.cache_dir, self.cache_mode, self.cache_max_mb << 20)
+        return self._result_cache
+
+    def take_cache_counts(self) -> dict[str, int | str | None] | None:
+        """What the cache did since the last call (one item's run), or None when nothing; it
+        travels to the xdist controller with the item's report."""
+        if self._result_cache is None:
+            return None
+        counts = self._result_cache.take_counts()
+        return asdict(counts) if counts.cached or counts.computed or counts.unreadable else None
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Result[None], None]:
@@ -65,6 +93,11 @@ class SaliencySession:
             result.setdefault("line", None if line is None else line + 1)  # the check's line in the spec
             result.setdefault("duration", round(report.duration, 6))
             self.results.append(result)
+        counts = getattr(report, "saliency_cache", None)
+        if counts is not None and report.when == "call":
+            for name in ("cached", "computed", "unreadable"):
+                self.cache_counts[name] = self.cache_counts.get(name, 0) + int(counts[name])
+            self.cache_unreadable = self.cache_unreadable or counts["first_unreadable"]
 
     @property
     def wants_thumbnails(self) -> bool:
@@ -92,6 +125,20 @@ class SaliencySession:
         )
         self.report_lines = outputs.lines
         return outputs.missing, outputs.interrupted
+
+    def cache_summary(self) -> list[str]:
+        """Lines for the end of the run: how many shards came from the result cache."""
+        counts = self.cache_counts
+        cached, computed, unreadable = (counts.get(name, 0) for name in ("cached", "computed", "unreadable"))
+        if self.cache_mode == "off" or not cached + computed + unreadable:
+            return []
+        lines = [f"saliency cache: {cached} of {cached + computed} shards from the cache, {computed} computed"]
+        if unreadable:
+            lines.append(
+                f"saliency cache: {unreadable} unreadable entr{'ies' if unreadable != 1 else 'y'} ignored and "
+                f"recomputed (first: {self.cache_unreadable})"
+            )
+        return lines
 
     def baseline_summary(self) -> list[str]:
         """Lines for the end of the run: baselines created/updated/unchanged, obtained files."""

@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,10 @@ from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
 from .spec.schema import WEIGHT_SOURCES, AgainstSpec, Spec
 from .spec.validate import LoadedSpec
+from .speed import prepare
+
+if TYPE_CHECKING:
+    from .cache import ResultCache
 
 T = TypeVar("T")
 
@@ -178,13 +182,15 @@ class ShardWorker:
         self.search_paths = (*search_paths, loaded.directory)
         self.batch_size = self.spec.data.batch_size
         self._cache: dict[Hashable, Any] = {}
+        self.result_cache: ResultCache | None = None  # the persistent cache, set by the engine
 
     @cached_property
     def model(self) -> ModelUnderTest:
         # Loaded outside inference mode: tensors created inside it could never take part in
         # the gradient computations of attributions later.
         with torch.inference_mode(False):
-            return load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+            model = load_model(self.spec.model, self.loaded.directory, self.search_paths, self.device)
+            return prepare(model, self.spec.model, self.device)
 
     @cached_property
     def source(self) -> SampleSource:
@@ -218,7 +224,8 @@ class ShardWorker:
             else:
                 spec, where = self.spec.model.model_copy(update={"weights": against.weights}), location
             with torch.inference_mode(False):  # see model
-                return load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
+                model = load_model(spec, self.loaded.directory, self.search_paths, self.device, where)
+                return prepare(model, spec, self.device)
 
         return self.cached(("reference", against.model_dump_json()), build)
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..errors import Location, SpecRuntimeError, first_line
 from ..spec.schema import ModelSpec, NormalizeSpec
+from ..speed import autocast, compiled, contiguous_gradients
 from .imports import call_factory, resolve_callable
 from .model_sources import build_network
 from .preprocessing import model_normalization
@@ -102,9 +103,21 @@ class ModelUnderTest(nn.Module):
         self.output_kind = output_kind
         self.notes: list[str] = []
         """How the weights were read (a checkpoint key, a stripped prefix), for the reports."""
+        self.channels_last = False  # model.memory_format, resolved (pytest_saliency.speed)
+        self.precision: torch.dtype | None = None  # model.precision: autocast dtype
+        self.compiled = False  # model.compile
 
     def forward(self, inputs: Tensor) -> Tensor:
-        logits = as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
+        return compiled(self)(inputs) if self.compiled else self.logits(inputs)
+
+    def logits(self, inputs: Tensor) -> Tensor:
+        """``(N, classes)`` logits (log-probabilities for ``output_kind: probabilities``); under
+        autocast when :attr:`precision` asks, then as float32."""
+        if self.channels_last:
+            inputs = contiguous_gradients(inputs)  # attributions keep the default layout
+        with autocast(inputs.device, self.precision):
+            logits = as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
+        logits = logits if self.precision is None else logits.float()
         if self.output_kind == "probabilities":
             return torch.log(logits.clamp_min(PROBABILITY_FLOOR))
         return logits

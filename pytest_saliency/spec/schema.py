@@ -188,6 +188,14 @@ class ModelSpec(_ExactlyOne):
         description="what the model returns per class: logits, or probabilities (rows summing to 1), "
         "then taken as log-probabilities (clamped at 1e-12 before the log)",
     )
+    memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
+        default="auto",
+        description="auto: channels_last for convolutional networks (exact, faster), else contiguous",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="bf16/fp16: autocast mixed precision (faster, moves the numbers; fp16 on CUDA only)"
+    )
+    compile: bool = Field(default=False, description="torch.compile the model (a slow first pass; moves the numbers)")
 
     @model_validator(mode="after")
     def _settings_of_the_source(self) -> ModelSpec:

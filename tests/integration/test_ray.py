@@ -88,9 +88,12 @@ def test_two_actors_give_the_measurements_of_an_in_process_run(
     write_spec("x", looks_at="both", data=DATA, attributions=ATTRIBUTIONS, checks=CHECKS)
     local = project.runpytest_inprocess("--saliency-json", "local.json")
     assert local.ret == pytest.ExitCode.TESTS_FAILED  # the decoy costs IoU: failures travel back too
-    on_ray = project.runpytest_inprocess("--saliency-ray", "--saliency-workers", "2", "--saliency-json", "ray.json")
+    # write: computed on the actors (not served from the in-process run's cache entries), then stored
+    ray_options = ("--saliency-ray", "--saliency-workers", "2")
+    on_ray = project.runpytest_inprocess(*ray_options, "--saliency-cache", "write", "--saliency-json", "ray.json")
     assert on_ray.ret == local.ret
     on_ray.stdout.fnmatch_lines(["saliency: ray local cluster (2 CPUs, 0 GPUs), 2 workers on cpu"])
+    on_ray.stdout.fnmatch_lines(["saliency cache: 0 of 3 shards from the cache, 3 computed"])
     assert on_ray.parseoutcomes() == local.parseoutcomes()
     assert ray.is_initialized()  # the run did not start this cluster, so it left it running
 
@@ -101,6 +104,10 @@ def test_two_actors_give_the_measurements_of_an_in_process_run(
         assert result["measurements"], nodeid
         assert measured[nodeid] == result, nodeid  # every measurement (random's per-sample draws too), thumbnail
     helpers.assert_no_traceback(on_ray.stdout.str())
+
+    cached = project.runpytest_inprocess(*ray_options, "--saliency-json", "cached.json")  # the driver looks up first
+    cached.stdout.fnmatch_lines(["saliency cache: 3 of 3 shards from the cache, 0 computed"])
+    assert items(project.path / "cached.json") == expected
 
 
 def dying_spec(write_spec: WriteSpec, project: pytest.Pytester, deaths: int) -> None:
