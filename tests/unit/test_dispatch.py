@@ -28,12 +28,14 @@ class Batch(list[int]):
 
 class Worker:
     """What a runner reads of a :class:`~pytest_saliency.streaming.ShardWorker`: its source
-    (which yields no batch for a shard whose every sample it skipped, here those of ``skipped``)."""
+    (which yields no batch for a shard whose every sample it skipped, here those of ``skipped``),
+    with no result cache."""
 
     def __init__(self, skipped: tuple[range, ...] = ()) -> None:
         self.source = SimpleNamespace(stream=lambda shards: (Batch(r) for r in shards if r not in skipped))
         self.loaded = SimpleNamespace()
         self.search_paths = ()
+        self.result_cache = None
 
 
 def shard(samples: list[int], plan: Plan) -> ShardResult:
