@@ -49,4 +49,5 @@ def load(path: str | Path, num_classes: int = 3) -> nn.Module:
     """``build(num_classes)`` with the state_dict at ``path`` loaded (``weights_only=True``), in eval mode."""
     model = build(num_classes)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
+    model.eval()
+    return model
