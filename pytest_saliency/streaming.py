@@ -35,7 +35,7 @@ from .loaders.source import SampleBatch, SampleSource
 from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .spec.schema import AgainstSpec
+from .spec.schema import AUTO_LAYER, AgainstSpec
 from .spec.validate import LoadedSpec
 
 T = TypeVar("T")
@@ -82,6 +82,8 @@ class ShardResult:
     errors: dict[Need, BaseException]
     skipped: list[str]
     classes: int
+    layers: dict[str, str] = field(default_factory=dict)
+    """``{method: "layer (layout)"}`` for methods whose layer was picked or read as tokens."""
 
 
 @dataclass
@@ -99,6 +101,8 @@ class PassResult:
     statistics: dict[Need, dict[str, Tensor]] = field(default_factory=dict)
     errors: dict[Need, BaseException] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    layers: dict[str, str] = field(default_factory=dict)
+    """``{method: "layer (layout)"}`` for methods whose layer was picked or read as tokens."""
 
     @property
     def correct(self) -> Tensor:
@@ -126,6 +130,7 @@ class PassResult:
             {**self.statistics, **other.statistics},
             {**self.errors, **other.errors},
             self.skipped,
+            {**self.layers, **other.layers},
         )
 
 
@@ -160,6 +165,7 @@ def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
         statistics,
         errors,
         skipped,
+        {method: layer for part in ordered for method, layer in part.layers.items()},
     )
 
 
@@ -257,7 +263,8 @@ class ShardWorker:
             "prediction": shard.predictions.cpu(),
             "target": shard.targets.cpu(),
         }
-        return ShardResult(base, batch.fields, statistics, errors, batch.skipped, int(shard.logits.shape[1]))
+        classes = int(shard.logits.shape[1])
+        return ShardResult(base, batch.fields, statistics, errors, batch.skipped, classes, shard.layers)
 
 
 @dataclass(frozen=True)
@@ -283,6 +290,8 @@ class Shard:
         self.device = worker.device
         self.batch = batch
         self._attributions: dict[str, Tensor] = {}
+        self.layers: dict[str, str] = {}
+        """``{method: "layer (layout)"}`` of the methods whose layer was picked or read as tokens."""
         self._shared_interest: dict[str, SharedInterestScores] = {}
 
     @property
@@ -392,6 +401,8 @@ class Shard:
                 attributor(self.images[part], chosen[part], self.indices[part].tolist(), self.spec.seed)
                 for part in self.batches(batch_size)
             ]
+            if attributor.layer_name and (attributor.spec.layer == AUTO_LAYER or not attributor.layout.is_identity):
+                self.layers[method] = f"{attributor.layer_name} ({attributor.layout.describe()})"
             return torch.cat(parts)
 
         return run_with_half_batch_retry(attribute, self.worker.batch_size, location, "data.batch_size")
