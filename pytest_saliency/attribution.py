@@ -68,6 +68,9 @@ def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str
 SALT_RANDOM_MAP, SALT_UNIFORM_BASELINE = 0x71, 0x72
 """Salts of the per-sample draws (:func:`~pytest_saliency.metrics.seeding.per_sample_draws`)."""
 
+GUIDED_METHODS = frozenset({"GuidedGradCam", "GuidedBackprop"})
+"""captum methods that change the backward pass of ``nn.ReLU`` modules (and of nothing else)."""
+
 STOCHASTIC_METHODS = frozenset({"GradientShap", "LayerGradientShap", "ShapleyValueSampling", "Lime", "KernelShap"})
 """captum methods that draw from torch's global generator: called one sample at a time, the
 generator seeded by the spec's seed and the sample's index (as any method with a noise tunnel)."""
@@ -187,6 +190,19 @@ class Attributor:
             self._grid_of = (layer, view)
             self.method = self._build(view)
         self._laid_out_for = size
+
+    @property
+    def note(self) -> str:
+        """What a report says about this method, or "": the layer that ``layer: auto`` picked or
+        that is read as tokens or channels-last, and that a guided method on a network without
+        ``nn.ReLU`` (GELU) reduces to the plain gradient (``GuidedGradCam``: Grad-CAM × gradient)."""
+        parts = []
+        if self.layer_name and (self.spec.layer == AUTO_LAYER or not self.layout.is_identity):
+            parts.append(f"attributes to layer {self.layer_name} ({self.layout.describe()})")
+        if self.spec.method in GUIDED_METHODS and not any(isinstance(m, nn.ReLU) for m in self.model.modules()):
+            plain = "Grad-CAM × gradient" if self.spec.method == "GuidedGradCam" else "the input gradient"
+            parts.append(f"guided backpropagation guides ReLUs only and this network has none: this is {plain}")
+        return "; ".join(parts)
 
     @property
     def stochastic(self) -> bool:

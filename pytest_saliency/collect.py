@@ -235,8 +235,8 @@ class CheckItem(pytest.Item):
             engine, check, self.method, self.class_index, result, session.baselines, self.slice_value
         )
         self.outcome = check_module(check.kind).decide(request).decided(engine.spec.decide_for(check))
-        if self.method in result.layers:  # layer: auto, or a token layer read as a grid
-            self.outcome.details.append(f"{self.method} attributes to layer {result.layers[self.method]}")
+        if self.method in result.notes:  # the layer that layer: auto picked, guided methods on GELUs
+            self.outcome.details.append(f"{self.method}: {result.notes[self.method]}")
         if result.skipped:  # data.on_bad_sample: skip
             shown = "; ".join(result.skipped[:SKIPPED_SHOWN]) + ("; ..." if len(result.skipped) > SKIPPED_SHOWN else "")
             count = len(result.skipped)

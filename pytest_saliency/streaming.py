@@ -35,7 +35,7 @@ from .loaders.source import SampleBatch, SampleSource
 from .memory import run_with_half_batch_retry
 from .metrics import shared_interest
 from .metrics.saliency import binarize, normalize_maps, reduce_channels
-from .spec.schema import AUTO_LAYER, AgainstSpec
+from .spec.schema import AgainstSpec
 from .spec.validate import LoadedSpec
 
 T = TypeVar("T")
@@ -82,8 +82,8 @@ class ShardResult:
     errors: dict[Need, BaseException]
     skipped: list[str]
     classes: int
-    layers: dict[str, str] = field(default_factory=dict)
-    """``{method: "layer (layout)"}`` for methods whose layer was picked or read as tokens."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
 
 
 @dataclass
@@ -101,8 +101,8 @@ class PassResult:
     statistics: dict[Need, dict[str, Tensor]] = field(default_factory=dict)
     errors: dict[Need, BaseException] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    layers: dict[str, str] = field(default_factory=dict)
-    """``{method: "layer (layout)"}`` for methods whose layer was picked or read as tokens."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
 
     @property
     def correct(self) -> Tensor:
@@ -130,7 +130,7 @@ class PassResult:
             {**self.statistics, **other.statistics},
             {**self.errors, **other.errors},
             self.skipped,
-            {**self.layers, **other.layers},
+            {**self.notes, **other.notes},
         )
 
 
@@ -165,7 +165,7 @@ def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
         statistics,
         errors,
         skipped,
-        {method: layer for part in ordered for method, layer in part.layers.items()},
+        {method: note for part in ordered for method, note in part.notes.items()},
     )
 
 
@@ -264,7 +264,7 @@ class ShardWorker:
             "target": shard.targets.cpu(),
         }
         classes = int(shard.logits.shape[1])
-        return ShardResult(base, batch.fields, statistics, errors, batch.skipped, classes, shard.layers)
+        return ShardResult(base, batch.fields, statistics, errors, batch.skipped, classes, shard.notes)
 
 
 @dataclass(frozen=True)
@@ -290,8 +290,8 @@ class Shard:
         self.device = worker.device
         self.batch = batch
         self._attributions: dict[str, Tensor] = {}
-        self.layers: dict[str, str] = {}
-        """``{method: "layer (layout)"}`` of the methods whose layer was picked or read as tokens."""
+        self.notes: dict[str, str] = {}
+        """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
         self._shared_interest: dict[str, SharedInterestScores] = {}
 
     @property
@@ -401,8 +401,8 @@ class Shard:
                 attributor(self.images[part], chosen[part], self.indices[part].tolist(), self.spec.seed)
                 for part in self.batches(batch_size)
             ]
-            if attributor.layer_name and (attributor.spec.layer == AUTO_LAYER or not attributor.layout.is_identity):
-                self.layers[method] = f"{attributor.layer_name} ({attributor.layout.describe()})"
+            if attributor.note:
+                self.notes[method] = attributor.note
             return torch.cat(parts)
 
         return run_with_half_batch_retry(attribute, self.worker.batch_size, location, "data.batch_size")

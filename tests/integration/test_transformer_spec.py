@@ -57,7 +57,7 @@ def test_a_vit_runs_grad_cam_at_layer_auto_rollout_and_relevance(
     result.assert_outcomes(failed=3)  # measured (an untrained ViT), not broken: each has its IoU
     for method in ("cam", "rollout", "relevance"):
         assert f"check 'cov' [{method}] failed: iou.mean = " in output
-    assert "cam attributes to layer encoder.layers.encoder_layer_1.ln_1 (tokens: 1 prefix, grid 4x4)" in output
+    assert "cam: attributes to layer encoder.layers.encoder_layer_1.ln_1 (tokens: 1 prefix, grid 4x4)" in output
 
 
 def test_swin_rollout_and_an_unreadable_layer_are_one_line_at_their_key(

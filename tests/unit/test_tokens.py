@@ -155,7 +155,7 @@ def test_layer_grad_cam_on_a_token_layer_is_grad_cam_on_its_grid() -> None:
     attributor = Attributor(AttributionSpec(method="LayerGradCam", layer="auto"), model, 3, WHERE)
     maps = attributor(images, target, [0, 1, 2], 0)
     assert attributor.layer_name == "encoder.layers.encoder_layer_1.ln_1"
-    assert attributor.layout == GridLayout(tokens=True, prefix=1, grid=(8, 8))
+    assert attributor.layout == GridLayout(tokens=True, prefix=1, grid=(4, 4))
     layer = model.network.get_submodule(attributor.layer_name)
     expected = grad_cam_on_tokens(model, layer, images, target, prefix=1)
     assert maps.abs().sum() > 0
@@ -216,6 +216,20 @@ def test_drift_embeddings_pool_a_token_layers_grid() -> None:
     with torch.no_grad():
         model(images)
     handle.remove()
-    grid = kept[0][:, 1:].reshape(2, 8, 8, -1)
-    left, right = grid[:, :, :4].mean(dim=(1, 2)), grid[:, :, 4:].mean(dim=(1, 2))
+    grid = kept[0][:, 1:].reshape(2, 4, 4, -1)
+    left, right = grid[:, :, :2].mean(dim=(1, 2)), grid[:, :, 2:].mean(dim=(1, 2))
     torch.testing.assert_close(embeddings, torch.stack([left[0], right[0], right[1], left[1]]))
+
+
+def test_the_note_names_the_picked_layer_and_guided_methods_on_gelu_networks() -> None:
+    model = ModelUnderTest(tiny_vit(seed=0, head_init=True), None).eval()
+    images = torch.rand(1, 3, *SIZE)
+    guided = Attributor(AttributionSpec(method="GuidedGradCam", layer="auto"), model, 1, WHERE)
+    assert "attributes to layer" not in guided.note  # nothing picked before the first call
+    guided(images, torch.tensor([0]), [0], 0)
+    assert guided.note == (
+        "attributes to layer encoder.layers.encoder_layer_1.ln_1 (tokens: 1 prefix, grid 4x4); guided "
+        "backpropagation guides ReLUs only and this network has none: this is Grad-CAM × gradient"
+    )
+    cnn = ModelUnderTest(shapes_cnn(), None).eval()
+    assert Attributor(AttributionSpec(method="GuidedGradCam", layer="6"), cnn, 1, WHERE).note == ""
