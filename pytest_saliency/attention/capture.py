@@ -24,8 +24,9 @@ class AttentionError(ValueError):
     """The network has no global self-attention whose probabilities can be captured."""
 
 
-WINDOWED = ("WindowAttention", "SwinSelfAttention", "SwinAttention")
-"""Class names of windowed attention (Swin), which has no attention between all tokens."""
+WINDOWED = ("WindowAttention", "SwinSelfAttention", "RelativePositionalMultiHeadAttention")
+"""Parts of the class names of windowed attention (Swin V1 and V2 of torchvision, timm and
+Hugging Face; MaxViT's block and grid attention), which has no attention between all tokens."""
 
 
 @contextmanager
@@ -33,7 +34,7 @@ def captured_attention(network: nn.Module) -> Iterator[list[Tensor]]:
     """While open, every forward pass of ``network`` appends each block's ``(N, heads, T, T)``
     attention probabilities, in call order, to the yielded list. Raises :class:`AttentionError`
     for windowed attention (Swin) and for a network with no attention it knows."""
-    windowed = [type(m).__name__ for m in network.modules() if type(m).__name__.endswith(WINDOWED)]
+    windowed = [type(m).__name__ for m in network.modules() if any(part in type(m).__name__ for part in WINDOWED)]
     if windowed:
         raise AttentionError(
             f"{windowed[0]} attends within windows, so there is no attention between all tokens to roll out: "
