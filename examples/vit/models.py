@@ -1,13 +1,11 @@
-"""Small vision transformers for the shapes data and the transformer tests.
+"""A small vision transformer for 32×32 images (the shapes data), as a spec's ``factory:``.
 
-:func:`build` is torchvision's ``VisionTransformer`` sized for 32×32 images (4×4 patches, an
-8×8 grid of tokens after the class token). torchvision initialises the head to zeros, which makes
+:func:`build` is torchvision's ``VisionTransformer`` sized for 32×32 images (8×8 patches, a
+4×4 grid of tokens after the class token). torchvision initialises the head to zeros, which makes
 every gradient of a fresh model zero; ``head_init`` draws it instead, for tests of untrained models.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,10 +15,10 @@ from torchvision.models import VisionTransformer
 def build(
     num_classes: int = 3,
     image_size: int = 32,
-    patch_size: int = 4,
+    patch_size: int = 8,
     layers: int = 2,
-    heads: int = 4,
-    width: int = 48,
+    heads: int = 2,
+    width: int = 32,
     seed: int | None = None,
     head_init: bool = False,
 ) -> VisionTransformer:
@@ -42,12 +40,4 @@ def build(
         head = model.heads.head
         assert isinstance(head, nn.Linear)
         nn.init.normal_(head.weight, std=width**-0.5)
-    return model
-
-
-def load(path: str | Path, num_classes: int = 3) -> nn.Module:
-    """``build(num_classes)`` with the state_dict at ``path`` loaded (``weights_only=True``), in eval mode."""
-    model = build(num_classes)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    model.eval()
     return model
