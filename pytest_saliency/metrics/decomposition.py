@@ -63,6 +63,7 @@ import builtins
 import contextlib
 import inspect
 import operator
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -712,6 +713,15 @@ def _mul(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     return x.map(lambda t: t * factor)
 
 
+def _truediv(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    """``x / c`` for a constant ``c`` (a distilled DeiT averages its two heads): ``(beta / c, gamma / c)``."""
+    if kwargs or len(args) != 2 or not isinstance(args[0], _Parts) or _tracked(args[1]):
+        raise _Refused("CD divides a tensor computed from the input by a constant only")
+    x: _Parts = args[0]
+    divisor = args[1]
+    return x.map(lambda t: t / divisor)
+
+
 def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     """``torch.cat`` of decomposed tensors: the parts are concatenated; a constant among them (a
     class token) is split by each sample's :func:`overall_share` of the decomposed ones;
@@ -773,6 +783,12 @@ def _scaled_dot_product_attention(args: tuple[Any, ...], kwargs: dict[str, Any])
     )
 
 
+def _unbind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Parts, ...]:
+    """``x.unbind(dim)`` (timm's ``q, k, v``): a tuple of decomposed slices."""
+    x, rest, kw = _single_input(args, kwargs)
+    return tuple(_Parts(b, g) for b, g in zip(x.beta.unbind(*rest, **kw), x.gamma.unbind(*rest, **kw), strict=True))
+
+
 def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Indexing: an element of a list or tuple as it is; a decomposed tensor indexed in each part."""
     container, index = args
@@ -813,7 +829,9 @@ _FUNCTION_RULES: dict[Any, _OperationRule] = {
     operator.add: _add,
     operator.mul: _mul,
     torch.mul: _mul,
+    operator.truediv: _truediv,
     torch.cat: _cat,
+    torch.unbind: _unbind,
     torch.concat: _cat,
     operator.getitem: _getitem,
     builtins.getattr: _getattr,
@@ -850,6 +868,7 @@ _FUNCTION_RULES: dict[Any, _OperationRule] = {
 # Rules of ``call_method`` nodes (``x.name(...)``), by the method's name.
 _METHOD_RULES: dict[str, _OperationRule] = {
     "mul": _mul,
+    "unbind": _unbind,
     "relu": _elementwise(_method("relu")),
     "size": _metadata_method("size"),
     "dim": _metadata_method("dim"),
@@ -1071,6 +1090,10 @@ def contextual_decomposition(
             trace it.
     """
     _ensure_builtins()
+    if "transformers" in sys.modules:  # its models are only ever built after it is imported
+        from .decomposition_hf import register_hugging_face_rules
+
+        register_hugging_face_rules()
     m = _expand_mask(mask, inputs)
     guard = contextlib.nullcontext() if differentiable else torch.no_grad()
     with guard:

@@ -268,6 +268,7 @@ def test_every_builtin_rule_is_covered() -> None:
     built = {type(factory()) for factory, _ in LAYER_CASES.values()}
     built |= {nn.Dropout1d, nn.Dropout3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool3d}  # same rules as their 2-D kin
     built |= {nn.LayerNorm}  # LayerNorm2d is traced through: its F.layer_norm
+    built |= {t for t in registered_types() if t.__module__.startswith("transformers.")}  # test_..._hugging_face_vit
     built |= {nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d, type(resnet18(weights=None, num_classes=3))}
     assert set(registered_types()) <= built
 
@@ -493,6 +494,46 @@ TRANSFORMERS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+def _timm(name: str, **kwargs: object) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        timm = pytest.importorskip("timm")
+        return timm.create_model(name, pretrained=False, img_size=32, patch_size=8, depth=2, num_classes=3, **kwargs)
+
+    return build
+
+
+def _hugging_face_vit() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32
+    )
+    config.num_labels = 3
+    return transformers.ViTForImageClassification(config)
+
+
+class _Logits(nn.Module):
+    """The logits of a Hugging Face model (CD's rule returns them; this checks them against its forward)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits
+
+
+TRANSFORMERS.update(
+    {
+        "timm_vit": _timm("vit_tiny_patch16_224"),
+        "timm_deit_distilled": _timm("deit_tiny_distilled_patch16_224"),
+        "timm_avg_pool_layer_scale": _timm(
+            "vit_small_patch16_224", global_pool="avg", class_token=False, init_values=0.1
+        ),
+        "hugging_face_vit": _hugging_face_vit,
+    }
+)
+
+
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_vision_transformer_and_convnext_decompose(name: str) -> None:
     """Class token, position embeddings, LayerNorm (and ConvNeXt's LayerNorm2d), softmax
@@ -501,7 +542,7 @@ def test_vision_transformer_and_convnext_decompose(name: str) -> None:
     model = _with_random_biases(TRANSFORMERS[name]().to(DT), 5)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=DT)
     with torch.no_grad():
-        logits = model(x)
+        logits = _Logits(model)(x) if name == "hugging_face_vit" else model(x)
     scale = logits.abs().max()
     beta, gamma = contextual_decomposition(model, x, _random_mask((32, 32)))
     assert (beta + gamma - logits).abs().max() <= 1e-9 * scale
