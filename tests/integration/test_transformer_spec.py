@@ -1,6 +1,7 @@
 """Vision transformers through a spec: Grad-CAM at ``layer: auto`` on a token layer, attention
 rollout and attention relevance by name; the layer picked named in the item's details; Swin's
-windowed attention and an unreadable layer as one line at their spec key."""
+windowed attention and an unreadable layer as one line at their spec key; a ViT's region check
+by contextual decomposition."""
 
 from __future__ import annotations
 
@@ -78,3 +79,13 @@ def test_swin_rollout_and_an_unreadable_layer_are_one_line_at_their_key(
         f"specs/x.saliency.yaml:{layer}: attributions.wide.layer: layer 'head' outputs (N, 3), "
         "neither tokens (N, T, D) nor a feature map (N, D, h, w)" in output
     )
+
+
+def test_a_vits_region_check_decomposes_it(
+    transformers: pytest.Pytester, write_spec: WriteSpec, helpers: object
+) -> None:
+    region = '- id: decoy-share\n  region:\n    mask: decoy\n    share: {mean: "<= 1"}\n'
+    write_spec(model="factory: transformers_zoo:vit", checks=region)
+    result = transformers.runpytest_inprocess()
+    helpers.assert_no_traceback(result.stdout.str())  # type: ignore[attr-defined]
+    result.assert_outcomes(passed=1)
