@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,9 @@ from .tokens import (
     pick_cam_layer,
     resolve_layer,
 )
+
+if TYPE_CHECKING:
+    from captum.attr import Attribution
 
 
 def _tuples(value: Any) -> Any:
@@ -137,7 +140,7 @@ class Attributor:
     def _layer(self, name: str) -> nn.Module:
         return resolve_layer(self.model.network, name, self.location + ("layer",))
 
-    def _bare(self, layer: nn.Module | None) -> Any:
+    def _bare(self, layer: nn.Module | None) -> Attribution:
         """The captum method, for ``layer`` if it is a layer method."""
         return (
             self._method_class(self.model, **self._init)
@@ -145,7 +148,7 @@ class Attributor:
             else self._method_class(self.model, layer, **self._init)
         )
 
-    def _build(self, layer: nn.Module | None) -> Any:
+    def _build(self, layer: nn.Module | None) -> Attribution:
         """The captum method, for ``layer`` if it is a layer method, in its noise tunnel if any."""
         import captum.attr
 

@@ -771,7 +771,7 @@ def _scaled_dot_product_attention(args: tuple[Any, ...], kwargs: dict[str, Any])
     if len(args) > 3 or any(v not in (None, 0.0, False) for v in extra.values()) or len(given) != 3:
         raise _Refused("CD decomposes attention without a mask, dropout or causal masking")
 
-    def whole(t: Any) -> Tensor:
+    def whole(t: _Parts | Tensor) -> Tensor:
         return t.beta + t.gamma if isinstance(t, _Parts) else t
 
     value = given["value"]
