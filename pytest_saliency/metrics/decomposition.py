@@ -567,6 +567,10 @@ def _ensure_builtins() -> None:
         pass
     else:
         builtin[StochasticDepth] = _dropout_rule
+        from torchvision.models import swin_transformer
+
+        _FUNCTION_RULES[swin_transformer.shifted_window_attention] = _shifted_window_attention
+        _FUNCTION_RULES[swin_transformer._patch_merging_pad] = _separately(swin_transformer._patch_merging_pad)
     for cls, rule in builtin.items():
         _RULES.setdefault(cls, rule)  # a user's earlier registration wins
 
@@ -781,6 +785,77 @@ def _scaled_dot_product_attention(args: tuple[Any, ...], kwargs: dict[str, Any])
             whole(given["query"]), whole(given["key"]), value_parts.beta, value_parts.gamma, kwargs.get("scale")
         )
     )
+
+
+def _shifted_window_attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    """torchvision's Swin V1 ``shifted_window_attention`` (a ``torch.fx.wrap`` leaf) for
+    decomposed ``(N, H, W, C)`` input: padding, the cyclic shift and the window partition apply
+    to each part; attention weights (with the relative position bias and the shift mask) come
+    from the whole input; values and the output projection by the biased-linear rule; conserves
+    the function's output."""
+    from torchvision.models.swin_transformer import shifted_window_attention
+
+    bound = inspect.signature(shifted_window_attention).bind(*args, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    x = a["input"]
+    dropping = a["training"] and (a["attention_dropout"] > 0 or a["dropout"] > 0)
+    if not isinstance(x, _Parts) or _tracked([v for k, v in a.items() if k != "input"]):
+        raise _Refused("CD decomposes the window attention of one tensor computed from the input")
+    if a["logit_scale"] is not None or dropping:
+        raise _Refused("CD decomposes Swin V1's window attention in eval mode (not V2's cosine attention)")
+    window, heads, shift = list(a["window_size"]), int(a["num_heads"]), list(a["shift_size"])
+    count, height, width, channels = x.beta.shape
+    pad_h, pad_w = height + (-height) % window[0], width + (-width) % window[1]
+    shift = [0 if window[d] >= (pad_h, pad_w)[d] else shift[d] for d in range(2)]
+    grid = (pad_h // window[0], pad_w // window[1])
+    size = window[0] * window[1]
+
+    def partition(t: Tensor) -> Tensor:
+        t = F.pad(t, (0, 0, 0, pad_w - width, 0, pad_h - height))
+        t = torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if sum(shift) else t
+        t = t.view(count, grid[0], window[0], grid[1], window[1], channels).permute(0, 1, 3, 2, 4, 5)
+        return t.reshape(count * grid[0] * grid[1], size, channels)
+
+    def merge(t: Tensor) -> Tensor:
+        t = t.view(count, grid[0], grid[1], window[0], window[1], channels).permute(0, 1, 3, 2, 4, 5)
+        t = t.reshape(count, pad_h, pad_w, channels)
+        t = torch.roll(t, shifts=(shift[0], shift[1]), dims=(1, 2)) if sum(shift) else t
+        return t[:, :height, :width, :].contiguous()
+
+    def by_head(t: Tensor) -> Tensor:
+        return t.reshape(t.shape[0], size, heads, channels // heads).transpose(1, 2)
+
+    beta, gamma = partition(x.beta), partition(x.gamma)
+    weight, bias = a["qkv_weight"], a["qkv_bias"]
+    query, key, _ = F.linear(beta + gamma, weight, bias).chunk(3, dim=-1)
+    value = propagate_linear(
+        beta, gamma, lambda t: F.linear(t, weight[2 * channels :]), None if bias is None else bias[2 * channels :]
+    )
+    logits = (by_head(query) * (channels // heads) ** -0.5) @ by_head(key).transpose(-2, -1)
+    logits = logits + a["relative_position_bias"]
+    if sum(shift):
+        logits = logits.view(count, -1, heads, size, size) + _shift_mask(pad_h, pad_w, window, shift, logits)
+        logits = logits.view(-1, heads, size, size)
+    weights = torch.softmax(logits, dim=-1)
+    mixed = [(weights @ by_head(part)).transpose(1, 2).reshape(-1, size, channels) for part in value]
+    projected = propagate_linear(mixed[0], mixed[1], lambda t: F.linear(t, a["proj_weight"]), a["proj_bias"])
+    return _Parts(merge(projected[0]), merge(projected[1]))
+
+
+def _shift_mask(height: int, width: int, window: list[int], shift: list[int], like: Tensor) -> Tensor:
+    """``(1, windows, 1, L, L)``: -100 between tokens of a shifted window that came from different
+    regions (torchvision's mask, so the weights match its function)."""
+    labels = like.new_zeros((height, width))
+    count = 0
+    for rows in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for cols in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            labels[rows[0] : rows[1], cols[0] : cols[1]] = count
+            count += 1
+    labels = labels.view(height // window[0], window[0], width // window[1], window[1]).permute(0, 2, 1, 3)
+    labels = labels.reshape(-1, window[0] * window[1])
+    differ = labels.unsqueeze(1) - labels.unsqueeze(2)
+    return torch.where(differ != 0, -100.0, 0.0).to(like.dtype).unsqueeze(1).unsqueeze(0)
 
 
 def _unbind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Parts, ...]:

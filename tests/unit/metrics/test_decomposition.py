@@ -23,6 +23,7 @@ from torchvision import models
 from torchvision.models import VisionTransformer, resnet18
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt, LayerNorm2d
 from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from pytest_saliency.metrics import decomposition
@@ -491,6 +492,8 @@ def _with_random_biases(model: nn.Module, seed: int) -> nn.Module:
 TRANSFORMERS: dict[str, Callable[[], nn.Module]] = {
     "vit": lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32),
     "convnext": lambda: ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=3),
+    # Two blocks per stage: the second shifts its windows; 28 px pads the 7x7 grid to windows of 3.
+    "swin": lambda: SwinTransformer([4, 4], 16, [2, 2], [2, 2], [3, 3], num_classes=3),
 }
 
 
@@ -537,19 +540,20 @@ TRANSFORMERS.update(
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_vision_transformer_and_convnext_decompose(name: str) -> None:
     """Class token, position embeddings, LayerNorm (and ConvNeXt's LayerNorm2d), softmax
-    attention, GELU, layer scale, stochastic depth: β + γ are the logits, a mask of ones gives
-    γ = 0 and a mask of zeros β = 0."""
+    attention, GELU, layer scale, stochastic depth, Swin's padded, shifted windows and patch
+    merging: β + γ are the logits, a mask of ones gives γ = 0 and a mask of zeros β = 0."""
     model = _with_random_biases(TRANSFORMERS[name]().to(DT), 5)
-    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=DT)
+    size = 28 if name == "swin" else 32
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(2), dtype=DT)
     with torch.no_grad():
         logits = _Logits(model)(x) if name == "hugging_face_vit" else model(x)
     scale = logits.abs().max()
-    beta, gamma = contextual_decomposition(model, x, _random_mask((32, 32)))
+    beta, gamma = contextual_decomposition(model, x, _random_mask((size, size)))
     assert (beta + gamma - logits).abs().max() <= 1e-9 * scale
     assert beta.abs().max() > 1e-3 * scale and gamma.abs().max() > 1e-3 * scale
-    beta1, gamma1 = contextual_decomposition(model, x, torch.ones(32, 32, dtype=torch.bool))
+    beta1, gamma1 = contextual_decomposition(model, x, torch.ones(size, size, dtype=torch.bool))
     assert torch.count_nonzero(gamma1) == 0
-    beta0, gamma0 = contextual_decomposition(model, x, torch.zeros(32, 32, dtype=torch.bool))
+    beta0, gamma0 = contextual_decomposition(model, x, torch.zeros(size, size, dtype=torch.bool))
     assert torch.count_nonzero(beta0) == 0
 
 
