@@ -564,15 +564,15 @@ def test_vision_transformer_and_convnext_decompose(name: str) -> None:
 def test_unsupported_layer_names_its_path() -> None:
     model = nn.Sequential(
         OrderedDict(
-            features=nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.GELU()),
+            features=nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Tanh()),
             head=nn.Sequential(nn.Flatten(), nn.LazyLinear(3)),
         )
     )
-    with pytest.raises(UnsupportedLayerError, match=r"layer 'features\.3' \(nn\.GELU\)") as info:
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'features\.3' \(nn\.Tanh\)") as info:
         contextual_decomposition(model, _inputs((3, 8, 8)).float(), _random_mask((8, 8)))
     assert isinstance(info.value, TypeError)
     assert info.value.path == "features.3"
-    assert info.value.module_type is nn.GELU
+    assert info.value.module_type is nn.Tanh
     assert "supported: " in str(info.value) and "nn.Conv2d" in str(info.value)
 
 
