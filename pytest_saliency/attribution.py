@@ -11,18 +11,43 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from .attention.capture import AttentionError
+from .attention.maps import attention_map
 from .errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .loaders.models import ModelUnderTest
 from .memory import is_out_of_memory
 from .metrics.image import edge_map, gaussian_blur
 from .metrics.seeding import per_sample_draws, seeded_generator
-from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
+from .spec.schema import (
+    ATTENTION_METHODS,
+    AUTO_LAYER,
+    BUILTIN_METHODS,
+    EDGE_METHOD,
+    RANDOM_METHOD,
+    ROLLOUT_METHOD,
+    AttributionSpec,
+)
+from .tokens import (
+    GridLayout,
+    GridView,
+    LayoutError,
+    grid_view,
+    infer_layout,
+    output_shapes,
+    patch_size,
+    pick_cam_layer,
+    resolve_layer,
+)
+
+if TYPE_CHECKING:
+    from captum.attr import Attribution
 
 
 def _tuples(value: Any) -> Any:
@@ -45,6 +70,9 @@ def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str
 
 SALT_RANDOM_MAP, SALT_UNIFORM_BASELINE = 0x71, 0x72
 """Salts of the per-sample draws (:func:`~pytest_saliency.metrics.seeding.per_sample_draws`)."""
+
+GUIDED_METHODS = frozenset({"GuidedGradCam", "GuidedBackprop"})
+"""captum methods that change the backward pass of ``nn.ReLU`` modules (and of nothing else)."""
 
 STOCHASTIC_METHODS = frozenset({"GradientShap", "LayerGradientShap", "ShapleyValueSampling", "Lime", "KernelShap"})
 """captum methods that draw from torch's global generator: called one sample at a time, the
@@ -80,36 +108,104 @@ class Attributor:
         import captum.attr
 
         self.spec = spec
+        self.model = model
         self.location = location
+        self.layer_name: str | None = None if spec.layer == AUTO_LAYER else spec.layer
+        """The layer a layer method attributes to (``layer: auto`` picks it on the first call)."""
+        self.layout = GridLayout()
+        """How that layer's output becomes a grid (see :mod:`~pytest_saliency.tokens`)."""
+        self._grid_of: tuple[nn.Module, GridView] | None = None
+        self._laid_out_for: tuple[int, int] | None = None
         if spec.method in BUILTIN_METHODS:
             return
         method_class = getattr(captum.attr, spec.method, None)
         if not isinstance(method_class, type):
             raise SpecRuntimeError(location + ("method",), f"captum.attr has no method {spec.method!r}")
-        init = _tuples(spec.init)
-        _check_kwargs(method_class.__init__, init, f"{spec.method}()", location + ("init",))  # type: ignore[misc]  # the very class that is called: no other subclass's __init__
-        if spec.layer is not None:
-            try:
-                layer = model.network.get_submodule(spec.layer)
-            except AttributeError:
-                names = [name for name, _ in model.network.named_modules() if name]
-                raise SpecRuntimeError(
-                    location + ("layer",), f"the model has no layer {spec.layer!r}{did_you_mean(spec.layer, names)}"
-                ) from None
-            method = method_class(model, layer, **init)
-        else:
-            method = method_class(model, **init)
+        self._init = _tuples(spec.init)
+        _check_kwargs(method_class.__init__, self._init, f"{spec.method}()", location + ("init",))  # type: ignore[misc]  # the very class that is called: no other subclass's __init__
+        self._method_class = method_class
+        # layer: auto is picked on the first call; until then the network stands in for it.
+        layer = None if spec.layer is None else self._layer(self.layer_name) if self.layer_name else model.network
         self.params = _tuples(spec.params)
-        _check_kwargs(method.attribute, self.params, f"{spec.method}.attribute()", location + ("params",))
-        accepted = inspect.signature(method.attribute).parameters
+        attribute = self._bare(layer).attribute
+        _check_kwargs(attribute, self.params, f"{spec.method}.attribute()", location + ("params",))
+        accepted = inspect.signature(attribute).parameters
         if "internal_batch_size" in accepted and "internal_batch_size" not in self.params:
             self.params["internal_batch_size"] = spec.internal_batch_size or batch_size
         self.takes_baselines = "baselines" in accepted
         if spec.baseline is not None and not self.takes_baselines:
             raise SpecRuntimeError(location + ("baseline",), f"{spec.method} takes no baseline; remove baseline")
-        if spec.noise_tunnel is not None:
-            method = captum.attr.NoiseTunnel(method)
-        self.method = method
+        self.method = self._build(layer)
+
+    def _layer(self, name: str) -> nn.Module:
+        return resolve_layer(self.model.network, name, self.location + ("layer",))
+
+    def _bare(self, layer: nn.Module | None) -> Attribution:
+        """The captum method, for ``layer`` if it is a layer method."""
+        return (
+            self._method_class(self.model, **self._init)
+            if layer is None
+            else self._method_class(self.model, layer, **self._init)
+        )
+
+    def _build(self, layer: nn.Module | None) -> Attribution:
+        """The captum method, for ``layer`` if it is a layer method, in its noise tunnel if any."""
+        import captum.attr
+
+        method = self._bare(layer)
+        return captum.attr.NoiseTunnel(method) if self.spec.noise_tunnel is not None else method
+
+    def _lay_out(self, images: Tensor) -> None:
+        """Picks the layer (``layer: auto``) and reads its output's layout for ``images``' size,
+        once per input size; a token or channels-last layer is attributed through a
+        :class:`~pytest_saliency.tokens.GridView` of it."""
+        size = (int(images.shape[2]), int(images.shape[3]))
+        if self.spec.layer is None or self._laid_out_for == size:
+            return
+        network = self.model.network
+        shapes = output_shapes(self.model, images[:1].detach())
+        shapes = [(name.removeprefix("network."), shape) for name, shape in shapes if name.startswith("network.")]
+        where = self.location + ("layer",)
+        try:
+            if self.layer_name is None:
+                self.layer_name = pick_cam_layer(network, shapes, size)
+            shape = dict(shapes).get(self.layer_name)
+            if shape is None:
+                raise LayoutError("is not called by the model's forward")
+            reshape = self.spec.reshape
+            self.layout = infer_layout(
+                shape,
+                size,
+                patch_size(network),
+                self._layer(self.layer_name),
+                prefix_tokens=reshape.prefix_tokens if reshape else None,
+                grid=(reshape.grid[0], reshape.grid[1]) if reshape and reshape.grid else None,
+                channels_last=reshape.channels_last if reshape else None,
+            )
+        except LayoutError as error:
+            raise SpecRuntimeError(where, f"layer {self.layer_name or AUTO_LAYER!r} {error}") from None
+        layer = self._layer(self.layer_name)
+        if self.layout.is_identity:
+            self._grid_of = None
+            self.method = self._build(layer)
+        else:
+            view = GridView()
+            self._grid_of = (layer, view)
+            self.method = self._build(view)
+        self._laid_out_for = size
+
+    @property
+    def note(self) -> str:
+        """What a report says about this method, or "": the layer that ``layer: auto`` picked or
+        that is read as tokens or channels-last, and that a guided method on a network without
+        ``nn.ReLU`` (GELU) reduces to the plain gradient (``GuidedGradCam``: Grad-CAM × gradient)."""
+        parts = []
+        if self.layer_name and (self.spec.layer == AUTO_LAYER or not self.layout.is_identity):
+            parts.append(f"attributes to layer {self.layer_name} ({self.layout.describe()})")
+        if self.spec.method in GUIDED_METHODS and not any(isinstance(m, nn.ReLU) for m in self.model.modules()):
+            plain = "Grad-CAM × gradient" if self.spec.method == "GuidedGradCam" else "the input gradient"
+            parts.append(f"guided backpropagation guides ReLUs only and this network has none: this is {plain}")
+        return "; ".join(parts)
 
     @property
     def stochastic(self) -> bool:
@@ -130,6 +226,9 @@ class Attributor:
             return per_sample_draws(indices, shape, seed, SALT_RANDOM_MAP, "uniform").to(images.device)
         if self.spec.method == EDGE_METHOD:
             return edge_map(images.detach().float())
+        if self.spec.method in ATTENTION_METHODS:
+            return self._attention(images, target)
+        self._lay_out(images)
         if not self.stochastic:
             return self._attribute(images, target, indices, seed)
         maps = []
@@ -151,7 +250,8 @@ class Attributor:
             params.pop("internal_batch_size", None)
         inputs = images.detach().clone().requires_grad_(True)  # captum warns on inputs without grad
         try:
-            result = self.method.attribute(inputs, target=target, **params)
+            with grid_view(*self._grid_of, self.layout) if self._grid_of else nullcontext():
+                result = self.method.attribute(inputs, target=target, **params)
         except (TypeError, ValueError, AssertionError, RuntimeError) as error:
             if is_out_of_memory(error):
                 raise  # the engine retries at half the batch
@@ -163,3 +263,24 @@ class Attributor:
             result = F.interpolate(result, size=images.shape[-2:], mode="bilinear", align_corners=False)
         maps: Tensor = result.float()
         return maps
+
+    def _attention(self, images: Tensor, target: Tensor) -> Tensor:
+        """``(N, 1, H, W)`` attention rollout or relevance maps, upsampled from the patch grid."""
+        reshape = self.spec.reshape
+        options = self.spec.rollout if self.spec.method == ROLLOUT_METHOD else None
+        try:
+            maps = attention_map(
+                self.model,
+                self.model.network,
+                images,
+                target,
+                gradient_weighted=options is None,
+                head_fusion=options.head_fusion if options else "mean",
+                discard_ratio=options.discard_ratio if options else 0.0,
+                prefix_tokens=reshape.prefix_tokens if reshape else None,
+                grid=(reshape.grid[0], reshape.grid[1]) if reshape and reshape.grid else None,
+            )
+        except (AttentionError, LayoutError) as error:
+            raise SpecRuntimeError(self.location + ("method",), f"{self.spec.method}: the model {error}") from None
+        upsampled = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return upsampled.detach().float()

@@ -179,6 +179,9 @@ def _valid_entry(entry: object, key: str) -> bool:
     base, needs = entry.get("base"), entry.get("needs")
     if not isinstance(base, dict) or not isinstance(needs, dict) or not isinstance(entry.get("classes"), int):
         return False
+    notes = entry.get("notes", {})
+    if not isinstance(notes, dict) or not all(isinstance(note, str) for note in notes.values()):
+        return False
     count = base.get("prediction")
     if not isinstance(count, Tensor) or not isinstance(base.get("target"), Tensor):
         return False
@@ -365,6 +368,7 @@ class Lookup:
                 "key": self.key,
                 "base": {name: computed.base[name] for name in ("prediction", "target")},
                 "classes": computed.classes,
+                "notes": dict(computed.notes),  # the layer that layer: auto picked, per method
                 "needs": {**self.found, **needs},
             }
             self.cache.store(self.key, entry)
@@ -402,7 +406,9 @@ def lookup(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> Lookup:
         assert isinstance(base, dict) and isinstance(classes, int)
         statistics = {need: stored[keys[need]] for need in plan.needs}
         columns = {"index": batch.indices.cpu(), "label": batch.labels.cpu(), **base}
-        found.result = ShardResult(columns, batch.fields, statistics, {}, batch.skipped, classes)
+        notes = entry.get("notes", {})
+        assert isinstance(notes, dict)
+        found.result = ShardResult(columns, batch.fields, statistics, {}, batch.skipped, classes, notes)
         cache.counts.cached += 1
     return found
 

@@ -251,6 +251,8 @@ class CheckItem(pytest.Item):
         engine = self.parent.engine()
         merged = self._merged_statistics(engine)
         outcome = self._decide(engine, merged, session.baselines)
+        if self.method in merged.notes:  # the layer that layer: auto picked, guided methods on GELUs
+            outcome = outcome.extended([f"{self.method}: {merged.notes[self.method]}"])
         outcome = with_skipped_samples(outcome, merged.skipped)
         if session.wants_thumbnails:
             outcome = self._with_thumbnails(engine, outcome)

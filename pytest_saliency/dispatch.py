@@ -72,4 +72,4 @@ def compute_shard(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> ShardR
         "prediction": shard.predictions.cpu(),
         "target": shard.targets.cpu(),
     }
-    return ShardResult(base, batch.fields, statistics, errors, batch.skipped, int(shard.logits.shape[1]))
+    return ShardResult(base, batch.fields, statistics, errors, batch.skipped, int(shard.logits.shape[1]), shard.notes)

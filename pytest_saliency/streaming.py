@@ -81,6 +81,8 @@ class ShardResult:
     errors: dict[Need, BaseException]
     skipped: list[str]
     classes: int
+    notes: dict[str, str] = field(default_factory=dict)
+    """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
 
 
 @dataclass
@@ -98,6 +100,8 @@ class PassResult:
     statistics: dict[Need, dict[str, Tensor]] = field(default_factory=dict)
     errors: dict[Need, BaseException] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
 
     @property
     def correct(self) -> Tensor:
@@ -125,6 +129,7 @@ class PassResult:
             {**self.statistics, **other.statistics},
             {**self.errors, **other.errors},
             self.skipped,
+            {**self.notes, **other.notes},
         )
 
 
@@ -159,6 +164,7 @@ def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
         statistics,
         errors,
         skipped,
+        {method: note for part in ordered for method, note in part.notes.items()},
     )
 
 
@@ -253,6 +259,8 @@ class Shard:
         self.device = worker.device
         self.batch = batch
         self._attributions: dict[str, Tensor] = {}
+        self.notes: dict[str, str] = {}
+        """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
         self._shared_interest: dict[str, SharedInterestScores] = {}
 
     @property
@@ -373,6 +381,8 @@ class Shard:
                 attributor(self.images[part], chosen[part], self.indices[part].tolist(), self.spec.seed)
                 for part in self.batches(batch_size)
             ]
+            if attributor.note:
+                self.notes[method] = attributor.note
             return torch.cat(parts)
 
         return run_with_half_batch_retry(attribute, self.worker.batch_size, location, "data.batch_size")

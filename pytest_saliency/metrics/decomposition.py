@@ -63,6 +63,7 @@ import builtins
 import contextlib
 import inspect
 import operator
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -302,6 +303,32 @@ def propagate_elementwise_activation(
     return rel, fn(beta + gamma) - rel
 
 
+def propagate_layer_norm(
+    beta: Tensor, gamma: Tensor, dims: int, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """CD rule of a layer norm over the last ``dims`` dimensions: the mean and standard deviation
+    ``σ`` come from ``x = beta + gamma``; each part is centred on its own mean and divided by
+    ``σ`` (then scaled by ``weight``), and ``bias`` is split as biases are (:func:`split_bias`);
+    conserves ``layer_norm(x)``."""
+    axes = tuple(range(-dims, 0))
+    whole = beta + gamma
+    scale = (whole.var(dim=axes, unbiased=False, keepdim=True) + eps).rsqrt()
+    r = (beta - beta.mean(dim=axes, keepdim=True)) * scale
+    i = (gamma - gamma.mean(dim=axes, keepdim=True)) * scale
+    if weight is not None:
+        r, i = r * weight, i * weight
+    return (r, i) if bias is None else split_bias(r, i, bias)
+
+
+def overall_share(beta: Tensor, gamma: Tensor) -> Tensor:
+    """``(N, 1, ..., 1)``: each sample's ``Σ|beta| / (Σ|beta| + Σ|gamma|)`` (½ where both are 0),
+    how a constant with no part of its own (a class token) is split."""
+    dims = tuple(range(1, beta.dim()))
+    mass_beta = beta.abs().sum(dim=dims, keepdim=True)
+    mass = mass_beta + gamma.abs().sum(dim=dims, keepdim=True)
+    return torch.where(mass > 0, mass_beta / mass.clamp(min=torch.finfo(mass.dtype).tiny), 0.5)
+
+
 # --------------------------------------------------------------------------------------------
 # Built-in module rules
 
@@ -330,6 +357,56 @@ def _linear_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: Decomposit
     """Linear: the biased-linear rule; conserves ``linear(beta + gamma)``."""
     lin = cast(nn.Linear, module)
     return propagate_linear(beta, gamma, lambda x: F.linear(x, lin.weight), lin.bias)
+
+
+def _layer_norm_rule(
+    module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext
+) -> tuple[Tensor, Tensor]:
+    """LayerNorm: :func:`propagate_layer_norm`; conserves ``layer_norm(beta + gamma)``."""
+    norm = cast(nn.LayerNorm, module)
+    return propagate_layer_norm(beta, gamma, len(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
+
+
+def _gelu_rule(module: nn.Module, beta: Tensor, gamma: Tensor, ctx: DecompositionContext) -> tuple[Tensor, Tensor]:
+    """GELU (exact or tanh): the ReLU rule; conserves ``gelu(beta + gamma)``."""
+    approximate = cast(nn.GELU, module).approximate
+    return propagate_elementwise_activation(beta, gamma, lambda t: F.gelu(t, approximate=approximate))
+
+
+def attention_parts(
+    query: Tensor, key: Tensor, value_beta: Tensor, value_gamma: Tensor, scale: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """CD rule of softmax attention ``softmax(q kᵀ · scale) v`` (``(..., T, d)`` each): the weights
+    come from the whole query and key, the values' parts pass through them; conserves the
+    attention's output (CD-T, Hsu et al. 2024)."""
+    factor = query.shape[-1] ** -0.5 if scale is None else scale
+    weights = torch.softmax(query @ key.transpose(-2, -1) * factor, dim=-1)
+    return weights @ value_beta, weights @ value_gamma
+
+
+def _multihead_attention(module: nn.MultiheadAttention, x: _Parts) -> _Parts:
+    """Self-attention of ``nn.MultiheadAttention`` (query, key and value the same tensor, no
+    masks): weights from the whole input, values and the output projection by the biased-linear
+    rule; conserves the attention's output."""
+    if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+        raise _Refused("CD decomposes self-attention with one input projection and no extra keys")
+    beta, gamma = (x.beta, x.gamma) if module.batch_first else (x.beta.transpose(0, 1), x.gamma.transpose(0, 1))
+    count, length, width = beta.shape
+    heads = module.num_heads
+    weight, bias = module.in_proj_weight, module.in_proj_bias
+    query, key, _ = F.linear(beta + gamma, weight, bias).chunk(3, dim=-1)
+    value_beta, value_gamma = propagate_linear(
+        beta, gamma, lambda t: F.linear(t, weight[2 * width :]), None if bias is None else bias[2 * width :]
+    )
+
+    def by_head(t: Tensor) -> Tensor:
+        return t.reshape(count, length, heads, width // heads).transpose(1, 2)
+
+    mixed = attention_parts(by_head(query), by_head(key), by_head(value_beta), by_head(value_gamma))
+    merged = [part.transpose(1, 2).reshape(count, length, width) for part in mixed]
+    projection = module.out_proj
+    r, i = propagate_linear(merged[0], merged[1], lambda t: F.linear(t, projection.weight), projection.bias)
+    return _Parts(r, i) if module.batch_first else _Parts(r.transpose(0, 1), i.transpose(0, 1))
 
 
 def _activation_rule(fn: Callable[[Tensor], Tensor]) -> Rule:
@@ -462,6 +539,8 @@ def _ensure_builtins() -> None:
         nn.ReLU6: _activation_rule(F.relu6),
         nn.Hardswish: _activation_rule(F.hardswish),
         nn.SiLU: _activation_rule(F.silu),
+        nn.GELU: _gelu_rule,
+        nn.LayerNorm: _layer_norm_rule,
         nn.LeakyReLU: _leaky_relu_rule,
         nn.BatchNorm1d: _batch_norm_rule,
         nn.BatchNorm2d: _batch_norm_rule,
@@ -488,6 +567,10 @@ def _ensure_builtins() -> None:
         pass
     else:
         builtin[StochasticDepth] = _dropout_rule
+        from torchvision.models import swin_transformer
+
+        _FUNCTION_RULES[swin_transformer.shifted_window_attention] = _shifted_window_attention
+        _FUNCTION_RULES[swin_transformer._patch_merging_pad] = _separately(swin_transformer._patch_merging_pad)
     for cls, rule in builtin.items():
         _RULES.setdefault(cls, rule)  # a user's earlier registration wins
 
@@ -608,13 +691,16 @@ def _dropout_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
 
 
 def _add(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
-    """``a + b`` of two decomposed tensors (a residual connection): the parts add; conserves ``a + b``."""
-    if kwargs or len(args) != 2 or not all(isinstance(a, _Parts) for a in args):
-        raise _Refused(
-            "CD adds two tensors computed from the input; a constant added is a bias it has no rule to share"
-        )
-    a, b = args
-    return _Parts(a.beta + b.beta, a.gamma + b.gamma)
+    """``a + b`` of two decomposed tensors (a residual connection): the parts add; a constant
+    added (a position embedding) is split as a bias (:func:`split_bias`); conserves ``a + b``."""
+    if kwargs or len(args) != 2:
+        raise _Refused("CD adds two operands")
+    a, b = args if isinstance(args[0], _Parts) else args[::-1]
+    if isinstance(b, _Parts):
+        return _Parts(a.beta + b.beta, a.gamma + b.gamma)
+    if not isinstance(b, Tensor | int | float):
+        raise _Refused("CD adds a tensor computed from the input to another one or to a constant tensor")
+    return _Parts(*split_bias(a.beta, a.gamma, torch.as_tensor(b, dtype=a.beta.dtype, device=a.beta.device)))
 
 
 def _mul(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
@@ -631,16 +717,151 @@ def _mul(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     return x.map(lambda t: t * factor)
 
 
+def _truediv(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    """``x / c`` for a constant ``c`` (a distilled DeiT averages its two heads): ``(beta / c, gamma / c)``."""
+    if kwargs or len(args) != 2 or not isinstance(args[0], _Parts) or _tracked(args[1]):
+        raise _Refused("CD divides a tensor computed from the input by a constant only")
+    x: _Parts = args[0]
+    divisor = args[1]
+    return x.map(lambda t: t / divisor)
+
+
 def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
-    """``torch.cat`` of decomposed tensors: the parts are concatenated; conserves the concatenation."""
+    """``torch.cat`` of decomposed tensors: the parts are concatenated; a constant among them (a
+    class token) is split by each sample's :func:`overall_share` of the decomposed ones;
+    conserves the concatenation."""
     if not args or not isinstance(args[0], (list, tuple)):
         raise _Refused("CD concatenates a list of tensors given as the first argument")
     tensors, rest = args[0], args[1:]
-    if not all(isinstance(t, _Parts) for t in tensors) or _tracked(rest, kwargs):
-        raise _Refused("every tensor it concatenates must be computed from the input: a constant part has no rule")
-    return _Parts(
-        torch.cat([t.beta for t in tensors], *rest, **kwargs), torch.cat([t.gamma for t in tensors], *rest, **kwargs)
+    parts = [t for t in tensors if isinstance(t, _Parts)]
+    if _tracked(rest, kwargs) or not all(isinstance(t, _Parts | Tensor) for t in tensors):
+        raise _Refused("CD concatenates tensors computed from the input and constant tensors")
+    share = overall_share(
+        torch.cat([p.beta.flatten(1) for p in parts], 1), torch.cat([p.gamma.flatten(1) for p in parts], 1)
     )
+
+    def split(t: _Parts | Tensor, beta: bool) -> Tensor:
+        if isinstance(t, _Parts):
+            return t.beta if beta else t.gamma
+        fraction = share.view(-1, *([1] * (t.dim() - 1)))
+        return t * fraction if beta else t * (1 - fraction)
+
+    return _Parts(
+        torch.cat([split(t, True) for t in tensors], *rest, **kwargs),
+        torch.cat([split(t, False) for t in tensors], *rest, **kwargs),
+    )
+
+
+def _layer_norm_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    """``F.layer_norm`` (ConvNeXt's ``LayerNorm2d``): :func:`propagate_layer_norm`."""
+    x, rest, kw = _single_input(args, kwargs)
+    bound = _LAYER_NORM_SIGNATURE.bind(x.beta, *rest, **kw)
+    bound.apply_defaults()
+    arguments = bound.arguments
+    dims = len(tuple(arguments["normalized_shape"]))
+    return _Parts(
+        *propagate_layer_norm(x.beta, x.gamma, dims, arguments["weight"], arguments["bias"], arguments["eps"])
+    )
+
+
+_LAYER_NORM_SIGNATURE = inspect.signature(F.layer_norm)
+
+
+def _scaled_dot_product_attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    """``F.scaled_dot_product_attention(q, k, v)`` without masks or dropout: :func:`attention_parts`."""
+    names = ("query", "key", "value")
+    given = dict(zip(names, args, strict=False)) | {k: v for k, v in kwargs.items() if k in names}
+    extra = {k: v for k, v in kwargs.items() if k not in names and k != "scale"}
+    if len(args) > 3 or any(v not in (None, 0.0, False) for v in extra.values()) or len(given) != 3:
+        raise _Refused("CD decomposes attention without a mask, dropout or causal masking")
+
+    def whole(t: _Parts | Tensor) -> Tensor:
+        return t.beta + t.gamma if isinstance(t, _Parts) else t
+
+    value = given["value"]
+    value_parts = value if isinstance(value, _Parts) else _Parts(torch.zeros_like(value), value)
+    return _Parts(
+        *attention_parts(
+            whole(given["query"]), whole(given["key"]), value_parts.beta, value_parts.gamma, kwargs.get("scale")
+        )
+    )
+
+
+def _shifted_window_attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    """torchvision's Swin V1 ``shifted_window_attention`` (a ``torch.fx.wrap`` leaf) for
+    decomposed ``(N, H, W, C)`` input: padding, the cyclic shift and the window partition apply
+    to each part; attention weights (with the relative position bias and the shift mask) come
+    from the whole input; values and the output projection by the biased-linear rule; conserves
+    the function's output."""
+    from torchvision.models.swin_transformer import shifted_window_attention
+
+    bound = inspect.signature(shifted_window_attention).bind(*args, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    x = a["input"]
+    dropping = a["training"] and (a["attention_dropout"] > 0 or a["dropout"] > 0)
+    if not isinstance(x, _Parts) or _tracked([v for k, v in a.items() if k != "input"]):
+        raise _Refused("CD decomposes the window attention of one tensor computed from the input")
+    if a["logit_scale"] is not None or dropping:
+        raise _Refused("CD decomposes Swin V1's window attention in eval mode (not V2's cosine attention)")
+    window, heads, shift = list(a["window_size"]), int(a["num_heads"]), list(a["shift_size"])
+    count, height, width, channels = x.beta.shape
+    pad_h, pad_w = height + (-height) % window[0], width + (-width) % window[1]
+    shift = [0 if window[d] >= (pad_h, pad_w)[d] else shift[d] for d in range(2)]
+    grid = (pad_h // window[0], pad_w // window[1])
+    size = window[0] * window[1]
+
+    def partition(t: Tensor) -> Tensor:
+        t = F.pad(t, (0, 0, 0, pad_w - width, 0, pad_h - height))
+        t = torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if sum(shift) else t
+        t = t.view(count, grid[0], window[0], grid[1], window[1], channels).permute(0, 1, 3, 2, 4, 5)
+        return t.reshape(count * grid[0] * grid[1], size, channels)
+
+    def merge(t: Tensor) -> Tensor:
+        t = t.view(count, grid[0], grid[1], window[0], window[1], channels).permute(0, 1, 3, 2, 4, 5)
+        t = t.reshape(count, pad_h, pad_w, channels)
+        t = torch.roll(t, shifts=(shift[0], shift[1]), dims=(1, 2)) if sum(shift) else t
+        return t[:, :height, :width, :].contiguous()
+
+    def by_head(t: Tensor) -> Tensor:
+        return t.reshape(t.shape[0], size, heads, channels // heads).transpose(1, 2)
+
+    beta, gamma = partition(x.beta), partition(x.gamma)
+    weight, bias = a["qkv_weight"], a["qkv_bias"]
+    query, key, _ = F.linear(beta + gamma, weight, bias).chunk(3, dim=-1)
+    value = propagate_linear(
+        beta, gamma, lambda t: F.linear(t, weight[2 * channels :]), None if bias is None else bias[2 * channels :]
+    )
+    logits = (by_head(query) * (channels // heads) ** -0.5) @ by_head(key).transpose(-2, -1)
+    logits = logits + a["relative_position_bias"]
+    if sum(shift):
+        logits = logits.view(count, -1, heads, size, size) + _shift_mask(pad_h, pad_w, window, shift, logits)
+        logits = logits.view(-1, heads, size, size)
+    weights = torch.softmax(logits, dim=-1)
+    mixed = [(weights @ by_head(part)).transpose(1, 2).reshape(-1, size, channels) for part in value]
+    projected = propagate_linear(mixed[0], mixed[1], lambda t: F.linear(t, a["proj_weight"]), a["proj_bias"])
+    return _Parts(merge(projected[0]), merge(projected[1]))
+
+
+def _shift_mask(height: int, width: int, window: list[int], shift: list[int], like: Tensor) -> Tensor:
+    """``(1, windows, 1, L, L)``: -100 between tokens of a shifted window that came from different
+    regions (torchvision's mask, so the weights match its function)."""
+    labels = like.new_zeros((height, width))
+    count = 0
+    for rows in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for cols in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            labels[rows[0] : rows[1], cols[0] : cols[1]] = count
+            count += 1
+    labels = labels.view(height // window[0], window[0], width // window[1], window[1]).permute(0, 2, 1, 3)
+    labels = labels.reshape(-1, window[0] * window[1])
+    differ = labels.unsqueeze(1) - labels.unsqueeze(2)
+    return torch.where(differ != 0, -100.0, 0.0).to(like.dtype).unsqueeze(1).unsqueeze(0)
+
+
+def _unbind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Parts, ...]:
+    """``x.unbind(dim)`` (timm's ``q, k, v``): a tuple of decomposed slices."""
+    x, rest, kw = _single_input(args, kwargs)
+    return tuple(_Parts(b, g) for b, g in zip(x.beta.unbind(*rest, **kw), x.gamma.unbind(*rest, **kw), strict=True))
 
 
 def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -683,12 +904,16 @@ _FUNCTION_RULES: dict[Any, _OperationRule] = {
     operator.add: _add,
     operator.mul: _mul,
     torch.mul: _mul,
+    operator.truediv: _truediv,
     torch.cat: _cat,
+    torch.unbind: _unbind,
     torch.concat: _cat,
     operator.getitem: _getitem,
     builtins.getattr: _getattr,
     F.dropout: _dropout_function,
-    **{fn: _elementwise(fn) for fn in (F.relu, torch.relu, F.relu6, F.hardswish, F.silu, F.leaky_relu)},
+    F.layer_norm: _layer_norm_function,
+    F.scaled_dot_product_attention: _scaled_dot_product_attention,
+    **{fn: _elementwise(fn) for fn in (F.relu, torch.relu, F.relu6, F.hardswish, F.silu, F.leaky_relu, F.gelu)},
     **{
         fn: _separately(fn)
         for fn in (
@@ -718,6 +943,7 @@ _FUNCTION_RULES: dict[Any, _OperationRule] = {
 # Rules of ``call_method`` nodes (``x.name(...)``), by the method's name.
 _METHOD_RULES: dict[str, _OperationRule] = {
     "mul": _mul,
+    "unbind": _unbind,
     "relu": _elementwise(_method("relu")),
     "size": _metadata_method("size"),
     "dim": _metadata_method("dim"),
@@ -828,6 +1054,8 @@ class _Walker(torch.fx.Interpreter):
             return super().call_module(target, args, kwargs)
         module = self.fetch_attr(target)
         path = _join(self.path, target)
+        if isinstance(module, nn.MultiheadAttention):
+            return self._self_attention(module, path, args, kwargs)
         rule, gate = _find_rule(module), _lookup(_GATES, module)
         if rule is None and gate is None:
             raise UnsupportedLayerError(path, type(module))
@@ -838,6 +1066,19 @@ class _Walker(torch.fx.Interpreter):
             return _Parts(*rule(module, x.beta, x.gamma, DecompositionContext(path)))
         assert gate is not None  # a module without a rule has a gate (refused above otherwise)
         return _Gate(gate(x.beta + x.gamma), path, type(module))
+
+    def _self_attention(
+        self, module: nn.MultiheadAttention, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[_Parts, None]:
+        """``nn.MultiheadAttention(x, x, x)`` as torchvision's ViT calls it: its output and no weights."""
+        masks = [kwargs.get(name) for name in ("key_padding_mask", "attn_mask")] + list(args[3:4])
+        same = len(args) >= 3 and args[0] is args[1] is args[2] and isinstance(args[0], _Parts)
+        if not same or any(mask is not None for mask in masks) or kwargs.get("is_causal"):
+            raise UnsupportedLayerError(path, type(module), "CD decomposes self-attention (x, x, x) without masks")
+        try:
+            return _multihead_attention(module, args[0]), None
+        except _Refused as refusal:
+            raise UnsupportedLayerError(path, type(module), refusal.reason) from None
 
     def _operation(self, rule: _OperationRule | None, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
@@ -924,6 +1165,10 @@ def contextual_decomposition(
             trace it.
     """
     _ensure_builtins()
+    if "transformers" in sys.modules:  # its models are only ever built after it is imported
+        from .decomposition_hf import register_hugging_face_rules
+
+        register_hugging_face_rules()
     m = _expand_mask(mask, inputs)
     guard = contextlib.nullcontext() if differentiable else torch.no_grad()
     with guard:

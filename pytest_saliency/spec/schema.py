@@ -16,6 +16,7 @@ from pydantic import (
     NonNegativeInt,
     PlainSerializer,
     PlainValidator,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -354,7 +355,13 @@ CAPTUM_METHODS: frozenset[str] = frozenset(
 # the image's Sobel edges, a model-independent map that a randomisation sanity check must reject.
 RANDOM_METHOD = "random"
 EDGE_METHOD = "edge"
-BUILTIN_METHODS: frozenset[str] = frozenset({RANDOM_METHOD, EDGE_METHOD})
+# Built in for transformers: attention rollout (Abnar & Zuidema 2020) and gradient-weighted
+# attention relevance (Chefer, Gur & Wolf 2021), read from the attention probabilities.
+ROLLOUT_METHOD = "attention_rollout"
+RELEVANCE_METHOD = "attention_relevance"
+ATTENTION_METHODS: frozenset[str] = frozenset({ROLLOUT_METHOD, RELEVANCE_METHOD})
+BUILTIN_METHODS: frozenset[str] = frozenset({RANDOM_METHOD, EDGE_METHOD}) | ATTENTION_METHODS
+AUTO_LAYER = "auto"
 LAYER_METHODS = frozenset(name for name in CAPTUM_METHODS if name.startswith("Layer")) | {
     "GuidedGradCam",
     "InternalInfluence",
@@ -386,13 +393,37 @@ class NoiseTunnelSpec(_Strict):
     stdevs: Annotated[float, Field(gt=0)] = 0.1
 
 
+class ReshapeSpec(_Strict):
+    """How a token or channels-last layer output becomes a ``(N, D, h, w)`` grid (default: inferred)."""
+
+    prefix_tokens: NonNegativeInt | None = Field(
+        default=None, description="tokens before the patch tokens (class, distillation, registers)"
+    )
+    grid: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = Field(
+        default=None, description="[h, w] of the patch tokens"
+    )
+    channels_last: bool | None = Field(default=None, description="a 4-D output is (N, h, w, D)")
+
+
+class RolloutParams(_Strict):
+    """Options of attention rollout, as in the paper's code."""
+
+    head_fusion: Literal["mean", "max", "min"] = "mean"
+    discard_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
 class AttributionSpec(_Strict):
     """One captum attribution method, by class name."""
 
     method: str
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of .attribute()")
     init: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the constructor")
-    layer: str | None = Field(default=None, description="dotted module name, for Layer* methods and GuidedGradCam")
+    layer: str | None = Field(
+        default=None, description="dotted module name, or auto, for Layer* methods and GuidedGradCam"
+    )
+    reshape: ReshapeSpec | None = Field(
+        default=None, description="how a token or channels-last layer becomes a grid (default: inferred)"
+    )
     baseline: Baseline | None = None
     noise_tunnel: NoiseTunnelSpec | None = None
     internal_batch_size: PositiveInt | None = Field(
@@ -410,10 +441,27 @@ class AttributionSpec(_Strict):
         ):
             raise ValueError(f"{self.method} takes no layer; remove layer")
         if self.method in BUILTIN_METHODS and (
-            self.params or self.init or self.baseline is not None or self.noise_tunnel
+            (self.params and self.method != ROLLOUT_METHOD)
+            or self.init
+            or self.baseline is not None
+            or self.noise_tunnel
         ):
             raise ValueError(f"method {self.method} takes no params, init, baseline or noise_tunnel")
+        if self.method == ROLLOUT_METHOD:
+            try:
+                RolloutParams.model_validate(self.params)
+            except ValidationError as error:
+                problem = error.errors()[0]
+                where = ".".join(str(part) for part in problem["loc"])
+                raise ValueError(f"params.{where}: {problem['msg']}") from None
+        if self.reshape is not None and self.layer is None and self.method not in ATTENTION_METHODS:
+            raise ValueError(f"{self.method} has no layer to reshape; remove reshape")
         return self
+
+    @property
+    def rollout(self) -> RolloutParams:
+        """The params of ``attention_rollout``."""
+        return RolloutParams.model_validate(self.params)
 
 
 class BinarizeSpec(_ExactlyOne):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...tokens import LayoutError, infer_layout, patch_size
 from ..sanity import average_ranks
 
 SegmentsFrom = Literal["union", "a"]
@@ -235,7 +236,8 @@ def activation_embeddings(
     ``images``: ``(N, C, H, W)`` on the model's device; ``segments``: ``(H, W)``; ``indices``:
     ``(N, M)`` segment ids. A forward hook on ``model.get_submodule(layer_name)`` captures the
     layer's ``(N, D, h, w)`` output (the first element if it returns a tuple; a ``(N, D)`` output
-    counts as ``1 × 1``). Each segment's embedding is the average of the feature map over the
+    counts as ``1 × 1``; tokens ``(N, T, D)`` and channels-last maps become grids by
+    :func:`~pytest_saliency.tokens.infer_layout`). Each segment's embedding is the average of the feature map over the
     segment's footprint mapped to the feature resolution: exactly the mean, over the segment's
     pixels, of the feature map upsampled to ``H × W`` with nearest-exact interpolation, computed
     without materialising the upsampled map. The model runs under ``torch.no_grad`` in chunks of
@@ -269,8 +271,12 @@ def activation_embeddings(
                 features = captured[0]
                 if features.dim() == 2:
                     features = features[:, :, None, None]
-                if features.dim() != 4:
-                    raise ValueError(f"layer {layer_name!r} gives {tuple(features.shape)}; need (N, D, h, w) or (N, D)")
+                try:
+                    size = (images.shape[2], images.shape[3])
+                    layout = infer_layout(tuple(features.shape), size, patch_size(model), layer)
+                except LayoutError as error:
+                    raise ValueError(f"layer {layer_name!r} {error}") from None
+                features = layout.to_grid(features)
                 if weights is None:
                     weights = _footprint_weights(
                         segments.to(features.device), count, features.shape[2], features.shape[3]

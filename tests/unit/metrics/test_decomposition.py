@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torchvision import models
 from torchvision.models import VisionTransformer, resnet18
+from torchvision.models.convnext import CNBlockConfig, ConvNeXt, LayerNorm2d
 from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from pytest_saliency.metrics import decomposition
@@ -123,6 +125,53 @@ class _ShapeOps(nn.Module):
 
 
 # name -> (module factory, input shape without the batch dimension)
+def _with_random_affine(norm: nn.LayerNorm) -> nn.LayerNorm:
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        norm.weight.copy_(1 + torch.randn(norm.weight.shape, generator=g) * 0.3)
+        norm.bias.copy_(torch.randn(norm.bias.shape, generator=g) * 0.3)
+    return norm
+
+
+class _SelfAttention(nn.Module):
+    """torchvision's EncoderBlock call: ``nn.MultiheadAttention(x, x, x, need_weights=False)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        nn.init.normal_(self.attention.in_proj_bias, std=0.3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y, _ = self.attention(x, x, x, need_weights=False)
+        return y
+
+
+class _ScaledDotProduct(nn.Module):
+    """timm's fused path: a qkv projection, heads, ``F.scaled_dot_product_attention``, a layer scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+        self.scale = nn.Parameter(torch.full((8,), 0.5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv(x).reshape(x.shape[0], x.shape[1], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.scale * y.transpose(1, 2).reshape(x.shape[0], x.shape[1], 8) + x
+
+
+class _Tokens(nn.Module):
+    """ViT's constants: a class token concatenated in front, position embeddings added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.class_token = nn.Parameter(torch.randn(1, 1, 8))
+        self.position = nn.Parameter(torch.randn(1, 6, 8))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
+
+
 LAYER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "conv1d": (lambda: nn.Conv1d(3, 4, 3, padding=1), (3, 10)),
     "conv2d": (lambda: nn.Conv2d(3, 4, 3, padding=1), (3, 8, 8)),
@@ -138,6 +187,13 @@ LAYER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "relu6": (lambda: nn.ReLU6(inplace=True), (3, 6, 6)),
     "hardswish": (lambda: nn.Hardswish(), (3, 6, 6)),
     "silu": (lambda: nn.SiLU(inplace=True), (3, 6, 6)),
+    "gelu": (lambda: nn.GELU(), (3, 6, 6)),
+    "gelu_tanh": (lambda: nn.GELU(approximate="tanh"), (3, 6, 6)),
+    "layer_norm": (lambda: _with_random_affine(nn.LayerNorm(6)), (3, 6, 6)),
+    "layer_norm_2d": (lambda: _with_random_affine(LayerNorm2d(3)), (3, 6, 6)),
+    "self_attention": (lambda: _SelfAttention(), (5, 8)),
+    "scaled_dot_product_attention": (lambda: _ScaledDotProduct(), (5, 8)),
+    "position_embedding_and_class_token": (lambda: _Tokens(), (5, 8)),
     "batchnorm1d-eval": (lambda: _bn_with_stats(nn.BatchNorm1d(6), 1), (6,)),
     "batchnorm2d-eval": (lambda: _bn_with_stats(nn.BatchNorm2d(3), 2), (3, 6, 6)),
     "batchnorm3d-eval": (lambda: _bn_with_stats(nn.BatchNorm3d(2), 3), (2, 4, 4, 4)),
@@ -212,6 +268,8 @@ def _random_mask(shape: tuple[int, ...], seed: int = 1) -> Tensor:
 def test_every_builtin_rule_is_covered() -> None:
     built = {type(factory()) for factory, _ in LAYER_CASES.values()}
     built |= {nn.Dropout1d, nn.Dropout3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool3d}  # same rules as their 2-D kin
+    built |= {nn.LayerNorm}  # LayerNorm2d is traced through: its F.layer_norm
+    built |= {t for t in registered_types() if t.__module__.startswith("transformers.")}  # test_..._hugging_face_vit
     built |= {nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d, type(resnet18(weights=None, num_classes=3))}
     assert set(registered_types()) <= built
 
@@ -420,19 +478,83 @@ def test_torchvision_architecture_decomposes(name: str) -> None:
     assert (beta - logits).abs().max() <= 1e-3 * scale
 
 
-def test_vision_transformer_is_refused_at_its_first_operation_without_a_rule() -> None:
-    """ViT prepends a learned class token (a constant, not computed from the image) with ``torch.cat``."""
-    model = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16).eval()
-    with pytest.raises(
-        UnsupportedLayerError, match=r"no rule for torch\.cat in layer '<model>' \(torchvision\.VisionTransformer\)"
-    ) as info:
-        contextual_decomposition(model, torch.randn(2, 3, 32, 32), _random_mask((32, 32)))
-    assert (info.value.path, info.value.module_type, info.value.operation) == (
-        "<model>",
-        VisionTransformer,
-        "torch.cat",
+def _with_random_biases(model: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear | nn.LayerNorm) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=m.weight.shape[1] ** -0.5)  # torchvision's ViT head is zeros
+    return model.eval()
+
+
+TRANSFORMERS: dict[str, Callable[[], nn.Module]] = {
+    "vit": lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32),
+    "convnext": lambda: ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=3),
+    # Two blocks per stage: the second shifts its windows; 28 px pads the 7x7 grid to windows of 3.
+    "swin": lambda: SwinTransformer([4, 4], 16, [2, 2], [2, 2], [3, 3], num_classes=3),
+}
+
+
+def _timm(name: str, **kwargs: object) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        timm = pytest.importorskip("timm")
+        return timm.create_model(name, pretrained=False, img_size=32, patch_size=8, depth=2, num_classes=3, **kwargs)
+
+    return build
+
+
+def _hugging_face_vit() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32
     )
-    assert "a constant part has no rule" in str(info.value)
+    config.num_labels = 3
+    return transformers.ViTForImageClassification(config)
+
+
+class _Logits(nn.Module):
+    """The logits of a Hugging Face model (CD's rule returns them; this checks them against its forward)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits
+
+
+TRANSFORMERS.update(
+    {
+        "timm_vit": _timm("vit_tiny_patch16_224"),
+        "timm_deit_distilled": _timm("deit_tiny_distilled_patch16_224"),
+        "timm_avg_pool_layer_scale": _timm(
+            "vit_small_patch16_224", global_pool="avg", class_token=False, init_values=0.1
+        ),
+        "hugging_face_vit": _hugging_face_vit,
+    }
+)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_vision_transformer_and_convnext_decompose(name: str) -> None:
+    """Class token, position embeddings, LayerNorm (and ConvNeXt's LayerNorm2d), softmax
+    attention, GELU, layer scale, stochastic depth, Swin's padded, shifted windows and patch
+    merging: β + γ are the logits, a mask of ones gives γ = 0 and a mask of zeros β = 0."""
+    model = _with_random_biases(TRANSFORMERS[name]().to(DT), 5)
+    size = 28 if name == "swin" else 32
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(2), dtype=DT)
+    with torch.no_grad():
+        logits = _Logits(model)(x) if name == "hugging_face_vit" else model(x)
+    scale = logits.abs().max()
+    beta, gamma = contextual_decomposition(model, x, _random_mask((size, size)))
+    assert (beta + gamma - logits).abs().max() <= 1e-9 * scale
+    assert beta.abs().max() > 1e-3 * scale and gamma.abs().max() > 1e-3 * scale
+    beta1, gamma1 = contextual_decomposition(model, x, torch.ones(size, size, dtype=torch.bool))
+    assert torch.count_nonzero(gamma1) == 0
+    beta0, gamma0 = contextual_decomposition(model, x, torch.zeros(size, size, dtype=torch.bool))
+    assert torch.count_nonzero(beta0) == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,15 +564,15 @@ def test_vision_transformer_is_refused_at_its_first_operation_without_a_rule() -
 def test_unsupported_layer_names_its_path() -> None:
     model = nn.Sequential(
         OrderedDict(
-            features=nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.GELU()),
+            features=nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Tanh()),
             head=nn.Sequential(nn.Flatten(), nn.LazyLinear(3)),
         )
     )
-    with pytest.raises(UnsupportedLayerError, match=r"layer 'features\.3' \(nn\.GELU\)") as info:
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'features\.3' \(nn\.Tanh\)") as info:
         contextual_decomposition(model, _inputs((3, 8, 8)).float(), _random_mask((8, 8)))
     assert isinstance(info.value, TypeError)
     assert info.value.path == "features.3"
-    assert info.value.module_type is nn.GELU
+    assert info.value.module_type is nn.Tanh
     assert "supported: " in str(info.value) and "nn.Conv2d" in str(info.value)
 
 
@@ -536,9 +658,9 @@ def test_register_rule_for_a_custom_composite_and_activation(monkeypatch: pytest
     assert _Swish in registered_types()
 
 
-class _AddConstant(nn.Module):
+class _Tanh(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
-        return x + 1
+        return torch.tanh(x)
 
 
 class _Square(nn.Module):
@@ -567,7 +689,7 @@ class _DataDependent(nn.Module):
 
 # name -> (the module behind a 1x1 conv at path "body", the error's path, module type, operation, words of its reason)
 REFUSED: dict[str, tuple[nn.Module, str, type, str | None, str]] = {
-    "constant added": (_AddConstant(), "body", _AddConstant, "operator.add", "a constant added is a bias"),
+    "tanh": (_Tanh(), "body", _Tanh, "torch.tanh", "no rule for torch.tanh in layer 'body'"),
     "product": (_Square(), "body", _Square, "operator.mul", "a product of two such tensors has no rule"),
     "gate added": (_GatePlusInput(), "body", _GatePlusInput, "operator.add", "which CD lets only multiply"),
     "gate as output": (nn.Sigmoid(), "body", nn.Sigmoid, None, "CD uses it only as a gate that multiplies features"),
