@@ -27,7 +27,7 @@ from torch import Tensor
 from .._io import write_atomic
 from ..errors import Location, SnapshotCorruptError, SpecDeprecationWarning, SpecRuntimeError
 from ..metrics.drift import drift_from_scores
-from ..spec.schema import DriftCheck
+from ..spec.schema import AttributionSpec, DriftCheck
 from .settings import UpdateMode, snapshot_name
 from .store import SnapshotStore, check_compatible, content_hash, make_metadata
 
@@ -71,8 +71,15 @@ def expected_settings(engine: SpecEngine, config: DriftCheck, method: str, data_
         "clusters": config.clusters,
         "embedding": config.embedding.model_dump(mode="json"),
         "target": engine.spec.target,
-        "attribution": engine.spec.attributions[method].model_dump(mode="json"),
+        "attribution": attribution_settings(engine.spec.attributions[method]),
     }
+
+
+def attribution_settings(attribution: AttributionSpec) -> dict[str, object]:
+    """The method's block as a snapshot records it. Keys added to the language after a snapshot
+    was written are left out while they hold their default (``reshape``), so that snapshots of
+    the methods they do not concern stay comparable."""
+    return attribution.model_dump(mode="json", exclude={"reshape"} if attribution.reshape is None else set())
 
 
 def fresh_snapshot(
