@@ -20,9 +20,11 @@ from torch import Tensor
 from .errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .loaders.models import ModelUnderTest
 from .memory import is_out_of_memory
+from .metrics.drise import drise
 from .metrics.image import edge_map, gaussian_blur
 from .metrics.seeding import per_sample_draws, seeded_generator
-from .spec.schema import BUILTIN_METHODS, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
+from .spec.schema import BUILTIN_METHODS, DRISE_METHOD, EDGE_METHOD, RANDOM_METHOD, AttributionSpec
+from .targets import MatchedDetection, ScoreModel, detections
 
 
 def _tuples(value: Any) -> Any:
@@ -76,11 +78,15 @@ class Attributor:
     ``location`` is where the method is declared in the spec (for error messages).
     """
 
-    def __init__(self, spec: AttributionSpec, model: ModelUnderTest, batch_size: int, location: Location) -> None:
+    def __init__(
+        self, spec: AttributionSpec, model: ModelUnderTest | ScoreModel, batch_size: int, location: Location
+    ) -> None:
         import captum.attr
 
         self.spec = spec
         self.location = location
+        self.batch_size = batch_size
+        self.model = model
         if spec.method in BUILTIN_METHODS:
             return
         method_class = getattr(captum.attr, spec.method, None)
@@ -130,6 +136,8 @@ class Attributor:
             return per_sample_draws(indices, shape, seed, SALT_RANDOM_MAP, "uniform").to(images.device)
         if self.spec.method == EDGE_METHOD:
             return edge_map(images.detach().float())
+        if self.spec.method == DRISE_METHOD:
+            return self._drise(images, target, seed)
         if not self.stochastic:
             return self._attribute(images, target, indices, seed)
         maps = []
@@ -140,6 +148,26 @@ class Attributor:
                 one = slice(position, position + 1)
                 maps.append(self._attribute(images[one], target[one], [index], seed))
         return torch.cat(maps)
+
+    def _drise(self, images: Tensor, rows: Tensor, seed: int) -> Tensor:
+        """``(N, 1, H, W)`` D-RISE maps of the detection samples ``rows`` (:mod:`.metrics.drise`)."""
+        scored = self.model
+        if not isinstance(scored, ScoreModel) or not isinstance(scored.target, MatchedDetection):
+            raise SpecRuntimeError(
+                self.location + ("method",), "DRISE explains a detector's objects: set task: detection"
+            )
+        objects, detector = scored.target, scored.model
+        maps = drise(
+            lambda masked: detections(detector.raw(masked), masked.shape[0]),
+            images.detach(),
+            objects.boxes[rows],
+            objects.labels[rows],
+            objects.images[rows].tolist(),
+            batch_size=self.batch_size,
+            seed=seed,
+            **self.spec.params,
+        )
+        return maps.unsqueeze(1)
 
     def _attribute(self, images: Tensor, target: Tensor, indices: Sequence[int], seed: int) -> Tensor:
         params = dict(self.params)

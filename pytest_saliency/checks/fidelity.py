@@ -3,14 +3,17 @@ on RISE's insertion AUC (Petsiuk et al. 2018)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
+from ..errors import SpecRuntimeError
 from ..metrics.fidelity import FidelityResult, SampleScores, default_fractions, sample_scores
 from ..report.results import OutcomeExtra
 from ..spec.schema import CheckSpec, FidelityCheck
 from ..streaming import Shard
-from .base import CheckRequest, Measurement, Outcome, run_in_batches
+from .base import CheckRequest, Measurement, Outcome, check_location, run_in_batches
 
 ORDER_NAMES = {
     "mif": "most important first",
@@ -26,12 +29,19 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
     config = check.config
     assert isinstance(config, FidelityCheck) and method is not None
     target = shard.predictions if config.score_of == "predicted" else shard.batch.labels
+    model: Callable[[Tensor], Tensor] = shard.model
+    score = config.score
+    if shard.target is not None:  # detection, segmentation: the bounded score of each sample's own column
+        if score == "accuracy":
+            where = (*check_location(shard, check), "score")
+            raise SpecRuntimeError(where, f"task: {shard.spec.task} has no accuracy score: use score: probability")
+        model, target, score = shard.scored(shard.model, bounded=True), shard.targets, "logit"
     attributions = shard.attributions(method)
     indices = shard.indices.tolist()
 
     def scores(batch_size: int) -> SampleScores:
         return sample_scores(
-            shard.model,
+            model,
             shard.images,
             attributions,
             target=target,
@@ -41,7 +51,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
             orders=config.orders,
             fill=config.fill,
             unit=config.patch,
-            score=config.score,
+            score=score,
             batch_size=batch_size,
             seed=shard.spec.seed,
             noise_std=config.noise_std,

@@ -22,6 +22,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
     assert isinstance(config, RobustnessCheck) and method is not None
     thresholds = config.metrics()
     images, targets, clean = shard.images, shard.targets, shard.attributions(method)
+    model = shard.model if shard.target is None else shard.scored(shard.model)
     indices = shard.indices.tolist()
     seed = shard.spec.seed
     scores: dict[str, Tensor] = {}
@@ -29,7 +30,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
 
         def sensitivity(batch_size: int) -> tuple[Tensor, Tensor]:
             location = ("attributions", method)
-            attributor = Attributor(shard.spec.attributions[method], shard.model, batch_size, location)
+            attributor = Attributor(shard.spec.attributions[method], model, batch_size, location)
 
             def explain(inputs: Tensor, target: Tensor, samples: Sequence[int]) -> Tensor:
                 return attributor(inputs, target, samples, seed)
@@ -53,7 +54,7 @@ def statistics(shard: Shard, check: CheckSpec, method: str | None) -> dict[str, 
 
         def infidelity(batch_size: int) -> Tensor:
             return robustness.infidelity(
-                shard.model,
+                model,
                 images,
                 clean,
                 targets,

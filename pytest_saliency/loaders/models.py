@@ -49,6 +49,12 @@ class ModelUnderTest(nn.Module):
     def forward(self, inputs: Tensor) -> Tensor:
         return as_logits(self.network(self.normalize(inputs)), self.output, inputs.shape[0], self.location)
 
+    def raw(self, inputs: Tensor) -> object:
+        """The network's output as it is (``model.output`` picked), for detectors and segmenters
+        (:mod:`pytest_saliency.targets`)."""
+        output = self.network(self.normalize(inputs))
+        return output if self.output is None else _pick(output, self.output, self.location + ("output",))
+
 
 def as_logits(output: object, choice: int | str | None, count: int, location: Location = ("model",)) -> Tensor:
     """The ``(N, classes)`` logits in a network's ``output`` for ``count`` inputs.
