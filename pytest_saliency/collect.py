@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from .engine import SpecEngine
     from .report.results import ItemResult, OutcomeResult, Status
     from .spec import CheckSpec, LoadedSpec, SpecProblem
-    from .streaming import Plan
+    from .spec.schema import Spec
+    from .streaming import PassResult, Plan
 
 
 DEBUG_HINT = "(--saliency-debug shows the traceback)"
@@ -242,6 +243,8 @@ class CheckItem(pytest.Item):
                 f"{count} bad sample{'s' if count != 1 else ''} skipped (on_bad_sample): {shown}"
             )
             self.outcome.extra["skipped"] = result.skipped
+        if engine.spec.task != "classification":
+            self._gate_missed(engine.spec, result)
         self.weights = engine.weights_file
         if session.wants_thumbnails:
             self._attach_thumbnails(engine)
@@ -283,6 +286,25 @@ class CheckItem(pytest.Item):
             )
         except Exception as error:  # noqa: BLE001  (the check's outcome stands without pictures)
             self.outcome.extra["thumbnail_error"] = f"{type(error).__name__}: {error}"
+
+    def _gate_missed(self, spec: Spec, result: PassResult) -> None:
+        """Detection, segmentation: how many objects or class regions the model missed (they
+        have no scores), named in the details, and ``max_missed`` as one more measurement."""
+        from .checks.base import Measurement
+        from .spec.schema import Threshold
+
+        assert self.outcome is not None
+        total = len(result) + len(result.missed)
+        rate = len(result.missed) / total if total else 0.0
+        if result.missed:
+            shown = "; ".join(result.missed[:SKIPPED_SHOWN]) + ("; ..." if len(result.missed) > SKIPPED_SHOWN else "")
+            noun = "objects" if spec.task == "detection" else "class regions"
+            self.outcome.details.append(f"{len(result.missed)} of {total} {noun} missed by the model: {shown}")
+            self.outcome.extra["missed"] = result.missed
+        limit = spec.detection.max_missed if spec.task == "detection" else spec.segmentation.max_missed
+        if limit is not None:
+            gate = Measurement.compare("missed (share of samples)", rate, Threshold("<=", limit), samples=total)
+            self.outcome.measurements.append(gate)
 
     def _status(self) -> Status:
         """passed | failed | inconclusive (decided by interval: no threshold failed, one could not

@@ -151,20 +151,18 @@ class ScoreModel(nn.Module):
     def __init__(self, model: ModelUnderTest, target: Target, bounded: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.network = model.network  # the same modules under the model's own names (layer hooks)
+        self.normalize = model.normalize
         self.target = target
         self.bounded = bounded
-
-    @property
-    def network(self) -> nn.Module:
-        return self.model.network
-
-    @property
-    def normalize(self) -> nn.Module:
-        return self.model.normalize
+        self.training = model.training  # eval like the model (its own mode is left alone)
 
     def forward(self, inputs: Tensor) -> Tensor:
         output = self.model.raw(inputs)
-        return self.target.bounded(output) if self.bounded else self.target.scores(output)
+        scores = self.target.bounded(output) if self.bounded else self.target.scores(output)
+        if inputs.requires_grad and not scores.requires_grad:  # nothing detected: a zero gradient
+            scores = scores + 0.0 * inputs.flatten(1).sum(dim=1, keepdim=True)
+        return scores
 
 
 class OwnColumn(nn.Module):
@@ -175,6 +173,7 @@ class OwnColumn(nn.Module):
         super().__init__()
         self.scored = scored
         self.columns = columns
+        self.training = scored.training
 
     def forward(self, inputs: Tensor) -> Tensor:
         scores: Tensor = self.scored(inputs)
