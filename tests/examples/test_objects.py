@@ -2,8 +2,9 @@
 specs (``examples/detection.saliency.yaml``, ``examples/segmentation.saliency.yaml``): the clean
 model passes, the twin trained with class-encoding patches fails, with the same thresholds.
 
-The default run checks the decoy check on the first 48 samples (seconds); the whole specs run
-under the ``slow`` marker (minutes: D-RISE runs 100 masked images per image)."""
+The default run checks the decoy check on the first 48 samples (seconds); every check of the
+clean models on the first 64 samples runs under the ``slow`` marker (minutes: D-RISE runs 100
+masked images per image). The README's figures are of the whole specs."""
 
 from __future__ import annotations
 
@@ -84,6 +85,5 @@ def test_the_decoy_twin_fails_the_decoy_check_the_clean_model_passes(task: str) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["detection", "segmentation"])
-def test_the_clean_model_passes_the_whole_spec_and_the_decoy_twin_fails_it(task: str) -> None:
-    assert all(outcomes(engine(task, "clean", None)).values())
-    assert not outcomes(engine(task, "decoy", None))["decoy-unused[None]"]
+def test_the_clean_model_passes_every_check_of_the_spec(task: str) -> None:
+    assert all(outcomes(engine(task, "clean", 64)).values())
