@@ -223,3 +223,60 @@ def test_every_check_kind_runs_and_missed_samples_are_counted(
     else:
         assert "missed by the model" not in output
         result.assert_outcomes(passed=9)
+
+
+ONE_CHECK = """\
+version: 1
+task: {task}
+{extra}model:
+  factory: {factory}
+data:
+  npz: ../tasks.npz
+attributions:
+  {method}
+checks:
+  - id: c
+    {check}
+"""
+COVERAGE = 'shared_interest: {gtc: {mean: ">= 0"}}'
+GRAD = "grad: {method: Saliency}"
+
+
+@pytest.mark.parametrize(
+    ("task", "extra", "factory", "method", "check", "message"),
+    [
+        ("detection", "", "tinymodel:build", GRAD, COVERAGE,
+         "model: task: detection needs one dict per image with boxes, labels, scores (torchvision's form); "
+         "the model returns Tensor: adapt the detector's output in its factory (docs/spec.md)"),
+        ("segmentation", "", "taskmodels:Segmenter", GRAD, COVERAGE,
+         "model: task: segmentation needs logits (N, classes, H, W), the model gives dict: "
+         "pick them with model.output (torchvision: out; Hugging Face: logits)"),
+        ("segmentation", "", "taskmodels:Segmenter\n  output: out", "d: {method: DRISE}", COVERAGE,
+         "attributions.d.method: DRISE explains a detector's objects: set task: detection"),
+        ("detection", "", "taskmodels:BoxDetector", GRAD, "sanity: {test: random_logit, final: '<= 1'}",
+         "checks[0].sanity.test: random_logit compares a classifier's classes; task: detection takes test: "
+         "cascading, independent or efficient"),
+        ("detection", "", "taskmodels:BoxDetector", GRAD, "region: {mask: decoy, share: {mean: '<= 1'}}",
+         "checks[0].region.method: contextual decomposition splits a classifier's logits; task: detection "
+         "takes method: occlusion"),
+        ("detection", "", "taskmodels:BoxDetector", GRAD, "fidelity: {score: accuracy, gap: '>= 0'}",
+         "checks[0].fidelity.score: task: detection has no accuracy score: use score: probability"),
+    ],
+    ids=["detector-output", "segmenter-output", "drise-without-detection", "random-logit", "cd", "accuracy"],
+)  # fmt: skip
+def test_task_errors_are_one_line_at_their_key(
+    tasks: pytest.Pytester,
+    helpers: SimpleNamespace,
+    task: str,
+    extra: str,
+    factory: str,
+    method: str,
+    check: str,
+    message: str,
+) -> None:
+    text = ONE_CHECK.format(task=task, extra=extra, factory=factory, method=method, check=check)
+    (tasks.path / "specs" / "t.saliency.yaml").write_text(text, encoding="utf-8")
+    result = tasks.runpytest_inprocess("specs/t.saliency.yaml", "-p", "no:randomly")
+    output = result.stdout.str()
+    assert f": {message}" in output.replace("\n", " ") or f": {message}" in output, output
+    helpers.assert_no_traceback(output)
