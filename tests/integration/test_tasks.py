@@ -261,8 +261,11 @@ GRAD = "grad: {method: Saliency}"
          "takes method: occlusion"),
         ("detection", "", "taskmodels:BoxDetector", GRAD, "fidelity: {score: accuracy, gap: '>= 0'}",
          "checks[0].fidelity.score: task: detection has no accuracy score: use score: probability"),
+        ("detection", "", "taskmodels:BoxDetector\n  kwargs: {weights: [0.0, 0.0, 0.0]}", GRAD, COVERAGE,
+         "model: the model missed all 5 samples (first: sample 0 (image 0, 0 at [0, 0, 8, 8]): no 0 detected "
+         "with IoU >= 0.5): nothing to explain"),
     ],
-    ids=["detector-output", "segmenter-output", "drise-without-detection", "random-logit", "cd", "accuracy"],
+    ids=["detector-output", "segmenter-output", "drise-without-detection", "random-logit", "cd", "accuracy", "all-missed"],
 )  # fmt: skip
 def test_task_errors_are_one_line_at_their_key(
     tasks: pytest.Pytester,
