@@ -41,6 +41,13 @@ def test_objects_lie_in_their_boxes_and_the_patches_beside_them() -> None:
     assert np.array_equal(same["masks"], arrays["masks"]) and np.array_equal(same["boxes"], arrays["boxes"])
 
 
+def test_the_readme_shows_the_detection_spec_verbatim() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Detectors and segmenters") :]
+    block = section[section.index("```yaml\n") + len("```yaml\n") :]
+    assert block[: block.index("```")] == (ROOT / "examples" / "detection.saliency.yaml").read_text(encoding="utf-8")
+
+
 def test_the_readme_quotes_the_pairs_figures(capsys: pytest.CaptureFixture[str]) -> None:
     evaluate.main()
     printed = capsys.readouterr().out
