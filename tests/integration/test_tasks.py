@@ -283,3 +283,16 @@ def test_task_errors_are_one_line_at_their_key(
     output = result.stdout.str()
     assert f": {message}" in output.replace("\n", " ") or f": {message}" in output, output
     helpers.assert_no_traceback(output)
+
+
+def test_segmentation_can_explain_the_ground_truth_region(tasks: pytest.Pytester) -> None:
+    extra = "segmentation: {background: 0, region: ground_truth}\n"
+    text = spec_text("segmentation", extra).replace(
+        "factory: taskmodels:Segmenter", "factory: taskmodels:Segmenter\n  output: out", 1
+    )
+    spec_engine = engine(tasks, text)
+    shard = spec_engine.shard()
+    image = shard.images[1:2].clone().requires_grad_(True)  # channel 0 is 0.8: predicted as class 1 too
+    truth = torch.from_numpy(task_arrays()["masks"][1] == 1)
+    (expected,) = torch.autograd.grad(spec_engine.model.network(image)["out"][0, 1][truth].sum(), image)
+    assert torch.allclose(shard.attributions("grad")[1], expected[0], atol=1e-6)
