@@ -114,3 +114,35 @@ def test_the_score_models_gradient_is_the_region_sums() -> None:
         region_sum = (network(one)["out"][0, classes[i]] * regions[i]).sum()
         (expected,) = torch.autograd.grad(region_sum, one)
         assert torch.allclose(gradient[i], expected[0], atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(boxes, st.integers(0, 2), st.floats(0.01, 1.0)), min_size=1, max_size=6),
+    st.lists(st.tuples(boxes, st.integers(0, 2)), min_size=1, max_size=3),
+    st.randoms(use_true_random=False),
+)
+def test_a_matched_score_is_the_best_match_whatever_the_detections_order(
+    found: list[tuple[list[float], int, float]], objects: list[tuple[list[float], int]], rng: object
+) -> None:
+    target = MatchedDetection(
+        torch.tensor([box for box, _ in objects]),
+        torch.tensor([label for _, label in objects]),
+        torch.zeros(len(objects)),
+    )
+    order = list(range(len(found)))
+    rng.shuffle(order)  # type: ignore[attr-defined]
+    shuffled = [found[i] for i in order]
+    first = target.scores([detections(*map(list, zip(*found, strict=True)))])
+    second = target.scores([detections(*map(list, zip(*shuffled, strict=True)))])
+    assert torch.equal(first, second)
+    for s, (box, label) in enumerate(objects):
+        expected = max(
+            (
+                score
+                for b, c, score in found
+                if c == label and box_iou(torch.tensor([b]), torch.tensor([box])).item() >= 0.5
+            ),
+            default=0.0,
+        )
+        assert first[0, s].item() == pytest.approx(expected)
