@@ -11,7 +11,10 @@ The images come from ``_workloads:shapes``, a Dataset that makes each image from
 ``--source npz`` writes the same samples to an uncompressed ``.npz`` in a temporary folder first
 and measures reading that instead; ``--source jpeg`` writes a folder of 500x375 JPEGs with a
 boxes CSV (``_workloads:write_jpeg_folder``) and reads it through ``data.folder`` with
-``data.transform: {resize: SIZE, center_crop: SIZE}`` (default 256 vs 5,000 images).
+``data.transform: {resize: SIZE, center_crop: SIZE}`` (default 256 vs 5,000 images);
+``--source detection`` writes ``examples/objects`` images (two shapes per 48x48 image, the size is
+fixed) to a compressed ``.npz`` and runs ``task: detection`` with the shipped
+``detector_clean.pt``: a sample per object (default 256 vs 2,048 images).
 
 Run: ``python benchmarks/memory.py`` (256 vs 4,096 images), ``--quick`` (64 vs 256 at 64x64,
 under a minute), ``--images 20000`` (one run of 20,000 images: completed, time, peak RSS),
@@ -69,6 +72,24 @@ checks:
 """
 
 
+DETECTION_SPEC = """\
+version: 1
+name: memory-detection
+task: detection
+model:
+  factory: examples.objects.model:build_detector
+  weights: {weights}
+data:
+  npz: {npz}
+  batch_size: {batch_size}
+  shard_size: {shard_size}
+attributions:
+  grad: {{method: Saliency, params: {{abs: true}}}}
+checks:
+{checks}
+"""
+
+
 @dataclass
 class Run:
     images: int
@@ -81,6 +102,22 @@ class Run:
 
 def write_spec(folder: Path, images: int, size: int, checks: list[str], args: argparse.Namespace) -> Path:
     """A spec over ``images`` samples of ``size``x``size`` with ``checks`` (keys of CHECKS)."""
+    if args.source == "detection":
+        from examples.objects.data import make_objects, save_npz
+
+        npz = folder / f"objects-{images}.npz"
+        save_npz(npz, make_objects(images, seed=2))
+        path = folder / f"memory-{images}.saliency.yaml"
+        weights = HERE.parent / "examples" / "objects" / "detector_clean.pt"
+        text = DETECTION_SPEC.format(
+            weights=weights,
+            npz=npz.name,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            checks="\n".join(CHECKS[name] for name in checks),
+        )
+        path.write_text(text)
+        return path
     if args.source == "npz":
         npz = folder / f"shapes-{images}-{size}.npz"
         free = shutil.disk_usage(folder).free
@@ -167,7 +204,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, help="the smaller data set (default 256; --quick 64)")
     parser.add_argument("--big", type=int, help="the larger data set (default 4096; --quick 256)")
     parser.add_argument("--size", type=int, help="image side in pixels (default 224; --quick 64)")
-    parser.add_argument("--source", choices=("factory", "npz", "jpeg"), default="factory")
+    parser.add_argument("--source", choices=("factory", "npz", "jpeg", "detection"), default="factory")
     parser.add_argument("--checks", default=",".join(DEFAULT_CHECKS), help=f"comma-separated, of {', '.join(CHECKS)}")
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -178,14 +215,15 @@ def main() -> None:
     unknown = [name for name in checks if name not in CHECKS]
     if unknown:
         parser.error(f"--checks: unknown {', '.join(unknown)}; known: {', '.join(CHECKS)}")
-    size = args.size or (64 if args.quick else 224)
+    size = 48 if args.source == "detection" else args.size or (64 if args.quick else 224)
     single = 20000 if args.large else args.images
     counts = (
         [single]
         if single
         else [
             args.small or (64 if args.quick else 256),
-            args.big or (256 if args.quick else 5000 if args.source == "jpeg" else 4096),
+            args.big
+            or (256 if args.quick else 5000 if args.source == "jpeg" else 2048 if args.source == "detection" else 4096),
         ]
     )
 

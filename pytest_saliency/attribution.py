@@ -23,17 +23,20 @@ from .attention.maps import attention_map
 from .errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .loaders.models import ModelUnderTest
 from .memory import is_out_of_memory
+from .metrics.drise import drise
 from .metrics.image import edge_map, gaussian_blur
 from .metrics.seeding import per_sample_draws, seeded_generator
 from .spec.schema import (
     ATTENTION_METHODS,
     AUTO_LAYER,
     BUILTIN_METHODS,
+    DRISE_METHOD,
     EDGE_METHOD,
     RANDOM_METHOD,
     ROLLOUT_METHOD,
     AttributionSpec,
 )
+from .targets import MatchedDetection, ScoreModel, detections
 from .tokens import (
     GridLayout,
     GridView,
@@ -104,7 +107,9 @@ class Attributor:
     ``location`` is where the method is declared in the spec (for error messages).
     """
 
-    def __init__(self, spec: AttributionSpec, model: ModelUnderTest, batch_size: int, location: Location) -> None:
+    def __init__(
+        self, spec: AttributionSpec, model: ModelUnderTest | ScoreModel, batch_size: int, location: Location
+    ) -> None:
         import captum.attr
 
         self.spec = spec
@@ -116,6 +121,7 @@ class Attributor:
         """How that layer's output becomes a grid (see :mod:`~pytest_saliency.tokens`)."""
         self._grid_of: tuple[nn.Module, GridView] | None = None
         self._laid_out_for: tuple[int, int] | None = None
+        self.batch_size = batch_size
         if spec.method in BUILTIN_METHODS:
             return
         method_class = getattr(captum.attr, spec.method, None)
@@ -226,6 +232,8 @@ class Attributor:
             return per_sample_draws(indices, shape, seed, SALT_RANDOM_MAP, "uniform").to(images.device)
         if self.spec.method == EDGE_METHOD:
             return edge_map(images.detach().float())
+        if self.spec.method == DRISE_METHOD:
+            return self._drise(images, target, seed)
         if self.spec.method in ATTENTION_METHODS:
             return self._attention(images, target)
         self._lay_out(images)
@@ -239,6 +247,26 @@ class Attributor:
                 one = slice(position, position + 1)
                 maps.append(self._attribute(images[one], target[one], [index], seed))
         return torch.cat(maps)
+
+    def _drise(self, images: Tensor, rows: Tensor, seed: int) -> Tensor:
+        """``(N, 1, H, W)`` D-RISE maps of the detection samples ``rows`` (:mod:`.metrics.drise`)."""
+        scored = self.model
+        if not isinstance(scored, ScoreModel) or not isinstance(scored.target, MatchedDetection):
+            raise SpecRuntimeError(
+                self.location + ("method",), "DRISE explains a detector's objects: set task: detection"
+            )
+        objects, detector = scored.target, scored.model
+        maps = drise(
+            lambda masked: detections(detector.raw(masked), masked.shape[0]),
+            images.detach(),
+            objects.boxes[rows],
+            objects.labels[rows],
+            objects.images[rows].tolist(),
+            batch_size=self.batch_size,
+            seed=seed,
+            **self.spec.params,
+        )
+        return maps.unsqueeze(1)
 
     def _attribute(self, images: Tensor, target: Tensor, indices: Sequence[int], seed: int) -> Tensor:
         params = dict(self.params)

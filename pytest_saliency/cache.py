@@ -389,8 +389,8 @@ def lookup(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> Lookup:
     from .streaming import Plan, ShardResult
 
     cache: ResultCache | None = worker.result_cache
-    if cache is None or not len(batch):
-        return Lookup(plan)
+    if cache is None or not len(batch) or worker.spec.task != "classification":
+        return Lookup(plan)  # detection, segmentation: not cached (a shard's samples depend on what the model finds)
     key = _digest(_spec_key(worker), batch_digest(batch))
     keys = {need: _need_key(worker, need) for need in plan.needs}
     entry = cache.load(key) if cache.reads else None
@@ -427,7 +427,7 @@ def report_maps(
     """``((K, H, W) maps, (K, H, W) bool regions)`` of the few samples a report shows, on the CPU:
     from the cache when it holds them, else ``compute()`` (and stored)."""
     cache = worker.result_cache
-    if cache is None:
+    if cache is None or worker.spec.task != "classification":
         return compute()
     blocks = {"report maps": method_settings(worker.loaded, method)}
     settings = _digest(json.dumps(blocks, sort_keys=True), *_named_content(blocks, worker.loaded, worker.search_paths))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .engine import SpecEngine
     from .report.results import ItemResult, OutcomeResult, Status
     from .spec import CheckSpec, LoadedSpec, SpecProblem
+    from .spec.schema import Spec
     from .streaming import PassResult, Plan
 
 
@@ -214,6 +215,29 @@ def with_skipped_samples(outcome: Outcome, skipped: list[str]) -> Outcome:
 """How many skipped samples an item's details name (the JSON result lists them all)."""
 
 
+def with_missed_samples(outcome: Outcome, spec: Spec, merged: PassResult) -> Outcome:
+    """Detection, segmentation: ``outcome`` with the objects or class regions the model missed
+    (they have no scores) named in its details and listed under ``missed``, and the spec's
+    ``max_missed`` as one more measurement."""
+    from dataclasses import replace
+
+    from .checks.outcome import Measurement
+    from .spec.schema import Threshold
+
+    total = len(merged) + len(merged.missed)
+    rate = len(merged.missed) / total if total else 0.0
+    if merged.missed:
+        shown = "; ".join(merged.missed[:SKIPPED_SHOWN]) + ("; ..." if len(merged.missed) > SKIPPED_SHOWN else "")
+        noun = "objects" if spec.task == "detection" else "class regions"
+        line = f"{len(merged.missed)} of {total} {noun} missed by the model: {shown}"
+        outcome = outcome.extended([line], {"missed": merged.missed})
+    limit = spec.detection.max_missed if spec.task == "detection" else spec.segmentation.max_missed
+    if limit is None:
+        return outcome
+    gate = Measurement.compare("missed (share of samples)", rate, Threshold("<=", limit), samples=total)
+    return replace(outcome, measurements=[*outcome.measurements, gate])
+
+
 class CheckItem(pytest.Item):
     """One check for one attribution method (and class)."""
 
@@ -254,6 +278,8 @@ class CheckItem(pytest.Item):
         if self.method in merged.notes:  # the layer that layer: auto picked, guided methods on GELUs
             outcome = outcome.extended([f"{self.method}: {merged.notes[self.method]}"])
         outcome = with_skipped_samples(outcome, merged.skipped)
+        if engine.spec.task != "classification":
+            outcome = with_missed_samples(outcome, engine.spec, merged)
         if session.wants_thumbnails:
             outcome = self._with_thumbnails(engine, outcome)
         self.outcome, self.weights, self.model_source = outcome, engine.weights_file, engine.model_source

@@ -49,12 +49,19 @@ def compute_range(worker: ShardWorker, plan: Plan, indices: range) -> ShardResul
 def compute_shard(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> ShardResult:
     """The per-sample statistics of ``batch`` for every need of ``plan``, on the CPU. A need
     whose check raises keeps its error (its items fail with it); the others go on. A batch
-    whose every sample the source skipped gives only its skipped lines."""
-    if not len(batch):
+    whose every sample the source skipped gives only its skipped lines; the objects or class
+    regions a detector or segmenter missed are left out of the shard and listed (``missed``)."""
+    missed: list[str] = []
+    shard = Shard(worker, batch.to(worker.device))
+    if len(batch) and worker.spec.task != "classification":
+        found = shard.found
+        missed = [shard.missed_line(position) for position in (~found).nonzero().view(-1).tolist()]
+        if missed:
+            shard = Shard(worker, shard.batch.select(found))
+    if not len(shard):
         empty = torch.empty(0, dtype=torch.long)
         base = {name: empty for name in ("index", "label", "prediction", "target")}
-        return ShardResult(base, batch.fields, {}, {}, batch.skipped, 0)
-    shard = Shard(worker, batch.to(worker.device))
+        return ShardResult(base, batch.fields, {}, {}, batch.skipped, 0, missed=missed)
     shard.logits  # noqa: B018  (the model and labels are checked before any check)
     statistics: dict[Need, dict[str, Tensor]] = {}
     errors: dict[Need, BaseException] = {}
@@ -67,9 +74,9 @@ def compute_shard(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> ShardR
             continue
         statistics[need] = {name: value.detach().cpu() for name, value in values.items()}
     base = {
-        "index": batch.indices.cpu(),
-        "label": batch.labels.cpu(),
+        "index": shard.batch.indices.cpu(),
+        "label": shard.batch.labels.cpu(),
         "prediction": shard.predictions.cpu(),
-        "target": shard.targets.cpu(),
+        "target": (shard.targets if shard.target is None else shard.batch.labels).cpu(),
     }
-    return ShardResult(base, batch.fields, statistics, errors, batch.skipped, int(shard.logits.shape[1]), shard.notes)
+    return ShardResult(base, shard.batch.fields, statistics, errors, batch.skipped, shard.classes, shard.notes, missed)

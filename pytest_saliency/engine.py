@@ -141,6 +141,11 @@ class SpecEngine:
                 self.progress(label, done, total)
 
         result = merge(self.runner(self.worker, Dispatch(plan), shards, progress), plan)
+        if not len(result) and result.missed:
+            raise SpecRuntimeError(
+                ("model",),
+                f"the model missed all {len(result.missed)} samples (first: {result.missed[0]}): nothing to explain",
+            )
         if not len(result):
             skipped = f" ({len(result.skipped)} skipped as bad samples)" if result.skipped else ""
             raise SpecRuntimeError(self.source.location, f"the data set has no samples{skipped}")

@@ -38,6 +38,7 @@ from .metrics.saliency import binarize, normalize_maps, reduce_channels
 from .spec.schema import WEIGHT_SOURCES, AgainstSpec, Spec
 from .spec.validate import LoadedSpec
 from .speed import prepare
+from .targets import MatchedDetection, RegionLogitSum, ScoreModel, Target, segmentation_logits
 
 if TYPE_CHECKING:
     from .cache import ResultCache
@@ -73,7 +74,8 @@ class Plan:
 class ShardResult:
     """One shard's per-sample statistics, on the CPU: the base columns (``index``, ``label``,
     ``prediction``, ``target``; ``(B,)`` each), the data's per-sample ``fields``, each need's
-    ``{name: (B, ...) tensor}`` (or the error it raised), and the samples the source skipped."""
+    ``{name: (B, ...) tensor}`` (or the error it raised), the samples the source skipped, and the
+    objects or class regions the model missed (``task: detection | segmentation``)."""
 
     base: dict[str, Tensor]
     fields: dict[str, np.ndarray]
@@ -83,6 +85,7 @@ class ShardResult:
     classes: int
     notes: dict[str, str] = field(default_factory=dict)
     """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
+    missed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +105,8 @@ class PassResult:
     skipped: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     """``{method: note}`` of the methods that have one (:attr:`Attributor.note`)."""
+    missed: list[str] = field(default_factory=list)
+    """One line per object or class region the model missed (no scores; :func:`missed_rate`)."""
 
     @property
     def correct(self) -> Tensor:
@@ -130,6 +135,7 @@ class PassResult:
             {**self.errors, **other.errors},
             self.skipped,
             {**self.notes, **other.notes},
+            self.missed,
         )
 
 
@@ -137,6 +143,7 @@ def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
     """The shards' results concatenated in sample order (they may arrive in any order); a shard
     whose every sample was skipped adds only its skipped lines."""
     skipped = [line for part in sorted(parts, key=_first_index) for line in part.skipped]
+    missed = [line for part in sorted(parts, key=_first_index) for line in part.missed]
     ordered = sorted((part for part in parts if len(part.base["index"])), key=_first_index)
     base = {
         name: torch.cat([part.base[name] for part in ordered]) if ordered else torch.empty(0, dtype=torch.long)
@@ -165,6 +172,7 @@ def merge(parts: Sequence[ShardResult], plan: Plan) -> PassResult:
         errors,
         skipped,
         {method: note for part in ordered for method, note in part.notes.items()},
+        missed,
     )
 
 
@@ -201,7 +209,9 @@ class ShardWorker:
     @cached_property
     def source(self) -> SampleSource:
         with torch.inference_mode(False):  # see model
-            return open_source(self.spec.data, self.loaded.directory, self.search_paths)
+            return open_source(
+                self.spec.data, self.loaded.directory, self.search_paths, self.spec.task, self.spec.segmentation
+            )
 
     def cached(self, key: Hashable, build: Callable[[], T]) -> T:
         """``build()`` once per worker for ``key``."""
@@ -296,20 +306,88 @@ class Shard:
     def logits(self) -> Tensor:
         """``(B, classes)`` float logits of the clean images, checked: finite, as wide as the
         labels and ``data.classes`` need. Every shard computes them first, so a model or data set
-        that does not fit fails here, at its place in the spec."""
+        that does not fit fails here, at its place in the spec. For detection and segmentation,
+        ``(B, B)``: every sample's score on each clean image (:mod:`pytest_saliency.targets`)."""
         shape = tuple(self.images.shape[1:])
+        model = self.model if self.target is None else self.scored(self.model)
 
         def forward(batch_size: int) -> Tensor:
             with torch.inference_mode():
-                parts = [self.model(self.images[part]).float() for part in self.batches(batch_size)]
+                parts = [model(self.images[part]).float() for part in self.batches(batch_size)]
             return torch.cat(parts).clone()  # a normal tensor: inference tensors cannot join autograd later
 
         with model_stage(("model",), f"the model failed on images of shape {shape}"):
             logits = run_with_half_batch_retry(
                 forward, self.worker.batch_size, ("data", "batch_size"), "data.batch_size"
             )
-        self._check_logits(logits)
+        if self.target is None:
+            self._check_logits(logits)
         return logits
+
+    # --- detection and segmentation: the target as a score per sample -------------------------
+
+    @cached_property
+    def target(self) -> Target | None:
+        """What each sample's attributions explain, bound to this shard's samples (``None`` for
+        classification, whose target is a class's logit): the matched detection's score, or the
+        class's logits summed over its region (fixed from the clean prediction by default)."""
+        if self.spec.task == "detection":
+            assert self.batch.boxes is not None and self.batch.images_of is not None
+            boxes, labels, images = self.batch.boxes, self.batch.labels, self.batch.images_of
+            return MatchedDetection(boxes, labels, images, self.spec.detection.match_iou)
+        if self.spec.task == "segmentation":
+            regions = self.masks if self.spec.segmentation.region == "ground_truth" else self.predicted_regions
+            return RegionLogitSum(self.batch.labels, regions)
+        return None
+
+    @cached_property
+    def predicted_regions(self) -> Tensor:
+        """``(B, H, W) bool``: where the clean image is predicted as the sample's class (segmentation)."""
+        size = tuple(self.images.shape[2:])
+        with torch.inference_mode(), model_stage(("model",), f"the model failed on images of shape {size}"):
+            parts = [
+                segmentation_logits(self.model.raw(self.images[part]), size).argmax(dim=1) for part in self.batches()
+            ]
+        return (torch.cat(parts) == self.batch.labels.view(-1, 1, 1)).clone()
+
+    def scored(self, model: ModelUnderTest, bounded: bool = False) -> ScoreModel:
+        """``model`` (this spec's, another version, a randomised copy) as ``(B, C, H, W)`` ->
+        ``(B, S)`` scores of this shard's ``S`` samples; column ``s`` is sample ``s``'s target."""
+        assert self.target is not None
+        return ScoreModel(model, self.target, bounded)
+
+    @cached_property
+    def found(self) -> Tensor:
+        """``(B,) bool``: the model finds the sample on its clean image (detection: a detection
+        matches the object; segmentation: its region is predicted somewhere, and is not empty)."""
+        if self.spec.task == "segmentation":
+            predicted = self.predicted_regions.flatten(1).any(dim=1)
+            if self.spec.segmentation.region == "ground_truth":
+                return predicted & self.masks.flatten(1).any(dim=1)
+            return predicted
+        return self.logits.diagonal() > 0
+
+    def missed_line(self, position: int) -> str:
+        """How the sample at ``position`` is named in the list of missed samples."""
+        label = int(self.batch.labels[position])
+        names = self.spec.data.classes
+        shown = names[label] if names is not None and label < len(names) else str(label)
+        image = int(self.batch.images_of[position]) if self.batch.images_of is not None else -1
+        if self.spec.task == "detection":
+            assert self.batch.boxes is not None
+            box = ", ".join(f"{value:g}" for value in self.batch.boxes[position].tolist())
+            iou = self.spec.detection.match_iou
+            return f"sample {int(self.indices[position])} (image {image}, {shown} at [{box}]): no {shown} detected with IoU >= {iou:g}"
+        return f"sample {int(self.indices[position])} (image {image}, {shown}): predicted nowhere"
+
+    @property
+    def classes(self) -> int:
+        """The number of classes: the logits' width; for detection and segmentation,
+        ``data.classes`` or the largest label + 1."""
+        if self.target is None:
+            return int(self.logits.shape[1])
+        names = self.spec.data.classes
+        return len(names) if names is not None else int(self.batch.labels.max()) + 1
 
     def _check_logits(self, logits: Tensor) -> None:
         finite = torch.isfinite(logits).all(dim=1)
@@ -348,7 +426,8 @@ class Shard:
 
     @cached_property
     def predictions(self) -> Tensor:
-        return self.logits.argmax(dim=1)
+        """``(B,)`` the predicted classes (detection, segmentation: the found sample's own class)."""
+        return self.logits.argmax(dim=1) if self.target is None else self.batch.labels
 
     @property
     def correct(self) -> Tensor:
@@ -357,7 +436,10 @@ class Shard:
 
     @cached_property
     def targets(self) -> Tensor:
-        """``(B,)`` the class each attribution explains (``target: label | predicted``)."""
+        """``(B,)`` the class each attribution explains (``target: label | predicted``); for
+        detection and segmentation, each sample's own column of the :meth:`scored` model."""
+        if self.target is not None:
+            return torch.arange(len(self), device=self.device)
         return self.batch.labels if self.spec.target == "label" else self.predictions
 
     # --- attributions and saliency -----------------------------------------------------------
@@ -374,9 +456,10 @@ class Shard:
         cached; seeded per sample; out of memory, retried once at half the batch."""
         location = ("attributions", method)
         chosen = self.targets if targets is None else targets
+        explained = model if self.target is None else self.scored(model)
 
         def attribute(batch_size: int) -> Tensor:
-            attributor = Attributor(self.spec.attributions[method], model, batch_size, location)
+            attributor = Attributor(self.spec.attributions[method], explained, batch_size, location)
             parts = [
                 attributor(self.images[part], chosen[part], self.indices[part].tolist(), self.spec.seed)
                 for part in self.batches(batch_size)

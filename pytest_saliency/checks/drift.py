@@ -64,6 +64,7 @@ from ..metrics.drift import (
 from ..report.results import OutcomeExtra
 from ..spec.schema import DriftCheck, Threshold
 from ..streaming import Shard
+from ..targets import ScoreModel
 from .aggregation import measure
 from .kind import CheckKind
 from .outcome import Measurement, Outcome
@@ -122,7 +123,12 @@ def statistics(shard: Shard, config: DriftCheck, method: str | None) -> dict[str
     if config.embedding.kind == "activations":
         embed = shard.worker.cached(
             ("drift-embedder", location, config.against.model_dump_json(), config.embedding.model_dump_json()),
-            lambda: _reference_embedder(reference, config, location, shard.worker.batch_size),
+            lambda: _reference_embedder(
+                reference if shard.target is None else shard.scored(reference),
+                config,
+                location,
+                shard.worker.batch_size,
+            ),
         )
     out.update(scores_a=scores_a, kept=kept, embeddings=embed_segments(embed, images, segments, kept, count))
     return out
@@ -144,7 +150,9 @@ def _on_masks(shard: Shard, segments: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def _reference_embedder(model: ModelUnderTest, config: DriftCheck, location: Location, batch_size: int) -> Embedder:
+def _reference_embedder(
+    model: ModelUnderTest | ScoreModel, config: DriftCheck, location: Location, batch_size: int
+) -> Embedder:
     """The activation embedder of ``model``'s embedding layer, its errors at the check's
     ``location`` (built once per worker and check)."""
     layer = _layer(model, config, location)
@@ -236,7 +244,7 @@ def _against_version(
     return result, shown
 
 
-def _layer(model: ModelUnderTest, config: DriftCheck, location: Location) -> str:
+def _layer(model: ModelUnderTest | ScoreModel, config: DriftCheck, location: Location) -> str:
     """The embedding layer's dotted name in ``model.network``: as given, or the last Conv2d."""
     network = model.network
     names = [name for name, _ in network.named_modules() if name]

@@ -4,6 +4,7 @@ on RISE's insertion AUC (Petsiuk et al. 2018)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -31,12 +32,19 @@ def statistics(shard: Shard, config: FidelityCheck, method: str | None) -> dict[
     assert method is not None, "a kind with attributions has a method"
     _check_units(shard, config)
     target = shard.predictions if config.score_of == "predicted" else shard.batch.labels
+    model: Callable[[Tensor], Tensor] = shard.model
+    score = config.score
+    if shard.target is not None:  # detection, segmentation: the bounded score of each sample's own column
+        if score == "accuracy":
+            where = (*config_location(shard, config), "score")
+            raise SpecRuntimeError(where, f"task: {shard.spec.task} has no accuracy score: use score: probability")
+        model, target, score = shard.scored(shard.model, bounded=True), shard.targets, "logit"
     attributions = shard.attributions(method)
     indices = shard.indices.tolist()
 
     def scores(batch_size: int) -> SampleScores:
         return sample_scores(
-            shard.model,
+            model,
             shard.images,
             attributions,
             target=target,
@@ -46,7 +54,7 @@ def statistics(shard: Shard, config: FidelityCheck, method: str | None) -> dict[
             orders=config.orders,
             fill=config.fill,
             unit=config.patch,
-            score=config.score,
+            score=score,
             batch_size=batch_size,
             seed=shard.spec.seed,
             noise_std=config.noise_std,

@@ -27,6 +27,7 @@ from ..metrics.decomposition import UnsupportedLayerError
 from ..metrics.region import cd_region_scores, nonempty, occlusion_scores
 from ..spec.schema import RegionCheck, Threshold
 from ..streaming import Shard
+from ..targets import OwnColumn
 from .kind import CheckKind
 from .outcome import Outcome
 from .request import CheckRequest, config_location, run_in_batches
@@ -111,8 +112,17 @@ def _scores(shard: Shard, config: RegionCheck, regions: Tensor, location: Locati
         parts: dict[str, list[Tensor]] = {}
         for part in shard.batches(batch_size):
             images = shard.images[part]
-            if config.method == "occlusion":
+            if config.method == "occlusion" and shard.target is not None:
+                own = OwnColumn(shard.scored(model), targets[part])
+                batch = occlusion_scores(own, images, regions[part], torch.zeros_like(targets[part]))
+            elif config.method == "occlusion":
                 batch = occlusion_scores(model, images, regions[part], targets[part])
+            elif shard.target is not None:
+                raise SpecRuntimeError(
+                    location + ("method",),
+                    f"contextual decomposition splits a classifier's logits; task: {shard.spec.task} "
+                    "takes method: occlusion",
+                )
             else:
                 truth = shard.masks[part] if config.interaction is not None else None
                 with torch.inference_mode():

@@ -24,6 +24,7 @@ def statistics(shard: Shard, config: RobustnessCheck, method: str | None) -> dic
     assert method is not None, "a kind with attributions has a method"
     thresholds = config.metrics()
     images, targets, clean = shard.images, shard.targets, shard.attributions(method)
+    model = shard.model if shard.target is None else shard.scored(shard.model)
     indices = shard.indices.tolist()
     seed = shard.spec.seed
     scores: dict[str, Tensor] = {}
@@ -31,7 +32,7 @@ def statistics(shard: Shard, config: RobustnessCheck, method: str | None) -> dic
 
         def sensitivity(batch_size: int) -> tuple[Tensor, Tensor]:
             location = ("attributions", method)
-            attributor = Attributor(shard.spec.attributions[method], shard.model, batch_size, location)
+            attributor = Attributor(shard.spec.attributions[method], model, batch_size, location)
 
             def explain(inputs: Tensor, target: Tensor, samples: Sequence[int]) -> Tensor:
                 return attributor(inputs, target, samples, seed)
@@ -55,7 +56,7 @@ def statistics(shard: Shard, config: RobustnessCheck, method: str | None) -> dic
 
         def infidelity(batch_size: int) -> Tensor:
             return robustness.infidelity(
-                shard.model,
+                model,
                 images,
                 clean,
                 targets,

@@ -84,6 +84,12 @@ def statistics(shard: Shard, config: SanityCheck, method: str | None) -> dict[st
             f"ssim needs maps of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, the {channels} maps are "
             f"{trained.shape[1]}x{trained.shape[2]} (use similarity: spearman or spearman_abs)",
         )
+    if config.test == "random_logit" and shard.target is not None:
+        raise SpecRuntimeError(
+            location + ("test",),
+            f"random_logit compares a classifier's classes; task: {shard.spec.task} takes test: cascading, "
+            "independent or efficient",
+        )
     if config.test == "random_logit":
         classes = int(shard.logits.shape[1])
         try:

@@ -9,19 +9,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import Location
-from ..spec.schema import DataSpec
+from ..errors import Location, SpecRuntimeError
+from ..spec.schema import DataSpec, SegmentationSpec
 from . import annotated
 from .dataset import DatasetSource
 from .imports import call_factory, resolve_callable
 from .npz import NpzSource
+from .objects import ObjectsNpzSource
 from .source import SampleSource
 
 
-def open_source(spec: DataSpec, spec_dir: Path, search_paths: Sequence[Path]) -> SampleSource:
+def open_source(
+    spec: DataSpec,
+    spec_dir: Path,
+    search_paths: Sequence[Path],
+    task: str = "classification",
+    segmentation: SegmentationSpec | None = None,
+) -> SampleSource:
     """The :class:`SampleSource` a ``data:`` block names (its first ``limit`` samples). Opening
     reads only what is small: npz headers and ``(N,)`` arrays, the labels CSV or annotations,
-    ``len(dataset)``."""
+    ``len(dataset)``. For ``task: detection | segmentation`` an npz gives one sample per object or
+    class region (:mod:`.objects`)."""
+    if spec.npz is None and task != "classification":
+        raise SpecRuntimeError(
+            ("task",),
+            f'task: {task} reads its images and objects from data.npz (docs/spec.md, "Tasks"); '
+            "convert the annotations to that npz",
+        )
+    if spec.npz is not None and task != "classification":
+        settings = segmentation or SegmentationSpec()
+        return ObjectsNpzSource(spec_dir / spec.npz, spec.npz, task, spec.limit, spec.scale, settings)
     if spec.npz is not None:
         return NpzSource(spec_dir / spec.npz, spec.npz, spec.limit, spec.scale)
     if spec.folder is not None:

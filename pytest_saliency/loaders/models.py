@@ -122,6 +122,12 @@ class ModelUnderTest(nn.Module):
             return torch.log(logits.clamp_min(PROBABILITY_FLOOR))
         return logits
 
+    def raw(self, inputs: Tensor) -> object:
+        """The network's output as it is (``model.output`` picked), for detectors and segmenters
+        (:mod:`pytest_saliency.targets`)."""
+        output = self.network(self.normalize(inputs))
+        return output if self.output is None else _pick(output, self.output, self.location + ("output",))
+
 
 def as_logits(output: object, choice: int | str | None, count: int, location: Location = ("model",)) -> Tensor:
     """The ``(N, classes)`` logits in a network's ``output`` for ``count`` inputs.

@@ -24,7 +24,10 @@ class SampleBatch:
     """Some samples of a data set (a shard), checked: ``indices (B,)`` long, their positions in
     the data set; images ``(B, C, H, W)`` float in [0, 1]; masks ``(B, H, W) bool``; labels
     ``(B,)`` long; extra named region masks ``(B, H, W) bool``; named per-sample fields ``(B,)``
-    strings; ``skipped``: one line per sample left out (``data.on_bad_sample: skip``)."""
+    strings; ``skipped``: one line per sample left out (``data.on_bad_sample: skip``). Samples
+    of detection and segmentation data (:mod:`.objects`) also have ``boxes`` ``(B, 4)`` float
+    (an object's x1, y1, x2, y2; a class region's bounding box) and ``images_of`` ``(B,)`` long,
+    the image each sample is of."""
 
     indices: Tensor
     images: Tensor
@@ -33,6 +36,8 @@ class SampleBatch:
     regions: dict[str, Tensor] = field(default_factory=dict)
     fields: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    boxes: Tensor | None = None
+    images_of: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -48,6 +53,8 @@ class SampleBatch:
             {name: mask.pin_memory() for name, mask in self.regions.items()},
             self.fields,
             self.skipped,
+            None if self.boxes is None else self.boxes.pin_memory(),
+            None if self.images_of is None else self.images_of.pin_memory(),
         )
 
     def to(self, device: torch.device) -> SampleBatch:
@@ -60,6 +67,24 @@ class SampleBatch:
             {name: mask.to(device) for name, mask in self.regions.items()},
             self.fields,
             self.skipped,
+            None if self.boxes is None else self.boxes.to(device),
+            None if self.images_of is None else self.images_of.to(device),
+        )
+
+    def select(self, keep: Tensor, skipped: Sequence[str] = ()) -> SampleBatch:
+        """The samples where ``keep`` ``(B,) bool`` holds, ``skipped`` lines added."""
+        rows = keep.nonzero().view(-1)
+        chosen = rows.cpu().numpy()
+        return SampleBatch(
+            self.indices[rows.to(self.indices.device)],
+            self.images[rows.to(self.images.device)],
+            self.masks[rows.to(self.masks.device)],
+            self.labels[rows.to(self.labels.device)],
+            {name: mask[rows.to(mask.device)] for name, mask in self.regions.items()},
+            {name: values[chosen] for name, values in self.fields.items()},
+            [*self.skipped, *skipped],
+            None if self.boxes is None else self.boxes[rows.to(self.boxes.device)],
+            None if self.images_of is None else self.images_of[rows.to(self.images_of.device)],
         )
 
 

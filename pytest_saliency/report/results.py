@@ -80,6 +80,7 @@ class OutcomeExtra(TypedDict, total=False):
     sanity: dict[str, Any]
     artifacts: list[str]
     skipped: list[str]
+    missed: list[str]
 
 
 class OutcomeResult(OutcomeExtra, total=False):

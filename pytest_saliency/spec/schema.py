@@ -360,7 +360,10 @@ EDGE_METHOD = "edge"
 ROLLOUT_METHOD = "attention_rollout"
 RELEVANCE_METHOD = "attention_relevance"
 ATTENTION_METHODS: frozenset[str] = frozenset({ROLLOUT_METHOD, RELEVANCE_METHOD})
-BUILTIN_METHODS: frozenset[str] = frozenset({RANDOM_METHOD, EDGE_METHOD}) | ATTENTION_METHODS
+# D-RISE (Petsiuk et al. 2021), black-box saliency of a detector: its only settings are params.
+DRISE_METHOD = "DRISE"
+DRISE_PARAMS = ("n_masks", "cells", "probability")
+BUILTIN_METHODS: frozenset[str] = frozenset({RANDOM_METHOD, EDGE_METHOD, DRISE_METHOD}) | ATTENTION_METHODS
 AUTO_LAYER = "auto"
 LAYER_METHODS = frozenset(name for name in CAPTUM_METHODS if name.startswith("Layer")) | {
     "GuidedGradCam",
@@ -440,7 +443,11 @@ class AttributionSpec(_Strict):
             and self.method not in LAYER_METHODS
         ):
             raise ValueError(f"{self.method} takes no layer; remove layer")
-        if self.method in BUILTIN_METHODS and (
+        if self.method == DRISE_METHOD:
+            unknown = [key for key in self.params if key not in DRISE_PARAMS]
+            if unknown or self.init or self.baseline is not None or self.noise_tunnel:
+                raise ValueError(f"method {self.method} takes only params {', '.join(DRISE_PARAMS)}")
+        elif self.method in BUILTIN_METHODS and (
             (self.params and self.method != ROLLOUT_METHOD)
             or self.init
             or self.baseline is not None
@@ -988,6 +995,31 @@ class CheckSpec(_ExactlyOne):
         return config
 
 
+class DetectionSpec(_Strict):
+    """``task: detection``: how an object's detection is found (docs/spec.md, "Tasks")."""
+
+    match_iou: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="a detection is the object's when of its class with at least this IoU"
+    )
+    max_missed: Fraction | None = Field(
+        default=None, description="the share of objects the model may miss (a test of its own)"
+    )
+
+
+class SegmentationSpec(_Strict):
+    """``task: segmentation``: which (image, class) pairs are samples and which region is explained."""
+
+    ignore_index: int | None = Field(default=255, description="mask value of unlabelled pixels (VOC: 255)")
+    background: int | None = Field(default=None, description="a class that is never a sample (e.g. 0)")
+    region: Literal["predicted", "ground_truth"] = Field(
+        default="predicted",
+        description="the logits are summed where the clean image predicts the class, or over its mask",
+    )
+    max_missed: Fraction | None = Field(
+        default=None, description="the share of (image, class) pairs the model may miss (a test of its own)"
+    )
+
+
 CHECK_KINDS: tuple[str, ...] = tuple(CheckSpec.kinds())
 CheckSpec.CHOICES = CHECK_KINDS
 
@@ -1002,6 +1034,11 @@ class Spec(_Strict):
     attributions: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]+$")], AttributionSpec] = Field(min_length=1)
     saliency: SaliencySpec = Field(default_factory=SaliencySpec)
     target: Literal["label", "predicted"] = "label"
+    task: Literal["classification", "detection", "segmentation"] = Field(
+        default="classification", description="a sample is an image, a ground-truth object, or an (image, class) pair"
+    )
+    detection: DetectionSpec = Field(default_factory=DetectionSpec)
+    segmentation: SegmentationSpec = Field(default_factory=SegmentationSpec)
     seed: int = 0
     decide: Decide = Field(
         default="point",

@@ -72,7 +72,9 @@ class FakeEngine:
         self.masks = torch.ones(n, *images.shape[2:], dtype=torch.bool) if masks is None else masks
         self.regions = regions
         self.model = ModelUnderTest(network, normalize).eval()
-        self.spec = SimpleNamespace(checks=[], seed=0, target="label", data=SimpleNamespace(classes=classes))
+        self.spec = SimpleNamespace(
+            checks=[], seed=0, target="label", task="classification", data=SimpleNamespace(classes=classes)
+        )
         self.device = torch.device("cpu")
         self.batch_size = batch_size
         self.shard_size = shard_size or n
