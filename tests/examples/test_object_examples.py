@@ -17,11 +17,13 @@ import torch
 
 from examples.objects import evaluate
 from examples.objects.data import SIZE, make_objects
-from pytest_saliency.checks.base import CheckRequest
+from pytest_saliency.baselines import BaselineSettings
+from pytest_saliency.checks.kind import ItemScope
+from pytest_saliency.checks.registry import kind_of
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.spec import load_spec
 from pytest_saliency.spec.overrides import Override
-from pytest_saliency.streaming import Need, Plan, check_module
+from pytest_saliency.streaming import Need, Plan
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = {"detection": "detector", "segmentation": "segmenter"}
@@ -79,8 +81,8 @@ def outcomes(spec_engine: SpecEngine, only: str | None = None) -> dict[str, bool
     decided = {}
     for need in dict.fromkeys(needs):
         check = spec.checks[need.check_index]
-        request = CheckRequest(spec_engine, check, need.method, None, result)
-        decided[f"{check.id}[{need.method}]"] = check_module(check.kind).decide(request).passed
+        outcome = kind_of(check).outcome(spec_engine, check, ItemScope(need.method), result, BaselineSettings())
+        decided[f"{check.id}[{need.method}]"] = outcome.passed
     return decided
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pytest_saliency.dispatch import compute_shard
 from pytest_saliency.engine import SpecEngine
 from pytest_saliency.spec import load_spec
 from pytest_saliency.streaming import Need, Plan
@@ -55,7 +56,7 @@ def run(tmp_path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
     torch.manual_seed(0)
     engine = SpecEngine(load_spec(path), torch.device("cpu"), (tmp_path,))
-    result = engine.worker.run(Plan((Need(0, "grad"), Need(1, None))), engine.source.read(range(OBJECTS)))
+    result = compute_shard(engine.worker, Plan((Need(0, "grad"), Need(1, None))), engine.source.read(range(OBJECTS)))
     assert not result.errors, result.errors
     assert len(result.base["index"]) + len(result.missed) == OBJECTS
     assert all("missed" not in line or "detected" in line or "nowhere" in line for line in result.missed)
