@@ -135,11 +135,13 @@ def _plan(shard: Shard, config: SanityCheck, location: Location) -> tuple[list[s
         if not parameterised_layers(model.network):
             raise SpecRuntimeError(location + ("test",), "the model has no parameterised layer to randomise")
         images = shard.images[: shard.worker.batch_size]
-        order, detached = computation_order(model, model.network, images)
+        scores = model if shard.target is None else shard.scored(model)  # detection, segmentation: target scores
+        order, detached = computation_order(scores, model.network, images)
         working = shard.worker.cached(("sanity: working copy",), lambda: copy.deepcopy(model))
+        working_scores = working if shard.target is None else shard.scored(working)
         left_out = []
         with torch.inference_mode():
-            logits = model(images)
+            logits = scores(images)
             for layer in detached:
                 module = working.get_submodule(_path(layer))
                 try:
@@ -147,7 +149,7 @@ def _plan(shard: Shard, config: SanityCheck, location: Location) -> tuple[list[s
                 except TypeError:  # no reset_parameters: it cannot be randomised, and need not be
                     left_out.append(layer)
                     continue
-                if torch.equal(working(images), logits):
+                if torch.equal(working_scores(images), logits):
                     left_out.append(layer)
                 module.load_state_dict(model.get_submodule(_path(layer)).state_dict())
         return [layer for layer in order if layer not in left_out], left_out

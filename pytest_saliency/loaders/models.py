@@ -124,7 +124,9 @@ class ModelUnderTest(nn.Module):
 
     def raw(self, inputs: Tensor) -> object:
         """The network's output as it is (``model.output`` picked), for detectors and segmenters
-        (:mod:`pytest_saliency.targets`)."""
+        (:mod:`pytest_saliency.targets`); its input gradients in the default layout, as :meth:`logits`'s."""
+        if self.channels_last:
+            inputs = contiguous_gradients(inputs)
         output = self.network(self.normalize(inputs))
         return output if self.output is None else _pick(output, self.output, self.location + ("output",))
 
