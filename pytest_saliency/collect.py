@@ -212,9 +212,6 @@ def with_skipped_samples(outcome: Outcome, skipped: list[str]) -> Outcome:
     return outcome.extended([line], {"skipped": skipped})
 
 
-"""How many skipped samples an item's details name (the JSON result lists them all)."""
-
-
 def with_missed_samples(outcome: Outcome, spec: Spec, merged: PassResult) -> Outcome:
     """Detection, segmentation: ``outcome`` with the objects or class regions the model missed
     (they have no scores) named in its details and listed under ``missed``, and the spec's

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from .errors import Location, SpecRuntimeError
 from .loaders.models import ModelUnderTest
+from .metrics.boxes import box_iou
 
 DETECTION_KEYS = ("boxes", "labels", "scores")
 """What a detector gives per image (torchvision's form): ``boxes (K, 4)`` x1, y1, x2, y2 in pixels,
@@ -42,18 +43,6 @@ class Target(Protocol):
 
     def bounded(self, output: object) -> Tensor:
         """``(B, S)`` in ``[0, 1]``: the same for fidelity curves, whose AUCs stay in ``[0, 1]``."""
-
-
-def box_iou(first: Tensor, second: Tensor) -> Tensor:
-    """``(K, 4)``, ``(S, 4)`` boxes x1, y1, x2, y2 -> ``(K, S)`` intersection over union (0 for
-    two empty boxes)."""
-    low = torch.maximum(first[:, None, :2], second[None, :, :2])
-    high = torch.minimum(first[:, None, 2:], second[None, :, 2:])
-    inter = (high - low).clamp(min=0).prod(dim=2)
-    area_first = (first[:, 2:] - first[:, :2]).clamp(min=0).prod(dim=1)
-    area_second = (second[:, 2:] - second[:, :2]).clamp(min=0).prod(dim=1)
-    union = area_first[:, None] + area_second[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 
 def detections(output: object, count: int, location: Location = ("model",)) -> list[Mapping[str, Tensor]]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..targets import box_iou
+from .boxes import box_iou
 from .seeding import seeded_generator
 
 SALT_DRISE = 0x81
