@@ -10,8 +10,9 @@ file as it was (writes are atomic) and ends the writing, without a traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ class RunOutputs:
     lines: list[str] = field(default_factory=list)
     missing: bool = False
     interrupted: bool = False
+
+    def write(self, what: str, path: str, write: Callable[[], object], suffix: str = "", renders: bool = False) -> None:
+        """Run ``write`` (which writes ``path``) and note the line for ``what``: the path, or why
+        it could not be written (``missing``). With ``renders``, any error of the rendering is
+        noted too: a rendering bug must not turn the run into an internal error."""
+        shown = shown_path(path)
+        try:
+            write()
+        except (OSError, ReportDependencyError) as error:
+            self.lines.append(f"{what}: could not write {shown}: {error}")
+            self.missing = True
+        except Exception as error:
+            if not renders:
+                raise
+            self.lines.append(f"{what}: could not render {shown}: {type(error).__name__}: {error}")
+            self.missing = True
+        else:
+            self.lines.append(f"{what}: {shown}{suffix}")
 
 
 def interrupted_path(path: str) -> str:
@@ -65,25 +84,11 @@ def write_run_outputs(
     run = " (partial: the run was interrupted; the file asked for is left as it was)" if interrupted else ""
     try:
         if json_path:
-            try:
-                write_document(json_path, document)
-                outputs.lines.append(f"saliency results (JSON): {shown_path(json_path)}{run}")
-            except OSError as error:
-                outputs.lines.append(f"saliency results (JSON): could not write {shown_path(json_path)}: {error}")
-                outputs.missing = True
+            outputs.write("saliency results (JSON)", json_path, lambda: write_document(json_path, document), run)
         if report_path:
-            try:
-                write_html(report_path, document)
-                outputs.lines.append(f"saliency report (HTML): {shown_path(report_path)}{run}")
-            except (OSError, ReportDependencyError) as error:
-                outputs.lines.append(f"saliency report (HTML): could not write {shown_path(report_path)}: {error}")
-                outputs.missing = True
-            except Exception as error:  # noqa: BLE001  (a rendering bug must not turn the run into an internal error)
-                outputs.lines.append(
-                    f"saliency report (HTML): could not render {shown_path(report_path)}: "
-                    f"{type(error).__name__}: {error}"
-                )
-                outputs.missing = True
+            outputs.write(
+                "saliency report (HTML)", report_path, lambda: write_html(report_path, document), run, renders=True
+            )
         if markdown_path or step_summary:
             _markdown_outputs(document, markdown_path, step_summary, interrupted, outputs)
     except KeyboardInterrupt:
@@ -103,9 +108,4 @@ def _markdown_outputs(
         (step_summary, append_step_summary, "saliency summary (Markdown) appended to"),
     ):
         if target:
-            try:
-                write(target, text)
-                outputs.lines.append(f"{done}: {shown_path(target)}")
-            except OSError as error:
-                outputs.lines.append(f"{done}: could not write {shown_path(target)}: {error}")
-                outputs.missing = True
+            outputs.write(done, target, partial(write, target, text))
