@@ -2,10 +2,12 @@
 written whole or not at all: into a temporary file in the target's folder, flushed and fsynced,
 then moved into place with ``os.replace``. A crash or a full disk never leaves half a file, and
 never loses the previous one. And the JSON they hold has no NaN: :func:`json_safe` and
-:func:`json_number` turn undefined values into ``null``."""
+:func:`json_number` turn undefined values into ``null``. Files the plugin reads whole to name
+them (weights, the result cache's inputs) are hashed by :func:`file_digest`."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -13,6 +15,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 _CHUNK = 1 << 20
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's content, hex, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:

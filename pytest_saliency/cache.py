@@ -29,10 +29,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ._constants import DEFAULT_CACHE_MAX_MB, CacheMode
+from ._io import file_digest, write_atomic
 
 if TYPE_CHECKING:
     from .loaders.source import SampleBatch
@@ -130,18 +131,11 @@ class ResultCache:
         return entry
 
     def store(self, key: str, entry: dict[str, object]) -> None:
-        """Write ``entry`` atomically (temporary file, rename), then keep the directory bounded."""
+        """Write ``entry`` atomically (:func:`~pytest_saliency._io.write_atomic`), then keep the directory bounded."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(entry, stream)
-            os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide a shared folder's entries from others
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        torch.save(entry, buffer)
+        write_atomic(path, buffer.getvalue())
         if self._size is None:
             self._size = sum(size for _, size, _ in self._entries())
         else:
@@ -222,15 +216,6 @@ def environment_digest() -> str:
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{name} none")
     return _digest(*versions)
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content (read each time: a key is made once per spec and worker)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 def _named_content(value: object, loaded: LoadedSpec, search_paths: tuple[Path, ...]) -> list[str]:

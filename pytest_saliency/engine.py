@@ -9,7 +9,6 @@ order does not recompute.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ._io import file_digest
 from .cache import ResultCache, lookup, report_maps
 from .dispatch import Dispatch, compute_shard
 from .errors import SaliencyError, SpecRuntimeError
@@ -195,11 +195,7 @@ class SpecEngine:
             return None
         else:
             path = self.loaded.resolve(name)
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-        return {"path": shown_path(str(path)), "sha256": digest.hexdigest()}
+        return {"path": shown_path(str(path)), "sha256": file_digest(path)}
 
     @property
     def model_source(self) -> dict[str, object]:

@@ -196,8 +196,18 @@ LAYERS: dict[str, set[str]] = {
     "checks": {"_constants", "_io", "attribution", "errors", "loaders", "memory", "metrics", "spec", "streaming"}
     | {"baselines.settings", "baselines.reference", "report.results", "targets"},
     "dispatch": {"checks", "loaders", "streaming"},
-    "cache": {"_constants", "streaming"},
-    "engine": {"baselines.store", "cache", "dispatch", "errors", "loaders", "report.format", "spec", "streaming"},
+    "cache": {"_constants", "_io", "streaming"},
+    "engine": {
+        "_io",
+        "baselines.store",
+        "cache",
+        "dispatch",
+        "errors",
+        "loaders",
+        "report.format",
+        "spec",
+        "streaming",
+    },
     "cluster": {"cache", "dispatch", "errors", "streaming"},
     "train": {"metrics"},
 }
