@@ -28,7 +28,7 @@ from torch import Tensor
 from ..errors import Location, SpecRuntimeError, did_you_mean, first_line
 from ..spec.schema import CocoSpec, DataSpec, FolderSpec, ImageFolderSpec
 from . import transform
-from .annotations import AnnotationError, Box, coco_box, read_boxes_csv, read_coco_json, read_voc_xml
+from .annotations import NO_LABELS, AnnotationError, Box, coco_box, read_boxes_csv, read_coco_json, read_voc_xml
 from .readers import as_strings, read_labels_csv
 from .source import SCALES, SampleBatch, SampleSource
 
@@ -157,11 +157,15 @@ class AnnotatedSource(SampleSource):
             yield future.result()
 
     def _read_one(self, sample: Sample) -> tuple[Tensor, dict[str, Tensor]]:
-        image = read_image(sample.image, sample.shown, self.images_location, self.spec.scale)
+        image = self._image(sample)
         size = (int(image.shape[1]), int(image.shape[2]))
         masks = {"": torch.from_numpy(sample.truth(size))}
         masks.update({name: torch.from_numpy(truth(size)) for name, truth in sample.extra.items()})
         return transform.apply(self.spec.transform, image, masks)
+
+    def _image(self, sample: Sample) -> Tensor:
+        """``sample``'s image file, decoded: ``(3, H, W)`` float in [0, 1]."""
+        return read_image(sample.image, sample.shown, self.images_location, self.spec.scale)
 
     def _check_size(self, sample: Sample, image: Tensor) -> None:
         """Every image must have one size after the transform (a batch is one tensor)."""
@@ -326,6 +330,8 @@ def folder_source(spec: DataSpec, spec_dir: Path) -> AnnotatedSource:
     """``data.folder``: the rows of the labels CSV, masks or boxes by file name."""
     folder: FolderSpec = spec.folder  # type: ignore[assignment]  # dispatched on it
     where: Location = ("data", "folder")
+    if folder.labels is None:
+        raise SpecRuntimeError(where, NO_LABELS)
     header, rows = read_labels_csv(spec_dir / folder.labels)
     names: list[str] = []
     labels: list[int] = []
@@ -455,7 +461,7 @@ def coco_source(spec: DataSpec, spec_dir: Path) -> AnnotatedSource:
         category = largest["category_id"]
         chosen = [annotation for annotation in found if annotation["category_id"] == category]
         shown = f"{coco.images}/{image['file_name']}"
-        truth = _coco_truth(chosen, (int(image["height"]), int(image["width"])), shown, coco_mask)
+        truth = coco_truth(chosen, (int(image["height"]), int(image["width"])), shown, coco_mask)
         samples.append(Sample(spec_dir / coco.images / image["file_name"], shown, index[category], truth))
     if not samples:
         raise SpecRuntimeError(
@@ -474,7 +480,7 @@ def _instance_area(annotation: dict[str, Any]) -> float:
     return float(width) * float(height)
 
 
-def _coco_truth(annotations: list[dict[str, Any]], size: tuple[int, int], shown: str, coco_mask: Any) -> Truth:
+def coco_truth(annotations: list[dict[str, Any]], size: tuple[int, int], shown: str, coco_mask: Any) -> Truth:
     """The union of the instances' masks (polygons, RLE, or the bbox when there is no
     segmentation), rasterised at the size the JSON gives, which must be the image's."""
     where: Location = ("data", "coco", "annotations")

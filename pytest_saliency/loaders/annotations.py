@@ -19,6 +19,7 @@ Box = tuple[int, int, int, int]
 """``(top, left, bottom, right)``: 0-based pixels, end exclusive."""
 
 BOXES_HEADER = ("file", "top", "left", "bottom", "right")
+NO_LABELS = "task: classification reads each image's class from folder.labels: give a CSV file,label"
 
 
 class AnnotationError(ValueError):

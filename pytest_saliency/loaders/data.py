@@ -15,6 +15,7 @@ from . import annotated
 from .dataset import DatasetSource
 from .imports import call_factory, resolve_callable
 from .npz import NpzSource
+from .object_files import object_source
 from .objects import ObjectsNpzSource
 from .source import SampleSource
 
@@ -28,16 +29,13 @@ def open_source(
 ) -> SampleSource:
     """The :class:`SampleSource` a ``data:`` block names (its first ``limit`` samples). Opening
     reads only what is small: npz headers and ``(N,)`` arrays, the labels CSV or annotations,
-    ``len(dataset)``. For ``task: detection | segmentation`` an npz gives one sample per object or
-    class region (:mod:`.objects`)."""
-    if spec.npz is None and task != "classification":
-        raise SpecRuntimeError(
-            ("task",),
-            f'task: {task} reads its images and objects from data.npz (docs/spec.md, "Tasks"); '
-            "convert the annotations to that npz",
-        )
-    if spec.npz is not None and task != "classification":
+    ``len(dataset)``. For ``task: detection | segmentation`` an npz (:mod:`.objects`) or image
+    files with their boxes or class masks (:mod:`.object_files`) give one sample per object or
+    class region."""
+    if task != "classification":
         settings = segmentation or SegmentationSpec()
+        if spec.npz is None:
+            return object_source(spec, spec_dir, task, settings)
         return ObjectsNpzSource(spec_dir / spec.npz, spec.npz, task, spec.limit, spec.scale, settings)
     if spec.npz is not None:
         return NpzSource(spec_dir / spec.npz, spec.npz, spec.limit, spec.scale)

@@ -11,12 +11,15 @@ the pixels it marked. The steps run in the order resize, center_crop, pad_to (do
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
 from ..spec.schema import TransformSpec
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
 def apply(
@@ -28,19 +31,29 @@ def apply(
     if spec is None:
         return image, masks
     from torchvision import tv_tensors
-    from torchvision.transforms import v2
 
     names = list(masks)
     stacked = torch.stack([masks[name] for name in names]).to(torch.uint8) if names else None
-    steps = _steps(spec)
-    if spec.pad_to is not None:
-        steps = [*steps, v2.Pad(_padding(spec, image.shape[-2:]), fill=0)]
-    transform = v2.Compose(steps)
+    transform = _composed(spec, image.shape[-2:])
     if stacked is None:
         return transform(tv_tensors.Image(image)).as_subclass(Tensor), {}
     out_image, out_masks = transform(tv_tensors.Image(image), tv_tensors.Mask(stacked))
     out_masks = out_masks.as_subclass(Tensor).bool()
     return out_image.as_subclass(Tensor).clamp(0, 1), {name: out_masks[i] for i, name in enumerate(names)}
+
+
+def apply_boxes(spec: TransformSpec | Literal["auto"] | None, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """``boxes (K, 4)`` x1, y1, x2, y2 in pixels of an image of ``size`` ``(H, W)``, moved as
+    :func:`apply` moves that image: scaled by a resize, shifted by a crop or a pad, clipped to the
+    output (a box cropped away has no width or height left)."""
+    spec = _resolved(spec)
+    if spec is None:
+        return boxes
+    from torchvision import tv_tensors
+
+    wrapped = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size)
+    moved: Tensor = _composed(spec, torch.Size(size))(wrapped)
+    return moved.as_subclass(Tensor)
 
 
 def output_size(spec: TransformSpec | Literal["auto"] | None, size: tuple[int, int]) -> tuple[int, int]:
@@ -96,6 +109,16 @@ def _padding(spec: TransformSpec, size: torch.Size) -> list[int]:
     height, width = output_size(spec.model_copy(update={"pad_to": None}), (int(size[0]), int(size[1])))
     extra_h, extra_w = max(spec.pad_to[0] - height, 0), max(spec.pad_to[1] - width, 0)
     return [extra_w // 2, extra_h // 2, extra_w - extra_w // 2, extra_h - extra_h // 2]
+
+
+def _composed(spec: TransformSpec, size: torch.Size) -> v2.Compose:
+    """The steps of ``spec`` for an image of ``size`` (before the transform) as one callable."""
+    from torchvision.transforms import v2
+
+    steps = _steps(spec)
+    if spec.pad_to is not None:
+        steps = [*steps, v2.Pad(_padding(spec, size), fill=0)]
+    return v2.Compose(steps)
 
 
 def _steps(spec: TransformSpec) -> list[object]:

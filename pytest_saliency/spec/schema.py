@@ -259,13 +259,19 @@ class TransformSpec(_Strict):
 
 class FolderSpec(_Strict):
     """Image files of any size and mode, labels in a CSV (file,label), ground truth as mask
-    images with matching names or as boxes in a CSV (file,top,left,bottom,right)."""
+    images with matching names or as boxes in a CSV (file,top,left,bottom,right). With ``task:
+    detection`` the objects come from ``boxes`` (a CSV image,x1,y1,x2,y2,label or a folder of Pascal
+    VOC XML files), with ``task: segmentation`` from ``masks`` (class-index masks); no ``labels``."""
 
     images: str
-    labels: str
-    masks: str | None = None
+    labels: str | None = Field(default=None, description="a CSV file,label[,field...] (task: classification)")
+    masks: str | None = Field(
+        default=None, description="mask images named like the images (segmentation: class indices)"
+    )
     boxes: str | None = Field(
-        default=None, description="a CSV file,top,left,bottom,right in pixels of the stored image, end exclusive"
+        default=None,
+        description="a CSV file,top,left,bottom,right in pixels of the stored image, end exclusive "
+        "(detection: a CSV image,x1,y1,x2,y2,label, or a folder of Pascal VOC XML files)",
     )
     extra: dict[str, str] = Field(default_factory=dict, description=EXTRA_MASKS)
 

@@ -341,7 +341,7 @@ def per_sample_field(loaded: LoadedSpec, name: str) -> np.ndarray | None:
             if name not in archive.files or archive[name].ndim != 1:
                 return None
             return as_strings(archive[name])[: data.limit]
-    if data.folder is not None:
+    if data.folder is not None and data.folder.labels is not None:
         header, rows = read_labels_csv(loaded.resolve(data.folder.labels))
         if name not in header[2:]:
             return None
@@ -408,11 +408,11 @@ def _fields_hint(loaded: LoadedSpec, name: str) -> str:
         shapes = npz_shapes(loaded.resolve(data.npz))
         fields = [key for key, shape in shapes.items() if len(shape) == 1 and key != "labels"]
         where = "(N,) arrays of the npz"
-    elif data.folder is not None:
+    elif data.folder is not None and data.folder.labels is not None:
         fields = read_labels_csv(loaded.resolve(data.folder.labels))[0][2:]
         where = "columns of the labels CSV after file,label"
     else:
-        fields, where = [], "imagefolder and coco data have none"
+        fields, where = [], "imagefolder, coco and object data have none"
     return (did_you_mean(name, fields) or "") + f"; its fields ({where}): {', '.join(fields) or 'none'}"
 
 
@@ -522,9 +522,17 @@ IMAGE_SOURCES = {
 def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     """What can be checked without opening an image: the CSVs' columns, the COCO JSON's
     structure, that the listed image files exist, the class folders, the extra masks' files."""
-    from ..loaders.annotations import AnnotationError, read_boxes_csv, read_coco_json
+    from ..loaders.annotations import NO_LABELS, AnnotationError, read_boxes_csv, read_coco_json
+    from ..loaders.object_annotations import object_data_problems
 
     data = loaded.spec.data
+    if loaded.spec.task != "classification":
+        for location, message in object_data_problems(data, loaded.spec.task, loaded.resolve):
+            yield loaded.problem(location, message)
+        return
+    if data.folder is not None and data.folder.labels is None:
+        yield loaded.problem(("data", "folder"), NO_LABELS)
+        return
     images: list[str] = []
     extra: dict[str, str] = {}
     parsing: Location = ("data",)  # the key of the file being parsed
@@ -533,6 +541,7 @@ def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
             where: Location = ("data", "folder")
             folder = data.folder
             extra = folder.extra
+            assert folder.labels is not None  # refused above
             rows = read_labels_csv(loaded.resolve(folder.labels))[1]
             short = next((number for number, row in enumerate(rows, start=1) if len(row) < 2), None)
             if short is not None:
