@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import Location, SpecRuntimeError
+from ..errors import Location
 from ..spec.schema import DataSpec, SegmentationSpec
 from . import annotated
 from .dataset import DatasetSource

@@ -116,7 +116,9 @@ def _box(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float, floa
     if not all(math.isfinite(value) for value in (x1, y1, x2, y2)):
         raise ValueError("x1, y1, x2, y2 must be finite numbers")
     if not (x1 < x2 and y1 < y2):
-        raise ValueError(f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is empty: boxes are x1, y1, x2, y2 with x1 < x2, y1 < y2")
+        raise ValueError(
+            f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is empty: boxes are x1, y1, x2, y2 with x1 < x2, y1 < y2"
+        )
     return (x1, y1, x2, y2)
 
 
@@ -140,11 +142,14 @@ def object_data_problems(data: DataSpec, task: str, resolve: Callable[[str], Pat
         key = "imagefolder" if data.imagefolder is not None else "factory"
         yield (
             ("data", key),
-            f"task: {task} reads data.folder, data.coco or data.npz (docs/spec.md, \"Tasks\"): a {key} gives "
+            f'task: {task} reads data.folder, data.coco or data.npz (docs/spec.md, "Tasks"): a {key} gives '
             "one label per image, not its objects",
         )
     if data.coco is not None and task == "segmentation":
-        yield ("data", "coco"), "task: segmentation reads class-index masks: give data.folder: {images: ..., masks: ...}"
+        yield (
+            ("data", "coco"),
+            "task: segmentation reads class-index masks: give data.folder: {images: ..., masks: ...}",
+        )
     folder = data.folder
     if folder is None:
         return

@@ -37,7 +37,6 @@ from .annotated import (
     coco_truth,
     extra_truths,
     find_mask,
-    read_image,
 )
 from .annotations import AnnotationError, read_coco_json
 from .object_annotations import ObjectBox, fitted_box, object_data_problems, read_detection_csv, read_voc_objects
@@ -183,20 +182,24 @@ def _coco_images(spec: DataSpec, spec_dir: Path) -> list[ListedImage]:
                 continue  # data.classes leaves this category out
             bbox = annotation.get("bbox")
             if not isinstance(bbox, list) or len(bbox) != 4:
-                raise SpecRuntimeError(where, f"{written} has no bbox [x, y, width, height]: give each instance its box")
+                raise SpecRuntimeError(
+                    where, f"{written} has no bbox [x, y, width, height]: give each instance its box"
+                )
             x, y, width, height = (float(value) for value in bbox)
             item = ObjectBox(label, (x, y, x + width, y + height), written)
             labels.append(_class_index(item, spec.classes, where))
             boxes.append(_fitted(item, size, shown, where))
             truths.append(coco_truth([annotation], size, shown, coco_mask))
         if boxes:
-            found.append(ListedImage(spec_dir / coco.images / image["file_name"], image["file_name"], size, labels, boxes, truths))
+            found.append(
+                ListedImage(
+                    spec_dir / coco.images / image["file_name"], image["file_name"], size, labels, boxes, truths
+                )
+            )
     return found
 
 
-def _fitted(
-    item: ObjectBox, size: tuple[int, int], shown: str, where: Location
-) -> tuple[float, float, float, float]:
+def _fitted(item: ObjectBox, size: tuple[int, int], shown: str, where: Location) -> tuple[float, float, float, float]:
     fitted = fitted_box(item.box, size)
     if fitted is None:
         box = ", ".join(f"{value:g}" for value in item.box)
@@ -294,7 +297,9 @@ def _mask_images(
         classes = [value for value in np.unique(pixels).tolist() if value not in skipped]
         if spec.transform is not None and classes:
             moved = transform.apply(
-                spec.transform, torch.zeros(1, *size), {str(value): torch.from_numpy(pixels == value) for value in classes}
+                spec.transform,
+                torch.zeros(1, *size),
+                {str(value): torch.from_numpy(pixels == value) for value in classes},
             )[1]
             classes = [value for value in classes if bool(moved[str(value)].any())]
         image = _image_file(spec_dir / images, relative) or spec_dir / images / relative
