@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
@@ -29,6 +29,9 @@ from .loaders.preprocessing import resolve_preprocessing
 from .loaders.source import SampleBatch, SampleSource
 from .spec.validate import LoadedSpec
 from .streaming import Need, PassResult, Plan, Progress, Shard, ShardResult, ShardWorker, merge, shard_ranges
+
+if TYPE_CHECKING:
+    from .report.boxes import DrawnBoxes
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -175,7 +178,27 @@ class SpecEngine:
             return shard.saliency_maps(method).cpu(), regions.cpu()
 
         maps, regions = report_maps(self.worker, method, batch, compute)  # the persistent cache's, if any
+        if self.spec.task == "detection":
+            batch.drawn_boxes = self._drawn_boxes(batch)
         return batch, maps, regions
+
+    def _drawn_boxes(self, batch: SampleBatch) -> list[DrawnBoxes]:
+        """Each detection sample's box, the detections on its clean image and the one matched to
+        it (what the report's thumbnails draw)."""
+        from .report.boxes import DrawnBoxes
+        from .targets import MatchedDetection, detections
+
+        assert batch.boxes is not None and batch.images_of is not None
+        with torch.no_grad():
+            found = detections(self.model.raw(batch.images.to(self.device)), len(batch))
+        target = MatchedDetection(batch.boxes, batch.labels, batch.images_of, self.spec.detection.match_iou)
+        drawn: list[DrawnBoxes] = []
+        for sample, item in enumerate(found):
+            boxes, scores = item["boxes"].detach().float().cpu(), item["scores"].detach().float().cpu()
+            matches = target.matches(boxes, item["labels"].cpu())[:, sample]
+            matched = int(torch.where(matches, scores, -1.0).argmax()) if bool(matches.any()) else None
+            drawn.append(DrawnBoxes(batch.boxes[sample], boxes, matched))
+        return drawn
 
     @cached_property
     def weights_file(self) -> dict[str, str] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from torch import Tensor
 
 from ..errors import Location, SpecRuntimeError
 from .readers import as_strings
+
+if TYPE_CHECKING:
+    from ..report.boxes import DrawnBoxes
 
 SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 """The default ``data.scale`` of integer images; float images are taken as they are."""
@@ -27,7 +31,8 @@ class SampleBatch:
     strings; ``skipped``: one line per sample left out (``data.on_bad_sample: skip``). Samples
     of detection and segmentation data (:mod:`.objects`) also have ``boxes`` ``(B, 4)`` float
     (an object's x1, y1, x2, y2; a class region's bounding box) and ``images_of`` ``(B,)`` long,
-    the image each sample is of."""
+    the image each sample is of; ``drawn_boxes``: what a report's thumbnail of each draws (set
+    when a report reads detection samples again)."""
 
     indices: Tensor
     images: Tensor
@@ -38,6 +43,7 @@ class SampleBatch:
     skipped: list[str] = field(default_factory=list)
     boxes: Tensor | None = None
     images_of: Tensor | None = None
+    drawn_boxes: list[DrawnBoxes] | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .boxes import DrawnBoxes, draw
+
 if TYPE_CHECKING:
     from ..checks.outcome import Outcome
     from ..loaders.source import SampleBatch
@@ -123,11 +125,14 @@ def png_base64(rgb: Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def example_strip(image: Tensor, saliency: Tensor, mask: Tensor, region: Tensor, panel: int = PANEL) -> str:
+def example_strip(
+    image: Tensor, saliency: Tensor, mask: Tensor, region: Tensor, panel: int = PANEL, boxes: DrawnBoxes | None = None
+) -> str:
     """The four panels of one sample (see the module doc) as one base64 PNG.
 
     ``image`` ``(C, H, W)``; ``saliency`` ``(H, W)`` normalised to [0, 1]; ``mask`` and
-    ``region`` ``(H, W) bool`` (a mask at another resolution is resized, nearest)."""
+    ``region`` ``(H, W) bool`` (a mask at another resolution is resized, nearest); ``boxes``: a
+    detection sample's boxes, drawn over the image (:mod:`.boxes`)."""
     rgb = to_rgb(image)
     height, width = rgb.shape[:2]
     mask, region = _fit(mask, height, width), _fit(region, height, width)
@@ -139,6 +144,8 @@ def example_strip(image: Tensor, saliency: Tensor, mask: Tensor, region: Tensor,
     overlay = grey * 0.8 * (1 - alpha) + colormap(saliency) * alpha
     colour = torch.tensor(GROUND_TRUTH_COLOUR)
     panels = [_resize(rgb, panel, nearest=True), _resize(overlay, panel, nearest=True)]
+    if boxes is not None:
+        panels[0] = draw(panels[0], boxes, panels[0].shape[0] / height)
     # Outlines are drawn at the panel's resolution, so they stay one screen pixel thin-ish.
     big_mask = _resize(mask[..., None].float(), panel, nearest=True)[..., 0] > 0.5
     edge = outline(big_mask, width=2 if big_mask.shape[0] >= 64 else 1)[..., None]
@@ -205,7 +212,10 @@ def attach(extra: dict[str, Any], read: ReadSamples) -> None:
                 if at is None:
                     continue
                 normalised, _ = normalize_maps(maps[at : at + 1])
-                row["thumbnail"] = example_strip(batch.images[at], normalised[0], batch.masks[at], regions[at])
+                drawn = None if batch.drawn_boxes is None else batch.drawn_boxes[at]
+                row["thumbnail"] = example_strip(
+                    batch.images[at], normalised[0], batch.masks[at], regions[at], boxes=drawn
+                )
     drift = extra.get("drift")
     if not isinstance(drift, dict):  # a drift check's own extra holds the clusters
         drift = extra

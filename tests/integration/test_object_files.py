@@ -228,3 +228,17 @@ def test_bad_object_data_is_one_line_at_its_key(
     output = result.stdout.str()
     assert f": {message}" in output.replace("\n", " ") or f": {message}" in output, output
     helpers.assert_no_traceback(output)
+
+
+def test_a_reports_detection_sample_carries_its_box_and_the_matched_detection(files: pytest.Pytester) -> None:
+    path = files.path / "specs" / "t.saliency.yaml"
+    path.write_text(spec_text("detection", "voc"), encoding="utf-8")
+    engine = SpecEngine(load_spec(path), torch.device("cpu"), (files.path,))
+    batch, _, _ = engine.report_samples([0, 2], "grad")
+    assert batch.drawn_boxes is not None
+    first, missed = batch.drawn_boxes
+    assert first.truth.tolist() == [0.0, 0.0, 8.0, 8.0]
+    # all three of the detector's boxes are seen on image 0; object 0's match is box 1 (IoU 0.78, the
+    # higher score); object 2 (class 1 at [0, 8, 8, 16]) has none
+    assert first.detections.tolist() == [[0.0, 0.0, 8.0, 8.0], [1.0, 0.0, 9.0, 8.0], [8.0, 8.0, 16.0, 16.0]]
+    assert (first.matched, missed.matched) == (1, None)
