@@ -142,7 +142,7 @@ def object_data_problems(data: DataSpec, task: str, resolve: Callable[[str], Pat
         key = "imagefolder" if data.imagefolder is not None else "factory"
         yield (
             ("data", key),
-            f'task: {task} reads data.folder, data.coco or data.npz (docs/spec.md, "Tasks"): a {key} gives '
+            f'task: {task} reads data.folder, data.coco or data.npz (docs/spec.md, "Tasks"): data.{key} gives '
             "one label per image, not its objects",
         )
     if data.coco is not None and task == "segmentation":

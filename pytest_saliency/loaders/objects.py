@@ -6,23 +6,26 @@ The file holds ``images`` ``(N, C, H, W)`` and, for detection, the objects ``box
 with ``box_masks`` ``(M, H, W)`` (instance masks) where there are some; for segmentation, ``masks``
 ``(N, H, W)`` class indices. Any other ``(N, H, W)`` member is a named extra mask of each image
 (``region: {mask: ...}``). A sample's ground truth is its object's mask (else its box), or the
-class's pixels; its label is the object's or region's class. The arrays are read whole when the
-source opens (the shipped examples are small); the samples of a shard are built when it is read.
+class's pixels; its label is the object's or region's class. Opening reads the objects' boxes,
+labels and images (or lists each mask's classes, a chunk of masks at a time); images, masks and
+extra masks are read by rows, a shard's images at a time, as :mod:`.npz` reads classification data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import Location, SpecRuntimeError, first_line
+from ..errors import Location, SpecRuntimeError
 from ..spec.schema import SegmentationSpec
-from .source import SampleBatch, SampleSource, checked_batch
+from .npz import NpzSource, _Handles, _read_errors, _runs
+from .source import SampleBatch, checked_batch
 
 DETECTION_MEMBERS = ("boxes", "box_labels", "box_images", "box_masks")
+CHUNK_IMAGES = 256
+"""Masks read at a time when a segmentation npz opens and lists its (image, class) pairs."""
 
 
 def box_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -42,7 +45,7 @@ def bounding_boxes(masks: np.ndarray) -> np.ndarray:
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
 
 
-class ObjectsNpzSource(SampleSource):
+class ObjectsNpzSource(NpzSource):
     """The object (or class-region) samples of an ``.npz`` (its first ``limit``), ordered by image."""
 
     location: Location = ("data", "npz")
@@ -56,13 +59,11 @@ class ObjectsNpzSource(SampleSource):
         scale: float | None,
         segmentation: SegmentationSpec,
     ) -> None:
-        self.shown, self.task, self.scale = shown, task, scale
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                self.arrays = {name: stored[name] for name in stored.files}
-            names = list(self.arrays)
-        except (OSError, ValueError) as error:
-            raise SpecRuntimeError(self.location, f"cannot read {shown}: {first_line(error)}") from None
+        self.path, self.shown, self.task, self.scale = path, shown, task, scale
+        self._running, self._checked = {}, set()
+        with _read_errors(shown):
+            self.members, self.columns = self._open()
+        names = list(self.members)
         needed = ("images", "boxes", "box_labels", "box_images") if task == "detection" else ("images", "masks")
         for key in needed:
             if key not in names:
@@ -71,23 +72,31 @@ class ObjectsNpzSource(SampleSource):
                     f"{shown} has no array {key!r} (it has: {', '.join(names)}); task: {task} needs "
                     + ", ".join(needed),
                 )
-        images_shape = self.arrays["images"].shape
+        images_shape = self.members["images"].shape
         self.count_images, self.height, self.width = images_shape[0], images_shape[-2], images_shape[-1]
         reserved = {*needed, *DETECTION_MEMBERS, "masks"}
         self.extra = [
             name for name in names
-            if name not in reserved and self.arrays[name].shape == (self.count_images, self.height, self.width)
+            if name not in reserved and self.members[name].shape == (self.count_images, self.height, self.width)
         ]  # fmt: skip
-        if task == "detection":
-            self.image_of, self.label_of, self.box_of = self._objects()
-        else:
-            self.image_of, self.label_of, self.box_of = self._class_regions(segmentation)
+        with _Handles() as handles, _read_errors(shown):
+            if task == "detection":
+                self.image_of, self.label_of, self.box_of, self.stored_row = self._objects(handles)
+            else:
+                self.image_of, self.label_of, self.box_of = self._class_regions(segmentation, handles)
         self.count = min(len(self.image_of), limit or len(self.image_of))
 
-    def _objects(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        boxes = np.asarray(self.arrays["boxes"], dtype=np.float32).reshape(-1, 4)
-        labels = np.asarray(self.arrays["box_labels"]).reshape(-1).astype(np.int64)
-        images = np.asarray(self.arrays["box_images"]).reshape(-1).astype(np.int64)
+    def _whole(self, name: str, handles: _Handles) -> np.ndarray:
+        """The member ``name`` read whole (the small ones: boxes, labels, the images of the objects)."""
+        if name in self.columns:
+            return self.columns[name]
+        member = self.members[name]
+        return self._rows(member, [range(member.shape[0])] if member.shape else [], handles)
+
+    def _objects(self, handles: _Handles) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        boxes = np.asarray(self._whole("boxes", handles), dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(self._whole("box_labels", handles)).reshape(-1).astype(np.int64)
+        images = np.asarray(self._whole("box_images", handles)).reshape(-1).astype(np.int64)
         if not len(boxes) == len(labels) == len(images):
             raise SpecRuntimeError(
                 self.location,
@@ -106,25 +115,30 @@ class ObjectsNpzSource(SampleSource):
                 f"{self.shown}: object {row} has box {boxes[row].tolist()}: boxes are x1, y1, x2, y2 with x1 < x2, y1 < y2",
             )
         order = np.argsort(images, kind="stable")  # samples grouped by image
-        return images[order], labels[order], boxes[order]
+        return images[order], labels[order], boxes[order], order
 
-    def _class_regions(self, settings: SegmentationSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        masks = np.asarray(self.arrays["masks"])
-        if masks.shape != (self.count_images, self.height, self.width) or not np.issubdtype(masks.dtype, np.integer):
+    def _class_regions(
+        self, settings: SegmentationSpec, handles: _Handles
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (image, class) pair of the masks, read ``CHUNK_IMAGES`` images at a time."""
+        member = self.members["masks"]
+        if member.shape != (self.count_images, self.height, self.width) or not np.issubdtype(member.dtype, np.integer):
             raise SpecRuntimeError(
                 self.location,
-                f"{self.shown}: masks must be (N, H, W) class indices matching the images, got {masks.shape} "
-                f"{masks.dtype}",
+                f"{self.shown}: masks must be (N, H, W) class indices matching the images, got {member.shape} "
+                f"{member.dtype}",
             )
         skipped = {value for value in (settings.ignore_index, settings.background) if value is not None}
         images, labels, boxes = [], [], []
-        for image, mask in enumerate(masks):
-            for label in np.unique(mask).tolist():
-                if label in skipped:
-                    continue
-                images.append(image)
-                labels.append(label)
-                boxes.append(bounding_boxes((mask == label)[None])[0])
+        for start in range(0, self.count_images, CHUNK_IMAGES):
+            chunk = self._rows(member, [range(start, min(start + CHUNK_IMAGES, self.count_images))], handles)
+            for image, mask in enumerate(chunk, start=start):
+                for label in np.unique(mask).tolist():
+                    if label in skipped:
+                        continue
+                    images.append(image)
+                    labels.append(label)
+                    boxes.append(bounding_boxes((mask == label)[None])[0])
         if any(label < 0 for label in labels):
             raise SpecRuntimeError(
                 self.location, f"{self.shown}: masks hold negative classes: set segmentation.ignore_index to that value"
@@ -135,29 +149,24 @@ class ObjectsNpzSource(SampleSource):
             np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         )
 
-    def __len__(self) -> int:
-        return self.count
-
-    def read(self, indices: Sequence[int]) -> SampleBatch:
-        rows = np.asarray(list(indices), dtype=np.int64)
+    def _read(self, indices: list[int], handles: _Handles) -> SampleBatch:
+        rows = np.asarray(indices, dtype=np.int64)
         images_of = self.image_of[rows]
         needed, position = np.unique(images_of, return_inverse=True)
-        images = np.asarray(self.arrays["images"][needed])[position]
-        if self.task == "detection":
-            if "box_masks" in self.arrays:
-                masks = np.asarray(self.arrays["box_masks"][self._stored_rows(rows)]).astype(bool)
-            else:
+        runs = _runs(needed.tolist())
+        with _read_errors(self.shown):
+            images = self._rows(self.members["images"], runs, handles)[position]
+            if self.task == "detection" and "box_masks" in self.members:
+                stored = self.stored_row[rows]
+                order = np.argsort(stored)
+                masks = np.empty((len(rows), self.height, self.width), dtype=bool)
+                masks[order] = self._rows(self.members["box_masks"], _runs(stored[order].tolist()), handles) != 0
+            elif self.task == "detection":
                 masks = box_masks(self.box_of[rows], self.height, self.width)
-        else:
-            masks = np.asarray(self.arrays["masks"][needed])[position] == self.label_of[rows, None, None]
-        regions = {name: np.asarray(self.arrays[name][needed])[position] for name in self.extra}
+            else:
+                masks = self._rows(self.members["masks"], runs, handles)[position] == self.label_of[rows, None, None]
+            regions = {name: self._rows(self.members[name], runs, handles)[position] for name in self.extra}
         batch = checked_batch(rows.tolist(), images, masks, self.label_of[rows], regions, {}, self.scale, self.location)
         batch.boxes = torch.from_numpy(self.box_of[rows])
         batch.images_of = torch.from_numpy(images_of)
         return batch
-
-    def _stored_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The rows of ``box_masks`` of the samples ``rows`` (samples are ordered by image)."""
-        order = np.argsort(np.asarray(self.arrays["box_images"]).reshape(-1), kind="stable")
-        stored: np.ndarray = order[rows]
-        return stored

@@ -529,6 +529,8 @@ def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     if loaded.spec.task != "classification":
         for location, message in object_data_problems(data, loaded.spec.task, loaded.resolve):
             yield loaded.problem(location, message)
+        block = data.folder or data.coco
+        yield from _check_region_masks(loaded, block.extra if block is not None else {})
         return
     if data.folder is not None and data.folder.labels is None:
         yield loaded.problem(("data", "folder"), NO_LABELS)
@@ -602,6 +604,11 @@ def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
             f"{len(absent)} of the listed images do not exist (first: {absent[0]}): "
             "add them, remove their rows, or set data.on_bad_sample: skip",
         )
+    yield from _check_region_masks(loaded, extra)
+
+
+def _check_region_masks(loaded: LoadedSpec, extra: dict[str, str]) -> Iterator[SpecProblem]:
+    """Every ``region: {mask: ...}`` names one of the data's ``extra`` masks."""
     for index, check in enumerate(loaded.spec.checks):
         region = check.region
         if region is not None and region.mask is not None and region.mask not in extra:

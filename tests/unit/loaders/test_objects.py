@@ -83,3 +83,23 @@ def test_bad_detection_data_is_one_line(tmp_path: Path, arrays: dict[str, np.nda
     path = write(tmp_path / "bad.npz", **arrays)
     with pytest.raises(SpecRuntimeError, match=message):
         ObjectsNpzSource(path, "bad.npz", "detection", None, None, SegmentationSpec())
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed], ids=["stored", "compressed"])
+def test_object_data_is_read_by_rows_a_chunk_of_masks_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save: object
+) -> None:
+    import pytest_saliency.loaders.objects as objects
+
+    monkeypatch.setattr(objects, "CHUNK_IMAGES", 2)  # five masks listed in three chunks
+    masks = np.zeros((5, 4, 4), dtype=np.uint8)
+    for image in range(5):
+        masks[image, image % 4] = image + 1  # class image + 1 in row image % 4
+    images = np.random.default_rng(1).random((5, 3, 4, 4)).astype(np.float32)
+    save(tmp_path / "s.npz", images=images, masks=masks)  # type: ignore[operator]
+    source = ObjectsNpzSource(tmp_path / "s.npz", "s.npz", "segmentation", None, None, SegmentationSpec(background=0))
+    assert len(source) == 5
+    batch = source.read([1, 3, 4])
+    assert batch.labels.tolist() == [2, 4, 5]
+    assert torch.equal(batch.images, torch.from_numpy(images[[1, 3, 4]]))
+    assert torch.equal(batch.masks, torch.from_numpy(masks[[1, 3, 4]] > 0))
