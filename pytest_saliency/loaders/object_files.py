@@ -130,7 +130,10 @@ def _box_images(spec: DataSpec, spec_dir: Path, images: str, boxes: str) -> list
                 relative = xml.relative_to(path).as_posix()
                 voc = read_voc_objects(xml, f"{boxes}/{relative}")
                 name = voc.filename or Path(relative).with_suffix("").as_posix()
-                listed.append((name, _image_file(spec_dir / images, name), voc.size, voc.objects))
+                found_image = _image_file(spec_dir / images, name)
+                if found_image is not None:  # the name with its suffix
+                    name = found_image.relative_to(spec_dir / images).as_posix()
+                listed.append((name, found_image, voc.size, voc.objects))
         else:
             for name, objects in read_detection_csv(path, boxes).items():
                 listed.append((name, spec_dir / images / name, None, objects))
@@ -322,7 +325,7 @@ def read_class_mask(path: Path, shown: str, location: Location) -> np.ndarray:
         with Image.open(path) as image:
             if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA"):
                 raise BadSample(
-                    location, shown, f"the mask is a {image.mode} colour image",
+                    location, shown, f"the mask is in colour (mode {image.mode})",
                     "store class indices: a palette (P) or grey (L) PNG, as VOC's SegmentationClass or "
                     "Cityscapes' *_labelIds.png",
                 )  # fmt: skip

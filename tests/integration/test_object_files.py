@@ -184,6 +184,15 @@ def test_a_spec_runs_end_to_end_from_files(
 CSV_OUTSIDE = "img0.png,0,0,8,8,zero\nimg0.png,10,0,30,8,zero\n"
 CSV_MISSING = "img0.png,0,0,8,8,zero\nimg7.png,0,0,8,8,zero\n"
 CSV_UNKNOWN = "img0.png,0,0,8,8,zreo\n"
+VOC_SIZE = (
+    "<annotation><size><width>20</width><height>16</height></size><object><name>zero</name><bndbox>"
+    "<xmin>1</xmin><ymin>1</ymin><xmax>8</xmax><ymax>8</ymax></bndbox></object></annotation>"
+)
+SPEC_CHANGES = {
+    "  classes: [zero, one]\n": "",
+    "boxes: ../boxes.csv": "labels: ../boxes.csv, boxes: ../boxes.csv",
+    "folder: {images: ../images, boxes: ../boxes.csv, extra: {decoy: ../decoy}}": "imagefolder: {root: ../images, boxes: ../voc}",
+}
 
 
 @pytest.mark.parametrize(
@@ -206,8 +215,30 @@ CSV_UNKNOWN = "img0.png,0,0,8,8,zreo\n"
          "image's size, or set data.on_bad_sample: skip)"),
         ("segmentation", "coco", None,
          "data.coco: task: segmentation reads class-index masks: give data.folder: {images: ..., masks: ...}"),
+        ("detection", "csv", ("boxes.csv", "img0.png,0,0,8,8\n"),
+         "data.folder.boxes: ../boxes.csv row 1 ['img0.png', '0', '0', '8', '8']: expected image,x1,y1,x2,y2,label"),
+        ("detection", "voc", ("voc/img0.xml", VOC_SIZE),
+         "data.folder.boxes: ../images/img0.png (sample 0): the annotation says 20x16 but the image is 16x16 "
+         "(correct the annotation's <size>, or set data.on_bad_sample: skip)"),
+        ("detection", "voc", ("spec", "  classes: [zero, one]\n"),
+         "data.folder.boxes: ../voc/img0.xml object 1: class 'zero' is a name: list the class names in data.classes"),
+        ("segmentation", "masks", ("classes/img0.png", "RGB"),
+         "data.folder.masks: ../classes/img0.png: the mask is in colour (mode RGB) (store class indices: a palette "
+         "(P) or grey (L) PNG, as VOC's SegmentationClass or Cityscapes' *_labelIds.png)"),
+        ("detection", "csv", ("spec", "boxes: ../boxes.csv"),
+         "data.folder.labels: task: detection takes each sample's class from its boxes: remove folder.labels"),
+        ("detection", "masks", None,
+         "data.folder.masks: task: detection reads objects from folder.boxes (a CSV image,x1,y1,x2,y2,label or a "
+         "folder of Pascal VOC XML files), not masks"),
+        ("segmentation", "csv", None,
+         "data.folder.boxes: task: segmentation reads class-index masks from folder.masks, not boxes"),
+        ("detection", "csv", ("spec", "folder: {images: ../images, boxes: ../boxes.csv, extra: {decoy: ../decoy}}"),
+         'data.imagefolder: task: detection reads data.folder, data.coco or data.npz (docs/spec.md, "Tasks"): '
+         "data.imagefolder gives one label per image, not its objects"),
     ],
-    ids=["outside", "missing-image", "unknown-class", "empty-box", "voc-no-box", "mask-size", "coco-segmentation"],
+    ids=["outside", "missing-image", "unknown-class", "empty-box", "voc-no-box", "mask-size", "coco-segmentation",
+         "csv-columns", "voc-size", "class-name-without-classes", "colour-mask", "labels-with-a-task",
+         "detection-from-masks", "segmentation-from-boxes", "imagefolder-with-a-task"],
 )  # fmt: skip
 def test_bad_object_data_is_one_line_at_its_key(
     files: pytest.Pytester,
@@ -217,13 +248,18 @@ def test_bad_object_data_is_one_line_at_its_key(
     change: tuple[str, str | None] | None,
     message: str,
 ) -> None:
+    text = spec_text(task, kind)
     if change is not None:
-        name, text = change
-        if text is None:  # a class mask of another size
+        name, content = change
+        if name == "spec":  # a change of the spec: the line it replaces
+            text = text.replace(content, SPEC_CHANGES[content])
+        elif content is None:  # a class mask of another size
             Image.fromarray(np.ones((8, 8), np.uint8), mode="P").save(files.path / name)
+        elif content == "RGB":
+            Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(files.path / name)
         else:
-            (files.path / name).write_text(text, encoding="utf-8")
-    (files.path / "specs" / "t.saliency.yaml").write_text(spec_text(task, kind), encoding="utf-8")
+            (files.path / name).write_text(content, encoding="utf-8")
+    (files.path / "specs" / "t.saliency.yaml").write_text(text, encoding="utf-8")
     result = files.runpytest_inprocess("specs/t.saliency.yaml", "-p", "no:randomly")
     output = result.stdout.str()
     assert f": {message}" in output.replace("\n", " ") or f": {message}" in output, output
