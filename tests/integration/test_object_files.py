@@ -66,7 +66,9 @@ def write_files(root: Path) -> dict[str, np.ndarray]:
         "<object><name>one</name><difficult>1</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax>"
         "<ymax>4</ymax></bndbox></object>"
     )
-    coco["annotations"].append(  # a crowd region: no object
+    annotations = coco["annotations"]
+    annotations[0]["segmentation"] = instance_rle()  # object 0's instance mask, smaller than its box
+    annotations.append(  # a crowd region: no object
         {"id": 99, "image_id": 10, "category_id": 1, "bbox": [0, 0, 16, 16], "iscrowd": 1}
     )
     for image, items in objects.items():
@@ -80,6 +82,21 @@ def write_files(root: Path) -> dict[str, np.ndarray]:
     (root / "coco.json").write_text(json.dumps(coco), encoding="utf-8")
     np.savez(root / "tasks.npz", **arrays)
     return arrays
+
+
+def instance_mask() -> np.ndarray:
+    """Object 0's COCO instance mask: an L inside its box ``[0, 0, 8, 8]``."""
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[1:7, 1:3] = True
+    mask[5:7, 1:6] = True
+    return mask
+
+
+def instance_rle() -> dict[str, object]:
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(instance_mask().astype(np.uint8)))
+    return {"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def data_block(kind: str, extra: str = "") -> str:
@@ -127,7 +144,11 @@ def test_detection_objects_read_from_files_equal_the_npz_of_the_same_data(files:
     assert read.labels.tolist() == expected.labels.tolist() == [0, 1, 1, 0, 1]
     assert read.images_of.tolist() == [0, 0, 0, 1, 1]  # the difficult object and the crowd region are no objects
     assert torch.equal(read.images, expected.images)
-    assert torch.equal(read.masks, expected.masks)
+    if kind == "coco":  # object 0's ground truth is its instance mask, the others' their boxes
+        assert torch.equal(read.masks[0], torch.from_numpy(instance_mask()))
+        assert torch.equal(read.masks[1:], expected.masks[1:])
+    else:
+        assert torch.equal(read.masks, expected.masks)
     assert torch.equal(read.regions["decoy"], expected.regions["decoy"])
 
 
@@ -157,7 +178,9 @@ def test_transform_moves_boxes_and_masks_with_the_image(files: pytest.Pytester) 
     assert tuple(read.images.shape) == (2, 3, 24, 32)
 
 
-@pytest.mark.parametrize(("task", "kind"), [("detection", "voc"), ("detection", "coco"), ("segmentation", "masks")])
+@pytest.mark.parametrize(
+    ("task", "kind"), [("detection", "csv"), ("detection", "voc"), ("detection", "coco"), ("segmentation", "masks")]
+)
 def test_a_spec_runs_end_to_end_from_files(
     files: pytest.Pytester, helpers: SimpleNamespace, task: str, kind: str
 ) -> None:
@@ -278,3 +301,27 @@ def test_a_reports_detection_sample_carries_its_box_and_the_matched_detection(fi
     # higher score); object 2 (class 1 at [0, 8, 8, 16]) has none
     assert first.detections.tolist() == [[0.0, 0.0, 8.0, 8.0], [1.0, 0.0, 9.0, 8.0], [8.0, 8.0, 16.0, 16.0]]
     assert (first.matched, missed.matched) == (1, None)
+
+
+def test_the_html_reports_thumbnails_draw_the_boxes(files: pytest.Pytester) -> None:
+    import base64
+    import io
+
+    from pytest_saliency.report.boxes import MATCHED_COLOUR, TRUTH_COLOUR
+
+    (files.path / "specs" / "t.saliency.yaml").write_text(spec_text("detection", "voc"), encoding="utf-8")
+    result = files.runpytest_inprocess(
+        "specs/t.saliency.yaml", "-p", "no:randomly", "--saliency-json", "out/r.json", "--saliency-report", "out/r.html"
+    )
+    result.assert_outcomes(passed=1)
+    (item,) = json.loads((files.path / "out" / "r.json").read_text(encoding="utf-8"))["results"]
+    assert "thumbnail_error" not in item
+    shown = {row["index"]: row["thumbnail"] for row in item["worst"]}
+    with Image.open(io.BytesIO(base64.b64decode(shown[0]))) as picture:  # object 0: a match
+        image = np.asarray(picture.convert("RGB"))[:, :96].reshape(-1, 3) / 255  # the first panel
+
+    def has(colour: tuple[float, float, float]) -> bool:
+        return bool((np.abs(image - np.asarray(colour)).max(axis=1) < 0.02).any())
+
+    assert has(TRUTH_COLOUR) and has(MATCHED_COLOUR)
+    assert "data:image/png;base64," in (files.path / "out" / "r.html").read_text(encoding="utf-8")
