@@ -22,6 +22,7 @@ from ..spec.schema import DataSpec
 from .annotations import AnnotationError
 
 DETECTION_HEADER = ("image", "x1", "y1", "x2", "y2", "label")
+SUFFIXES_OF_MASKS = "suffixes pair a class-index mask with its image (task: segmentation): remove them"
 BOX_SLACK = 1.0
 """Pixels a box may reach past the image's border (annotation tools' rounding); it is clipped."""
 
@@ -157,6 +158,8 @@ def object_data_problems(data: DataSpec, task: str, resolve: Callable[[str], Pat
     if folder.labels is not None:
         source = "its boxes" if task == "detection" else "its mask"
         yield where + ("labels",), f"task: {task} takes each sample's class from {source}: remove folder.labels"
+    if task == "detection" and folder.suffixes is not None:
+        yield where + ("suffixes",), SUFFIXES_OF_MASKS
     if task == "detection" and folder.boxes is None:
         yield (
             where + ("masks",),

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import Location, SpecRuntimeError, did_you_mean, first_line
-from ..spec.schema import DataSpec, SegmentationSpec
+from ..spec.schema import DataSpec, FolderSpec, SegmentationSpec, SuffixesSpec
 from . import transform
 from .annotated import (
     COCO_INSTALL,
@@ -114,7 +114,7 @@ def object_source(spec: DataSpec, spec_dir: Path, task: str, segmentation: Segme
         assert folder.boxes is not None
         return ObjectFilesSource(spec, spec_dir, where, _box_images(spec, spec_dir, folder.images, folder.boxes))
     assert folder.masks is not None
-    images = _mask_images(spec, spec_dir, folder.images, folder.masks, segmentation)
+    images = _mask_images(spec, spec_dir, folder, segmentation)
     return ObjectFilesSource(spec, spec_dir, where, images)
 
 
@@ -277,21 +277,25 @@ def _stored_size(path: Path | None, shown: str) -> tuple[int, int]:
 # --- segmentation: class-index mask folders --------------------------------------------------------
 
 
-def _mask_images(
-    spec: DataSpec, spec_dir: Path, images: str, masks: str, settings: SegmentationSpec
-) -> list[ListedImage]:
+def _mask_images(spec: DataSpec, spec_dir: Path, block: FolderSpec, settings: SegmentationSpec) -> list[ListedImage]:
     """One listed image per mask file (sorted; its image: the same path under ``images`` with
-    any image suffix), with one sample per class its mask holds after the transform, less
-    ``ignore_index`` and ``background``."""
+    any image suffix, the stem's end changed as ``suffixes`` say), with one sample per class its
+    mask holds after the transform, less ``ignore_index`` and ``background``."""
+    assert block.masks is not None
+    images, masks = block.images, block.masks
     folder = spec_dir / masks
     where: Location = ("data", "folder", "masks")
     if not folder.is_dir():
         raise SpecRuntimeError(where, f"{masks} is not a folder of masks")
     skipped = {value for value in (settings.ignore_index, settings.background) if value is not None}
+    suffixes = block.suffixes or SuffixesSpec()
     found: list[ListedImage] = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        shown = f"{masks}/{relative}"
+        if not path.stem.endswith(suffixes.masks):
+            continue  # another file of the data set (Cityscapes' *_color.png, *_instanceIds.png)
+        shown = f"{masks}/{path.relative_to(folder).as_posix()}"
+        stem = path.stem.removesuffix(suffixes.masks)
+        relative = path.with_name(stem + suffixes.images + path.suffix).relative_to(folder).as_posix()
         try:
             pixels = read_class_mask(path, shown, where)
         except BadSample as bad:
@@ -306,13 +310,14 @@ def _mask_images(
             )[1]
             classes = [value for value in classes if bool(moved[str(value)].any())]
         image = _image_file(spec_dir / images, relative) or spec_dir / images / relative
-        name = image.relative_to(spec_dir / images).as_posix() if image.is_relative_to(spec_dir / images) else relative
+        name = image.relative_to(spec_dir / images).as_posix()
         truths = [_class_truth(path, shown, value) for value in classes]
         regions = bounding_boxes(np.stack([pixels == value for value in classes])) if classes else np.zeros((0, 4))
         boxes = [(float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in regions.tolist()]
         found.append(ListedImage(image, name, size, classes, boxes, truths))
     if not found:
-        raise SpecRuntimeError(where, f"{masks} holds no mask images ({', '.join(IMAGE_SUFFIXES)})")
+        named = f" whose stem ends with {suffixes.masks}" if suffixes.masks else ""
+        raise SpecRuntimeError(where, f"{masks} holds no mask images{named} ({', '.join(IMAGE_SUFFIXES)})")
     return found
 
 

@@ -257,6 +257,15 @@ class TransformSpec(_Strict):
         return self
 
 
+class SuffixesSpec(_Strict):
+    """How a segmentation mask's file name differs from its image's: the ends of their stems."""
+
+    images: str = Field(default="", description="the end of an image's stem (Cityscapes: _leftImg8bit)")
+    masks: str = Field(
+        default="", description="the end of a mask's stem; other files are no masks (Cityscapes: _gtFine_labelIds)"
+    )
+
+
 class FolderSpec(_Strict):
     """Image files of any size and mode, labels in a CSV (file,label), ground truth as mask
     images with matching names or as boxes in a CSV (file,top,left,bottom,right). With ``task:
@@ -272,6 +281,9 @@ class FolderSpec(_Strict):
         default=None,
         description="a CSV file,top,left,bottom,right in pixels of the stored image, end exclusive "
         "(detection: a CSV image,x1,y1,x2,y2,label, or a folder of Pascal VOC XML files)",
+    )
+    suffixes: SuffixesSpec | None = Field(
+        default=None, description="task: segmentation: the masks whose stems end so, each of the image ending so"
     )
     extra: dict[str, str] = Field(default_factory=dict, description=EXTRA_MASKS)
 

@@ -523,7 +523,7 @@ def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     """What can be checked without opening an image: the CSVs' columns, the COCO JSON's
     structure, that the listed image files exist, the class folders, the extra masks' files."""
     from ..loaders.annotations import NO_LABELS, AnnotationError, read_boxes_csv, read_coco_json
-    from ..loaders.object_annotations import object_data_problems
+    from ..loaders.object_annotations import SUFFIXES_OF_MASKS, object_data_problems
 
     data = loaded.spec.data
     if loaded.spec.task != "classification":
@@ -535,6 +535,8 @@ def _check_image_source(loaded: LoadedSpec) -> Iterator[SpecProblem]:
     if data.folder is not None and data.folder.labels is None:
         yield loaded.problem(("data", "folder"), NO_LABELS)
         return
+    if data.folder is not None and data.folder.suffixes is not None:
+        yield loaded.problem(("data", "folder", "suffixes"), SUFFIXES_OF_MASKS)
     images: list[str] = []
     extra: dict[str, str] = {}
     parsing: Location = ("data",)  # the key of the file being parsed

@@ -162,6 +162,28 @@ def test_segmentation_classes_are_read_from_palette_masks_as_indices(files: pyte
     assert torch.equal(read.images, torch.from_numpy(arrays["images"]).float() / 255)
 
 
+def test_cityscapes_masks_are_paired_with_their_images_by_the_ends_of_their_stems(files: pytest.Pytester) -> None:
+    arrays = written_arrays()
+    for folder in ("leftImg8bit/val/aachen", "gtFine/val/aachen"):
+        (files.path / folder).mkdir(parents=True)
+    for number in range(2):
+        stem = f"aachen_00000{number}_000019"
+        image = Image.fromarray(arrays["images"][number].transpose(1, 2, 0))
+        image.save(files.path / "leftImg8bit/val/aachen" / f"{stem}_leftImg8bit.png")
+        ids = Image.fromarray(arrays["masks"][number].astype(np.uint8) * 7)  # label id 7: road
+        ids.save(files.path / "gtFine/val/aachen" / f"{stem}_gtFine_labelIds.png")
+        image.save(files.path / "gtFine/val/aachen" / f"{stem}_gtFine_color.png")  # colours: no mask
+    text = spec_text("segmentation", "masks").replace(
+        "folder: {images: ../images, masks: ../classes, extra: {decoy: ../decoy}}",
+        "folder:\n    images: ../leftImg8bit/val\n    masks: ../gtFine/val\n"
+        "    suffixes: {images: _leftImg8bit, masks: _gtFine_labelIds}",
+    )
+    read = read_all(files, text).batch
+    assert read.labels.tolist() == [7, 7]
+    assert torch.equal(read.masks, torch.from_numpy(arrays["masks"][:2] == 1))
+    assert torch.equal(read.images, torch.from_numpy(arrays["images"][:2]).float() / 255)
+
+
 def test_transform_moves_boxes_and_masks_with_the_image(files: pytest.Pytester) -> None:
     (files.path / "boxes.csv").write_text(
         "img0.png,0,0,8,8,zero\nimg0.png,8,8,16,16,one\nimg0.png,0,0,4,1,one\n", encoding="utf-8"
