@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,12 @@ class AnnotationError(ValueError):
     """A ground-truth file that cannot be used, with a one-line message naming the file and row."""
 
 
-def read_boxes_csv(path: Path, shown: str) -> dict[str, list[Box]]:
-    """The boxes of a ``file,top,left,bottom,right`` CSV (header optional, ``#`` comments and
-    empty lines skipped) by file name; several rows for one file are all its boxes."""
-    boxes: dict[str, list[Box]] = {}
+def csv_rows(path: Path, shown: str) -> Iterator[tuple[int, list[str], list[str]]]:
+    """The rows of an annotation CSV as ``(line number, row, its cells stripped)``: UTF-8 with or
+    without the byte-order mark Excel writes, ``#`` comments and empty lines skipped, a first row
+    whose first cell is file, filename, image or name taken as a header and skipped."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:  # Excel writes a byte-order mark
+        with open(path, newline="", encoding="utf-8-sig") as stream:
             rows = list(csv.reader(stream))
     except (OSError, UnicodeDecodeError) as error:
         raise AnnotationError(f"cannot read {shown}: {error}") from error
@@ -41,6 +41,14 @@ def read_boxes_csv(path: Path, shown: str) -> dict[str, list[Box]]:
         cells = [cell.strip() for cell in row]
         if number == 1 and cells[0].lower() in ("file", "filename", "image", "name"):
             continue
+        yield number, row, cells
+
+
+def read_boxes_csv(path: Path, shown: str) -> dict[str, list[Box]]:
+    """The boxes of a ``file,top,left,bottom,right`` CSV (:func:`csv_rows`) by file name; several
+    rows for one file are all its boxes."""
+    boxes: dict[str, list[Box]] = {}
+    for number, row, cells in csv_rows(path, shown):
         if len(cells) != 5:
             raise AnnotationError(f"{shown} row {number} {row!r}: expected {','.join(BOXES_HEADER)}")
         try:

@@ -11,7 +11,6 @@ eight rows and columns.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from ..errors import Location
 from ..spec.schema import DataSpec
-from .annotations import AnnotationError
+from .annotations import AnnotationError, csv_rows
 
 DETECTION_HEADER = ("image", "x1", "y1", "x2", "y2", "label")
 SUFFIXES_OF_MASKS = "suffixes pair a class-index mask with its image (task: segmentation): remove them"
@@ -50,20 +49,10 @@ class VocImage:
 
 
 def read_detection_csv(path: Path, shown: str) -> dict[str, list[ObjectBox]]:
-    """The objects of an ``image,x1,y1,x2,y2,label`` CSV (header optional, ``#`` comments and
-    empty lines skipped) by image name, in row order."""
+    """The objects of an ``image,x1,y1,x2,y2,label`` CSV (:func:`.annotations.csv_rows`) by image
+    name, in row order."""
     objects: dict[str, list[ObjectBox]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:  # Excel writes a byte-order mark
-            rows = list(csv.reader(stream))
-    except (OSError, UnicodeDecodeError) as error:
-        raise AnnotationError(f"cannot read {shown}: {error}") from error
-    for number, row in enumerate(rows, start=1):
-        if not row or row[0].startswith("#"):
-            continue
-        cells = [cell.strip() for cell in row]
-        if number == 1 and cells[0].lower() in ("file", "filename", "image", "name"):
-            continue
+    for number, row, cells in csv_rows(path, shown):
         if len(cells) != len(DETECTION_HEADER):
             raise AnnotationError(f"{shown} row {number} {row!r}: expected {','.join(DETECTION_HEADER)}")
         try:

@@ -8,26 +8,12 @@ from pathlib import Path
 import pytest
 
 from pytest_saliency.cli import main
-
-SPEC = """\
-version: 1
-task: {task}
-model:
-  factory: mypkg.model:build
-data:
-{data}
-attributions:
-  grad: {{method: Saliency}}
-checks:
-  - id: coverage
-    shared_interest:
-      gtc: {{mean: ">= 0.5"}}
-"""
+from tests.unit.spec.test_validate_image_data import SPEC
 
 
 def validate(directory: Path, task: str, data: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
     path = directory / "x.saliency.yaml"
-    path.write_text(SPEC.format(task=task, data=data))
+    path.write_text(SPEC.format(data=data).replace("version: 1\n", f"version: 1\ntask: {task}\n"))
     main(["validate", str(path)])
     return [line.removeprefix(f"{path}:") for line in capsys.readouterr().out.splitlines()]
 
