@@ -12,9 +12,12 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 _CHUNK = 1 << 20
+
+JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+"""A value as :func:`json.loads` gives it back."""
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:

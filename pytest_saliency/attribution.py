@@ -1,6 +1,6 @@
 """Captum attribution methods by name: batched, device-aware, with spec-level errors.
 
-Any ``captum.attr`` class can be named in a spec. Layer methods (``LayerGradCam`` ...) take a
+Every ``captum.attr`` class can be named in a spec. Layer methods (``LayerGradCam`` ...) take a
 ``layer`` (a dotted module name in the user's network) and their maps are upsampled to the input
 size. ``IntegratedGradients``-style methods get ``internal_batch_size`` = the data batch size
 unless the spec sets one, so their ``n_steps`` expansion never holds more than one batch of
@@ -10,9 +10,9 @@ inputs at a time (captum #245, #538).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -53,16 +53,21 @@ if TYPE_CHECKING:
     from captum.attr import Attribution
 
 
-def _tuples(value: Any) -> Any:
+def _tuples(value: object) -> object:
     """YAML lists -> tuples (captum wants tuples for shapes such as sliding_window_shapes)."""
     if isinstance(value, list):
         return tuple(_tuples(item) for item in value)
     if isinstance(value, dict):
-        return {key: _tuples(item) for key, item in value.items()}
+        return _keywords(value)
     return value
 
 
-def _check_kwargs(function: Callable[..., Any], given: dict[str, Any], what: str, location: Location) -> None:
+def _keywords(given: Mapping[str, object]) -> dict[str, object]:
+    """Keyword arguments from the spec, their YAML lists as tuples (:func:`_tuples`)."""
+    return {key: _tuples(item) for key, item in given.items()}
+
+
+def _check_kwargs(function: Callable[..., object], given: Mapping[str, object], what: str, location: Location) -> None:
     parameters = inspect.signature(function).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
@@ -127,12 +132,12 @@ class Attributor:
         method_class = getattr(captum.attr, spec.method, None)
         if not isinstance(method_class, type):
             raise SpecRuntimeError(location + ("method",), f"captum.attr has no method {spec.method!r}")
-        self._init = _tuples(spec.init)
+        self._init = _keywords(spec.init)
         _check_kwargs(method_class.__init__, self._init, f"{spec.method}()", location + ("init",))  # type: ignore[misc]  # the very class that is called: no other subclass's __init__
         self._method_class = method_class
         # layer: auto is picked on the first call; until then the network stands in for it.
         layer = None if spec.layer is None else self._layer(self.layer_name) if self.layer_name else model.network
-        self.params = _tuples(spec.params)
+        self.params = _keywords(spec.params)
         attribute = self._bare(layer).attribute
         _check_kwargs(attribute, self.params, f"{spec.method}.attribute()", location + ("params",))
         accepted = inspect.signature(attribute).parameters
@@ -256,7 +261,8 @@ class Attributor:
                 self.location + ("method",), "DRISE explains a detector's objects: set task: detection"
             )
         objects, detector = scored.target, scored.model
-        maps = drise(
+        explain: Callable[..., Tensor] = drise  # called with the spec's params as its keywords
+        maps = explain(
             lambda masked: detections(detector.raw(masked), masked.shape[0]),
             images.detach(),
             objects.boxes[rows],

@@ -39,7 +39,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 from weakref import WeakKeyDictionary
 
 from .errors import ClusterUnavailable, SaliencyError, SpecRuntimeError, describe_exception, first_line
@@ -57,9 +58,22 @@ LOCAL = "local"
 """The address of ``--saliency-ray`` without a value: start a local cluster in this process."""
 
 
-def _ray() -> Any:
+def _ray() -> ModuleType:
     """The ``ray`` module, untyped here (mypy runs with Ray installed or not)."""
     return importlib.import_module("ray")
+
+
+class _RemoteMethod(Protocol):
+    """A method of a Ray actor: ``method.remote(...)`` runs it there and gives a reference to its result."""
+
+    def remote(self, *args: object) -> object: ...
+
+
+class _Actor(Protocol):
+    """A Ray actor running a :class:`ShardActor`, as the driver sees it."""
+
+    ready: _RemoteMethod
+    run_range: _RemoteMethod
 
 
 class ShardActor:
@@ -127,7 +141,7 @@ class RayRunner:
         self.device = device
         self.started = False  # True when this runner called ray.init (and so shuts Ray down)
         self.gpus_per_actor = 0.0
-        self._actors: list[Any] = []
+        self._actors: list[_Actor] = []
         self._keys: WeakKeyDictionary[ShardWorker, str] = WeakKeyDictionary()
         self._failed: WeakKeyDictionary[ShardWorker, SaliencyError] = WeakKeyDictionary()
 
@@ -143,7 +157,7 @@ class RayRunner:
         if ray.is_initialized():
             return
         # Workers' output would cut through pytest's; it stays in Ray's log folder.
-        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        options: dict[str, object] = {"log_to_driver": False, "logging_level": logging.WARNING}
         try:
             if self.address == LOCAL:
                 ray.init(include_dashboard=False, **options)
@@ -177,7 +191,7 @@ class RayRunner:
         count = self.workers or use_gpus or 2
         return count, min(1.0, use_gpus / count) if use_gpus else 0.0
 
-    def actors(self) -> list[Any]:
+    def actors(self) -> list[_Actor]:
         """The run's actors, started at the first call; raises :class:`ClusterUnavailable` when
         the cluster does not start them within :data:`START_TIMEOUT_S`."""
         if self._actors:
@@ -218,10 +232,10 @@ class RayRunner:
         loaded = ray.put(worker.loaded)
         directory = os.getcwd()
         todo: Iterator[range] = iter(shards)
-        pending: dict[Any, tuple[Any, range, Lookup]] = {}
+        pending: dict[object, tuple[_Actor, range, Lookup]] = {}  # by the reference to the shard's result
         results: list[ShardResult] = []
 
-        def submit(actor: Any) -> None:
+        def submit(actor: _Actor) -> None:
             for indices in todo:
                 found = lookup_range(worker, dispatch.plan_for(indices), indices)  # looked up before it is sent
                 if found.result is not None:
@@ -263,7 +277,7 @@ class RayRunner:
             ("model",), f"the Ray worker computing {samples} {how}: {type(error).__name__}: {first_line(error)}"
         )
 
-    def _drop(self, actor: Any) -> None:
+    def _drop(self, actor: _Actor) -> None:
         """Forget a dead actor; the next pass starts a fresh set if none is left."""
         self._actors = [other for other in self._actors if other is not actor]
 

@@ -17,6 +17,8 @@ from .report.junit import junit_properties
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr, TracebackStyle  # pytest's own signature of repr_failure
+
     from .baselines import BaselineSettings
     from .checks.outcome import Outcome
     from .engine import SpecEngine
@@ -171,7 +173,7 @@ class SpecErrorItem(pytest.Item):
     def runtest(self) -> None:
         raise SpecInvalid()
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None) -> str:
         return "\n".join(str(problem) for problem in self.problems)
 
     def reportinfo(self) -> tuple[Path, int, str]:
@@ -360,7 +362,9 @@ class CheckItem(pytest.Item):
             self._location(), f"check {self.check.id!r}{what} {verdict}{severity}", self.outcome.to_dict()
         )
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
         """One line for whatever went wrong, at its place in the spec: the check's failure text,
         a problem with what the spec names (model, data, attributions), or any other exception
         raised while the check ran, at the check. ``--saliency-debug`` (or ``-vv``) adds the

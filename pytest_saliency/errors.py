@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 Location = tuple[str | int, ...]
 """A place in a spec as the keys and indices that lead to it: ``("checks", 0, "fidelity")``."""
@@ -24,11 +24,15 @@ class SaliencyError(Exception):
     Every one pickles with its attributes, whatever its ``__init__`` takes, so that an error
     raised in a Ray worker reaches the driver as itself (:mod:`pytest_saliency.cluster`)."""
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Callable[..., SaliencyError], _Pickled]:
         return _restore, (type(self), self.args, self.__dict__)
 
 
-def _restore(kind: type[SaliencyError], args: tuple[Any, ...], state: dict[str, Any]) -> SaliencyError:
+_Pickled: TypeAlias = "tuple[type[SaliencyError], tuple[object, ...], dict[str, object]]"
+"""What a pickled :class:`SaliencyError` holds: its class, its ``args`` and its attributes."""
+
+
+def _restore(kind: type[SaliencyError], args: tuple[object, ...], state: dict[str, object]) -> SaliencyError:
     """A pickled :class:`SaliencyError` rebuilt without calling its ``__init__``."""
     error = kind.__new__(kind, *args)
     error.args = args

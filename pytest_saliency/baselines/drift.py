@@ -17,19 +17,19 @@ from __future__ import annotations
 import datetime as _datetime
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .._io import write_atomic
+from .._io import JSONValue, write_atomic
 from ..errors import Location, SnapshotCorruptError, SpecDeprecationWarning, SpecRuntimeError
 from ..metrics.drift import drift_from_scores
 from ..spec.schema import AttributionSpec, DriftCheck
 from .settings import UpdateMode, snapshot_name
-from .store import SnapshotStore, check_compatible, content_hash, make_metadata
+from .store import SnapshotMetadata, SnapshotStore, check_compatible, content_hash, make_metadata
 
 if TYPE_CHECKING:
     from ..checks.outcome import Outcome
@@ -39,8 +39,11 @@ if TYPE_CHECKING:
 FLOAT16_LIMIT = 6.0e4
 """Embedding tables whose values all stay below this are stored as float16."""
 
-Snapshot = tuple[dict[str, Tensor], dict[str, Any]]
-"""A snapshot's ``(tensors, metadata)``."""
+Snapshot = tuple[dict[str, Tensor], SnapshotMetadata]
+"""A snapshot's ``(tensors, metadata)`` as this run makes it."""
+
+Settings = dict[str, JSONValue]
+"""What a snapshot must have been made with, by key (:func:`expected_settings`)."""
 
 
 def snapshot_location(engine: SpecEngine, config: DriftCheck, location: Location) -> Location:
@@ -61,7 +64,7 @@ def snapshot_location(engine: SpecEngine, config: DriftCheck, location: Location
     return where
 
 
-def expected_settings(engine: SpecEngine, config: DriftCheck, method: str, data_hash: str) -> dict[str, Any]:
+def expected_settings(engine: SpecEngine, config: DriftCheck, method: str, data_hash: str) -> Settings:
     """What a snapshot must have been made with to be comparable with this run (``data_hash``:
     :func:`~.store.data_hash` of this run's samples)."""
     return {
@@ -75,7 +78,7 @@ def expected_settings(engine: SpecEngine, config: DriftCheck, method: str, data_
     }
 
 
-def attribution_settings(attribution: AttributionSpec) -> dict[str, object]:
+def attribution_settings(attribution: AttributionSpec) -> dict[str, JSONValue]:
     """The method's block as a snapshot records it. Keys added to the language after a snapshot
     was written are left out while they hold their default (``reshape``), so that snapshots of
     the methods they do not concern stay comparable."""
@@ -87,7 +90,7 @@ def fresh_snapshot(
     config: DriftCheck,
     scores: Tensor,
     table: Tensor,
-    expected: dict[str, Any],
+    expected: Settings,
     layer: str | None,
 ) -> Snapshot:
     """The snapshot the spec's own model makes now from its ``(N, S)`` segment ``scores`` and the
@@ -119,7 +122,7 @@ def fresh_snapshot(
         spec_hash=spec_hash,
         settings=settings,
         weights_hash=engine.weights_hash,
-        data_hash=expected["data_hash"],
+        data_hash=str(expected["data_hash"]),
         device=engine.device,
         seed=engine.spec.seed,
         spec=str(engine.loaded.path),
@@ -137,7 +140,7 @@ def update_snapshot(
     store: SnapshotStore,
     name: str,
     fresh: Callable[[], Snapshot],
-    expected: dict[str, Any],
+    expected: Settings,
     mode: UpdateMode,
     where: Location,
 ) -> str:
@@ -149,7 +152,7 @@ def update_snapshot(
     tensors, metadata = fresh()
     if exists and mode == "changed":
         stored: dict[str, Tensor]
-        stored_metadata: dict[str, Any]
+        stored_metadata: dict[str, JSONValue]
         try:
             stored, stored_metadata = store.load(name)
         except SnapshotCorruptError:
@@ -186,7 +189,9 @@ def unused_snapshots(store: SnapshotStore, engine: SpecEngine, folder: Path) -> 
     return [str(folder / stored) for stored in store.names() if stored not in named]
 
 
-def obtained_summary(entry: dict[str, Any], request: CheckRequest[DriftCheck], outcome: Outcome) -> Path | str | None:
+def obtained_summary(
+    entry: Mapping[str, object], request: CheckRequest[DriftCheck], outcome: Outcome
+) -> Path | str | None:
     """After a comparison with a snapshot: on a mismatch, write the obtained summary (atomically)
     into the run's folder of obtained summaries (:meth:`BaselineSettings.obtained_folder`, never
     the snapshot's) and return its path; on a pass, remove a stale one (it would mislead).

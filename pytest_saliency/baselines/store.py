@@ -31,17 +31,22 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import torch
 from torch import Tensor
 
-from .._io import sync_directory, write_atomic, write_temporary
+from .._io import JSONValue, sync_directory, write_atomic, write_temporary
 from ..errors import MissingSnapshotError, SnapshotCorruptError, first_line
 from .settings import update_command
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "FORMAT_VERSION",
+    "SnapshotDescription",
+    "SnapshotMetadata",
     "SnapshotStore",
     "check_compatible",
     "content_hash",
@@ -63,7 +68,13 @@ _CHUNK = 1 << 20
 # --------------------------------------------------------------------------------------------
 
 
-def _hash_tensor(digest: Any, tensor: Tensor) -> None:
+class _Digest(Protocol):
+    """A running hash (``hashlib.sha256()``)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def _hash_tensor(digest: _Digest, tensor: Tensor) -> None:
     tensor = tensor.detach().to("cpu").contiguous()
     digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
     if tensor.numel():
@@ -129,16 +140,46 @@ def _library_version() -> str:
     return __version__
 
 
+class SnapshotDescription(TypedDict, total=False):
+    """What a caller of :func:`make_metadata` adds about a snapshot: the creation date (default:
+    now) and, for a drift check's snapshot, its spec, check, method, the name the spec gives it,
+    the activation layer of its embedding table and the table's size."""
+
+    created: str
+    spec: str
+    check: str
+    method: str | None
+    baseline: str | None
+    embedding_layer: str | None
+    num_images: int
+    num_segments: int
+
+
+class SnapshotMetadata(SnapshotDescription, total=False):
+    """The metadata :func:`make_metadata` gives a snapshot; :meth:`SnapshotStore.save` adds
+    ``format``, ``name`` and ``tensors_sha256`` to its ``NAME.json``. A file read back is a plain
+    JSON object (:meth:`SnapshotStore.load_metadata`): older files lack keys."""
+
+    spec_hash: str | None
+    settings: dict[str, JSONValue]
+    weights_hash: str | None
+    data_hash: str | None
+    library_version: str
+    torch_version: str
+    device: str | None
+    seed: int | None
+
+
 def make_metadata(
     *,
     spec_hash: str | None = None,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, JSONValue] | None = None,
     weights_hash: str | None = None,
     data_hash: str | None = None,
     device: str | torch.device | None = None,
     seed: int | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
+    **described: Unpack[SnapshotDescription],
+) -> SnapshotMetadata:
     """The metadata a drift snapshot records; versions and the creation date are filled in."""
     return {
         "spec_hash": spec_hash,
@@ -150,16 +191,17 @@ def make_metadata(
         "device": None if device is None else str(device),
         "seed": seed,
         "created": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
+        **described,
     }
 
 
-def _normalise(value: Any) -> Any:
+def _normalise(value: object) -> JSONValue:
     """The value as JSON would give it back (tuples become lists, keys strings)."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+    normalised: JSONValue = json.loads(json.dumps(value, sort_keys=True, default=str))
+    return normalised
 
 
-def _lookup(metadata: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+def _lookup(metadata: Mapping[str, object], key: str) -> tuple[bool, object]:
     settings = metadata.get("settings")
     if isinstance(settings, Mapping) and key in settings:
         return True, settings[key]
@@ -168,7 +210,7 @@ def _lookup(metadata: Mapping[str, Any], key: str) -> tuple[bool, Any]:
     return False, None
 
 
-def check_compatible(metadata: Mapping[str, Any], expected_settings: Mapping[str, Any]) -> list[str]:
+def check_compatible(metadata: Mapping[str, object], expected_settings: Mapping[str, object]) -> list[str]:
     """Every way a stored snapshot differs from what this run expects, one message each.
 
     Each key of ``expected_settings`` (e.g. ``data_hash``, ``segments``, ``clusters``, ``keep``,
@@ -187,7 +229,7 @@ def check_compatible(metadata: Mapping[str, Any], expected_settings: Mapping[str
     return problems
 
 
-def environment_warnings(metadata: Mapping[str, Any], *, device: str | torch.device | None = None) -> list[str]:
+def environment_warnings(metadata: Mapping[str, object], *, device: str | torch.device | None = None) -> list[str]:
     """Differences of environment that do not invalidate a snapshot but may move its numbers
     slightly (torch or library version, device), one message each, for a warning."""
     current = {"torch_version": torch.__version__, "library_version": _library_version()}
@@ -232,7 +274,7 @@ class SnapshotStore:
             return []
         return sorted(path.stem for path in self.directory.glob("*.pt") if path.with_suffix(".json").is_file())
 
-    def save(self, name: str, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]) -> Path:
+    def save(self, name: str, tensors: Mapping[str, Tensor], metadata: Mapping[str, object]) -> Path:
         """Write snapshot ``name`` atomically and return the tensor file's path.
 
         Tensors are detached and moved to the CPU. ``metadata`` must be JSON-serialisable
@@ -285,7 +327,7 @@ class SnapshotStore:
                     staged_tensors.unlink(missing_ok=True)
         return tensor_path
 
-    def load_metadata(self, name: str, *, spec_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    def load_metadata(self, name: str, *, spec_path: str | os.PathLike[str] | None = None) -> dict[str, JSONValue]:
         """The metadata of snapshot ``name``: :class:`MissingSnapshotError` when neither file
         exists; :class:`SnapshotCorruptError`, naming the file and the command that rewrites it,
         when one of the two is missing or the metadata is not a JSON object in UTF-8."""
@@ -297,7 +339,7 @@ class SnapshotStore:
             if not absent.is_file():
                 raise self._damaged(name, absent, f"is missing (only {present.name} is there)", spec_path)
         try:
-            metadata = json.loads(json_path.read_bytes().decode("utf-8"))
+            metadata: JSONValue = json.loads(json_path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError as error:
             problem = f"is not UTF-8 text ({error.reason} at byte {error.start})"
             raise self._damaged(name, json_path, problem, spec_path) from None
@@ -316,7 +358,7 @@ class SnapshotStore:
         *,
         spec_path: str | os.PathLike[str] | None = None,
         map_location: str | torch.device = "cpu",
-    ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    ) -> tuple[dict[str, Tensor], dict[str, JSONValue]]:
         """``(tensors, metadata)`` of snapshot ``name``.
 
         Raises :class:`MissingSnapshotError` (its message names ``pytest
@@ -331,7 +373,7 @@ class SnapshotStore:
             metadata = self.load_metadata(name, spec_path=spec_path)
             recorded = metadata.get("tensors_sha256")
             payload = tensor_path.read_bytes()
-            if recorded is not None and hashlib.sha256(payload).hexdigest() != recorded:
+            if isinstance(recorded, str) and hashlib.sha256(payload).hexdigest() != recorded:
                 leftover = self._leftover_matching(name, recorded)  # a folder recovery could not change
                 if leftover is None:
                     problem = "does not match the SHA-256 its metadata records (an interrupted update or a hand edit)"
@@ -376,7 +418,7 @@ class SnapshotStore:
         try:
             tensor_path = self.tensor_path(name)
             match = None
-            if recorded is not None and _sha256(tensor_path) != recorded:
+            if isinstance(recorded, str) and _sha256(tensor_path) != recorded:
                 match = self._leftover_matching(name, recorded)
             if match is not None:
                 os.replace(match, tensor_path)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -46,11 +46,20 @@ class Problem:
     message: str
     cause: BaseException | None = field(default=None, compare=False)
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, str | None]:
         return {"message": self.message, "cause": None}  # user exceptions may not pickle
 
     def raise_it(self) -> None:
         raise SpecRuntimeError(WHERE, self.message) from self.cause
+
+
+@runtime_checkable
+class Samples(Protocol):
+    """What ``data.factory`` must return: a map-style ``Dataset`` (``len`` and ``dataset[index]``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> object: ...
 
 
 class DatasetSource(SampleSource):
@@ -60,12 +69,9 @@ class DatasetSource(SampleSource):
     location: Location = WHERE
 
     def __init__(self, dataset: object, spec: DataSpec) -> None:
-        try:
-            count = len(dataset)  # type: ignore[arg-type]  # whatever the factory returned: no __len__ raises TypeError
-        except TypeError:
-            raise SpecRuntimeError(
-                WHERE, "the data factory must return a Dataset with __len__ and __getitem__"
-            ) from None
+        if not isinstance(dataset, Samples):
+            raise SpecRuntimeError(WHERE, "the data factory must return a Dataset with __len__ and __getitem__")
+        count = len(dataset)
         self.dataset = dataset
         self.count = min(count, spec.limit) if spec.limit else count
         self.collate = Collate(spec.scale)
@@ -83,7 +89,7 @@ class DatasetSource(SampleSource):
         return self._checked(self.collate([samples[index] for index in indices]))
 
     def stream(self, shards: Sequence[range]) -> Iterator[SampleBatch]:
-        loader: DataLoader[Any] = DataLoader(
+        loader: DataLoader[tuple[int, object] | Problem] = DataLoader(
             IndexedSamples(self.dataset),  # type: ignore[arg-type]  # a Dataset by duck typing
             batch_sampler=[list(shard) for shard in shards],
             num_workers=self.num_workers,
@@ -130,10 +136,10 @@ def _shapes(batch: SampleBatch) -> dict[str, tuple[int, ...]]:
 class IndexedSamples:
     """``dataset[index]`` as ``(index, sample)``, or a :class:`Problem` when the Dataset raises."""
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Samples) -> None:
         self.dataset = dataset
 
-    def __getitem__(self, index: int) -> tuple[int, Any] | Problem:
+    def __getitem__(self, index: int) -> tuple[int, object] | Problem:
         try:
             return index, self.dataset[index]
         except Exception as error:  # noqa: BLE001  (user code can raise anything)
@@ -147,7 +153,7 @@ class Collate:
     def __init__(self, scale: float | None) -> None:
         self.scale = scale
 
-    def __call__(self, items: Sequence[tuple[int, Any] | Problem]) -> SampleBatch | Problem:
+    def __call__(self, items: Sequence[tuple[int, object] | Problem]) -> SampleBatch | Problem:
         problem = next((item for item in items if isinstance(item, Problem)), None)
         if problem is not None:
             return problem
@@ -156,7 +162,7 @@ class Collate:
         except SpecRuntimeError as error:
             return Problem(error.message)
 
-    def _collate(self, items: Sequence[tuple[int, Any]]) -> SampleBatch:
+    def _collate(self, items: Sequence[tuple[int, object]]) -> SampleBatch:
         if not items:
             nothing = np.zeros((0, 1, 1), np.float32)
             return checked_batch([], nothing, nothing, np.zeros(0, np.int64), {}, {}, self.scale, WHERE)
@@ -188,7 +194,7 @@ class Collate:
         return checked_batch(indices, images, masks, labels, regions, fields, self.scale, WHERE)
 
 
-def sample_entries(sample: Any, index: int) -> dict[str, np.ndarray]:
+def sample_entries(sample: object, index: int) -> dict[str, np.ndarray]:
     """One Dataset sample as arrays: ``images`` ``(C, H, W)`` or ``(H, W)``, ``masks`` ``(H, W)``,
     ``labels`` ``()``, then its named masks ``(H, W)`` and per-sample values ``()``."""
     if isinstance(sample, tuple | list) and len(sample) == 2 and isinstance(sample[1], Mapping):
@@ -202,7 +208,7 @@ def sample_entries(sample: Any, index: int) -> dict[str, np.ndarray]:
     return {**entries, **{str(name): _as_array(value) for name, value in extra.items()}}
 
 
-def _from_target(image: np.ndarray, target: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
+def _from_target(image: np.ndarray, target: Mapping[str, object], index: int) -> dict[str, np.ndarray]:
     """The entries of a torchvision-style ``(image, target)`` sample."""
     height, width = image.shape[-2:]
     label = target.get("label", target.get("labels"))
@@ -234,7 +240,7 @@ def _from_target(image: np.ndarray, target: Mapping[str, Any], index: int) -> di
     return entries
 
 
-def boxes_mask(boxes: Any, height: int, width: int) -> np.ndarray:
+def boxes_mask(boxes: object, height: int, width: int) -> np.ndarray:
     """``(H, W) bool``: the pixels whose centre lies in one of the ``(K, 4)`` boxes, given in XYXY
     pixels (or in the format a ``tv_tensors.BoundingBoxes`` names: XYWH, CXCYWH)."""
     form = getattr(getattr(boxes, "format", None), "name", "XYXY")
@@ -252,7 +258,7 @@ def boxes_mask(boxes: Any, height: int, width: int) -> np.ndarray:
     return covered
 
 
-def _as_array(value: Any) -> np.ndarray:
+def _as_array(value: object) -> np.ndarray:
     """A tensor, array, number or PIL image as an array (a PIL image channels first)."""
     if hasattr(value, "getbands"):  # a PIL image: (H, W, C) -> (C, H, W)
         array = np.asarray(value)

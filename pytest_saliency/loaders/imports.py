@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from ..errors import Location, SpecRuntimeError, describe_exception
 
+Made = TypeVar("Made")
 
-def resolve_callable(reference: str, search_paths: Sequence[Path], location: Location) -> Callable[..., Any]:
+
+def resolve_callable(reference: str, search_paths: Sequence[Path], location: Location) -> Callable[..., object]:
     """Import ``module:attr``; ``search_paths`` (the rootdir, the spec's folder) are tried first,
     as pytest does for conftest files. Failures raise :class:`SpecRuntimeError` at ``location``."""
     module_name, _, attribute = reference.partition(":")
@@ -34,7 +36,9 @@ def resolve_callable(reference: str, search_paths: Sequence[Path], location: Loc
     return target
 
 
-def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], reference: str, location: Location) -> Any:
+def call_factory(
+    factory: Callable[..., Made], kwargs: Mapping[str, object], reference: str, location: Location
+) -> Made:
     """Call a user factory; its exception becomes one line naming the factory."""
     try:
         return factory(**kwargs)
@@ -44,5 +48,5 @@ def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], reference:
         ) from error
 
 
-def _kwargs(kwargs: dict[str, Any]) -> str:
+def _kwargs(kwargs: Mapping[str, object]) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in kwargs.items())

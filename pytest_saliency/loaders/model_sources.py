@@ -297,4 +297,4 @@ def _interpolation(name: str, library: str) -> tuple[Interpolation, tuple[str, .
 
 def _called(build: Callable[..., nn.Module], kwargs: dict[str, object], shown: str, block: Location) -> nn.Module:
     """``build(**kwargs)``; its exception (bad kwargs) is one line at ``kwargs`` naming the source."""
-    return call_factory(build, kwargs, shown, block + ("kwargs",) if kwargs else block)  # type: ignore[no-any-return]
+    return call_factory(build, kwargs, shown, block + ("kwargs",) if kwargs else block)

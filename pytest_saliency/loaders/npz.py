@@ -25,7 +25,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import torch
@@ -260,8 +260,7 @@ class NpzSource(SampleSource):
 
     def _read_compressed(self, member: Member, run: range, into: memoryview, handles: _Handles) -> None:
         def open_member() -> IO[bytes]:
-            archive: zipfile.ZipFile = handles.get("archive", lambda: zipfile.ZipFile(self.path))
-            return archive.open(member.info)
+            return handles.zip(self.path).open(member.info)
 
         stream = handles.get(member.name, open_member)
         stream.seek(member.header_size + run.start * member.row_bytes)  # forward: reads on; back: starts again
@@ -300,13 +299,20 @@ class _Handles(ExitStack):
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened: dict[str, Any] = {}
+        self.opened: dict[str, IO[bytes]] = {}
+        self.archive: zipfile.ZipFile | None = None
 
-    def get(self, key: str, open_it: Callable[[], Any]) -> Any:
-        """The handle ``key``, opened by ``open_it()`` the first time."""
+    def get(self, key: str, open_it: Callable[[], IO[bytes]]) -> IO[bytes]:
+        """The stream ``key``, opened by ``open_it()`` the first time."""
         if key not in self.opened:
             self.opened[key] = self.enter_context(open_it())
         return self.opened[key]
+
+    def zip(self, path: Path) -> zipfile.ZipFile:
+        """The archive at ``path``, opened the first time."""
+        if self.archive is None:
+            self.archive = self.enter_context(zipfile.ZipFile(path))
+        return self.archive
 
 
 @contextmanager

@@ -65,9 +65,9 @@ import inspect
 import operator
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, TypeVar, cast
+from typing import Protocol, TypeAlias, TypeVar, cast
 
 import torch
 import torch.fx
@@ -608,14 +608,30 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _tracked(*values: Any) -> list[Any]:
+# The operands of a node as the interpreter passes them: the values of the traced program, which
+# include this module's _Parts and _Gate (so not only torch.fx's Argument types).
+_Operands: TypeAlias = tuple[object, ...]
+_Keywords: TypeAlias = Mapping[str, object]
+
+
+def _tracked(*values: object) -> list[_Parts | _Gate]:
     """The decomposed tensors and gates anywhere in ``values`` (lists, tuples, dicts, slices)."""
-    found: list[Any] = []
-    torch.fx.node.map_aggregate(values, lambda v: found.append(v) if isinstance(v, (_Parts, _Gate)) else v)
+    found: list[_Parts | _Gate] = []
+    pending = list(values)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, _Parts | _Gate):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, slice):
+            pending.extend((value.start, value.stop, value.step))
     return found
 
 
-def _single_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Parts, tuple[Any, ...], dict[str, Any]]:
+def _single_input(args: _Operands, kwargs: _Keywords) -> tuple[_Parts, _Operands, _Keywords]:
     """``(x, other args, kwargs)`` where the decomposed ``x`` comes first and nothing else depends on the input."""
     if not args or not isinstance(args[0], _Parts) or _tracked(args[1:], kwargs):
         raise _Refused("CD applies it to one tensor computed from the input, given as its first argument")
@@ -631,7 +647,7 @@ def _out_of_place(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     if "inplace" not in signature.parameters:
         return fn
 
-    def call(*args: Any, **kwargs: Any) -> Tensor:
+    def call(*args: object, **kwargs: object) -> Tensor:
         bound = signature.bind(*args, **kwargs)
         bound.arguments["inplace"] = False
         return fn(*bound.args, **bound.kwargs)
@@ -639,13 +655,13 @@ def _out_of_place(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return call
 
 
-_OperationRule = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+_OperationRule = Callable[[_Operands, _Keywords], object]
 
 
-def _separately(fn: Callable[..., Any]) -> _OperationRule:
+def _separately(fn: Callable[..., Tensor]) -> _OperationRule:
     """A linear, bias-free ``fn(x, ...)`` (pooling, ``mean``, ``flatten``, reshaping): applied to each part."""
 
-    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    def rule(args: _Operands, kwargs: _Keywords) -> _Parts:
         x, rest, kw = _single_input(args, kwargs)
         return x.map(lambda t: fn(t, *rest, **kw))
 
@@ -656,7 +672,7 @@ def _elementwise(fn: Callable[..., Tensor]) -> _OperationRule:
     """An activation ``fn(x, ...)`` with ``fn(0) = 0``: the ReLU rule; conserves ``fn(beta + gamma)``."""
     fn = _out_of_place(fn)
 
-    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    def rule(args: _Operands, kwargs: _Keywords) -> _Parts:
         x, rest, kw = _single_input(args, kwargs)
         return _Parts(*propagate_elementwise_activation(x.beta, x.gamma, lambda t: fn(t, *rest, **kw)))
 
@@ -667,7 +683,7 @@ def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spati
     """A functional max pool (``return_indices=False``: the trace calls ``with_indices`` itself
     otherwise): both parts gathered at the argmax of the pool of ``beta + gamma``."""
 
-    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+    def rule(args: _Operands, kwargs: _Keywords) -> _Parts:
         x, rest, kw = _single_input(args, kwargs)
         _, indices = with_indices(x.beta + x.gamma, *rest, **kw)
         return _Parts(*_gather_at(indices, x.beta, x.gamma, spatial))
@@ -678,7 +694,7 @@ def _max_pool_function(with_indices: Callable[..., tuple[Tensor, Tensor]], spati
 _DROPOUT_SIGNATURE = inspect.signature(F.dropout)
 
 
-def _dropout_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _dropout_function(args: _Operands, kwargs: _Keywords) -> _Parts:
     """``F.dropout``: identity unless training, else one mask for both parts; conserves the output."""
     x, rest, kw = _single_input(args, kwargs)
     bound = _DROPOUT_SIGNATURE.bind(x.beta, *rest, **kw)
@@ -690,12 +706,14 @@ def _dropout_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     return x.map(lambda t: t * keep)
 
 
-def _add(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _add(args: _Operands, kwargs: _Keywords) -> _Parts:
     """``a + b`` of two decomposed tensors (a residual connection): the parts add; a constant
     added (a position embedding) is split as a bias (:func:`split_bias`); conserves ``a + b``."""
     if kwargs or len(args) != 2:
         raise _Refused("CD adds two operands")
     a, b = args if isinstance(args[0], _Parts) else args[::-1]
+    if not isinstance(a, _Parts):  # the walker calls a rule only with a decomposed operand
+        raise _Refused("CD adds a tensor computed from the input")
     if isinstance(b, _Parts):
         return _Parts(a.beta + b.beta, a.gamma + b.gamma)
     if not isinstance(b, Tensor | int | float):
@@ -703,30 +721,29 @@ def _add(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
     return _Parts(*split_bias(a.beta, a.gamma, torch.as_tensor(b, dtype=a.beta.dtype, device=a.beta.device)))
 
 
-def _mul(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _mul(args: _Operands, kwargs: _Keywords) -> _Parts:
     """``x * g`` of a decomposed ``x`` and a gate or a constant ``g``: ``(g * beta, g * gamma)``; conserves ``g * x``."""
     if kwargs or len(args) != 2:
         raise _Refused("CD multiplies exactly two operands")
     x, scale = args if isinstance(args[0], _Parts) else args[::-1]
-    if not isinstance(x, _Parts) or isinstance(scale, _Parts):
+    factor = scale.value if isinstance(scale, _Gate) else scale
+    if not isinstance(x, _Parts) or not isinstance(factor, Tensor | int | float):
         raise _Refused(
             "CD multiplies a tensor computed from the input by a gate (nn.Sigmoid, nn.Hardsigmoid) or a "
             "constant; a product of two such tensors has no rule"
         )
-    factor = scale.value if isinstance(scale, _Gate) else scale
     return x.map(lambda t: t * factor)
 
 
-def _truediv(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _truediv(args: _Operands, kwargs: _Keywords) -> _Parts:
     """``x / c`` for a constant ``c`` (a distilled DeiT averages its two heads): ``(beta / c, gamma / c)``."""
-    if kwargs or len(args) != 2 or not isinstance(args[0], _Parts) or _tracked(args[1]):
+    x, divisor = args if len(args) == 2 else (None, None)
+    if kwargs or not isinstance(x, _Parts) or not isinstance(divisor, Tensor | int | float):
         raise _Refused("CD divides a tensor computed from the input by a constant only")
-    x: _Parts = args[0]
-    divisor = args[1]
     return x.map(lambda t: t / divisor)
 
 
-def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _cat(args: _Operands, kwargs: _Keywords) -> _Parts:
     """``torch.cat`` of decomposed tensors: the parts are concatenated; a constant among them (a
     class token) is split by each sample's :func:`overall_share` of the decomposed ones;
     conserves the concatenation."""
@@ -746,13 +763,14 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
         fraction = share.view(-1, *([1] * (t.dim() - 1)))
         return t * fraction if beta else t * (1 - fraction)
 
+    concatenate: Callable[..., Tensor] = torch.cat  # with the traced program's own dim argument
     return _Parts(
-        torch.cat([split(t, True) for t in tensors], *rest, **kwargs),
-        torch.cat([split(t, False) for t in tensors], *rest, **kwargs),
+        concatenate([split(t, True) for t in tensors], *rest, **kwargs),
+        concatenate([split(t, False) for t in tensors], *rest, **kwargs),
     )
 
 
-def _layer_norm_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _layer_norm_function(args: _Operands, kwargs: _Keywords) -> _Parts:
     """``F.layer_norm`` (ConvNeXt's ``LayerNorm2d``): :func:`propagate_layer_norm`."""
     x, rest, kw = _single_input(args, kwargs)
     bound = _LAYER_NORM_SIGNATURE.bind(x.beta, *rest, **kw)
@@ -767,7 +785,7 @@ def _layer_norm_function(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Part
 _LAYER_NORM_SIGNATURE = inspect.signature(F.layer_norm)
 
 
-def _scaled_dot_product_attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _scaled_dot_product_attention(args: _Operands, kwargs: _Keywords) -> _Parts:
     """``F.scaled_dot_product_attention(q, k, v)`` without masks or dropout: :func:`attention_parts`."""
     names = ("query", "key", "value")
     given = dict(zip(names, args, strict=False)) | {k: v for k, v in kwargs.items() if k in names}
@@ -775,19 +793,29 @@ def _scaled_dot_product_attention(args: tuple[Any, ...], kwargs: dict[str, Any])
     if len(args) > 3 or any(v not in (None, 0.0, False) for v in extra.values()) or len(given) != 3:
         raise _Refused("CD decomposes attention without a mask, dropout or causal masking")
 
-    def whole(t: _Parts | Tensor) -> Tensor:
-        return t.beta + t.gamma if isinstance(t, _Parts) else t
+    def whole(t: object) -> Tensor:
+        if isinstance(t, _Parts):
+            return t.beta + t.gamma
+        if not isinstance(t, Tensor):
+            raise _Refused("CD decomposes attention of tensors")
+        return t
 
-    value = given["value"]
-    value_parts = value if isinstance(value, _Parts) else _Parts(torch.zeros_like(value), value)
+    value, scale = given["value"], kwargs.get("scale")
+    value_parts = value if isinstance(value, _Parts) else _Parts(torch.zeros_like(whole(value)), whole(value))
+    if not isinstance(scale, float | int | None):
+        raise _Refused("CD decomposes attention scaled by a number")
     return _Parts(
         *attention_parts(
-            whole(given["query"]), whole(given["key"]), value_parts.beta, value_parts.gamma, kwargs.get("scale")
+            whole(given["query"]),
+            whole(given["key"]),
+            value_parts.beta,
+            value_parts.gamma,
+            None if scale is None else float(scale),
         )
     )
 
 
-def _shifted_window_attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
+def _shifted_window_attention(args: _Operands, kwargs: _Keywords) -> _Parts:
     """torchvision's Swin V1 ``shifted_window_attention`` (a ``torch.fx.wrap`` leaf) for
     decomposed ``(N, H, W, C)`` input: padding, the cyclic shift and the window partition apply
     to each part; attention weights (with the relative position bias and the shift mask) come
@@ -858,29 +886,30 @@ def _shift_mask(height: int, width: int, window: list[int], shift: list[int], li
     return torch.where(differ != 0, -100.0, 0.0).to(like.dtype).unsqueeze(1).unsqueeze(0)
 
 
-def _unbind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_Parts, ...]:
+def _unbind(args: _Operands, kwargs: _Keywords) -> tuple[_Parts, ...]:
     """``x.unbind(dim)`` (timm's ``q, k, v``): a tuple of decomposed slices."""
     x, rest, kw = _single_input(args, kwargs)
-    return tuple(_Parts(b, g) for b, g in zip(x.beta.unbind(*rest, **kw), x.gamma.unbind(*rest, **kw), strict=True))
+    unbind: Callable[..., tuple[Tensor, ...]] = torch.unbind  # with the traced program's own dim argument
+    return tuple(_Parts(b, g) for b, g in zip(unbind(x.beta, *rest, **kw), unbind(x.gamma, *rest, **kw), strict=True))
 
 
-def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getitem(args: _Operands, kwargs: _Keywords) -> object:
     """Indexing: an element of a list or tuple as it is; a decomposed tensor indexed in each part."""
     container, index = args
-    if isinstance(container, (list, tuple)):
+    if isinstance(container, (list, tuple)) and isinstance(index, int | slice):
         return container[index]
     if isinstance(container, _Parts) and not _tracked(index):
-        return container.map(lambda t: t[index])
+        return container.map(lambda t: _method("__getitem__")(t, index))
     raise _Refused("indexing with a tensor computed from the input")
 
 
 _METADATA = frozenset({"shape", "dtype", "device", "ndim"})
 
 
-def _getattr(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getattr(args: _Operands, kwargs: _Keywords) -> object:
     """``x.shape``, ``x.dtype``, ``x.device``, ``x.ndim``: read from ``beta`` (the same as the whole tensor's)."""
     x, name = args
-    if isinstance(x, _Parts) and name in _METADATA:
+    if isinstance(x, _Parts) and isinstance(name, str) and name in _METADATA:
         return getattr(x.beta, name)
     raise _Refused(f"CD reads only {', '.join(sorted(_METADATA))} of a tensor computed from the input, not {name!r}")
 
@@ -888,19 +917,25 @@ def _getattr(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _metadata_method(name: str) -> _OperationRule:
     """``x.size(...)``, ``x.dim()``: answered from ``beta``."""
 
-    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def rule(args: _Operands, kwargs: _Keywords) -> object:
         x, rest, kw = _single_input(args, kwargs)
         return getattr(x.beta, name)(*rest, **kw)
 
     return rule
 
 
-def _method(name: str) -> Callable[..., Any]:
-    return lambda t, *args, **kwargs: getattr(t, name)(*args, **kwargs)
+def _method(name: str) -> Callable[..., Tensor]:
+    """``t.name(...)`` as a function of the tensor ``t`` (a method that returns a tensor)."""
+
+    def call(t: Tensor, *args: object, **kwargs: object) -> Tensor:
+        method: Callable[..., Tensor] = getattr(t, name)
+        return method(*args, **kwargs)
+
+    return call
 
 
 # Rules of ``call_function`` nodes, by the function called.
-_FUNCTION_RULES: dict[Any, _OperationRule] = {
+_FUNCTION_RULES: dict[torch.fx.node.Target, _OperationRule] = {
     operator.add: _add,
     operator.mul: _mul,
     torch.mul: _mul,
@@ -960,7 +995,7 @@ _OPERATION_MODULES = {
 }
 
 
-def _operation_name(target: Any) -> str:
+def _operation_name(target: torch.fx.node.Target) -> str:
     """``torch.cat``, ``operator.add``, ``Tensor.view``, ...: how a node's operation is named in errors."""
     if isinstance(target, str):
         return f"Tensor.{target}"
@@ -981,7 +1016,9 @@ class _Tracer(torch.fx.Tracer):
     """Keeps modules with a rule, gates and ``torch.nn`` layers as leaves; tags every node with the
     path and class of the module whose ``forward`` created it (``node.meta[_SCOPE]``)."""
 
-    def trace(self, root: Any, concrete_args: Any = None) -> torch.fx.Graph:
+    def trace(
+        self, root: nn.Module | Callable[..., object], concrete_args: dict[str, object] | None = None
+    ) -> torch.fx.Graph:
         self._scopes = [("", type(root))]
         return super().trace(root, concrete_args)
 
@@ -989,8 +1026,8 @@ class _Tracer(torch.fx.Tracer):
         return _is_leaf(m)
 
     def call_module(
-        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+        self, m: nn.Module, forward: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object:
         path = self.path_of_module(m)
         self._scopes.append((path, type(m)))
         try:
@@ -1002,14 +1039,24 @@ class _Tracer(torch.fx.Tracer):
         finally:
             self._scopes.pop()
 
-    def create_node(self, *args: Any, **kwargs: Any) -> torch.fx.Node:
-        node = super().create_node(*args, **kwargs)
+    def create_node(
+        self,
+        kind: str,
+        target: torch.fx.node.Target,
+        args: tuple[torch.fx.node.Argument, ...],
+        kwargs: dict[str, torch.fx.node.Argument],
+        name: str | None = None,
+        type_expr: object = None,
+    ) -> torch.fx.Node:
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
         node.meta[_SCOPE] = self._scopes[-1]
         return node
 
 
+# What a model's trace depends on: per module its id, class, training flag and whether it is a leaf
+_TraceKey: TypeAlias = tuple[tuple[int, type, bool, bool], ...]
 # model -> (what its trace depends on, the traced graph)
-_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], torch.fx.Graph]] = weakref.WeakKeyDictionary()
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[_TraceKey, torch.fx.Graph]] = weakref.WeakKeyDictionary()
 
 
 def _first_line(error: Exception) -> str:
@@ -1035,6 +1082,11 @@ def _traced(root: nn.Module, path: str) -> torch.fx.Graph:
     return graph
 
 
+# The operands of a node as torch.fx's interpreter declares them (at run time its values, _Parts among them)
+_Arguments: TypeAlias = tuple[torch.fx.node.Argument, ...]
+_KeywordArguments: TypeAlias = dict[str, torch.fx.node.Argument]
+
+
 class _Walker(torch.fx.Interpreter):
     """Runs a traced graph on decomposed tensors: every node that depends on the input goes
     through its rule; nodes that do not (shapes, parameters, constants) run as usual."""
@@ -1045,13 +1097,14 @@ class _Walker(torch.fx.Interpreter):
         self.path = path
         self.node: torch.fx.Node | None = None
 
-    def run_node(self, n: torch.fx.Node) -> Any:
+    def run_node(self, n: torch.fx.Node) -> object:
         self.node = n
         return super().run_node(n)
 
-    def call_module(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_module(self, target: torch.fx.node.Target, args: _Arguments, kwargs: _KeywordArguments) -> object:
         if not _tracked(args, kwargs):
             return super().call_module(target, args, kwargs)
+        assert isinstance(target, str)  # a call_module node names its module
         module = self.fetch_attr(target)
         path = _join(self.path, target)
         if isinstance(module, nn.MultiheadAttention):
@@ -1059,28 +1112,28 @@ class _Walker(torch.fx.Interpreter):
         rule, gate = _find_rule(module), _lookup(_GATES, module)
         if rule is None and gate is None:
             raise UnsupportedLayerError(path, type(module))
-        if len(args) != 1 or kwargs or not isinstance(args[0], _Parts):
+        x: object = args[0] if len(args) == 1 and not kwargs else None  # at run time: the values, parts among them
+        if not isinstance(x, _Parts):
             raise UnsupportedLayerError(path, type(module), "CD applies it to one tensor computed from the input")
-        x = args[0]
         if rule is not None:
             return _Parts(*rule(module, x.beta, x.gamma, DecompositionContext(path)))
         assert gate is not None  # a module without a rule has a gate (refused above otherwise)
         return _Gate(gate(x.beta + x.gamma), path, type(module))
 
     def _self_attention(
-        self, module: nn.MultiheadAttention, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, module: nn.MultiheadAttention, path: str, args: _Operands, kwargs: _Keywords
     ) -> tuple[_Parts, None]:
         """``nn.MultiheadAttention(x, x, x)`` as torchvision's ViT calls it: its output and no weights."""
         masks = [kwargs.get(name) for name in ("key_padding_mask", "attn_mask")] + list(args[3:4])
-        same = len(args) >= 3 and args[0] is args[1] is args[2] and isinstance(args[0], _Parts)
-        if not same or any(mask is not None for mask in masks) or kwargs.get("is_causal"):
+        x = args[0] if len(args) >= 3 and args[0] is args[1] is args[2] else None
+        if not isinstance(x, _Parts) or any(mask is not None for mask in masks) or kwargs.get("is_causal"):
             raise UnsupportedLayerError(path, type(module), "CD decomposes self-attention (x, x, x) without masks")
         try:
-            return _multihead_attention(module, args[0]), None
+            return _multihead_attention(module, x), None
         except _Refused as refusal:
             raise UnsupportedLayerError(path, type(module), refusal.reason) from None
 
-    def _operation(self, rule: _OperationRule | None, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _operation(self, rule: _OperationRule | None, name: str, args: _Operands, kwargs: _Keywords) -> object:
         try:
             if rule is None:
                 raise _Refused(None)
@@ -1095,18 +1148,19 @@ class _Walker(torch.fx.Interpreter):
             path = _join(self.path, scope) or "<model>"
             raise UnsupportedLayerError(path, module_type, refusal.reason, operation=name) from None
 
-    def call_function(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_function(self, target: torch.fx.node.Target, args: _Arguments, kwargs: _KeywordArguments) -> object:
         if not _tracked(args, kwargs):
             return super().call_function(target, args, kwargs)
         return self._operation(_FUNCTION_RULES.get(target), _operation_name(target), args, kwargs)
 
-    def call_method(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_method(self, target: torch.fx.node.Target, args: _Arguments, kwargs: _KeywordArguments) -> object:
         if not _tracked(args, kwargs):
             return super().call_method(target, args, kwargs)
+        assert isinstance(target, str)  # a call_method node names the method
         return self._operation(_METHOD_RULES.get(target), _operation_name(target), args, kwargs)
 
-    def output(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Parts:
-        result = args[0]
+    def output(self, target: torch.fx.node.Target, args: _Arguments, kwargs: _KeywordArguments) -> _Parts:
+        result: object = args[0]
         if isinstance(result, _Gate):
             raise UnsupportedLayerError(
                 result.path, result.module_type, "CD uses it only as a gate that multiplies features"

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -84,8 +83,8 @@ class Problem:
 
 
 def substitute_environment(
-    data: Any, environment: Mapping[str, str] | None = None
-) -> tuple[Any, dict[str, dict[str, str]], list[Problem]]:
+    data: object, environment: Mapping[str, str] | None = None
+) -> tuple[object, dict[str, dict[str, str]], list[Problem]]:
     """``data`` with ``${VAR}`` and ``${VAR:-default}`` replaced in every string value (as the
     shell does, an empty variable takes the default; a value that is exactly one ``${...}`` is
     read as YAML, like an override (:func:`parse_value`): ``limit: ${N}`` is a number); the
@@ -95,7 +94,7 @@ def substitute_environment(
     records: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
 
-    def replace(text: str, location: Location) -> Any:
+    def replace(text: str, location: Location) -> object:
         def one(match: re.Match[str]) -> str:
             name, default = match["name"], match["default"]
             value = environment.get(name)
@@ -121,7 +120,7 @@ def substitute_environment(
     return _map_strings(data, (), replace), records, problems
 
 
-def _map_strings(data: Any, location: Location, function: Any) -> Any:
+def _map_strings(data: object, location: Location, function: Callable[[str, Location], object]) -> object:
     if isinstance(data, str):
         return function(data, location)
     if isinstance(data, dict):
@@ -132,7 +131,7 @@ def _map_strings(data: Any, location: Location, function: Any) -> Any:
 
 
 def apply_overrides(
-    data: Any, source: SourceMap, overrides: Sequence[Override], base: Path
+    data: object, source: SourceMap, overrides: Sequence[Override], base: Path
 ) -> tuple[dict[str, dict[str, str]], list[Problem]]:
     """Set each override's value in ``data`` (a mapping, changed in place), creating missing
     mappings on the way; mark the locations it set in ``source.overrides``; make the relative
@@ -158,7 +157,7 @@ def apply_overrides(
     return records, problems
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str) -> object:
     """A value given as text, read as one YAML scalar or flow collection (``0.5``, ``interval``,
     ``[grad, ig]``); text that is not YAML, or that starts with ``>`` or ``<`` (a threshold such
     as ``>= 0.5``, which YAML would read as a block scalar), is that plain string."""
@@ -171,7 +170,7 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _set(data: Any, location: Location, value: Any) -> str | None:
+def _set(data: object, location: Location, value: object) -> str | None:
     """Put ``value`` at ``location``, making the mappings on the way there; a message when the
     way there is not a mapping or list."""
     node = data
@@ -195,7 +194,7 @@ def _set(data: Any, location: Location, value: Any) -> str | None:
     return None
 
 
-def _get(data: Any, location: Location) -> Any:
+def _get(data: object, location: Location) -> object:
     node = data
     for part in location:
         if isinstance(node, dict) and str(part) in node:
@@ -207,7 +206,7 @@ def _get(data: Any, location: Location) -> Any:
     return node
 
 
-def _paths_under(data: Any, prefix: Location) -> Iterator[Location]:
+def _paths_under(data: object, prefix: Location) -> Iterator[Location]:
     """The locations in ``data`` that hold a path (:data:`PATH_KEYS`) at or below ``prefix``."""
     for pattern in PATH_KEYS:
         for location in _expand(data, pattern, ()):
@@ -215,7 +214,7 @@ def _paths_under(data: Any, prefix: Location) -> Iterator[Location]:
                 yield location
 
 
-def _expand(node: Any, pattern: Location, done: Location) -> Iterator[Location]:
+def _expand(node: object, pattern: Location, done: Location) -> Iterator[Location]:
     if not pattern:
         yield done
         return

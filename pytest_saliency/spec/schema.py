@@ -7,7 +7,7 @@ torch, no captum. :func:`json_schema` exports the language for editors.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .._constants import PatternName
+from .._io import JSONValue
 from ..errors import did_you_mean
 
 _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -106,7 +107,7 @@ class _ExactlyOne(_Strict):
     CHOICES: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Any:
+    def _exactly_one(self) -> _ExactlyOne:
         given = [name for name in self.CHOICES if getattr(self, name) is not None]
         if len(given) != 1:
             options = ", ".join(self.CHOICES)
@@ -166,7 +167,7 @@ class ModelSpec(_ExactlyOne):
     huggingface: str | None = Field(
         default=None, description="a local folder written by save_pretrained (never a hub id: nothing is downloaded)"
     )
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, object] = Field(default_factory=dict)
     weights: str | None = Field(
         default=None,
         description="a state_dict or checkpoint file (.pt, .pth, .bin: weights_only=True; .safetensors)",
@@ -319,7 +320,7 @@ class DataSpec(_ExactlyOne):
     imagefolder: ImageFolderSpec | None = None
     coco: CocoSpec | None = None
     factory: CallablePath | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, object] = Field(default_factory=dict)
     limit: PositiveInt | None = None
     scale: Annotated[float, Field(gt=0)] | None = Field(
         default=None,
@@ -437,8 +438,8 @@ class AttributionSpec(_Strict):
     """One captum attribution method, by class name."""
 
     method: str
-    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of .attribute()")
-    init: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the constructor")
+    params: dict[str, object] = Field(default_factory=dict, description="keyword arguments of .attribute()")
+    init: dict[str, object] = Field(default_factory=dict, description="keyword arguments of the constructor")
     layer: str | None = Field(
         default=None, description="dotted module name, or auto, for Layer* methods and GuidedGradCam"
     )
@@ -901,10 +902,10 @@ class SanityCheck(CheckConfig):
 
     @field_validator("layers", "per_layer", mode="before")
     @classmethod
-    def _numbers_name_layers(cls, value: Any) -> Any:
+    def _numbers_name_layers(cls, value: object) -> object:
         """``nn.Sequential`` layers are named by their index: ``[10, 6]`` means ``["10", "6"]``."""
 
-        def name(item: Any) -> Any:
+        def name(item: object) -> object:
             return str(item) if isinstance(item, int) and not isinstance(item, bool) else item
 
         if isinstance(value, list):
@@ -1079,7 +1080,7 @@ class Spec(_Strict):
         return checks
 
 
-def json_schema() -> dict[str, Any]:
+def json_schema() -> dict[str, JSONValue]:
     """The JSON Schema of the spec language, for editors (yaml-language-server)."""
     schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

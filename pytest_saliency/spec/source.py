@@ -6,8 +6,6 @@ hold plain data: no tags that construct Python objects.
 
 from __future__ import annotations
 
-from typing import Any
-
 import yaml
 
 from ..errors import Location
@@ -65,7 +63,7 @@ def _mark(node: yaml.Node) -> Position:
 def _walk(node: yaml.Node, location: Location, source: SourceMap) -> None:
     source.values[location] = _mark(node)
     if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
+        seen: set[object] = set()
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
@@ -78,7 +76,7 @@ def _walk(node: yaml.Node, location: Location, source: SourceMap) -> None:
             _walk(item, location + (index,), source)
 
 
-def load_yaml(text: str) -> tuple[Any, SourceMap]:
+def load_yaml(text: str) -> tuple[object, SourceMap]:
     """Parse one YAML document into plain data and its :class:`SourceMap`.
 
     Raises ``yaml.YAMLError`` (with ``problem_mark``) on bad syntax and :class:`DuplicateKey`.

@@ -14,7 +14,6 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
@@ -187,7 +186,7 @@ def _outside_problem(source: SourceMap, shown: str, problem: Problem) -> SpecPro
 
 def _model_at(location: Location) -> type[BaseModel] | None:
     """The model class that validates the mapping at ``location`` (for did-you-mean)."""
-    annotation: Any = Spec
+    annotation: object = Spec  # a type expression: a class, a union, Annotated[...]
     for part in location:
         annotation = _unwrap(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -204,7 +203,7 @@ def _model_at(location: Location) -> type[BaseModel] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _unwrap(annotation: Any) -> Any:
+def _unwrap(annotation: object) -> object:
     """Strip ``Annotated`` and ``Optional`` wrappers (and a literal beside a model)."""
     while True:
         origin = typing.get_origin(annotation)
@@ -278,7 +277,7 @@ def _problems_from_validation(error: ValidationError, source: SourceMap, shown: 
     return list(problems.values())
 
 
-def _message(item: Any) -> str:
+def _message(item: ErrorDetails) -> str:
     kind: str = item["type"]
     text: str = item["msg"]
     if kind == "literal_error":

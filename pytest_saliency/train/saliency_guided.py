@@ -23,11 +23,14 @@ by the saliency gradient and the cross-entropy, so a step costs two forward pass
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "input_saliency",
@@ -179,8 +182,22 @@ def saliency_guided_loss(
     return ce + kl_weight * kl
 
 
+class LossOptions(TypedDict, total=False):
+    """The keywords of :func:`saliency_guided_loss`, which :func:`saliency_guided_step` passes on."""
+
+    fraction: float
+    kl_weight: float
+    fill: Fill
+    absolute: bool
+    generator: torch.Generator | None
+
+
 def saliency_guided_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, targets: Tensor, **options: Any
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: Tensor,
+    targets: Tensor,
+    **options: Unpack[LossOptions],
 ) -> float:
     """One optimiser step on :func:`saliency_guided_loss` (``options`` are its keywords).
 

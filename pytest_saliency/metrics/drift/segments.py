@@ -9,7 +9,7 @@ whole data set would: these are what a drift check computes per shard.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -253,7 +253,9 @@ def activation_embeddings(
     layer = model.get_submodule(layer_name)
     captured: list[Tensor] = []
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+    def hook(
+        _module: nn.Module, _inputs: tuple[object, ...], output: Tensor | tuple[Tensor, ...] | list[Tensor]
+    ) -> None:
         if not captured:
             captured.append(output[0] if isinstance(output, (tuple, list)) else output)
 

@@ -12,7 +12,7 @@ import torch
 
 from pytest_saliency.errors import SpecRuntimeError
 from pytest_saliency.loaders.data import open_source
-from pytest_saliency.loaders.dataset import boxes_mask
+from pytest_saliency.loaders.dataset import DatasetSource, boxes_mask
 from pytest_saliency.loaders.source import SampleBatch, SampleSource
 from pytest_saliency.spec.schema import DataSpec
 
@@ -174,6 +174,24 @@ def test_odd_values_in_a_worker_name_the_sample(module: str, tmp_path: Path, wor
     message = "sample 0's target labels hold 2 classes [0, 1]: one class per image (give target['label'])"
     with pytest.raises(SpecRuntimeError, match=re.escape(message)):
         list(data.stream([range(0, 3)]))
+
+
+class Unsized:
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class Unindexed:
+    def __len__(self) -> int:
+        return 3
+
+
+@pytest.mark.parametrize("returned", [Unsized(), Unindexed(), iter([1, 2])], ids=["no-len", "no-getitem", "iterator"])
+def test_the_factory_must_return_a_dataset_with_len_and_getitem(returned: object) -> None:
+    with pytest.raises(SpecRuntimeError) as raised:
+        DatasetSource(returned, DataSpec(factory="module:samples"))
+    assert raised.value.location == ("data", "factory")
+    assert raised.value.message == "the data factory must return a Dataset with __len__ and __getitem__"
 
 
 def test_shapes_must_agree_across_shards(module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
