@@ -322,9 +322,8 @@ class CheckItem(pytest.Item):
         if not strict and (outcome.inconclusive or self.check.severity == "warn"):
             # Located at the check in the spec (not in this module): pytest's warnings summary
             # then reads "spec.saliency.yaml:LINE: SaliencyWarning: check ..." and shows the line.
-            location = self._location()
-            message = self._failure_text().removeprefix(f"{location}: ")
-            line = int(location.rsplit(":", 1)[1])
+            message = self._failure_text().removeprefix(f"{self._location()}: ")
+            line, _ = self.parent.loaded.source.value(("checks", self.check_index))
             warnings.warn_explicit(SaliencyWarning(message), SaliencyWarning, str(self.parent.loaded.path), line)
             return
         raise CheckFailed()

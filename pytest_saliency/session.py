@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from .cache import ResultCache
     from .engine import EngineCache, Runner
+    from .report.results import ItemResult
     from .spec.overrides import Override
 
 SESSION_KEY = pytest.StashKey["SaliencySession"]()
@@ -30,7 +31,7 @@ class SaliencySession:
     strict: bool = False
     debug: bool = False  # --saliency-debug or -vv: failures show the original traceback too
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[ItemResult] = field(default_factory=list)
     report_path: str | None = None  # --saliency-report
     json_path: str | None = None  # --saliency-json
     markdown_path: str | None = None  # --saliency-markdown
@@ -86,7 +87,7 @@ class SaliencySession:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Keep each item's result; under xdist the reports arrive here from every worker."""
-        result = getattr(report, "saliency", None)
+        result: ItemResult | None = getattr(report, "saliency", None)  # a dict, from an xdist worker too
         if result is not None and report.when == "call":
             result.setdefault("nodeid", report.nodeid)
             line = report.location[1]

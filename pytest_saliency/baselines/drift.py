@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..checks.outcome import Outcome
     from ..checks.request import CheckRequest
     from ..engine import SpecEngine
+    from ..report.results import BaselineEntry
 
 FLOAT16_LIMIT = 6.0e4
 """Embedding tables whose values all stay below this are stored as float16."""
@@ -189,9 +190,7 @@ def unused_snapshots(store: SnapshotStore, engine: SpecEngine, folder: Path) -> 
     return [str(folder / stored) for stored in store.names() if stored not in named]
 
 
-def obtained_summary(
-    entry: Mapping[str, object], request: CheckRequest[DriftCheck], outcome: Outcome
-) -> Path | str | None:
+def obtained_summary(entry: BaselineEntry, request: CheckRequest[DriftCheck], outcome: Outcome) -> Path | str | None:
     """After a comparison with a snapshot: on a mismatch, write the obtained summary (atomically)
     into the run's folder of obtained summaries (:meth:`BaselineSettings.obtained_folder`, never
     the snapshot's) and return its path; on a pass, remove a stale one (it would mislead).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
@@ -30,6 +30,7 @@ from .store import FORMAT_VERSION, SnapshotStore, check_compatible, data_hash, e
 
 if TYPE_CHECKING:
     from ..checks.request import CheckRequest
+    from ..report.results import BaselineEntry
 
 __all__ = ["DriftReference", "drift_reference", "obtained_summary", "sample_digests"]
 
@@ -42,7 +43,7 @@ class DriftReference:
 
     tensors: dict[str, Tensor]
     shown: str
-    entry: dict[str, Any]
+    entry: BaselineEntry
     notes: list[str]
 
 
@@ -74,7 +75,7 @@ def drift_reference(
         raise SpecRuntimeError(where, str(error)) from None
     digests = data_hash(statistics["digest"])
     expected = expected_settings(engine, config, method, digests)
-    entry: dict[str, Any] = {
+    entry: BaselineEntry = {
         "name": name,
         "folder": str(folder),
         "path": str(store.tensor_path(name)),

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .settings import BaselineSettings
+
+if TYPE_CHECKING:
+    from ..report.results import ItemResult
 
 ACTIONS: tuple[str, ...] = ("created", "updated", "unchanged")
 """What an update run did to a snapshot (a compare-only run records ``compared``)."""
@@ -20,14 +23,14 @@ def _shown(path: str) -> str:
         return path
 
 
-def summary_lines(results: Iterable[dict[str, Any]], settings: BaselineSettings) -> list[str]:
+def summary_lines(results: Iterable[ItemResult], settings: BaselineSettings) -> list[str]:
     """End-of-run lines: in an update run, how many snapshots were created, updated and left
     unchanged (and which stored ones no check of the run's specs names: never deleted); in any
     run, where the obtained summaries of drift mismatches were written.
 
     ``results``: the run's JSON results; a drift item's snapshot entry is under ``"baseline"``
     (the key of the results file, kept for its readers)."""
-    entries = [result["baseline"] for result in results if isinstance(result.get("baseline"), dict)]
+    entries = [entry for result in results if (entry := result.get("baseline")) is not None]
     lines = []
     if settings.updating:
         counts = {action: sum(1 for entry in entries if entry.get("action") == action) for action in ACTIONS}

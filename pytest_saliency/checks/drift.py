@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +61,7 @@ from ..metrics.drift import (
     patch_segments,
     segment_attribution,
 )
-from ..report.results import OutcomeExtra
+from ..report.results import BaselineEntry, DriftRegion, DriftSettings, EmbeddingSettings, OutcomeExtra
 from ..spec.schema import DriftCheck, Threshold
 from ..streaming import Shard
 from ..targets import ScoreModel
@@ -169,7 +169,7 @@ def decide(request: CheckRequest[DriftCheck]) -> Outcome:
     assert request.method is not None, "a kind with attributions has a method"
     engine = request.engine
     statistics = request.statistics
-    snapshot: dict[str, Any] | None = None
+    snapshot: BaselineEntry | None = None
     notes: list[str] = []
     if config.against.stored is not None:
         result, against, snapshot, notes = _against_snapshot(request, config, statistics)
@@ -177,12 +177,12 @@ def decide(request: CheckRequest[DriftCheck]) -> Outcome:
         result, against = _against_version(request, config, statistics)
     result = _with_settings(result, config)
     measurements = _measurements(config, result, engine.spec.seed)
-    regions = _regions(statistics, result)
+    regions, region_lines = _regions(statistics, result)
     width = int(statistics["size"][0, 1])
     undefined = int(((result.scores_a.sum(dim=1) <= 0) | (result.scores_b.sum(dim=1) <= 0)).sum())
     details = [f"A = {against} (reference); B = {_version_b(engine)} (under test)"]
     details += _cluster_lines(result, regions, config.segments.patch, width)
-    details += [region["line"] for region in regions.values()]
+    details += region_lines
     rho = result.rank_correlation[~torch.isnan(result.rank_correlation)]
     if rho.numel():
         constant = result.rank_correlation.numel() - rho.numel()
@@ -194,7 +194,7 @@ def decide(request: CheckRequest[DriftCheck]) -> Outcome:
     extra: OutcomeExtra = {
         "against": against,
         "drift": result.to_dict(),
-        "regions": {name: {k: v for k, v in region.items() if k != "line"} for name, region in regions.items()},
+        "regions": regions,
     }
     outcome = Outcome(
         measurements, samples=int(result.scores_a.shape[0]), undefined=undefined, details=details, extra=extra
@@ -206,16 +206,17 @@ def decide(request: CheckRequest[DriftCheck]) -> Outcome:
         return outcome.extended([obtained], {"baseline": snapshot})
     if obtained is None:
         return outcome.extended(extra={"baseline": snapshot})  # the results' key for the snapshot entry
-    snapshot["obtained"] = str(obtained)
+    written: BaselineEntry = {**snapshot, "obtained": str(obtained)}
     return outcome.extended(
-        [f"obtained drift summary written to {obtained}"], {"artifacts": [str(obtained)], "baseline": snapshot}
+        [f"obtained drift summary written to {obtained}"], {"artifacts": [str(obtained)], "baseline": written}
     )
 
 
 def _with_settings(result: DriftResult, config: DriftCheck) -> DriftResult:
     """``result`` with the check's settings (segments, keep, clusters, seed, embedding) recorded."""
-    settings = {"segments": {"patch": config.segments.patch}, **result.settings}
-    return replace(result, settings={**settings, "embedding": config.embedding.model_dump(mode="json")})
+    embedding: EmbeddingSettings = {"kind": config.embedding.kind, "layer": config.embedding.layer}
+    settings: DriftSettings = {"segments": {"patch": config.segments.patch}, **result.settings}
+    return replace(result, settings={**settings, "embedding": embedding})
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +307,7 @@ def _colour_texture(batch_size: int) -> Embedder:
 
 def _against_snapshot(
     request: CheckRequest[DriftCheck], config: DriftCheck, statistics: dict[str, Tensor]
-) -> tuple[DriftResult, str, dict[str, Any], list[str]]:
+) -> tuple[DriftResult, str, BaselineEntry, list[str]]:
     """A's side from the stored snapshot the baselines give (:func:`drift_reference`)."""
     location = request.location
 
@@ -378,11 +379,12 @@ def _measurements(config: DriftCheck, result: DriftResult, seed: int) -> list[Me
     return measurements
 
 
-def _regions(statistics: dict[str, Tensor], result: DriftResult) -> dict[str, dict[str, Any]]:
+def _regions(statistics: dict[str, Tensor], result: DriftResult) -> tuple[dict[str, DriftRegion], list[str]]:
     """For each extra mask of the data (e.g. ``decoy``): which cluster holds the kept segments
     that lie on it (:func:`_on_masks`), and their attribution share under A and B; for the
-    ground-truth masks (``ground_truth``), the share only."""
-    out: dict[str, dict[str, Any]] = {}
+    ground-truth masks (``ground_truth``), the share only. Each with its line for the details."""
+    out: dict[str, DriftRegion] = {}
+    lines: list[str] = []
     k = int(result.shift.count.shape[0])
     n = int(result.scores_a.shape[0])
     for key, on in statistics.items():
@@ -393,20 +395,16 @@ def _regions(statistics: dict[str, Tensor], result: DriftResult) -> dict[str, di
         count = int(held.sum())
         what = "ground-truth" if name == GROUND_TRUTH else name
         if count == 0:
-            out[name] = {
-                "segments": 0,
-                "line": f"{what}: no kept segment lies on the {what} mask (neither version attends to it)",
-            }
+            out[name] = {"segments": 0}
+            lines.append(f"{what}: no kept segment lies on the {what} mask (neither version attends to it)")
             continue
         share_a = float(result.share_a[held].double().sum()) / n
         share_b = float(result.share_b[held].double().sum()) / n
         if name == GROUND_TRUTH:  # objects vary: their segments spread over clusters, the share is what counts
-            out[name] = {
-                "segments": count,
-                "share_a": round(share_a, 6),
-                "share_b": round(share_b, 6),
-                "line": f"ground truth: the {count} kept segments on the ground-truth mask hold share {share_a:.2f} → {share_b:.2f}",
-            }
+            out[name] = {"segments": count, "share_a": round(share_a, 6), "share_b": round(share_b, 6)}
+            lines.append(
+                f"ground truth: the {count} kept segments on the ground-truth mask hold share {share_a:.2f} → {share_b:.2f}"
+            )
             continue
         per_cluster = torch.bincount(result.assignment[held].cpu(), minlength=k)
         top = int(torch.sort(per_cluster, descending=True, stable=True).indices[0])
@@ -418,15 +416,15 @@ def _regions(statistics: dict[str, Tensor], result: DriftResult) -> dict[str, di
             "per_cluster": per_cluster.tolist(),
             "share_a": round(share_a, 6),
             "share_b": round(share_b, 6),
-            "line": (
-                f"{name}: cluster {top} holds {100 * fraction:.0f} % of the {count} kept segments on the {name} "
-                f"mask; their share {share_a:.2f} → {share_b:.2f}"
-            ),
         }
-    return out
+        lines.append(
+            f"{name}: cluster {top} holds {100 * fraction:.0f} % of the {count} kept segments on the {name} "
+            f"mask; their share {share_a:.2f} → {share_b:.2f}"
+        )
+    return out, lines
 
 
-def _cluster_lines(result: DriftResult, regions: dict[str, dict[str, Any]], patch: int, width: int) -> list[str]:
+def _cluster_lines(result: DriftResult, regions: dict[str, DriftRegion], patch: int, width: int) -> list[str]:
     columns = math.ceil(width / patch)
     kept = int(result.assignment.shape[0])
     lines = [

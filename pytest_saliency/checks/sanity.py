@@ -250,13 +250,11 @@ def decide(request: CheckRequest[SanityCheck]) -> Outcome:
         outcome = _efficient(request, config, chosen, layers)
     else:
         outcome = _randomisation(request, config, chosen["similarity"].T, layers)
-    if left_out:
-        outcome.details.append(
-            f"left out: {', '.join(left_out)} (their output never reaches the logits and randomising them leaves "
-            "the first batch's logits unchanged: an unused head)"
-        )
-    outcome.extra["sanity"]["left_out"] = left_out
-    return outcome
+    note = [
+        f"left out: {', '.join(left_out)} (their output never reaches the logits and randomising them leaves "
+        "the first batch's logits unchanged: an unused head)"
+    ]
+    return outcome.extended(note if left_out else [], {"sanity": {**outcome.extra["sanity"], "left_out": left_out}})
 
 
 def _channels(request: CheckRequest[SanityCheck], config: SanityCheck) -> str:

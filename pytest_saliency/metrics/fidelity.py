@@ -84,7 +84,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +95,9 @@ from pytest_saliency.metrics.image import gaussian_blur
 from pytest_saliency.metrics.imputation import linear_impute
 from pytest_saliency.metrics.saliency import ChannelReduction, reduce_channels
 from pytest_saliency.metrics.seeding import per_sample_draws, sample_indices
+
+if TYPE_CHECKING:
+    from pytest_saliency.report.results import FidelityOrder, FidelitySummary
 
 __all__ = [
     "FILLS",
@@ -375,9 +378,9 @@ class FidelityResult:
         """Half-width ``1.96 * sqrt(var_MIF + var_LIF) / sqrt(N)`` (see :func:`fidelity_gap`)."""
         return self._gap()[1]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FidelitySummary:
         """JSON-serialisable summary: plain floats and lists; NaN becomes ``None``."""
-        orders: dict[str, Any] = {}
+        orders: dict[str, FidelityOrder] = {}
         for order in self.orders:
             orders[order] = {
                 "mean_auc": json_number(self.mean_auc(order), digits=None),
@@ -386,7 +389,7 @@ class FidelityResult:
                 "auc": _json_list(self.auc[order]),
                 "n": int(self.defined_in(order).sum()),
             }
-        out: dict[str, Any] = {
+        out: FidelitySummary = {
             "score": self.score,
             "fill": self.fill,
             "unit": self.unit,

@@ -9,14 +9,16 @@ properties), so that a value reads the same wherever it is shown. Undefined valu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .results import MeasurementResult
 
 DASH = "—"
 UNDEFINED = "undefined"
 
 
-def fixed(value: Any, digits: int = 4, undefined: str = DASH) -> str:
+def fixed(value: object, digits: int = 4, undefined: str = DASH) -> str:
     """``0.3301``: a number with ``digits`` decimals; ``undefined`` for None; anything else (a
     label, a bool) as its ``str``."""
     if value is None:
@@ -42,7 +44,7 @@ def percent(value: float | None) -> str:
 
 
 def with_interval(
-    measurement: Mapping[str, Any], digits: int = 4, interval_digits: int | None = None, undefined: str = UNDEFINED
+    measurement: MeasurementResult, digits: int = 4, interval_digits: int | None = None, undefined: str = UNDEFINED
 ) -> str:
     """``0.3301 ± 0.0210``: a measurement's value and the half-width of its interval when it has one."""
     value = measurement["value"]

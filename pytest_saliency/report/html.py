@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from .._constants import PATTERN_NAMES
 from .._io import write_atomic
 from ..errors import SaliencyError
 from ..spec.schema import Threshold
 from .format import fixed, percent, signed
+from .results import (
+    DriftRegion,
+    DriftSummary,
+    GeneratorInfo,
+    ItemResult,
+    MeasurementResult,
+    ModelSource,
+    Override,
+    ResultsDocument,
+    Summary,
+    WeightsFile,
+    WorstRow,
+)
 
 if TYPE_CHECKING:
     import jinja2
@@ -32,7 +45,7 @@ class ReportDependencyError(SaliencyError, ImportError):
     """The HTML report needs Jinja2 (``pip install 'pytest-saliency[report]'``)."""
 
 
-def render_html(document: dict[str, Any], title: str | None = None, expand: bool = False) -> str:
+def render_html(document: ResultsDocument, title: str | None = None, expand: bool = False) -> str:
     """The report page for a results document; ``expand`` opens passing checks too."""
     environment = _environment()
     template = environment.get_template("report.html")
@@ -40,7 +53,7 @@ def render_html(document: dict[str, Any], title: str | None = None, expand: bool
 
 
 def write_html(
-    path: str | os.PathLike[str], document: dict[str, Any], title: str | None = None, expand: bool = False
+    path: str | os.PathLike[str], document: ResultsDocument, title: str | None = None, expand: bool = False
 ) -> Path:
     """Render and write the report, atomically."""
     return write_atomic(path, render_html(document, title, expand))
@@ -69,9 +82,196 @@ def _environment() -> jinja2.Environment:
 # --- the view: plain data for the templates ----------------------------------------------------
 
 
-def view(document: dict[str, Any], title: str | None = None, expand: bool = False) -> dict[str, Any]:
+class Example(TypedDict):
+    """One worst example as the page shows it."""
+
+    index: int
+    label: str | int
+    predicted: str | int
+    correct: bool
+    iou: float | None
+    gtc: float | None
+    sc: float | None
+    patterns: list[str]
+    thumbnail: str | None
+
+
+class Limit(TypedDict):
+    text: str
+    x: float
+
+
+class Bar(TypedDict):
+    """One pattern's bar: its count and share, and its limit's tick when it has one."""
+
+    name: str
+    count: int
+    fraction: float
+    y: int
+    width: float
+    limit: Limit | None
+    failing: bool
+
+
+class PatternChart(TypedDict):
+    bars: list[Bar]
+    height: int
+    bar_width: int
+
+
+class PlotBox(TypedDict):
+    """A chart's size and margins, pixels."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+
+
+class Line(TypedDict):
+    order: str
+    points: str
+
+
+class TickX(TypedDict):
+    x: float
+    label: str
+
+
+class TickY(TypedDict):
+    y: float
+    label: str
+
+
+class Named(TypedDict):
+    name: str
+    value: float | None
+
+
+class FidelityPlot(PlotBox):
+    """The fidelity curves' geometry (:func:`fidelity_plot`)."""
+
+    lines: list[Line]
+    area: str | None
+    ticks_x: list[TickX]
+    ticks_y: list[TickY]
+    gap: float | None
+    x_axis_y: int
+    plot_right: int
+    aucs: list[Named]
+    score: str | None
+
+
+class Marker(TypedDict):
+    x: float
+    y: float
+    name: str
+    value: float
+
+
+class Label(TypedDict):
+    x: float
+    name: str
+
+
+class Level(TypedDict):
+    y: float
+    text: str
+
+
+class SanityPlot(PlotBox):
+    """The sanity curve's geometry (:func:`sanity_plot`)."""
+
+    points: str
+    markers: list[Marker]
+    labels: list[Label]
+    ticks_y: list[TickY]
+    threshold: Level | None
+    x_axis_y: int
+    plot_right: int
+    similarity: str
+    axis_label: str
+
+
+class ClusterRow(TypedDict):
+    """One drift cluster as the page shows it."""
+
+    cluster: int
+    count: int
+    share_a: float | None
+    share_b: float | None
+    shift: float | None
+    width_a: float
+    width_b: float
+    crops: list[str]
+    representatives: list[list[int]]
+
+
+class DriftView(TypedDict):
+    rows: list[ClusterRow]
+    against: str
+    max_abs_shift: float | None
+    mean_abs_shift: float | None
+    regions: dict[str, DriftRegion]
+
+
+class ItemView(TypedDict):
+    """One check item: its rows, its examples and charts (each None when the result has none)."""
+
+    test_id: str
+    nodeid: str
+    kind: str
+    method: str
+    severity: str
+    status: str
+    open: bool
+    message: str
+    samples: int
+    undefined: int
+    measurements: list[MeasurementResult]
+    details: list[str]
+    worst: list[Example]
+    worst_caption: str
+    patterns: PatternChart | None
+    fidelity: FidelityPlot | None
+    drift: DriftView | None
+    sanity: SanityPlot | None
+    artifacts: list[str]
+    anchor: str
+
+
+class SpecView(TypedDict, total=False):
+    """One spec's section: its checks, the weights tested, what was set from outside it."""
+
+    name: str
+    path: str
+    checks: list[ItemView]
+    anchor: str
+    weights: WeightsFile | None
+    model_source: ModelSource | None
+    overrides: dict[str, Override]
+    counts: Summary
+    status: str
+
+
+class ReportView(TypedDict):
+    """What the page template reads."""
+
+    title: str
+    generator: GeneratorInfo
+    created: str
+    schema_version: int
+    summary: Summary
+    status: str
+    artifacts: list[str]
+    specs: list[SpecView]
+
+
+def view(document: ResultsDocument, title: str | None = None, expand: bool = False) -> ReportView:
     results = document.get("results", [])
-    specs: dict[str, dict[str, Any]] = {}
+    specs: dict[str, SpecView] = {}
     for result in results:
         key = f"{result.get('spec', '')}\0{result.get('spec_path', '')}"
         spec = specs.setdefault(
@@ -100,9 +300,9 @@ def view(document: dict[str, Any], title: str | None = None, expand: bool = Fals
     summary = document.get("summary") or _counts(r.get("status", "") for r in results)
     return {
         "title": title or "pytest-saliency report",
-        "generator": document.get("generator", {}),
+        "generator": document.get("generator", {"name": "pytest-saliency", "version": ""}),
         "created": document.get("created", ""),
-        "schema_version": document.get("schema_version"),
+        "schema_version": document.get("schema_version", 1),
         "summary": summary,
         "status": _worst_status(r.get("status", "") for r in results),
         "artifacts": document.get("artifacts", []),
@@ -110,25 +310,14 @@ def view(document: dict[str, Any], title: str | None = None, expand: bool = Fals
     }
 
 
-def item_view(result: dict[str, Any], position: int) -> dict[str, Any]:
+def item_view(result: ItemResult, position: int) -> ItemView:
     """One check item: its rows, its examples and charts (each None when the result has none)."""
     variant = result.get("variant") or ""
     test_id = result.get("check", "") + (f"[{variant}]" if variant else "")
     status = result.get("status", "error")
-    measurements = [
-        {
-            "name": "",
-            "value": None,
-            "threshold": "",
-            "passed": False,
-            "interval": None,
-            "lower": None,
-            "upper": None,
-            "inconclusive": False,
-            **measurement,
-        }
+    measurements: list[MeasurementResult] = [
+        {"interval": None, "lower": None, "upper": None, "inconclusive": False, **measurement}
         for measurement in result.get("measurements") or []
-        if isinstance(measurement, dict)
     ]
     worst = [_example(row) for row in result.get("worst") or []]
     return {
@@ -155,9 +344,9 @@ def item_view(result: dict[str, Any], position: int) -> dict[str, Any]:
     }
 
 
-def _example(row: dict[str, Any]) -> dict[str, Any]:
+def _example(row: WorstRow) -> Example:
     return {
-        "index": row.get("index"),
+        "index": row["index"],
         "label": row.get("label", ""),
         "predicted": row.get("predicted", ""),
         "correct": row.get("label") == row.get("predicted"),
@@ -169,7 +358,7 @@ def _example(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _worst_caption(result: dict[str, Any]) -> str:
+def _worst_caption(result: ItemResult) -> str:
     if result.get("worst_in"):
         return f"samples in {result['worst_in']}, lowest IoU first"
     if result.get("worst_by"):
@@ -182,38 +371,35 @@ def _worst_caption(result: dict[str, Any]) -> str:
 BAR_WIDTH = 260  # px, the longest bar of the pattern chart
 
 
-def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
-    """Horizontal bars of the pattern counts, with each bounded pattern's limit as a tick."""
+def pattern_chart(result: ItemResult) -> PatternChart | None:
+    """Horizontal bars of the pattern counts, with each bounded pattern's limit as a tick (the
+    measurement keyed ``fraction_<pattern>``)."""
     counts = result.get("pattern_counts")
-    if not isinstance(counts, dict) or not counts:
+    if not counts:
         return None
     fractions = result.get("pattern_fractions") or {}
-    limits: dict[str, tuple[str, float, bool]] = {}
-    for measurement in result.get("measurements") or []:
-        key = str(measurement.get("key", ""))
-        if key.startswith("fraction_"):  # a patterns check's key: fraction_<pattern>
-            limit = _threshold_number(measurement.get("threshold", ""))
-            if limit is not None:
-                limits[key.removeprefix("fraction_")] = (
-                    measurement["threshold"],
-                    limit,
-                    bool(measurement.get("passed")),
-                )
+    by_key = {measurement.get("key"): measurement for measurement in result.get("measurements") or []}
     names = [n for n in PATTERN_NAMES if n in counts] + [n for n in counts if n not in PATTERN_NAMES]
-    values = {n: fractions.get(n) if isinstance(fractions.get(n), int | float) else None for n in names}
-    total = sum(int(counts[n]) for n in names)
+    limits: dict[str, tuple[str, float, bool]] = {}
+    for name in names:
+        measurement = by_key.get(f"fraction_{name}")
+        limit = None if measurement is None else _threshold_number(measurement["threshold"])
+        if measurement is not None and limit is not None:
+            limits[name] = (measurement["threshold"], limit, measurement["passed"])
+    values: dict[str, float] = {}
+    total = sum(counts[n] for n in names)
     for name in names:  # counts without fractions: the share of the counted samples
-        if values[name] is None:
-            values[name] = int(counts[name]) / total if total else 0.0
-    scale = max([0.05, *(v for v in values.values() if v is not None), *(limit for _, limit, _ in limits.values())])
-    bars = []
+        given = fractions.get(name)
+        values[name] = given if given is not None else (counts[name] / total if total else 0.0)
+    scale = max([0.05, *values.values(), *(limit for _, limit, _ in limits.values())])
+    bars: list[Bar] = []
     for row, name in enumerate(names):
         fraction = values[name] or 0.0
         bound = limits.get(name)
         bars.append(
             {
                 "name": name,
-                "count": int(counts[name]),
+                "count": counts[name],
                 "fraction": fraction,
                 "y": row * 22,
                 "width": round(BAR_WIDTH * fraction / scale, 1),
@@ -224,10 +410,10 @@ def pattern_chart(result: dict[str, Any]) -> dict[str, Any] | None:
     return {"bars": bars, "height": len(bars) * 22, "bar_width": BAR_WIDTH}
 
 
-PLOT = {"width": 480, "height": 240, "left": 46, "right": 96, "top": 14, "bottom": 38}  # legend on the right
+PLOT: PlotBox = {"width": 480, "height": 240, "left": 46, "right": 96, "top": 14, "bottom": 38}  # legend on the right
 
 
-def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
+def fidelity_plot(result: ItemResult) -> FidelityPlot | None:
     """MIF / LIF / random mean curves as polylines, the area between LIF and MIF shaded."""
     curves, fractions = _fidelity_data(result)
     if not curves:
@@ -257,20 +443,21 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
             (x(f), y(v)) for f, v in zip(fractions, curve, strict=False) if v is not None
         ]  # a shorter curve stops early
 
-    lines = []
+    lines: list[Line] = []
     for order in [o for o in CURVE_ORDERS if o in curves] + [o for o in curves if o not in CURVE_ORDERS]:
         lines.append({"order": order, "points": " ".join(f"{px},{py}" for px, py in points(curves[order]))})
     area = None
     if "mif" in curves and "lif" in curves:
         lif, mif = points(curves["lif"]), points(curves["mif"])
         area = " ".join(f"{px},{py}" for px, py in [*lif, *reversed(mif)])
-    ticks_x = [{"x": x(v), "label": f"{v:.0%}" if x_high <= 1 else f"{v:g}"} for v in _ticks(x_low, x_high)]
-    ticks_y = [{"y": y(v), "label": f"{v:.2g}"} for v in _ticks(low, high)]
+    ticks_x: list[TickX] = [
+        {"x": x(v), "label": f"{v:.0%}" if x_high <= 1 else f"{v:g}"} for v in _ticks(x_low, x_high)
+    ]
+    ticks_y: list[TickY] = [{"y": y(v), "label": f"{v:.2g}"} for v in _ticks(low, high)]
+    fidelity = result.get("fidelity")
     gap = _measured(result, "gap")
-    if gap is None and isinstance(result.get("gap"), int | float):
-        gap = result["gap"]
-    if gap is None and isinstance(result.get("fidelity"), dict):
-        gap = result["fidelity"].get("gap")
+    if gap is None and fidelity is not None:
+        gap = fidelity.get("gap")
     return {
         **PLOT,
         "lines": lines,
@@ -281,30 +468,28 @@ def fidelity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         "x_axis_y": PLOT["height"] - PLOT["bottom"],
         "plot_right": PLOT["width"] - PLOT["right"],
         "aucs": _aucs(result),
-        "score": (result.get("fidelity") or {}).get("score")
-        if isinstance(result.get("fidelity"), dict)
-        else result.get("score"),
+        "score": None if fidelity is None else fidelity.get("score"),
     }
 
 
-SANITY_PLOT = {**PLOT, "right": 24, "bottom": 70}  # room for the layer names under the axis
+SANITY_PLOT: PlotBox = {**PLOT, "right": 24, "bottom": 70}  # room for the layer names under the axis
 
 
-def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
+def sanity_plot(result: ItemResult) -> SanityPlot | None:
     """A sanity check's similarity after each randomisation step (Adebayo et al.'s cascading
     curve: the trained model first, then one more layer randomised at each step), with the
     ``final`` threshold as a dashed line."""
     sanity = result.get("sanity")
-    curve = sanity.get("curve") if isinstance(sanity, dict) else None
-    if not isinstance(sanity, dict) or not isinstance(curve, list) or len(curve) < 2:
+    curve = None if sanity is None else sanity.get("curve")
+    if sanity is None or curve is None or len(curve) < 2:
         return None
     steps = sanity.get("steps")
     names = (
         [str(step) for step in steps]
-        if isinstance(steps, list) and len(steps) == len(curve)
+        if steps is not None and len(steps) == len(curve)
         else [str(i) for i in range(len(curve))]
     )
-    values = [v for v in curve if isinstance(v, int | float)]
+    values = [v for v in curve if v is not None]
     low, high = min([0.0, *values]), max([1.0, *values])
     inner_w = SANITY_PLOT["width"] - SANITY_PLOT["left"] - SANITY_PLOT["right"]
     inner_h = SANITY_PLOT["height"] - SANITY_PLOT["top"] - SANITY_PLOT["bottom"]
@@ -315,10 +500,11 @@ def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
     def y(value: float) -> float:
         return round(SANITY_PLOT["top"] + inner_h * (1 - (value - low) / (high - low)), 1)
 
-    markers = [
-        {"x": x(i), "y": y(v), "name": names[i], "value": v} for i, v in enumerate(curve) if isinstance(v, int | float)
+    markers: list[Marker] = [
+        {"x": x(i), "y": y(v), "name": names[i], "value": v} for i, v in enumerate(curve) if v is not None
     ]
-    final = _threshold_number(sanity["final"]) if sanity.get("final") else None
+    text = sanity.get("final")
+    final = _threshold_number(text) if text else None
     x_axis_y = SANITY_PLOT["height"] - SANITY_PLOT["bottom"]
     return {
         **SANITY_PLOT,
@@ -326,7 +512,9 @@ def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
         "markers": markers,
         "labels": [{"x": x(i), "name": name} for i, name in enumerate(names)],
         "ticks_y": [{"y": y(v), "label": f"{v:.2g}"} for v in _ticks(low, high)],
-        "threshold": None if final is None or not low <= final <= high else {"y": y(final), "text": sanity["final"]},
+        "threshold": None
+        if text is None or final is None or not low <= final <= high
+        else {"y": y(final), "text": text},
         "x_axis_y": x_axis_y,
         "plot_right": SANITY_PLOT["width"] - SANITY_PLOT["right"],
         "similarity": sanity.get("similarity", ""),
@@ -338,37 +526,33 @@ def sanity_plot(result: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _fidelity_data(result: dict[str, Any]) -> tuple[dict[str, list[float | None]], list[float]]:
-    """Mean curves by order and their fractions, from ``curves``/``fractions`` or a nested
+def _fidelity_data(result: ItemResult) -> tuple[dict[str, list[float | None]], list[float]]:
+    """Mean curves by order and their fractions, from ``curves``/``fractions`` or the
     ``fidelity`` summary (``orders.<order>.mean_curve``)."""
-    sources = [result]
-    if isinstance(result.get("fidelity"), dict):
-        sources.append(result["fidelity"])
-    for source in sources:
-        curves = source.get("curves")
-        if isinstance(curves, dict) and curves:
-            return {str(k): list(v) for k, v in curves.items() if isinstance(v, list)}, list(
-                source.get("fractions") or []
-            )
-        orders = source.get("orders")
-        if isinstance(orders, dict) and orders:
-            found = {
-                str(k): list(v["mean_curve"])
-                for k, v in orders.items()
-                if isinstance(v, dict) and isinstance(v.get("mean_curve"), list)
-            }
-            if found:
-                return found, list(source.get("fractions") or [])
+    curves = result.get("curves")
+    if curves:
+        return {order: list(curve) for order, curve in curves.items()}, _numbers(result.get("fractions") or [])
+    fidelity = result.get("fidelity")
+    if fidelity is not None and fidelity["orders"]:
+        found = {order: list(summary["mean_curve"]) for order, summary in fidelity["orders"].items()}
+        return found, _numbers(fidelity["fractions"])
     return {}, []
 
 
-def _aucs(result: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for measurement in result.get("measurements") or []:
-        name = str(measurement.get("name", ""))
-        if "auc" in name.lower() and not name.startswith("gap"):
-            out.append({"name": measurement["name"], "value": measurement.get("value")})
-    return out
+def _numbers(values: Iterable[float | None]) -> list[float]:
+    return [value for value in values if value is not None]
+
+
+AUC_KEYS = tuple(f"{order}_auc" for order in CURVE_ORDERS)
+"""The keys of a fidelity check's AUC measurements (``mif AUC`` is ``mif_auc``)."""
+
+
+def _aucs(result: ItemResult) -> list[Named]:
+    return [
+        {"name": measurement["name"], "value": measurement["value"]}
+        for measurement in result.get("measurements") or []
+        if measurement.get("key") in AUC_KEYS
+    ]
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -376,19 +560,17 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [low + step * i for i in range(count)]
 
 
-def drift_view(result: dict[str, Any]) -> dict[str, Any] | None:
+def drift_view(result: ItemResult) -> DriftView | None:
     """Clusters (largest ``|shift|`` first) with their shares under A and B and example crops."""
-    drift = result.get("drift")
-    if not isinstance(drift, dict):  # a drift check's own result holds the clusters
-        drift = result
-    clusters = drift.get("clusters")
-    if not isinstance(clusters, list) or not clusters:
+    drift: DriftSummary | None = result.get("drift")
+    clusters = [] if drift is None else drift["clusters"]
+    if drift is None or not clusters:
         return None
-    rows = []
-    shares = [abs(c.get(k) or 0.0) for c in clusters for k in ("share_a", "share_b")]
+    rows: list[ClusterRow] = []
+    shares = [abs(share or 0.0) for c in clusters for share in (c.get("share_a"), c.get("share_b"))]
     scale = max([0.05, *shares])
     for cluster in clusters:
-        if not isinstance(cluster, dict) or cluster.get("count") == 0:
+        if cluster.get("count") == 0:
             continue
         share_a, share_b = cluster.get("share_a"), cluster.get("share_b")
         shift = cluster.get("shift")
@@ -396,8 +578,8 @@ def drift_view(result: dict[str, Any]) -> dict[str, Any] | None:
             shift = share_b - share_a
         rows.append(
             {
-                "cluster": cluster.get("cluster"),
-                "count": cluster.get("count"),
+                "cluster": cluster["cluster"],
+                "count": cluster["count"],
                 "share_a": share_a,
                 "share_b": share_b,
                 "shift": shift,
@@ -408,26 +590,23 @@ def drift_view(result: dict[str, Any]) -> dict[str, Any] | None:
             }
         )
     rows.sort(key=lambda row: -abs(row["shift"] or 0.0))
-    regions = drift.get("regions") if isinstance(drift.get("regions"), dict) else result.get("regions")
     return {
         "rows": rows,
         "against": result.get("against", ""),
         "max_abs_shift": drift.get("max_abs_shift"),
         "mean_abs_shift": drift.get("mean_abs_shift"),
-        "regions": regions if isinstance(regions, dict) else {},
+        "regions": result.get("regions") or {},
     }
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _measured(result: dict[str, Any], name: str) -> float | None:
-    """The value of the measurement called ``name`` (or ``name (...)``, e.g. ``gap (AUC LIF - AUC MIF)``)."""
+def _measured(result: ItemResult, key: str) -> float | None:
+    """The value of the measurement keyed ``key`` (``gap`` for ``gap (AUC LIF - AUC MIF)``)."""
     for measurement in result.get("measurements") or []:
-        measured = str(measurement.get("name", ""))
-        if measured == name or measured.startswith(f"{name} ("):
-            value = measurement.get("value")
-            return value if isinstance(value, int | float) else None
+        if measurement.get("key") == key:
+            return measurement["value"]
     return None
 
 
@@ -440,16 +619,19 @@ def _threshold_number(threshold: str) -> float | None:
         return None
 
 
-def _counts(statuses: Any) -> dict[str, int]:
-    counts = {"total": 0, "passed": 0, "failed": 0, "warned": 0, "inconclusive": 0, "error": 0}
-    for status in statuses:
-        counts["total"] += 1
-        if status in counts:
-            counts[status] += 1
-    return counts
+def _counts(statuses: Iterable[str]) -> Summary:
+    seen = list(statuses)
+    return {
+        "total": len(seen),
+        "passed": seen.count("passed"),
+        "failed": seen.count("failed"),
+        "warned": seen.count("warned"),
+        "inconclusive": seen.count("inconclusive"),
+        "error": seen.count("error"),
+    }
 
 
-def _worst_status(statuses: Any) -> str:
+def _worst_status(statuses: Iterable[str]) -> str:
     seen = set(statuses)
     for status in ("error", "failed", "inconclusive", "warned", "passed"):
         if status in seen:

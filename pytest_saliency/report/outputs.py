@@ -14,12 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from .format import shown_path
 from .html import ReportDependencyError, write_html
 from .markdown import append_step_summary, markdown_summary, write_markdown
-from .results import build_document, write_document
+from .results import ItemResult, ResultsDocument, build_document, write_document
 
 INTERRUPTED = ".interrupted"
 """What an interrupted run's files carry before their suffix."""
@@ -61,7 +60,7 @@ def interrupted_path(path: str) -> str:
 
 
 def write_run_outputs(
-    results: Iterable[dict[str, Any]],
+    results: Iterable[ItemResult],
     *,
     report_path: str | None = None,
     json_path: str | None = None,
@@ -98,9 +97,10 @@ def write_run_outputs(
 
 
 def _markdown_outputs(
-    document: dict[str, Any], path: str | None, step_summary: str | None, interrupted: bool, outputs: RunOutputs
+    document: ResultsDocument, path: str | None, step_summary: str | None, interrupted: bool, outputs: RunOutputs
 ) -> None:
-    text = markdown_summary(document["results"], document["summary"])
+    counts = {status: count for status, count in document["summary"].items() if isinstance(count, int)}
+    text = markdown_summary(document["results"], counts)
     if interrupted:
         text = "**The run was interrupted: these results are partial.**\n\n" + text
     for target, write, done in (

@@ -18,11 +18,15 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-Suspend = Callable[[], AbstractContextManager[Any]]
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn, Task, TaskID
+
+Suspend = Callable[[], AbstractContextManager[object]]
 
 
 class TerminalProgress:
@@ -34,23 +38,26 @@ class TerminalProgress:
     column pytest's writer is at (the cursor goes back there when a bar is erased)."""
 
     def __init__(
-        self, console: Any | Callable[[], Any], suspend: Suspend = nullcontext, column: Callable[[], int] = lambda: 0
+        self,
+        console: Console | Callable[[], Console],
+        suspend: Suspend = nullcontext,
+        column: Callable[[], int] = lambda: 0,
     ) -> None:
         self._make_console = console if callable(console) else (lambda: console)
-        self._console: Any = None
+        self._console: Console | None = None
         self._suspend = suspend
         self._column = column
-        self._progress: Any = None
-        self._task: Any = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
         self._description: str | None = None
 
     def __call__(self, description: str, done: int, total: int) -> None:
         total = max(int(total), 1)
         done = max(0, min(int(done), total))
         with self._suspend():
-            if self._progress is None or description != self._description:
+            if self._progress is None or self._task is None or description != self._description:
                 self._stop()
-                self._start(description, done, total)
+                self._progress, self._task = self._start(description, done, total)
             self._progress.update(self._task, completed=done, total=total)
             self._progress.refresh()
             if done >= total:
@@ -66,13 +73,14 @@ class TerminalProgress:
     def active(self) -> bool:
         return self._progress is not None
 
-    def _start(self, description: str, done: int, total: int) -> None:
+    def _start(self, description: str, done: int, total: int) -> tuple[Progress, TaskID]:
+        """A new bar for ``description``, drawn, and its task."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         if self._console is None:
             self._console = self._make_console()
         self._console.file.write("\n")  # the bar goes on its own line, below pytest's
-        self._progress = Progress(
+        progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(bar_width=None),
             MofNCompleteColumn(),
@@ -85,12 +93,13 @@ class TerminalProgress:
             redirect_stderr=False,
         )
         # The first call comes after the first batch: the rate counts from there (``first``).
-        self._task = self._progress.add_task(description, total=total, completed=done, first=done)
+        task = progress.add_task(description, total=total, completed=done, first=done)
         self._description = description
-        self._progress.start()
+        progress.start()
+        return progress, task
 
     def _stop(self) -> None:
-        if self._progress is None:
+        if self._progress is None or self._console is None:
             return
         self._progress.stop()  # transient: the bar's line is erased, the cursor at its start
         self._progress = self._task = self._description = None
@@ -99,13 +108,13 @@ class TerminalProgress:
         self._console.file.flush()
 
 
-def RateColumn() -> Any:  # noqa: N802  (reads like the rich column classes it stands beside)
+def RateColumn() -> ProgressColumn:  # noqa: N802  (reads like the rich column classes it stands beside)
     """A rich progress column: images per second since the bar appeared."""
     from rich.progress import ProgressColumn
     from rich.text import Text
 
     class _Rate(ProgressColumn):
-        def render(self, task: Any) -> Text:
+        def render(self, task: Task) -> Text:
             elapsed = task.elapsed or 0.0
             counted = task.completed - task.fields.get("first", 0)
             if elapsed <= 0 or counted <= 0:
@@ -126,10 +135,11 @@ def for_config(config: pytest.Config) -> TerminalProgress | None:
     return TerminalProgress(_console_factory(config), _suspend_capture(config), lambda: _current_column(config))
 
 
-def _isatty(stream: Any) -> bool:
+def _isatty(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
     try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
+        return callable(isatty) and bool(isatty())
+    except ValueError:  # a closed stream
         return False
 
 
@@ -147,11 +157,11 @@ def _current_column(config: pytest.Config) -> int:
         return 0
 
 
-def _console_factory(config: pytest.Config) -> Callable[[], Any]:
+def _console_factory(config: pytest.Config) -> Callable[[], Console]:
     """A rich Console on stderr, as wide as pytest's terminal writer and coloured only when
     pytest colours (``--color``)."""
 
-    def make() -> Any:
+    def make() -> Console:
         from rich.console import Console
 
         writer = config.get_terminal_writer()

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 from .._io import json_safe
 from ..spec.schema import Threshold
 from .format import DASH, UNDEFINED, fixed, significant, with_interval
+from .results import ItemResult, MeasurementResult, OutcomeResult
 
 
-def failure_text(location: str, title: str, result: Mapping[str, Any]) -> str:
+def failure_text(location: str, title: str, outcome: OutcomeResult) -> str:
     """``path:line: title`` then a measured-vs-threshold table, the sample counts and details."""
-    result = json_safe(result)
+    result: OutcomeResult = json_safe(outcome)
     rows = [("measured", "value", "threshold", "status")]
     for measurement in result["measurements"]:
         rows.append(
@@ -35,13 +35,13 @@ def failure_text(location: str, title: str, result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _failure_status(measurement: dict[str, Any]) -> str:
+def _failure_status(measurement: MeasurementResult) -> str:
     if measurement["passed"]:
         return "ok"
     return "INCONCLUSIVE" if measurement.get("inconclusive") else "FAIL"
 
 
-def _why(measurement: dict[str, Any]) -> str:
+def _why(measurement: MeasurementResult) -> str:
     text = f"{measurement['name']} = {significant(measurement['value'])}"
     if not measurement.get("inconclusive"):
         return f"{text} (want {measurement['threshold']})"
@@ -80,7 +80,7 @@ STATUS_STYLE = {
 }
 
 
-def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -> str:
+def summary_table(results: Iterable[ItemResult], width: int, markup: bool) -> str:
     """Per spec, its name and path, the weights file tested and its sha256, then a row per check
     item (its test id and status) followed by a row per measurement (value ± interval, threshold,
     ok/failed/inconclusive). Coloured only when ``markup`` (``--color``)."""
@@ -89,9 +89,10 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
     from rich.markup import escape
     from rich.table import Table
 
-    by_spec: dict[str, list[dict[str, Any]]] = {}
+    by_spec: dict[str, list[ItemResult]] = {}
     for result in results:
-        by_spec.setdefault(result["spec"], []).append(json_safe(result))
+        safe: ItemResult = json_safe(result)
+        by_spec.setdefault(result["spec"], []).append(safe)
     buffer = io.StringIO()
     console = Console(
         file=buffer,
@@ -119,7 +120,7 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
         for result in rows:
             test_id = result["check"] + (f"[{result['variant']}]" if result.get("variant") else "")
             table.add_row(escape(test_id), "", "", _status(result["status"], markup))
-            measurements = result.get("measurements") or [
+            measurements: list[MeasurementResult] = result.get("measurements") or [
                 {"name": result.get("message", ""), "value": None, "threshold": "", "passed": False}
             ]
             for measurement in measurements:
@@ -136,12 +137,12 @@ def summary_table(results: Iterable[dict[str, Any]], width: int, markup: bool) -
     return buffer.getvalue()
 
 
-def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
+def worst_slice_lines(results: Iterable[ItemResult]) -> list[str]:
     """Per sliced check and method, the slice whose measurement lies furthest on the wrong side of
     its threshold (or nearest to it, when all pass), e.g. ``worst slice of cov[grad]: camera=b
     gtc.mean 0.4100 (want >= 0.5) failed``. Undefined values are the worst."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for result in map(json_safe, results):
+    groups: dict[tuple[str, str], list[ItemResult]] = {}
+    for result in results:
         if result.get("slice"):
             groups.setdefault((result["check"], result.get("method") or ""), []).append(result)
     lines = []
@@ -152,7 +153,7 @@ def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
         _, result, measurement = min(candidates, key=lambda candidate: candidate[0])
         where = f"{check}[{method}]" if method else check
         value = fixed(measurement["value"], 4, undefined=UNDEFINED)
-        slice_ = result["slice"]
+        slice_ = result.get("slice") or {"by": "", "value": ""}
         status = measurement_status(measurement, result["status"])
         lines.append(
             f"worst slice of {where} ({len(members)} slices): {slice_['by']}={slice_['value']} "
@@ -161,7 +162,7 @@ def worst_slice_lines(results: Iterable[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _margin(measurement: dict[str, Any]) -> float:
+def _margin(measurement: MeasurementResult) -> float:
     """How far the value lies on the right side of its threshold (negative: the wrong side)."""
     value: float | None = measurement.get("value")
     try:
@@ -178,7 +179,7 @@ def _status(status: str, markup: bool) -> str:
     return f"[{style}]{status}[/]" if style else status
 
 
-def measurement_status(measurement: Mapping[str, Any], item_status: str) -> str:
+def measurement_status(measurement: MeasurementResult, item_status: str) -> str:
     """ok | inconclusive | failed, or the item's status (warned, error) for a measurement that failed."""
     if measurement.get("passed"):
         return "ok"
@@ -187,5 +188,5 @@ def measurement_status(measurement: Mapping[str, Any], item_status: str) -> str:
     return "failed" if item_status in ("passed", "inconclusive") else item_status
 
 
-def _value(measurement: dict[str, Any]) -> str:
+def _value(measurement: MeasurementResult) -> str:
     return with_interval(measurement, 4, 3, undefined=DASH)

@@ -22,7 +22,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from .boxes import DrawnBoxes, draw
 if TYPE_CHECKING:
     from ..checks.outcome import Outcome
     from ..loaders.source import SampleBatch
-    from .results import OutcomeExtra
+    from .results import DriftSummary, OutcomeExtra
 
 PANEL = 96  # target side of one panel, pixels
 CROP = 48  # target side of a drift segment crop
@@ -186,12 +186,12 @@ their saliency maps ``(K, H, W)`` and binarised regions ``(K, H, W) bool`` (else
 
 def with_thumbnails(outcome: Outcome, read: ReadSamples) -> Outcome:
     """``outcome`` with thumbnails in a copy of its ``extra`` data (:func:`attach`)."""
-    extra = copy.deepcopy(dict(outcome.extra))
+    extra = copy.deepcopy(outcome.extra)
     attach(extra, read)
-    return replace(outcome, extra=cast("OutcomeExtra", extra))
+    return replace(outcome, extra=extra)
 
 
-def attach(extra: dict[str, Any], read: ReadSamples) -> None:
+def attach(extra: OutcomeExtra, read: ReadSamples) -> None:
     """Add thumbnails to one item's ``extra`` data, in place; the few samples they show are read
     again with ``read`` (the pass keeps no images):
 
@@ -217,36 +217,32 @@ def attach(extra: dict[str, Any], read: ReadSamples) -> None:
                     batch.images[at], normalised[0], batch.masks[at], regions[at], boxes=drawn
                 )
     drift = extra.get("drift")
-    if not isinstance(drift, dict):  # a drift check's own extra holds the clusters
-        drift = extra
-    clusters = drift.get("clusters")
-    if isinstance(clusters, list):
-        patch = _patch(drift)
-        if patch is None:
-            return
-        shown = [
-            [int(pair[0]), int(pair[1])]
-            for cluster in clusters
-            for pair in (cluster.get("representatives") or [])[:CROPS_PER_CLUSTER]
-        ]
-        if not shown:
-            return
-        batch, _, _ = read(sorted({image for image, _ in shown}), False)
-        position = {int(index): at for at, index in enumerate(batch.indices.tolist())}
-        columns = math.ceil(batch.images.shape[3] / patch)
-        for cluster in clusters:
-            crops = []
-            for pair in (cluster.get("representatives") or [])[:CROPS_PER_CLUSTER]:
-                at, segment = position.get(int(pair[0])), int(pair[1])
-                if at is not None:
-                    row, column = divmod(segment, columns)
-                    crops.append(segment_crop(batch.images[at], row, column, patch))
-            if crops:
-                cluster["crops"] = crops
+    patch = None if drift is None else _patch(drift)
+    if drift is None or patch is None:
+        return
+    clusters = drift["clusters"]
+    shown = [
+        (pair[0], pair[1])
+        for cluster in clusters
+        for pair in (cluster.get("representatives") or [])[:CROPS_PER_CLUSTER]
+    ]
+    if not shown:
+        return
+    batch, _, _ = read(sorted({image for image, _ in shown}), False)
+    position = {int(index): at for at, index in enumerate(batch.indices.tolist())}
+    columns = math.ceil(batch.images.shape[3] / patch)
+    for cluster in clusters:
+        crops = []
+        for pair in (cluster.get("representatives") or [])[:CROPS_PER_CLUSTER]:
+            at, segment = position.get(int(pair[0])), int(pair[1])
+            if at is not None:
+                grid_row, grid_column = divmod(segment, columns)
+                crops.append(segment_crop(batch.images[at], grid_row, grid_column, patch))
+        if crops:
+            cluster["crops"] = crops
 
 
-def _patch(drift: dict[str, Any]) -> int | None:
-    settings = drift.get("settings") or {}
-    segments = settings.get("segments") if isinstance(settings, dict) else None
-    patch = segments.get("patch") if isinstance(segments, dict) else None
-    return int(patch) if isinstance(patch, int | float) and patch > 0 else None
+def _patch(drift: DriftSummary) -> int | None:
+    """The side of the drift segments, when they were a grid."""
+    patch = drift["settings"].get("segments", {}).get("patch")
+    return patch if patch is not None and patch > 0 else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,9 @@ from torch import Tensor
 
 from ..._io import json_number
 from .segments import as_float
+
+if TYPE_CHECKING:
+    from ...report.results import ShiftSummary
 
 # --------------------------------------------------------------------------------------------
 # k-means
@@ -197,7 +200,7 @@ class ClusterShift:
         """Cluster ids by decreasing ``|shift|`` (lower id first on ties)."""
         return torch.sort(self.shift.abs(), descending=True, stable=True).indices.tolist()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ShiftSummary:
         """A JSON-serialisable summary (NaN becomes ``None``)."""
         return {
             "num_images": self.num_images,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import torch
 from torch import Tensor
@@ -34,6 +34,13 @@ from .segments import (
     segment_count,
     top_segments,
 )
+
+if TYPE_CHECKING:
+    from ...report.results import DriftSettings, DriftSummary, SegmentGrid
+
+
+def _no_settings() -> DriftSettings:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class DriftResult:
     undefined_a: int
     undefined_b: int
     inertia: float | None
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: DriftSettings = field(default_factory=_no_settings)
     sample_index: Tensor | None = None
 
     @property
@@ -120,28 +127,26 @@ class DriftResult:
         ``drift_from_scores(baseline["scores_a"], new_scores, ..., centres=baseline["centres"])``."""
         return {"scores_a": self.scores_a.detach().cpu(), "centres": self.centres.detach().cpu()}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DriftSummary:
         """A JSON-serialisable summary."""
         rho = self.rank_correlation[~torch.isnan(self.rank_correlation)]
-        summary = self.shift.to_dict()
-        for entry in summary["clusters"]:
+        shift = self.shift.to_dict()
+        for entry in shift["clusters"]:
             entry["representatives"] = [list(pair) for pair in self.representative_segments(entry["cluster"])]
-        summary.update(
-            {
-                "segments_kept": int(self.assignment.shape[0]),
-                "undefined_a": self.undefined_a,
-                "undefined_b": self.undefined_b,
-                "inertia": None if self.inertia is None else json_number(self.inertia),
-                "rank_correlation": {
-                    "mean": json_number(float(rho.mean())) if rho.numel() else None,
-                    "median": json_number(float(rho.median())) if rho.numel() else None,
-                    "min": json_number(float(rho.min())) if rho.numel() else None,
-                    "undefined": int(self.rank_correlation.numel() - rho.numel()),
-                },
-                "settings": dict(self.settings),
-            }
-        )
-        return summary
+        return {
+            **shift,
+            "segments_kept": int(self.assignment.shape[0]),
+            "undefined_a": self.undefined_a,
+            "undefined_b": self.undefined_b,
+            "inertia": None if self.inertia is None else json_number(self.inertia),
+            "rank_correlation": {
+                "mean": json_number(float(rho.mean())) if rho.numel() else None,
+                "median": json_number(float(rho.median())) if rho.numel() else None,
+                "min": json_number(float(rho.min())) if rho.numel() else None,
+                "undefined": int(self.rank_correlation.numel() - rho.numel()),
+            },
+            "settings": self.settings.copy(),
+        }
 
     def describe(self, top: int | None = None) -> list[str]:
         """Human-readable lines: clusters by decreasing ``|shift|``, then the rank correlation."""
@@ -331,7 +336,7 @@ def attribution_drift(
     if attr_a.shape != attr_b.shape:
         raise ValueError(f"attributions differ in shape: {tuple(attr_a.shape)} vs {tuple(attr_b.shape)}")
     height, width = attr_a.shape[-2:]
-    grid = {"custom": True} if segments is not None else {"patch": patch}
+    grid: SegmentGrid = {"custom": True} if segments is not None else {"patch": patch}
     if segments is None:
         segments = patch_segments(height, width, patch, device=attr_a.device)
     segments = segments.to(attr_a.device)
