@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as _datetime
 import json
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
