@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from examples.shapes.data import load_npz, make_shapes
+from examples.shapes.data import DecoyMode, load_npz, make_shapes
 from examples.shapes.train import EXAMPLE_DIR as SHAPES_DIR
 from examples.shapes.train import TRAIN_SEED, VAL_SEED, VAL_SIZE, Optimizing, accuracy, train_model
 from examples.vit.models import build_hybrid
@@ -41,7 +41,7 @@ WEIGHT_DECAY = 0.05
 WARMUP = 0.15
 """Share of the training steps over which the learning rate rises linearly from 0."""
 LABEL_SMOOTHING = 0.1
-DECOY_MODES = {"clean": "random", "decoy": "label"}
+DECOY_MODES: dict[str, DecoyMode] = {"clean": "random", "decoy": "label"}
 """Shipped model name -> the training data's ``decoy`` mode."""
 
 
@@ -73,7 +73,7 @@ def train_named(
     initial weights and the batches. Returns the model (eval mode) and its epoch losses."""
     if name not in DECOY_MODES:
         raise ValueError(f"unknown model {name!r}; expected one of {tuple(DECOY_MODES)}")
-    train = make_shapes(train_size, seed=TRAIN_SEED, decoy=DECOY_MODES[name])  # type: ignore[arg-type]
+    train = make_shapes(train_size, seed=TRAIN_SEED, decoy=DECOY_MODES[name])
     torch.manual_seed(seed)
     model = build_hybrid()
     threads = torch.get_num_threads()
