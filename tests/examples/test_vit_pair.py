@@ -4,7 +4,8 @@ and ``examples/vit.saliency.yaml`` passing the clean ViT and failing the decoy o
 The accuracy table is recomputed with ``examples/vit/train.py``'s :func:`accuracies` (deterministic
 on the CPU; the tolerance absorbs float differences between machines: one image of ``val.npz`` is
 0.0039). The spec runs in a pytest subprocess per weights file, as a user runs it; its JSON results
-give the README's table of measurements. The slow test retrains the pair.
+give the README's table of measurements. Retraining (``python -m examples.vit.train``, about 5.5
+minutes per model) is left out of the suite.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from examples.vit.models import load
-from examples.vit.train import DECOY_MODES, accuracies, train_named
+from examples.vit.train import DECOY_MODES, accuracies
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT = ROOT / "examples" / "vit"
@@ -150,13 +151,3 @@ def test_the_project_readme_quotes_the_pairs_numbers() -> None:
     own = set(re.findall(r"-?\d+\.\d{3}", (VIT / "README.md").read_text(encoding="utf-8")))
     assert len(quoted) == 20
     assert {number.replace("−", "-") for number in quoted} <= own
-
-
-@pytest.mark.slow
-def test_retraining_shows_the_shortcut() -> None:
-    """``python -m examples.vit.train``'s training (about 5 minutes per model on one thread)."""
-    clean, _ = train_named("clean")
-    decoy, _ = train_named("decoy")
-    (clean_random, clean_label), (decoy_random, decoy_label) = accuracies(clean), accuracies(decoy)
-    assert clean_random > 0.85 and clean_label > 0.85
-    assert decoy_random < 0.5 < 0.95 < decoy_label
