@@ -76,25 +76,10 @@ def test_the_decoy_vit_reads_the_patch_and_the_clean_vit_the_shape(
 
 def run_spec(weights: str, json_path: Path) -> subprocess.CompletedProcess[str]:
     """``pytest examples/vit.saliency.yaml`` against ``examples/vit/<weights>``, results in ``json_path``."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(SPEC.relative_to(ROOT)),
-            "--saliency-set",
-            f"model.weights={(VIT / weights).relative_to(ROOT)}",
-            "--saliency-json",
-            str(json_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    weights_path = (VIT / weights).relative_to(ROOT)
+    options = ["--saliency-set", f"model.weights={weights_path}", "--saliency-json", str(json_path)]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SPEC.relative_to(ROOT)), *options]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
