@@ -27,6 +27,7 @@ extra passes do not fight a busy machine for threads. ``--only NAME ...`` trains
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +47,8 @@ ExtraLoss = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
 """``extra_loss(model, x, y, logits)`` → scalar added to the cross-entropy of a batch."""
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``loss_fn(model, x, y)`` → the whole loss of a batch."""
+Optimizing = Callable[[nn.Module, int], tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]]
+"""``optimizing(model, steps)`` → the optimizer and the learning-rate schedule stepped after each of ``steps`` batches."""
 
 EXAMPLE_DIR = Path(__file__).resolve().parent
 TRAIN_SEED = 0
@@ -75,15 +78,22 @@ def train_model(
     seed: int = 0,
     extra_loss: ExtraLoss | None = None,
     loss_fn: BatchLoss | None = None,
+    optimizing: Optimizing | None = None,
+    label_smoothing: float = 0.0,
 ) -> list[float]:
     """Train ``model`` in place with Adam on cross-entropy (+ ``extra_loss``); returns each epoch's mean loss.
 
     ``images``: ``(N, C, H, W) float``; ``labels``: ``(N,) int64``. Batches are shuffled by a
     generator seeded with ``seed``, so a run is reproducible given the model's initial weights.
     ``loss_fn(model, x, y)``, when given, replaces the whole batch loss (it runs its own forward
-    passes, as saliency guided training does); ``extra_loss`` is then not used.
+    passes, as saliency guided training does); ``extra_loss`` is then not used. ``optimizing``,
+    when given, replaces Adam at ``lr`` (with its learning-rate schedule); ``label_smoothing`` is
+    cross-entropy's.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    optimizer, schedule = (
+        (torch.optim.Adam(model.parameters(), lr=lr), None) if optimizing is None else optimizing(model, steps)
+    )
     shuffler = torch.Generator().manual_seed(seed)
     epoch_losses = []
     model.train()
@@ -97,12 +107,14 @@ def train_model(
                 loss = loss_fn(model, x, y)
             else:
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model, x, y, logits)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             total += loss.item() * len(batch)
         epoch_losses.append(total / len(images))
     model.eval()
