@@ -67,6 +67,7 @@ KWARGS: dict[str, dict[str, object]] = {
 TIMM: dict[str, dict[str, object]] = {
     "vit_tiny_patch16_224": {"img_size": 32},
     "deit_tiny_distilled_patch16_224": {"img_size": 32},  # class and distillation tokens
+    "vit_little_patch16_reg4_gap_256": {"img_size": 32},  # four register tokens, no class token, layer scale
     "convnext_atto": {},
     "efficientnet_b0": {},
     "resnet18": {},
@@ -108,8 +109,10 @@ LAYER_PICKED = {
     "timm-convnext_atto": f"stages.3.downsample.0 {GRID}",
     "timm-efficientnet_b0": f"blocks.5.0.bn1 {GRID}",
     "timm-resnet18": f"layer3 {GRID}",
+    "timm-vit_little_patch16_reg4_gap_256": "blocks.13.norm1 (tokens: 4 prefix, grid 2x2)",
     "huggingface-vit": "vit.layers.1.layernorm_before (tokens: 1 prefix, grid 4x4)",
     "huggingface-convnext": f"convnext.encoder.stages.3.downsampling_layer.0 {GRID}",
+    "huggingface-deit": "deit.layers.1.layernorm_before (tokens: 2 prefix, grid 4x4)",
     "huggingface-swin": "swin.encoder.layers.1.blocks.0.layernorm_before (tokens: 0 prefix, grid 4x4)",
 }
 """What the report says ``layer: auto`` picked, ``"<layer> (<how it is read>)"``, per torchvision
@@ -128,8 +131,15 @@ CD_REFUSALS = {
     "maxvit": "no rule for torch.chunk in layer 'blocks.0.layers.0.layers.window_attention.attn_layer.1' "
     "(torchvision.RelativePositionalMultiHeadAttention)",
     "timm-efficientnet_b0": "no rule for torch.nn.functional.batch_norm in layer 'bn1' (timm.layers.norm_act.BatchNormAct2d)",
-    "huggingface-convnext": "(torch.fx cannot trace its forward: TraceError: Proxy object cannot be iterated.",
-    "huggingface-swin": "(torch.fx cannot trace its forward: TraceError: Proxy object cannot be iterated.",
+    **{
+        f"huggingface-{name}": f"layer '<model>' (transformers.models.{name}.modeling_{name}.{model}) "
+        "(torch.fx cannot trace its forward: TraceError: Proxy object cannot be iterated."
+        for name, model in (
+            ("convnext", "ConvNextForImageClassification"),
+            ("deit", "DeiTForImageClassificationWithTeacher"),
+            ("swin", "SwinForImageClassification"),
+        )
+    },
 }
 """Where contextual decomposition has no rule: words of its one-line refusal, per torchvision
 family or case id."""
@@ -276,6 +286,7 @@ def run_zoo(project: pytest.Pytester, helpers: SimpleNamespace) -> Iterator[RunZ
     the default two threads wait on each other, about three times slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # the random init of the test's network and of the spec's
 
     def run(
         model: str,
@@ -330,6 +341,9 @@ def test_torchvision(name: str, size: int, project: pytest.Pytester, run_zoo: Ru
     vit = family(name) == "vit"
     if vit:  # torchvision zero-initialises a ViT's head: every gradient would be 0
         torch.nn.init.normal_(network.heads.head.weight, std=0.02)
+    if family(name) == "squeezenet":  # its logits pass a ReLU: at init a class is often 0 on every image
+        torch.nn.init.constant_(network.classifier[1].bias, 1.0)
+    if family(name) in ("vit", "squeezenet"):
         torch.save(network.state_dict(), project.path / "zoo.pt")
         model += "\nweights: ../zoo.pt"
     expected = Expected(
@@ -371,6 +385,17 @@ def huggingface_config(architecture: str) -> object:
             intermediate_size=64,
             **labels,
         )
+    if architecture == "deit":  # class and distillation tokens, and a head on each (the logits are their mean)
+        return transformers.DeiTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            architectures=["DeiTForImageClassificationWithTeacher"],
+            **labels,
+        )
     if architecture == "convnext":
         return transformers.ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], **labels)
     return transformers.SwinConfig(
@@ -378,12 +403,12 @@ def huggingface_config(architecture: str) -> object:
     )
 
 
-@pytest.mark.parametrize("architecture", ["vit", "convnext", "swin"])
+@pytest.mark.parametrize("architecture", ["vit", "deit", "convnext", "swin"])
 def test_huggingface(architecture: str, project: pytest.Pytester, run_zoo: RunZoo) -> None:
     transformers = pytest.importorskip("transformers")
     network = transformers.AutoModelForImageClassification.from_config(huggingface_config(architecture))
     network.save_pretrained(project.path / architecture)
-    attention = {"vit": None, "swin": WINDOWED}.get(architecture, NO_ATTENTION)
+    attention = {"vit": None, "deit": None, "swin": WINDOWED}.get(architecture, NO_ATTENTION)
     case = f"huggingface-{architecture}"
     expected = Expected(LAYER_PICKED[case], attention, CD_REFUSALS.get(case))
     run_zoo(f"huggingface: ../{architecture}", 32, network, expected, region=architecture == "vit")
