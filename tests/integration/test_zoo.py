@@ -1,5 +1,5 @@
-"""The zoo matrix: every torchvision classification builder, five timm models and Hugging Face
-ViT, ConvNeXt and Swin, each named in a spec by its source (no factory), at random init, on two
+"""The zoo matrix: every torchvision classification builder, six timm models and Hugging Face
+ViT, DeiT, ConvNeXt and Swin, each named in a spec by its source (no factory), at random init, on two
 images of about the smallest size each accepts. Per architecture:
 
 - the spec runs Saliency, IntegratedGradients (4 steps) and LayerGradCam at ``layer: auto``
@@ -12,8 +12,8 @@ images of about the smallest size each accepts. Per architecture:
   one line names what it lacks (``CD_REFUSALS``). On the ViT of each library the spec's
   ``region`` check measures the share that the direct decomposition gives.
 
-One builder per family runs by default; every other builder carries the ``zoo`` marker, which the
-default run leaves out (``pytest -m zoo tests/integration/test_zoo.py`` runs them). The outcome per
+One torchvision builder per family, the timm models but the one with registers and the Hugging Face
+models run by default; every other case carries the ``zoo`` marker, which the default run leaves out (``pytest -m zoo tests/integration/test_zoo.py`` runs them). The outcome per
 architecture is recorded in docs/models.md.
 """
 
@@ -67,7 +67,7 @@ KWARGS: dict[str, dict[str, object]] = {
 TIMM: dict[str, dict[str, object]] = {
     "vit_tiny_patch16_224": {"img_size": 32},
     "deit_tiny_distilled_patch16_224": {"img_size": 32},  # class and distillation tokens
-    "vit_little_patch16_reg4_gap_256": {"img_size": 32},  # four register tokens, no class token, layer scale
+    "vit_little_patch16_reg4_gap_256": {"img_size": 32},  # registers, no class token, layer scale; -m zoo only
     "convnext_atto": {},
     "efficientnet_b0": {},
     "resnet18": {},
@@ -120,8 +120,12 @@ builder or else family, and per timm and Hugging Face case. At these small input
 of most CNNs is 1 x 1, so the pick is the last feature map larger than that."""
 
 WINDOWED = "attends within windows, so there is no attention between all tokens to roll out"
-NO_ATTENTION = "has no self-attention this method can read"
-ATTENTION_REFUSALS = {"swin": WINDOWED, "swin_v2": WINDOWED, "maxvit": WINDOWED}
+NO_ATTENTION = "the model has no self-attention this method can read"
+ATTENTION_REFUSALS = {
+    "swin": f"the model ShiftedWindowAttention {WINDOWED}",
+    "swin_v2": f"the model ShiftedWindowAttentionV2 {WINDOWED}",
+    "maxvit": f"the model RelativePositionalMultiHeadAttention {WINDOWED}",
+}
 """The words of the one-line refusal of ``attention_rollout`` and ``attention_relevance`` per
 torchvision family (ViTs run them; the families not named here have no attention)."""
 
@@ -354,7 +358,11 @@ def test_torchvision(name: str, size: int, project: pytest.Pytester, run_zoo: Ru
     run_zoo(model, size, network, expected, region=name == REPRESENTATIVES["vit"])
 
 
-@pytest.mark.parametrize("name", list(TIMM))
+def timm_cases() -> list[object]:
+    return [pytest.param(name, id=name, marks=(pytest.mark.zoo,) if "reg4" in name else ()) for name in TIMM]
+
+
+@pytest.mark.parametrize("name", timm_cases())
 def test_timm(name: str, project: pytest.Pytester, run_zoo: RunZoo) -> None:
     timm = pytest.importorskip("timm")
     network = timm.create_model(name, pretrained=False, num_classes=3, **TIMM[name])
@@ -408,7 +416,9 @@ def test_huggingface(architecture: str, project: pytest.Pytester, run_zoo: RunZo
     transformers = pytest.importorskip("transformers")
     network = transformers.AutoModelForImageClassification.from_config(huggingface_config(architecture))
     network.save_pretrained(project.path / architecture)
-    attention = {"vit": None, "deit": None, "swin": WINDOWED}.get(architecture, NO_ATTENTION)
+    attention = {"vit": None, "deit": None, "swin": f"the model SwinAttention {WINDOWED}"}.get(
+        architecture, NO_ATTENTION
+    )
     case = f"huggingface-{architecture}"
     expected = Expected(LAYER_PICKED[case], attention, CD_REFUSALS.get(case))
     run_zoo(f"huggingface: ../{architecture}", 32, network, expected, region=architecture == "vit")
