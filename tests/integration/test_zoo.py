@@ -322,7 +322,9 @@ def run_zoo(project: pytest.Pytester, helpers: SimpleNamespace) -> Iterator[RunZ
         if region:
             assert parts is not None
             items = json.loads((project.path / "zoo.json").read_text())["results"]
-            (share,) = [m["value"] for item in items if item["check"] == "region" for m in item["measurements"]]
+            (checked,) = [item for item in items if item["check"] == "region"]
+            (share,) = [m["value"] for m in checked["measurements"]]
+            assert checked["status"] == "passed", output
             assert share == pytest.approx(region_share(*parts, torch.as_tensor(data["labels"])), abs=1e-4)
 
     yield run
