@@ -184,9 +184,16 @@ def grid_view(layer: nn.Module, view: GridView, layout: GridLayout) -> Iterator[
         handle.remove()
 
 
+PROBE_BATCH = 2
+""":func:`output_shapes` runs this many copies of one image: an output with as many rows is
+computed per sample; one that is not (Swin V2's position-bias MLP, run on a table of
+coordinates) is never a CAM layer."""
+
+
 def output_shapes(network: nn.Module, images: Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """``(name, output shape)`` of every named module of ``network`` in the order their forward
-    calls return (children before their parents), from one forward pass on ``images``."""
+    calls return (children before their parents), from one forward pass on ``PROBE_BATCH``
+    copies of ``images[0]`` (``(N, C, H, W)``)."""
     shapes: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in network.named_modules():
@@ -201,7 +208,7 @@ def output_shapes(network: nn.Module, images: Tensor) -> list[tuple[str, tuple[i
         handles.append(module.register_forward_hook(record))
     try:
         with torch.no_grad():
-            network(images)
+            network(torch.cat([images[:1]] * PROBE_BATCH))
     finally:
         for handle in handles:
             handle.remove()
@@ -212,7 +219,7 @@ def pick_cam_layer(network: nn.Module, shapes: list[tuple[str, tuple[int, ...]]]
     """The layer ``layer: auto`` picks for CAM methods, from :func:`output_shapes`: in a token
     model (a list of blocks with ``(N, T, D)`` outputs) the last block's first ``LayerNorm``;
     else the last module with parameters, in completion order, whose output is a feature map
-    (channels first or last) larger than 1×1, or failing that any feature map."""
+    (channels first or last) per sample larger than 1×1, or failing that any such feature map."""
     by_name = dict(shapes)
     blocks = _last_token_blocks(network, by_name)
     if blocks is not None:
@@ -224,7 +231,7 @@ def pick_cam_layer(network: nn.Module, shapes: list[tuple[str, tuple[int, ...]]]
     maps = [
         (name, shape)
         for name, shape in shapes
-        if len(shape) == 4 and any(True for _ in network.get_submodule(name).parameters())
+        if len(shape) == 4 and shape[0] == PROBE_BATCH and any(True for _ in network.get_submodule(name).parameters())
     ]
     larger = [name for name, shape in maps if _spatial(shape, input_size) > 1]
     if larger or maps:

@@ -24,9 +24,17 @@ class AttentionError(ValueError):
     """The network has no global self-attention whose probabilities can be captured."""
 
 
-WINDOWED = ("WindowAttention", "SwinSelfAttention", "RelativePositionalMultiHeadAttention")
+WINDOWED = (
+    "WindowAttention",
+    "SwinAttention",
+    "SwinSelfAttention",
+    "Swinv2Attention",
+    "Swinv2SelfAttention",
+    "RelativePositionalMultiHeadAttention",
+)
 """Parts of the class names of windowed attention (Swin V1 and V2 of torchvision, timm and
-Hugging Face; MaxViT's block and grid attention), which has no attention between all tokens."""
+Hugging Face, whose transformers 5 merged ``SwinSelfAttention`` into ``SwinAttention``; MaxViT's
+block and grid attention), which has no attention between all tokens."""
 
 
 @contextmanager

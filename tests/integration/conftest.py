@@ -128,6 +128,22 @@ COV = """\
 """
 
 
+GRADIENT_METHODS = """\
+grad: {method: Saliency, params: {abs: true}}
+ig: {method: IntegratedGradients, params: {n_steps: 4}}
+"""
+COVERAGE_AND_FIDELITY = """\
+- id: cov
+  shared_interest:
+    iou: {mean: ">= 0"}
+    gtc: {mean: ">= 0"}
+- id: faithful
+  fidelity: {steps: 4, gap: "> -1"}
+"""
+"""What a model source must get through, whatever the model (the model-source and zoo tests):
+two gradient methods, a Shared Interest and a fidelity check with thresholds any finite value meets."""
+
+
 def spec_yaml(
     *,
     looks_at: str = "object",
@@ -322,6 +338,8 @@ def helpers() -> types.SimpleNamespace:
     return types.SimpleNamespace(
         CLASSES=CLASSES,
         COV=COV,
+        COVERAGE_AND_FIDELITY=COVERAGE_AND_FIDELITY,
+        GRADIENT_METHODS=GRADIENT_METHODS,
         GRAD=GRAD,
         literal=literal,
         assert_no_traceback=assert_no_traceback,

@@ -46,18 +46,6 @@ def huggingface(folder):
     return Logits(folder)
 """
 
-ATTRIBUTIONS = """\
-grad: {method: Saliency, params: {abs: true}}
-ig: {method: IntegratedGradients, params: {n_steps: 4}}
-"""
-CHECKS = """\
-- id: cov
-  shared_interest:
-    iou: {mean: ">= 0"}
-    gtc: {mean: ">= 0"}
-- id: faithful
-  fidelity: {steps: 4, gap: "> -1"}
-"""
 DATA = "npz: ../data.npz"
 
 
@@ -84,7 +72,12 @@ def run_pair(
     """Run the source spec ``by_name`` and the factory spec ``by_factory`` (model blocks) and
     assert that every measured value is the same in both."""
     project.makepyfile(factories=FACTORIES)
-    arguments = {"attributions": ATTRIBUTIONS, "checks": CHECKS, "data": DATA, **spec}
+    arguments = {
+        "attributions": helpers.GRADIENT_METHODS,
+        "checks": helpers.COVERAGE_AND_FIDELITY,
+        "data": DATA,
+        **spec,
+    }
     write_spec("a", model=by_name, **arguments)
     write_spec("b", model=by_factory, **arguments)
     result = project.runpytest_inprocess("-p", "no:randomly")

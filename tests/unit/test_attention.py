@@ -226,15 +226,34 @@ def test_a_batch_gives_each_samples_own_map_upsampled(method: str) -> None:
     torch.testing.assert_close(together, F.interpolate(grid, size=(SIZE, SIZE), mode="bilinear"))
 
 
+def hugging_face_swins() -> list[tuple[nn.Module, str]]:
+    """Hugging Face's Swin and Swin V2 (tiny, random) and the class names of their windowed attention."""
+    transformers = pytest.importorskip("transformers")
+    sizes = {
+        "image_size": 32,
+        "patch_size": 4,
+        "embed_dim": 16,
+        "depths": [1, 1],
+        "num_heads": [1, 2],
+        "window_size": 2,
+    }
+    return [
+        (transformers.SwinForImageClassification(transformers.SwinConfig(**sizes)), "SwinAttention"),
+        (transformers.Swinv2ForImageClassification(transformers.Swinv2Config(**sizes)), "Swinv2Attention"),
+    ]
+
+
 def test_swin_and_networks_without_attention_are_one_line() -> None:
     from torchvision.models.swin_transformer import SwinTransformer
 
     swin = SwinTransformer(
         patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=[2, 2], num_classes=3
     )
+    windowed = "attends within windows, so there is no attention between all tokens to roll out: use LayerGradCam with layer: auto"
+    swins = [(network, f"attention_rollout: the model {name} {windowed}") for network, name in hugging_face_swins()]
     for network, message in [
-        (swin, "attention_rollout: the model ShiftedWindowAttention attends within windows, so there is no "
-         "attention between all tokens to roll out: use LayerGradCam with layer: auto"),
+        (swin, f"attention_rollout: the model ShiftedWindowAttention {windowed}"),
+        *swins,
         (shapes_cnn(), "attention_rollout: the model has no self-attention this method can read "
          "(torchvision, timm or Hugging Face ViT and DeiT)"),
     ]:  # fmt: skip

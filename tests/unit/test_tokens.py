@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
-from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
 from examples.shapes.model import build as shapes_cnn
 from examples.vit.models import build as tiny_vit
@@ -95,6 +95,22 @@ def tiny_swin() -> SwinTransformer:
     ).eval()
 
 
+def tiny_swin_v2() -> SwinTransformer:
+    """Patch 16 at 32 px: stage 1 is 2x2, stage 2 1x1, and each block's position-bias MLP
+    outputs a (1, 3, 3, heads) table that is not computed per sample."""
+    torch.manual_seed(0)
+    return SwinTransformer(
+        patch_size=[16, 16],
+        embed_dim=16,
+        depths=[1, 1],
+        num_heads=[2, 2],
+        window_size=[2, 2],
+        num_classes=3,
+        block=SwinTransformerBlockV2,
+        downsample_layer=PatchMergingV2,
+    ).eval()
+
+
 def tiny_convnext() -> ConvNeXt:
     torch.manual_seed(0)
     return ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=3).eval()
@@ -105,10 +121,11 @@ def tiny_convnext() -> ConvNeXt:
     [
         (lambda: tiny_vit(seed=0), "encoder.layers.encoder_layer_1.ln_1"),  # the last block's first norm
         (tiny_swin, "norm"),  # the last stage, normed (channels-last)
+        (tiny_swin_v2, "features.1"),  # the last stage larger than 1x1, not the position-bias MLP after it
         (tiny_convnext, "features"),  # the last stage
         (shapes_cnn, "6"),  # the last convolution
     ],
-    ids=["vit", "swin", "convnext", "cnn"],
+    ids=["vit", "swin", "swin_v2", "convnext", "cnn"],
 )
 def test_layer_auto_picks_the_usual_cam_layer(network: object, expected: str) -> None:
     model = network().eval()  # type: ignore[operator]
