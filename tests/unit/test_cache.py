@@ -73,6 +73,7 @@ def keys(directory: Path, text: str = SPEC) -> tuple[str, str, str]:
         ("  - id: cov\n", "  - id: coverage\n    decide: interval\n    marks: [smoke]\n"),
         ("version: 1\n", "version: 1\ndecide: interval\nname: renamed\n"),
         ("methods: [ig]", "methods: [ig, ig2]"),  # which methods run: each need has its own key
+        ("version: 1\n", "version: 1\ndetection: {max_missed: 0.2}\nsegmentation: {max_missed: 0.1}\n"),
     ],
 )
 def test_keys_stay_when_only_decisions_or_report_settings_change(spec_dir: Path, old: str, new: str) -> None:
@@ -94,6 +95,9 @@ def test_keys_stay_when_only_decisions_or_report_settings_change(spec_dir: Path,
         ("version: 1\n", "version: 1\nseed: 3\n", (True, False, False)),
         ("version: 1\n", "version: 1\ntarget: predicted\n", (True, False, False)),
         ("version: 1\n", "version: 1\nsaliency: {channels: sum}\n", (True, False, False)),
+        ("version: 1\n", "version: 1\ntask: detection\n", (True, False, False)),
+        ("version: 1\n", "version: 1\ndetection: {match_iou: 0.7}\n", (True, False, False)),
+        ("version: 1\n", "version: 1\nsegmentation: {background: 0}\n", (True, False, False)),
     ],
 )
 def test_keys_change_with_what_changes_a_number(
@@ -152,12 +156,14 @@ def batch(count: int = 3) -> SampleBatch:
         torch.zeros(count, dtype=torch.long),
         {"decoy": torch.ones(count, 4, 4, dtype=torch.bool)},
         {"site": np.array(["a", "b", "c"][:count])},
+        boxes=torch.tensor([[0.0, 0.0, 2.0, 2.0]]).repeat(count, 1),
+        images_of=torch.arange(count) // 2,
     )
 
 
 @settings(max_examples=25, deadline=None)
 @given(
-    part=st.sampled_from(["image", "mask", "label", "index", "region", "field", "skipped"]),
+    part=st.sampled_from(["image", "mask", "label", "index", "region", "field", "skipped", "box", "image of"]),
     sample=st.integers(0, 2),
 )
 def test_the_batch_digest_changes_when_any_sample_changes(part: str, sample: int) -> None:
@@ -172,6 +178,12 @@ def test_the_batch_digest_changes_when_any_sample_changes(part: str, sample: int
         changed.indices[sample] += 10
     elif part == "region":
         changed.regions["decoy"][sample, 1, 1] = False
+    elif part == "box":
+        assert changed.boxes is not None
+        changed.boxes[sample, 2] += 0.5
+    elif part == "image of":
+        assert changed.images_of is not None
+        changed.images_of[sample] += 1
     elif part == "field":
         changed.fields["site"][sample] = "z"
     else:
@@ -185,6 +197,8 @@ def entry(key: str, size: int = 4) -> dict[str, object]:
         "format": cache.FORMAT,
         "key": key,
         "base": {"prediction": torch.zeros(size, dtype=torch.long), "target": torch.zeros(size, dtype=torch.long)},
+        "found": torch.ones(size, dtype=torch.bool),
+        "missed": [],
         "classes": 3,
         "needs": {"n": {"iou": torch.rand(size)}},
     }
