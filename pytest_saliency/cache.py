@@ -20,6 +20,12 @@ and descriptions left out) and its attribution method's block. An entry holds th
 predictions and targets, the samples the model found and the lines of those it missed (detection,
 segmentation), and each need's statistics found so far; a need that raised is never stored.
 
+Deciding an item reuses work too: what is deterministic given the statistics and settings that
+are not thresholds (a bootstrap interval, a drift check's k-means clusters) is computed through
+:func:`remembered` while :func:`deciding_with` names the run's cache, keyed on the content of its
+inputs, its settings, the package's source and the library versions; a threshold is never an
+input, so an edited threshold reuses it.
+
 Entries are written atomically (a temporary file, then a rename), so concurrent writers (xdist
 workers, a Ray driver) leave a valid entry; a file that does not load or does not match its key is
 ignored, recomputed and counted as unreadable. The directory is bounded: past ``max_bytes`` the
@@ -28,6 +34,7 @@ least recently used entries (a hit refreshes an entry's modification time) are r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -35,7 +42,8 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -169,6 +177,9 @@ class ResultCache:
 def _valid_entry(entry: object, key: str) -> bool:
     if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != key:
         return False
+    if "derived" in entry:
+        derived = entry["derived"]
+        return isinstance(derived, list) and all(isinstance(value, Tensor) for value in derived)
     if "maps" in entry:
         maps, regions = entry["maps"], entry.get("regions")
         return isinstance(maps, Tensor) and isinstance(regions, Tensor) and maps.shape == regions.shape
@@ -448,3 +459,42 @@ def report_maps(
     if cache.writes:
         cache.store(key, {"format": FORMAT, "key": key, "maps": maps, "regions": regions})
     return maps, regions
+
+
+# --- what deciding an item derives from the statistics ------------------------------------------
+
+_DECIDING: ContextVar[ResultCache | None] = ContextVar("saliency_deciding_cache", default=None)
+
+
+@contextlib.contextmanager
+def deciding_with(cache: ResultCache | None) -> Iterator[None]:
+    """Meanwhile, :func:`remembered` reads and stores through ``cache`` (nothing when None)."""
+    token = _DECIDING.set(cache)
+    try:
+        yield
+    finally:
+        _DECIDING.reset(token)
+
+
+def remembered(
+    name: str, inputs: Sequence[Tensor], settings: dict[str, object], compute: Callable[[], Sequence[Tensor]]
+) -> list[Tensor]:
+    """``compute()``, a deterministic function ``name`` of ``inputs`` and ``settings`` (JSON
+    values; never a threshold), from the cache :func:`deciding_with` names when it holds it, else
+    computed and stored there. The tensors come back on the CPU."""
+    cache = _DECIDING.get()
+    if cache is None:
+        return [value.detach().cpu() for value in compute()]
+    parts: list[str | bytes] = [name, package_digest(), environment_digest(), json.dumps(settings, sort_keys=True)]
+    for tensor in inputs:
+        parts += [tensor.device.type, str(tensor.dtype), str(tuple(tensor.shape)), _tensor_bytes(tensor)]
+    key = _digest(*parts)
+    entry = cache.load(key) if cache.reads else None
+    if entry is not None:
+        derived = entry["derived"]
+        assert isinstance(derived, list)
+        return derived
+    values = [value.detach().cpu() for value in compute()]
+    if cache.writes:
+        cache.store(key, {"format": FORMAT, "key": key, "derived": values})
+    return values

@@ -68,6 +68,19 @@ def test_an_edited_threshold_is_decided_from_the_cached_statistics(
     last_failed.stdout.fnmatch_lines(["saliency cache: 1 of 1 shards from the cache, 0 computed"])
 
 
+def test_an_edited_threshold_reuses_the_intervals_derived_before(
+    write_spec: WriteSpec, project: pytest.Pytester
+) -> None:
+    checks = CHECKS.replace('iou: {mean: ">= 0.9"}', 'iou: {median: ">= 0.9", p10: ">= 0.5"}')
+    write_spec(looks_at="both", checks=checks)
+    project.runpytest_inprocess().assert_outcomes(passed=1, failed=1)
+    stored = {path: path.read_bytes() for path in entries(default_folder(project))}
+    assert len(stored) == 3  # the shard and two bootstrap intervals (median, p10)
+    write_spec(looks_at="both", checks=checks.replace(">= 0.9", ">= 0.6"))
+    project.runpytest_inprocess().assert_outcomes(passed=2)
+    assert {path: path.read_bytes() for path in entries(default_folder(project))} == stored
+
+
 def test_a_changed_model_or_method_setting_is_computed_again(write_spec: WriteSpec, project: pytest.Pytester) -> None:
     write_spec(checks=CHECKS)
     project.runpytest_inprocess().assert_outcomes(passed=2)

@@ -253,3 +253,31 @@ def test_statistic_settings_leave_out_every_threshold_of_every_check_kind() -> N
             if "Threshold" not in repr(info.annotation) and name not in cache.DECISION_ONLY
         }
         assert not any(name.startswith(("min_", "max_")) for name in kept), (kind.__name__, kept)
+
+
+def test_remembered_is_computed_once_per_input_and_setting(tmp_path: Path) -> None:
+    calls: list[float] = []
+
+    def compute(values: torch.Tensor, q: float) -> list[torch.Tensor]:
+        calls.append(q)
+        return [values.quantile(q), values.sum()]
+
+    values = torch.arange(10.0)
+    assert cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0] == 4.5  # no cache
+    store = ResultCache(tmp_path)
+    with cache.deciding_with(store):
+        first = cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
+        again = cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
+        assert len(calls) == 2 and [float(value) for value in again] == [float(value) for value in first]
+        cache.remembered("q", [values], {"q": 0.9}, lambda: compute(values, 0.9))  # another setting
+        changed = values.clone()
+        changed[3] += 1e-6
+        cache.remembered("q", [changed], {"q": 0.5}, lambda: compute(changed, 0.5))  # another input
+        cache.remembered("other", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # another function
+        assert len(calls) == 5 and len(list(tmp_path.glob("*/*.pt"))) == 4
+        for path in tmp_path.glob("*/*.pt"):
+            path.write_bytes(b"corrupt")
+        assert float(cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0]) == 4.5
+        assert len(calls) == 6 and store.counts.unreadable == 1
+    cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # outside: computed
+    assert len(calls) == 7
