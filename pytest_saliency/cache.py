@@ -22,7 +22,7 @@ segmentation), and each need's statistics found so far; a need that raised is ne
 
 Deciding an item reuses work too: what is deterministic given the statistics and settings that
 are not thresholds (a bootstrap interval, a drift check's k-means clusters) is computed through
-:func:`remembered` while :func:`deciding_with` names the run's cache, keyed on the content of its
+:meth:`ResultCache.remember` (:mod:`pytest_saliency.memo`), keyed on the content of its
 inputs, its settings, the package's source and the library versions; a threshold is never an
 input, so an edited threshold reuses it.
 
@@ -34,7 +34,6 @@ least recently used entries (a hit refreshes an entry's modification time) are r
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -43,7 +42,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -152,6 +150,26 @@ class ResultCache:
             self._size += path.stat().st_size
         if self._size > self.max_bytes:
             self._evict()
+
+    def remember(
+        self, name: str, inputs: Sequence[Tensor], settings: dict[str, object], compute: Callable[[], Sequence[Tensor]]
+    ) -> list[Tensor]:
+        """``compute()``, a deterministic function ``name`` of ``inputs`` and ``settings`` (JSON
+        values; never a threshold), read from this cache when it holds it, else computed and
+        stored (:func:`pytest_saliency.memo.remembered`). The tensors come back on the CPU."""
+        parts: list[str | bytes] = [name, package_digest(), environment_digest(), json.dumps(settings, sort_keys=True)]
+        for tensor in inputs:
+            parts += [tensor.device.type, str(tensor.dtype), str(tuple(tensor.shape)), _tensor_bytes(tensor)]
+        key = _digest(*parts)
+        entry = self.load(key) if self.reads else None
+        if entry is not None:
+            derived = entry["derived"]
+            assert isinstance(derived, list)
+            return derived
+        values = [value.detach().cpu() for value in compute()]
+        if self.writes:
+            self.store(key, {"format": FORMAT, "key": key, "derived": values})
+        return values
 
     def _entries(self) -> Iterator[tuple[Path, int, float]]:
         """``(path, bytes, last use)`` of every entry file."""
@@ -459,42 +477,3 @@ def report_maps(
     if cache.writes:
         cache.store(key, {"format": FORMAT, "key": key, "maps": maps, "regions": regions})
     return maps, regions
-
-
-# --- what deciding an item derives from the statistics ------------------------------------------
-
-_DECIDING: ContextVar[ResultCache | None] = ContextVar("saliency_deciding_cache", default=None)
-
-
-@contextlib.contextmanager
-def deciding_with(cache: ResultCache | None) -> Iterator[None]:
-    """Meanwhile, :func:`remembered` reads and stores through ``cache`` (nothing when None)."""
-    token = _DECIDING.set(cache)
-    try:
-        yield
-    finally:
-        _DECIDING.reset(token)
-
-
-def remembered(
-    name: str, inputs: Sequence[Tensor], settings: dict[str, object], compute: Callable[[], Sequence[Tensor]]
-) -> list[Tensor]:
-    """``compute()``, a deterministic function ``name`` of ``inputs`` and ``settings`` (JSON
-    values; never a threshold), from the cache :func:`deciding_with` names when it holds it, else
-    computed and stored there. The tensors come back on the CPU."""
-    cache = _DECIDING.get()
-    if cache is None:
-        return [value.detach().cpu() for value in compute()]
-    parts: list[str | bytes] = [name, package_digest(), environment_digest(), json.dumps(settings, sort_keys=True)]
-    for tensor in inputs:
-        parts += [tensor.device.type, str(tensor.dtype), str(tuple(tensor.shape)), _tensor_bytes(tensor)]
-    key = _digest(*parts)
-    entry = cache.load(key) if cache.reads else None
-    if entry is not None:
-        derived = entry["derived"]
-        assert isinstance(derived, list)
-        return derived
-    values = [value.detach().cpu() for value in compute()]
-    if cache.writes:
-        cache.store(key, {"format": FORMAT, "key": key, "derived": values})
-    return values

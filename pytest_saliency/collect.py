@@ -268,12 +268,13 @@ class CheckItem(pytest.Item):
 
     def runtest(self) -> None:
         """Compute (once per spec), decide, add what the reports show, then pass, warn or fail."""
-        from .cache import deciding_with
+        from .memo import deciding_with
 
         session = self.config.stash[SESSION_KEY]
         engine = self.parent.engine()
         merged = self._merged_statistics(engine)
-        with deciding_with(session.result_cache):  # intervals and clusters derived before are reused
+        cache = session.result_cache  # intervals and clusters derived before are reused
+        with deciding_with(None if cache is None else cache.remember):
             outcome = self._decide(engine, merged, session.baselines)
         if self.method in merged.notes:  # the layer that layer: auto picked, guided methods on GELUs
             outcome = outcome.extended([f"{self.method}: {merged.notes[self.method]}"])

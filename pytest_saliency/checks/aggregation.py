@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..cache import remembered
+from ..memo import remembered
 from ..metrics.intervals import mean_interval, quantile_interval
 from ..spec.schema import Threshold
 from .outcome import Measurement

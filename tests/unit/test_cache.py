@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pytest_saliency import cache
 from pytest_saliency.cache import ResultCache, batch_digest, need_key, spec_key
 from pytest_saliency.loaders.source import SampleBatch
+from pytest_saliency.memo import deciding_with, remembered
 from pytest_saliency.spec import load_spec
 from pytest_saliency.spec.validate import LoadedSpec
 from pytest_saliency.streaming import Need
@@ -263,21 +264,21 @@ def test_remembered_is_computed_once_per_input_and_setting(tmp_path: Path) -> No
         return [values.quantile(q), values.sum()]
 
     values = torch.arange(10.0)
-    assert cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0] == 4.5  # no cache
+    assert remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0] == 4.5  # no cache
     store = ResultCache(tmp_path)
-    with cache.deciding_with(store):
-        first = cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
-        again = cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
+    with deciding_with(store.remember):
+        first = remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
+        again = remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
         assert len(calls) == 2 and [float(value) for value in again] == [float(value) for value in first]
-        cache.remembered("q", [values], {"q": 0.9}, lambda: compute(values, 0.9))  # another setting
+        remembered("q", [values], {"q": 0.9}, lambda: compute(values, 0.9))  # another setting
         changed = values.clone()
         changed[3] += 1e-6
-        cache.remembered("q", [changed], {"q": 0.5}, lambda: compute(changed, 0.5))  # another input
-        cache.remembered("other", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # another function
+        remembered("q", [changed], {"q": 0.5}, lambda: compute(changed, 0.5))  # another input
+        remembered("other", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # another function
         assert len(calls) == 5 and len(list(tmp_path.glob("*/*.pt"))) == 4
         for path in tmp_path.glob("*/*.pt"):
             path.write_bytes(b"corrupt")
-        assert float(cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0]) == 4.5
+        assert float(remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0]) == 4.5
         assert len(calls) == 6 and store.counts.unreadable == 1
-    cache.remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # outside: computed
+    remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # outside: computed
     assert len(calls) == 7

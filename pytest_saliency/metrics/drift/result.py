@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..._io import json_number
-from ...cache import remembered
+from ...memo import remembered
 from ..intervals import RESAMPLES, bootstrap_means, percentile_bounds
 from .clusters import ClusterShift, KMeansResult, assign, cluster_shift, kmeans, representatives
 from .segments import (
