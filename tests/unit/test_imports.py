@@ -192,7 +192,7 @@ LAYERS: dict[str, set[str]] = {
     "attribution": {"attention", "errors", "loaders", "memory", "metrics", "spec", "targets", "tokens"},
     "streaming": {"attribution", "errors", "loaders", "memory", "metrics", "spec", "speed", "targets"},
     "baselines": {"pytest_saliency", "_constants", "_io", "errors", "metrics", "spec"},
-    "report": {"pytest_saliency", "_constants", "_io", "errors", "metrics", "spec.schema"},
+    "report": {"pytest_saliency", "_constants", "_io", "errors", "memo", "metrics", "spec.schema"},
     # checks reach the baselines only through their interface, and report only for the document's types
     "checks": {
         "_constants",
