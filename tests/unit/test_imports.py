@@ -194,19 +194,8 @@ LAYERS: dict[str, set[str]] = {
     "baselines": {"pytest_saliency", "_constants", "_io", "errors", "metrics", "spec"},
     "report": {"pytest_saliency", "_constants", "_io", "errors", "memo", "metrics", "spec.schema"},
     # checks reach the baselines only through their interface, and report only for the document's types
-    "checks": {
-        "_constants",
-        "_io",
-        "attribution",
-        "errors",
-        "loaders",
-        "memo",
-        "memory",
-        "metrics",
-        "spec",
-        "streaming",
-    }
-    | {"baselines.settings", "baselines.reference", "report.results", "targets"},
+    "checks": {"_constants", "_io", "attribution", "errors", "loaders", "memory", "metrics", "spec", "streaming"}
+    | {"baselines.settings", "baselines.reference", "memo", "report.results", "targets"},
     "dispatch": {"checks", "loaders", "streaming"},
     "cache": {"_constants", "_io", "streaming"},
     "engine": {
