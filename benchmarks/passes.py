@@ -4,10 +4,12 @@ how far each moves the shipped specs' numbers; side by side in one process.
 
 **ResNet-18 part.** A spec on torchvision's ResNet-18 (random weights, seeded; 1000 classes),
 generated 3x224x224 images (``_workloads:shapes``), Integrated Gradients with 32 steps and a
-fidelity check with MIF and LIF curves of 20 steps. Per image: 1 clean forward pass, 32 forward
-and backward passes (IG) and 2 x 21 forward passes (the curves), which is what the **bare eager**
-loop runs without the plugin: the default memory layout, eager, the same batch size,
-``inference_mode`` for the passes without gradients. Each variant of the spec (``contiguous``,
+fidelity check with MIF and LIF curves of 20 steps. The **bare eager** loop runs the model passes
+the spec makes, without the plugin: the default memory layout, eager, the same batch size,
+``inference_mode`` for the passes without gradients. How many those are is counted, not
+assumed: the warm-up run (2 images) counts the network's inputs with and without gradients
+(a global forward hook), which per image is 1 + 32 (the prediction and IG's steps, forward and
+backward) and 39 forward-only (the curves' clean point and 19 points of each order). Each variant of the spec (``contiguous``,
 the default ``auto`` = channels_last for this network, ``bf16``, ``compile``) runs with pytest in
 this process (``--saliency-cache off``; the items' wall time, model loading and data included),
 interleaved with the bare loop, best of ``--repeats``. Printed: ``spec_over_bare_eager`` per
@@ -35,6 +37,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -42,11 +46,14 @@ import torch
 from _timing import cpu_name
 from _workloads import resnet18
 from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
+from torchvision.models import ResNet
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 IG_STEPS = 32
 FIDELITY_STEPS = 20
+WARM_UP_IMAGES = 2
 VARIANTS = {
     "contiguous": ["model.memory_format=contiguous"],
     "auto": [],
@@ -73,25 +80,54 @@ checks:
 """
 
 
-def bare_eager(model: nn.Module, images: int, size: int, batch_size: int) -> float:
+def bare_eager(model: nn.Module, passes: Passes, images: int, size: int, batch_size: int) -> float:
     """Seconds of the spec's passes without the plugin (default layout, eager): per batch, the
-    forward-only passes under inference mode, then the IG steps' scaled inputs as forward and
-    backward passes of ``batch_size`` inputs each."""
-    forwards = 1 + 2 * (FIDELITY_STEPS + 1)
+    forward-only passes under inference mode, then the passes with gradients (IG's scaled inputs)
+    as forward and backward passes of ``batch_size`` inputs each."""
     generator = torch.Generator().manual_seed(0)
-    alphas = (torch.arange(IG_STEPS) + 0.5) / IG_STEPS
+    alphas = (torch.arange(passes.with_gradient) + 0.5) / passes.with_gradient
     start = time.perf_counter()
     for first in range(0, images, batch_size):
         count = min(batch_size, images - first)
         batch = torch.rand(count, 3, size, size, generator=generator)
         with torch.inference_mode():
-            for _ in range(forwards):
-                model(batch).softmax(dim=1)
-        for step in range(0, count * IG_STEPS, batch_size):
-            chosen = torch.arange(step, min(step + batch_size, count * IG_STEPS))
+            for step in range(0, count * passes.forward_only, batch_size):
+                chosen = torch.arange(step, min(step + batch_size, count * passes.forward_only)) % count
+                model(batch[chosen]).softmax(dim=1)
+        for step in range(0, count * passes.with_gradient, batch_size):
+            chosen = torch.arange(step, min(step + batch_size, count * passes.with_gradient))
             scaled = (batch[chosen % count] * alphas[chosen // count].view(-1, 1, 1, 1)).requires_grad_(True)
             torch.autograd.grad(model(scaled)[:, 0].sum(), scaled)
     return time.perf_counter() - start
+
+
+@dataclass
+class Passes:
+    """The network's inputs per image: forward-only ones, and ones with gradients (forward and
+    backward)."""
+
+    forward_only: int = 0
+    with_gradient: int = 0
+
+
+@contextlib.contextmanager
+def counting(passes: Passes, images: int) -> Iterator[None]:
+    """Count the inputs of every ResNet's forward pass meanwhile into ``passes`` (per image)."""
+    seen = Passes()
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, ResNet):
+            if torch.is_grad_enabled():
+                seen.with_gradient += len(inputs[0])
+            else:
+                seen.forward_only += len(inputs[0])
+
+    handle = register_module_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+    passes.forward_only, passes.with_gradient = seen.forward_only // images, seen.with_gradient // images
 
 
 def run_pytest(folder: Path, targets: list[str], name: str, options: list[str]) -> tuple[float, dict[str, dict]]:
@@ -129,33 +165,39 @@ def differences(reference: dict[str, dict], other: dict[str, dict]) -> tuple[flo
     return largest, relative, same
 
 
-def resnet_part(args: argparse.Namespace, folder: Path) -> None:
-    (folder / "passes.saliency.yaml").write_text(
-        SPEC.format(
-            images=args.images,
-            size=args.size,
-            batch_size=args.batch_size,
-            ig_steps=IG_STEPS,
-            fidelity_steps=FIDELITY_STEPS,
-        )  # fmt: skip
+def write_spec(folder: Path, name: str, images: int, size: int, batch_size: int) -> None:
+    text = SPEC.format(
+        images=images, size=size, batch_size=batch_size, ig_steps=IG_STEPS, fidelity_steps=FIDELITY_STEPS
     )
+    (folder / name).write_text(text)
+
+
+def resnet_part(args: argparse.Namespace, folder: Path) -> None:
+    write_spec(folder, "passes.saliency.yaml", args.images, args.size, args.batch_size)
+    write_spec(folder, "warm-up.saliency.yaml", WARM_UP_IMAGES, args.size, args.batch_size)
     print(
         f"ResNet-18 (random, 1000 classes), {args.images} images of 3x{args.size}x{args.size}, batch_size "
         f"{args.batch_size}; IG {IG_STEPS} steps, MIF/LIF {FIDELITY_STEPS} steps; best of {args.repeats}",
         flush=True,
     )
     model = resnet18()
-    bare_eager(model, min(args.images, args.batch_size), args.size, args.batch_size)  # warm-up
-    run_pytest(folder, ["passes.saliency.yaml"], "warm-up", VARIANTS["contiguous"])
+    passes = Passes()
+    with counting(passes, WARM_UP_IMAGES):
+        run_pytest(folder, ["warm-up.saliency.yaml"], "warm-up", VARIANTS["contiguous"])
+    print(
+        f"the spec's passes per image: {passes.forward_only} forward-only, {passes.with_gradient} forward and backward",
+        flush=True,
+    )
+    bare_eager(model, passes, WARM_UP_IMAGES, args.size, args.batch_size)  # warm-up
     times: dict[str, list[float]] = {"bare eager": []}
     results: dict[str, dict[str, dict]] = {}
     for repeat in range(args.repeats):
-        times["bare eager"].append(bare_eager(model, args.images, args.size, args.batch_size))
+        times["bare eager"].append(bare_eager(model, passes, args.images, args.size, args.batch_size))
+        print(f"  repeat {repeat + 1}: bare eager {times['bare eager'][-1]:.2f} s", flush=True)
         for variant in args.variants:
             seconds, results[variant] = run_pytest(folder, ["passes.saliency.yaml"], variant, VARIANTS[variant])
             times.setdefault(variant, []).append(seconds)
-        shown = ", ".join(f"{name} {values[-1]:.2f} s" for name, values in times.items())
-        print(f"  repeat {repeat + 1}: {shown}", flush=True)
+            print(f"  repeat {repeat + 1}: {variant} {seconds:.2f} s (load {os.getloadavg()[0]:.2f})", flush=True)
     bare = min(times["bare eager"])
     for variant in args.variants:
         line = f"spec_over_bare_eager[{variant}]: {min(times[variant]) / bare:.3f}"

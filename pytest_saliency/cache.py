@@ -11,12 +11,20 @@ with nothing changed computes nothing (``--saliency-cache``, ``saliency_cache_di
 The **spec key** covers what can change a number for every shard: the package's own source,
 the versions of torch, numpy, captum and the model packages (:data:`MODEL_PACKAGES`), the device
 type and dtype, the model block (as a whole, with the content of every file it names and of its
-factory's module), the data block, the target, the seed and the saliency settings. The **shard digest** covers the samples as read (indices, images
-after the transform, masks, labels, extra masks, per-sample fields, skipped lines). A **need key**
+factory's module), the data block, the target, the seed, the saliency settings, the task and its
+block (``max_missed`` left out). The **shard digest** covers the samples as read (indices, images
+after the transform, masks, labels, extra masks, per-sample fields, skipped lines, the objects'
+boxes and images). A **need key**
 covers one check's statistic configuration (thresholds, ``decide``, ``severity``, ``id``, marks
 and descriptions left out) and its attribution method's block. An entry holds the shard's
-predictions and targets and each need's statistics found so far; a need that raised is never
-stored.
+predictions and targets, the samples the model found and the lines of those it missed (detection,
+segmentation), and each need's statistics found so far; a need that raised is never stored.
+
+Deciding an item reuses work too: what is deterministic given the statistics and settings that
+are not thresholds (a bootstrap interval, a drift check's k-means clusters) is computed through
+:meth:`ResultCache.remember` (:mod:`pytest_saliency.memo`), keyed on the content of its
+inputs, its settings, the package's source and the library versions; a threshold is never an
+input, so an edited threshold reuses it.
 
 Entries are written atomically (a temporary file, then a rename), so concurrent writers (xdist
 workers, a Ray driver) leave a valid entry; a file that does not load or does not match its key is
@@ -33,7 +41,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -52,7 +60,7 @@ if TYPE_CHECKING:
     from .spec.validate import LoadedSpec
     from .streaming import Need, Plan, ShardResult, ShardWorker
 
-FORMAT = 1
+FORMAT = 2
 """The entry layout; an entry of another format is foreign and recomputed."""
 DECISION_ONLY = frozenset(
     {"methods", "max_fraction", "min_fraction", "forbid", "max_shift", "mean_shift", "min_rank_correlation"}
@@ -143,6 +151,26 @@ class ResultCache:
         if self._size > self.max_bytes:
             self._evict()
 
+    def remember(
+        self, name: str, inputs: Sequence[Tensor], settings: dict[str, object], compute: Callable[[], Sequence[Tensor]]
+    ) -> list[Tensor]:
+        """``compute()``, a deterministic function ``name`` of ``inputs`` and ``settings`` (JSON
+        values; never a threshold), read from this cache when it holds it, else computed and
+        stored (:func:`pytest_saliency.memo.remembered`). The tensors come back on the CPU."""
+        parts: list[str | bytes] = [name, package_digest(), environment_digest(), json.dumps(settings, sort_keys=True)]
+        for tensor in inputs:
+            parts += [tensor.device.type, str(tensor.dtype), str(tuple(tensor.shape)), _tensor_bytes(tensor)]
+        key = _digest(*parts)
+        entry = self.load(key) if self.reads else None
+        if entry is not None:
+            derived = entry["derived"]
+            assert isinstance(derived, list)
+            return derived
+        values = [value.detach().cpu() for value in compute()]
+        if self.writes:
+            self.store(key, {"format": FORMAT, "key": key, "derived": values})
+        return values
+
     def _entries(self) -> Iterator[tuple[Path, int, float]]:
         """``(path, bytes, last use)`` of every entry file."""
         for path in self.directory.glob("*/*.pt"):
@@ -167,17 +195,27 @@ class ResultCache:
 def _valid_entry(entry: object, key: str) -> bool:
     if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != key:
         return False
+    if "derived" in entry:
+        derived = entry["derived"]
+        return isinstance(derived, list) and all(isinstance(value, Tensor) for value in derived)
     if "maps" in entry:
         maps, regions = entry["maps"], entry.get("regions")
         return isinstance(maps, Tensor) and isinstance(regions, Tensor) and maps.shape == regions.shape
     base, needs = entry.get("base"), entry.get("needs")
     if not isinstance(base, dict) or not isinstance(needs, dict) or not isinstance(entry.get("classes"), int):
         return False
+    found, missed = entry.get("found"), entry.get("missed")
+    if not isinstance(found, Tensor) or found.dtype != torch.bool or found.dim() != 1:
+        return False
+    if not isinstance(missed, list) or not all(isinstance(line, str) for line in missed):
+        return False
     notes = entry.get("notes", {})
     if not isinstance(notes, dict) or not all(isinstance(note, str) for note in notes.values()):
         return False
     count = base.get("prediction")
     if not isinstance(count, Tensor) or not isinstance(base.get("target"), Tensor):
+        return False
+    if count.shape != (int(found.sum()),):
         return False
     return all(
         isinstance(columns, dict)
@@ -271,6 +309,9 @@ def spec_key(loaded: LoadedSpec, device: torch.device, search_paths: tuple[Path,
         spec.saliency.model_dump_json(),
         spec.target,
         str(spec.seed),
+        spec.task,
+        spec.detection.model_dump_json(exclude={"max_missed"}),
+        spec.segmentation.model_dump_json(exclude={"max_missed"}),
     )
 
 
@@ -304,10 +345,13 @@ def need_key(loaded: LoadedSpec, need: Need, search_paths: tuple[Path, ...] = ()
 
 
 def batch_digest(batch: SampleBatch) -> str:
-    """The content digest of a shard's samples as read: indices, images, masks, labels, extra
-    masks, per-sample fields and skipped lines."""
+    """The content digest of a shard's samples as read: indices, images, masks, labels, the
+    objects' boxes and images, extra masks, per-sample fields and skipped lines."""
     parts: list[str | bytes] = []
-    for tensor in (batch.indices, batch.images, batch.masks, batch.labels):
+    for tensor in (batch.indices, batch.images, batch.masks, batch.labels, batch.boxes, batch.images_of):
+        if tensor is None:
+            parts.append("none")
+            continue
         parts += [str(tensor.dtype), str(tuple(tensor.shape)), _tensor_bytes(tensor)]
     for name in sorted(batch.regions):
         parts += [name, _tensor_bytes(batch.regions[name])]
@@ -329,12 +373,13 @@ def _tensor_bytes(tensor: Tensor) -> bytes:
 class Lookup:
     """What the cache holds of one shard: ``todo``, the needs left to compute; ``result``, the
     whole shard when nothing is left; :meth:`complete` adds the cached needs to a computed
-    result and stores them all."""
+    result and stores them all. ``indices``: the ``(B,)`` data set positions of the shard's samples."""
 
     todo: Plan
     result: ShardResult | None = None
     cache: ResultCache | None = None
     key: str = ""
+    indices: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     keys: dict[Need, str] = field(default_factory=dict)
     found: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
@@ -347,11 +392,13 @@ class Lookup:
             if key in self.found and need not in computed.statistics:
                 computed.statistics[need] = self.found[key]
         needs = {key: computed.statistics[need] for need, key in self.keys.items() if need in computed.statistics}
-        if self.cache.writes and len(computed.base["index"]):
+        if self.cache.writes and len(self.indices):
             entry = {
                 "format": FORMAT,
                 "key": self.key,
                 "base": {name: computed.base[name] for name in ("prediction", "target")},
+                "found": torch.isin(self.indices, computed.base["index"]),  # the samples a detector found
+                "missed": list(computed.missed),
                 "classes": computed.classes,
                 "notes": dict(computed.notes),  # the layer that layer: auto picked, per method
                 "needs": {**self.found, **needs},
@@ -374,26 +421,30 @@ def lookup(worker: ShardWorker, plan: Plan, batch: SampleBatch) -> Lookup:
     from .streaming import Plan, ShardResult
 
     cache: ResultCache | None = worker.result_cache
-    if cache is None or not len(batch) or worker.spec.task != "classification":
-        return Lookup(plan)  # detection, segmentation: not cached (a shard's samples depend on what the model finds)
+    if cache is None or not len(batch):
+        return Lookup(plan)
     key = _digest(_spec_key(worker), batch_digest(batch))
     keys = {need: _need_key(worker, need) for need in plan.needs}
+    indices = batch.indices.cpu()
     entry = cache.load(key) if cache.reads else None
     if entry is None:
-        return Lookup(plan, None, cache, key, keys)
+        return Lookup(plan, None, cache, key, indices, keys)
     stored = entry["needs"]
     assert isinstance(stored, dict)
-    todo = Plan(tuple(need for need in plan.needs if keys[need] not in stored))
-    found = Lookup(todo, None, cache, key, keys, stored)
+    kept = entry["found"]
+    assert isinstance(kept, Tensor)
+    everything_missed = not bool(kept.any())  # a shard without samples to explain has no statistics
+    todo = Plan(() if everything_missed else tuple(need for need in plan.needs if keys[need] not in stored))
+    found = Lookup(todo, None, cache, key, indices, keys, stored)
     if not todo.needs:
-        base = entry["base"]
-        classes = entry["classes"]
-        assert isinstance(base, dict) and isinstance(classes, int)
-        statistics = {need: stored[keys[need]] for need in plan.needs}
-        columns = {"index": batch.indices.cpu(), "label": batch.labels.cpu(), **base}
+        base, classes, missed = entry["base"], entry["classes"], entry["missed"]
+        assert isinstance(base, dict) and isinstance(classes, int) and isinstance(missed, list)
+        samples = batch.select(kept.to(batch.indices.device)) if not bool(kept.all()) else batch
+        statistics = {} if everything_missed else {need: stored[keys[need]] for need in plan.needs}
+        columns = {"index": samples.indices.cpu(), "label": samples.labels.cpu(), **base}
         notes = entry.get("notes", {})
         assert isinstance(notes, dict)
-        found.result = ShardResult(columns, batch.fields, statistics, {}, batch.skipped, classes, notes)
+        found.result = ShardResult(columns, samples.fields, statistics, {}, batch.skipped, classes, notes, missed)
         cache.counts.cached += 1
     return found
 

@@ -270,17 +270,21 @@ class CheckItem(pytest.Item):
 
     def runtest(self) -> None:
         """Compute (once per spec), decide, add what the reports show, then pass, warn or fail."""
+        from .memo import deciding_with
+
         session = self.config.stash[SESSION_KEY]
         engine = self.parent.engine()
         merged = self._merged_statistics(engine)
-        outcome = self._decide(engine, merged, session.baselines)
-        if self.method in merged.notes:  # the layer that layer: auto picked, guided methods on GELUs
-            outcome = outcome.extended([f"{self.method}: {merged.notes[self.method]}"])
-        outcome = with_skipped_samples(outcome, merged.skipped)
-        if engine.spec.task != "classification":
-            outcome = with_missed_samples(outcome, engine.spec, merged)
-        if session.wants_thumbnails:
-            outcome = self._with_thumbnails(engine, outcome)
+        cache = session.result_cache  # intervals, clusters and thumbnails made before are reused
+        with deciding_with(None if cache is None else cache.remember):
+            outcome = self._decide(engine, merged, session.baselines)
+            if self.method in merged.notes:  # the layer that layer: auto picked, guided methods on GELUs
+                outcome = outcome.extended([f"{self.method}: {merged.notes[self.method]}"])
+            outcome = with_skipped_samples(outcome, merged.skipped)
+            if engine.spec.task != "classification":
+                outcome = with_missed_samples(outcome, engine.spec, merged)
+            if session.wants_thumbnails:
+                outcome = self._with_thumbnails(engine, outcome)
         self.outcome, self.weights, self.model_source = outcome, engine.weights_file, engine.model_source
         self.user_properties += junit_properties(outcome, self._status())
         self._verdict(outcome, session.strict)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..memo import remembered
 from ..metrics.intervals import mean_interval, quantile_interval
 from ..spec.schema import Threshold
 from .outcome import Measurement
@@ -40,5 +41,10 @@ def measure(name: str, values: Tensor, how: str, threshold: Threshold, seed: int
         lower, upper = mean_interval(defined)
     else:
         q = 0.5 if how == "median" else int(how[1:]) / 100
-        lower, upper = quantile_interval(defined, q, generator=torch.Generator().manual_seed(seed))
+        lower, upper = remembered(
+            "quantile interval",
+            [defined],
+            {"q": q, "seed": seed},
+            lambda: quantile_interval(defined, q, generator=torch.Generator().manual_seed(seed)),
+        )
     return Measurement.compare(name, value, threshold, bounds=(float(lower), float(upper)), samples=defined.numel())

@@ -47,12 +47,14 @@ def test_a_rerun_comes_from_the_cache_with_the_same_json(write_spec: WriteSpec, 
     cold.assert_outcomes(passed=2)
     cold.stdout.fnmatch_lines(["saliency: result cache readwrite, .pytest_cache/d/saliency/ (at most 2048 MiB)"])
     cold.stdout.fnmatch_lines(["saliency cache: 0 of 1 shards from the cache, 1 computed"])
-    assert len(entries(default_folder(project))) == 2  # the shard, and the maps its worst examples show
+    stored = entries(default_folder(project))
+    assert len(stored) > 2  # the shard, the maps its worst examples show, their thumbnails' PNGs
 
     warm = project.runpytest_inprocess("--saliency-json", "warm.json")
     warm.assert_outcomes(passed=2)
     warm.stdout.fnmatch_lines(["saliency cache: 1 of 1 shards from the cache, 0 computed"])
     assert results_without_timing(project.path / "warm.json") == results_without_timing(project.path / "cold.json")
+    assert entries(default_folder(project)) == stored  # nothing computed, nothing stored
 
 
 def test_an_edited_threshold_is_decided_from_the_cached_statistics(
@@ -66,6 +68,19 @@ def test_an_edited_threshold_is_decided_from_the_cached_statistics(
     edited.stdout.fnmatch_lines(["saliency cache: 1 of 1 shards from the cache, 0 computed"])
     last_failed = project.runpytest_inprocess("--lf")  # nothing failed last: all run, all cached
     last_failed.stdout.fnmatch_lines(["saliency cache: 1 of 1 shards from the cache, 0 computed"])
+
+
+def test_an_edited_threshold_reuses_the_intervals_derived_before(
+    write_spec: WriteSpec, project: pytest.Pytester
+) -> None:
+    checks = CHECKS.replace('iou: {mean: ">= 0.9"}', 'iou: {median: ">= 0.9", p10: ">= 0.5"}')
+    write_spec(looks_at="both", checks=checks)
+    project.runpytest_inprocess().assert_outcomes(passed=1, failed=1)
+    stored = {path: path.read_bytes() for path in entries(default_folder(project))}
+    assert len(stored) == 3  # the shard and two bootstrap intervals (median, p10)
+    write_spec(looks_at="both", checks=checks.replace(">= 0.9", ">= 0.6"))
+    project.runpytest_inprocess().assert_outcomes(passed=2)
+    assert {path: path.read_bytes() for path in entries(default_folder(project))} == stored
 
 
 def test_a_changed_model_or_method_setting_is_computed_again(write_spec: WriteSpec, project: pytest.Pytester) -> None:

@@ -11,6 +11,7 @@ sanity checks re-initialise); detections under 0.3 are dropped. Boxes 0 and 1 ar
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -296,3 +297,27 @@ def test_segmentation_can_explain_the_ground_truth_region(tasks: pytest.Pytester
     truth = torch.from_numpy(task_arrays()["masks"][1] == 1)
     (expected,) = torch.autograd.grad(spec_engine.model.network(image)["out"][0, 1][truth].sum(), image)
     assert torch.allclose(shard.attributions("grad")[1], expected[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_a_rerun_of_a_task_comes_from_the_result_cache_with_the_same_json(tasks: pytest.Pytester, task: str) -> None:
+    text = spec_text(task, "")
+    if task == "segmentation":
+        text = text.replace("factory: taskmodels:Segmenter\n", "factory: taskmodels:Segmenter\n  output: out\n", 1)
+        text = text.replace('factory: "taskmodels:Segmenter"', 'factory: "taskmodels:Segmenter", output: out')
+    (tasks.path / "specs" / "t.saliency.yaml").write_text(text, encoding="utf-8")
+    runs = [
+        tasks.runpytest_inprocess("specs/t.saliency.yaml", "-p", "no:randomly", f"--saliency-json={name}.json")
+        for name in ("cold", "warm")
+    ]
+    runs[0].stdout.fnmatch_lines(["saliency cache: 0 of 3 shards from the cache, 3 computed"])
+    runs[1].stdout.fnmatch_lines(["saliency cache: 3 of 3 shards from the cache, 0 computed"])
+    results = [
+        json.loads((tasks.path / f"{name}.json").read_text(encoding="utf-8"))["results"] for name in ("cold", "warm")
+    ]
+    for result in results[0] + results[1]:
+        result.pop("duration")
+    assert results[0] == results[1]
+    missed = [[line for line in run.outlines if "missed by the model" in line] for run in runs]
+    assert missed[0] == missed[1]  # the objects the detector missed are listed from the cache too
+    assert (task == "detection") == any("2 of 5 objects missed by the model" in line for line in missed[1])

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pytest_saliency import cache
 from pytest_saliency.cache import ResultCache, batch_digest, need_key, spec_key
 from pytest_saliency.loaders.source import SampleBatch
+from pytest_saliency.memo import deciding_with, remembered
 from pytest_saliency.spec import load_spec
 from pytest_saliency.spec.validate import LoadedSpec
 from pytest_saliency.streaming import Need
@@ -73,6 +74,7 @@ def keys(directory: Path, text: str = SPEC) -> tuple[str, str, str]:
         ("  - id: cov\n", "  - id: coverage\n    decide: interval\n    marks: [smoke]\n"),
         ("version: 1\n", "version: 1\ndecide: interval\nname: renamed\n"),
         ("methods: [ig]", "methods: [ig, ig2]"),  # which methods run: each need has its own key
+        ("version: 1\n", "version: 1\ndetection: {max_missed: 0.2}\nsegmentation: {max_missed: 0.1}\n"),
     ],
 )
 def test_keys_stay_when_only_decisions_or_report_settings_change(spec_dir: Path, old: str, new: str) -> None:
@@ -94,6 +96,9 @@ def test_keys_stay_when_only_decisions_or_report_settings_change(spec_dir: Path,
         ("version: 1\n", "version: 1\nseed: 3\n", (True, False, False)),
         ("version: 1\n", "version: 1\ntarget: predicted\n", (True, False, False)),
         ("version: 1\n", "version: 1\nsaliency: {channels: sum}\n", (True, False, False)),
+        ("version: 1\n", "version: 1\ntask: detection\n", (True, False, False)),
+        ("version: 1\n", "version: 1\ndetection: {match_iou: 0.7}\n", (True, False, False)),
+        ("version: 1\n", "version: 1\nsegmentation: {background: 0}\n", (True, False, False)),
     ],
 )
 def test_keys_change_with_what_changes_a_number(
@@ -152,12 +157,14 @@ def batch(count: int = 3) -> SampleBatch:
         torch.zeros(count, dtype=torch.long),
         {"decoy": torch.ones(count, 4, 4, dtype=torch.bool)},
         {"site": np.array(["a", "b", "c"][:count])},
+        boxes=torch.tensor([[0.0, 0.0, 2.0, 2.0]]).repeat(count, 1),
+        images_of=torch.arange(count) // 2,
     )
 
 
 @settings(max_examples=25, deadline=None)
 @given(
-    part=st.sampled_from(["image", "mask", "label", "index", "region", "field", "skipped"]),
+    part=st.sampled_from(["image", "mask", "label", "index", "region", "field", "skipped", "box", "image of"]),
     sample=st.integers(0, 2),
 )
 def test_the_batch_digest_changes_when_any_sample_changes(part: str, sample: int) -> None:
@@ -172,6 +179,12 @@ def test_the_batch_digest_changes_when_any_sample_changes(part: str, sample: int
         changed.indices[sample] += 10
     elif part == "region":
         changed.regions["decoy"][sample, 1, 1] = False
+    elif part == "box":
+        assert changed.boxes is not None
+        changed.boxes[sample, 2] += 0.5
+    elif part == "image of":
+        assert changed.images_of is not None
+        changed.images_of[sample] += 1
     elif part == "field":
         changed.fields["site"][sample] = "z"
     else:
@@ -185,6 +198,8 @@ def entry(key: str, size: int = 4) -> dict[str, object]:
         "format": cache.FORMAT,
         "key": key,
         "base": {"prediction": torch.zeros(size, dtype=torch.long), "target": torch.zeros(size, dtype=torch.long)},
+        "found": torch.ones(size, dtype=torch.bool),
+        "missed": [],
         "classes": 3,
         "needs": {"n": {"iou": torch.rand(size)}},
     }
@@ -239,3 +254,31 @@ def test_statistic_settings_leave_out_every_threshold_of_every_check_kind() -> N
             if "Threshold" not in repr(info.annotation) and name not in cache.DECISION_ONLY
         }
         assert not any(name.startswith(("min_", "max_")) for name in kept), (kind.__name__, kept)
+
+
+def test_remembered_is_computed_once_per_input_and_setting(tmp_path: Path) -> None:
+    calls: list[float] = []
+
+    def compute(values: torch.Tensor, q: float) -> list[torch.Tensor]:
+        calls.append(q)
+        return [values.quantile(q), values.sum()]
+
+    values = torch.arange(10.0)
+    assert remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0] == 4.5  # no cache
+    store = ResultCache(tmp_path)
+    with deciding_with(store.remember):
+        first = remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
+        again = remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))
+        assert len(calls) == 2 and [float(value) for value in again] == [float(value) for value in first]
+        remembered("q", [values], {"q": 0.9}, lambda: compute(values, 0.9))  # another setting
+        changed = values.clone()
+        changed[3] += 1e-6
+        remembered("q", [changed], {"q": 0.5}, lambda: compute(changed, 0.5))  # another input
+        remembered("other", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # another function
+        assert len(calls) == 5 and len(list(tmp_path.glob("*/*.pt"))) == 4
+        for path in tmp_path.glob("*/*.pt"):
+            path.write_bytes(b"corrupt")
+        assert float(remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))[0]) == 4.5
+        assert len(calls) == 6 and store.counts.unreadable == 1
+    remembered("q", [values], {"q": 0.5}, lambda: compute(values, 0.5))  # outside: computed
+    assert len(calls) == 7

@@ -183,7 +183,8 @@ LAYERS: dict[str, set[str]] = {
     "memory": {"errors"},
     "tokens": {"errors"},
     "speed": {"errors"},
-    "metrics": {"_constants", "_io", "errors", "tokens"},
+    "memo": set(),
+    "metrics": {"_constants", "_io", "errors", "memo", "tokens"},
     "spec": {"_constants", "_io", "errors", "loaders.readers", "loaders.annotations", "loaders.model_sources"}
     | {"loaders.object_annotations"},
     "loaders": {"_constants", "_io", "errors", "memory", "metrics", "speed", "spec.schema", "spec.validate"},
@@ -192,10 +193,10 @@ LAYERS: dict[str, set[str]] = {
     "attribution": {"attention", "errors", "loaders", "memory", "metrics", "spec", "targets", "tokens"},
     "streaming": {"attribution", "errors", "loaders", "memory", "metrics", "spec", "speed", "targets"},
     "baselines": {"pytest_saliency", "_constants", "_io", "errors", "metrics", "spec"},
-    "report": {"pytest_saliency", "_constants", "_io", "errors", "metrics", "spec.schema"},
+    "report": {"pytest_saliency", "_constants", "_io", "errors", "memo", "metrics", "spec.schema"},
     # checks reach the baselines only through their interface, and report only for the document's types
     "checks": {"_constants", "_io", "attribution", "errors", "loaders", "memory", "metrics", "spec", "streaming"}
-    | {"baselines.settings", "baselines.reference", "report.results", "targets"},
+    | {"baselines.settings", "baselines.reference", "memo", "report.results", "targets"},
     "dispatch": {"checks", "loaders", "streaming"},
     "cache": {"_constants", "_io", "streaming"},
     "engine": {

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from ..._io import json_number
+from ...memo import remembered
 from ..intervals import RESAMPLES, bootstrap_means, percentile_bounds
-from .clusters import ClusterShift, assign, cluster_shift, kmeans, representatives
+from .clusters import ClusterShift, KMeansResult, assign, cluster_shift, kmeans, representatives
 from .segments import (
     SegmentsFrom,
     as_float,
@@ -233,9 +234,14 @@ def drift_from_kept(
     in_b = mask_b[point_image, point_segment]
     inertia: float | None = None
     if centres is None:
-        fitted = kmeans(embedded[in_a], clusters, seed=seed, iterations=iterations, tol=tol)
-        centres = fitted.centres
-        inertia = fitted.inertia
+        points = embedded[in_a]
+        centres, fitted_inertia = remembered(
+            "kmeans",
+            [points],
+            {"k": clusters, "seed": seed, "iterations": iterations, "tol": tol},
+            lambda: _centres_and_inertia(kmeans(points, clusters, seed=seed, iterations=iterations, tol=tol)),
+        )
+        centres, inertia = centres.to(device), float(fitted_inertia)
     else:
         centres = as_float(centres).to(device)
         if centres.dim() != 2 or centres.shape[1] != embedded.shape[1]:
@@ -269,6 +275,11 @@ def drift_from_kept(
         settings={"keep": keep, "clusters": k, "seed": seed, "segments_from": segments_from},
         sample_index=sample_index,
     )
+
+
+def _centres_and_inertia(fitted: KMeansResult) -> tuple[Tensor, Tensor]:
+    """What a drift result keeps of a k-means fit: ``centres (k, D)`` and the inertia ``()`` float64."""
+    return fitted.centres, torch.tensor(fitted.inertia, dtype=torch.float64)
 
 
 def drift_from_scores(
