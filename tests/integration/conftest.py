@@ -215,6 +215,11 @@ def _heavy_modules() -> None:
     # registrations fail when a run's module snapshot removes them and a later run imports them again.
     import torchvision.models.resnet  # noqa: F401
 
+    # data.transform dispatches on tv_tensors' classes: a run that re-imported transforms.v2 while
+    # the torchvision package kept its old tv_tensors would pass every image through unresized.
+    import torchvision.transforms.v2  # noqa: F401
+    import torchvision.tv_tensors  # noqa: F401
+
     import pytest_saliency.checks.patterns  # noqa: F401
     import pytest_saliency.checks.shared_interest  # noqa: F401
     import pytest_saliency.engine  # noqa: F401
