@@ -23,6 +23,7 @@ from .attention.maps import attention_map
 from .errors import Location, SpecRuntimeError, did_you_mean, first_line
 from .loaders.models import ModelUnderTest
 from .memory import is_out_of_memory
+from .metrics.detection_probabilities import class_probabilities
 from .metrics.drise import drise
 from .metrics.image import edge_map, gaussian_blur
 from .metrics.seeding import per_sample_draws, seeded_generator
@@ -262,16 +263,17 @@ class Attributor:
             )
         objects, detector = scored.target, scored.model
         explain: Callable[..., Tensor] = drise  # called with the spec's params as its keywords
-        maps = explain(
-            lambda masked: detections(detector.raw(masked), masked.shape[0]),
-            images.detach(),
-            objects.boxes[rows],
-            objects.labels[rows],
-            objects.images[rows].tolist(),
-            batch_size=self.batch_size,
-            seed=seed,
-            **self.spec.params,
-        )
+        with class_probabilities(detector.network):  # torchvision's R-CNNs: each detection's softmax row
+            maps = explain(
+                lambda masked: detections(detector.raw(masked), masked.shape[0]),
+                images.detach(),
+                objects.boxes[rows],
+                objects.labels[rows],
+                objects.images[rows].tolist(),
+                batch_size=self.batch_size,
+                seed=seed,
+                **self.spec.params,
+            )
         return maps.unsqueeze(1)
 
     def _attribute(self, images: Tensor, target: Tensor, indices: Sequence[int], seed: int) -> Tensor:
